@@ -1,0 +1,35 @@
+"""ModelForge: a local store, validator, inspector and batch predictor for ONNX models.
+
+The library is the product; the ``modelforge`` command is a thin layer over it. Heavy
+dependencies (onnx, onnxruntime, pandas, polars, pyarrow) are imported only when used, so
+``import modelforge`` stays cheap. Public names are resolved lazily from ``_API``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_API: dict[str, str] = {
+    "ModelForgeError": "modelforge.errors",
+    "ExitCode": "modelforge.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelforge' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_API))
+
+
+__all__ = ["__version__", *_API]

@@ -1,0 +1,122 @@
+"""Shared CLI plumbing: global options, the per-command runner that maps errors to exits.
+
+Every command body looks like::
+
+    with run(ctx, "models list", json_out) as out:
+        result = core_function(...)
+        out.emit(result, render_models_list)
+
+``run`` is the one place where ModelForgeError becomes a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from modelforge.errors import ExitCode, ModelForgeError
+from modelforge.render import Renderer
+
+
+@dataclass
+class GlobalOptions:
+    debug: bool = False
+    quiet: bool = False
+    verbose: int = 0
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Write one JSON envelope to stdout instead of text.")
+]
+
+
+def global_options(ctx: typer.Context | None) -> GlobalOptions:
+    node = ctx
+    while node is not None:
+        if isinstance(node.obj, GlobalOptions):
+            return node.obj
+        node = node.parent
+    return GlobalOptions()
+
+
+def _silence_broken_pipe() -> None:
+    """stdout's reader went away (``| head``): end quietly, like other Unix tools."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+@contextmanager
+def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Iterator[Renderer]:
+    """Run one command body: render errors, choose the exit code, keep stdout clean."""
+    opts = global_options(ctx)
+    out = Renderer(
+        command, json_mode=json_mode, quiet=opts.quiet, verbose=opts.verbose, debug=opts.debug
+    )
+    out.attach_logging()
+    code: int = ExitCode.OK
+    try:
+        yield out
+    except ModelForgeError as err:
+        if opts.debug:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        out.error(err)
+        code = err.exit_code
+    except BrokenPipeError:
+        _silence_broken_pipe()
+        code = ExitCode.OK
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = ExitCode.INTERRUPTED
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug: say so, keep the traceback behind --debug
+        if opts.debug:
+            raise
+        from modelforge.errors import ModelForgeError as _E
+
+        err = _E(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a bug in ModelForge; rerun with --debug for the traceback and report it",
+            code="internal_error",
+        )
+        err.exit_code = ExitCode.INTERNAL
+        out.error(err)
+        code = ExitCode.INTERNAL
+    finally:
+        out.detach_logging()
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+def parse_key_values(items: list[str] | None, what: str) -> dict[str, str]:
+    """Parse repeated ``KEY=VALUE`` options into a dict, with a clear error."""
+    from modelforge.errors import UsageError
+    from modelforge.text import escape
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"{what} '{escape(item)}' is not KEY=VALUE",
+                hint=f"write it as {what} key=value",
+            )
+        out[key] = value
+    return out
+
+
+def split_csv_option(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
