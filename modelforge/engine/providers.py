@@ -1,0 +1,110 @@
+"""Execution-provider names: the one table mapping short names to onnxruntime's names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelforge.errors import ProviderUnavailableError, UsageError
+from modelforge.text import escape
+
+SHORT_NAMES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "onednn": "DnnlExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+    "cann": "CANNExecutionProvider",
+    "vitisai": "VitisAIExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+    "azure": "AzureExecutionProvider",
+}
+
+
+def short_name(full: str) -> str:
+    for short, name in SHORT_NAMES.items():
+        if name == full:
+            return short
+    return full
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def canonical(name: str) -> str:
+    """Map a short or full provider name to onnxruntime's full name (case-insensitive)."""
+    key = name.strip()
+    if key.lower() in SHORT_NAMES:
+        return SHORT_NAMES[key.lower()]
+    for full in set(SHORT_NAMES.values()):
+        if full.lower() == key.lower() or full.lower() == key.lower() + "executionprovider":
+            return full
+    if key.endswith("ExecutionProvider"):
+        return key
+    raise UsageError(
+        f"unknown execution provider '{escape(name)}'",
+        hint="known short names: " + ", ".join(sorted(SHORT_NAMES)),
+        code="unknown_provider",
+    )
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """Providers to ask onnxruntime for, in priority order, with their options."""
+
+    requested: list[str]  # full names the user asked for, in order
+    providers: list[str]  # what will be passed to onnxruntime
+    options: list[dict[str, str]]
+    missing: list[str]  # requested but not in this build (only with fallback)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "providers": self.providers, "missing": self.missing}
+
+
+def plan_providers(
+    names: list[str] | None,
+    *,
+    options: dict[str, str] | None = None,
+    fallback: bool = False,
+    available: list[str] | None = None,
+) -> ProviderPlan:
+    """Resolve requested providers against this onnxruntime build.
+
+    Unavailable providers are an error listing the available ones, unless ``fallback``;
+    CPU is always appended last so that a session can be created. ``options`` apply to
+    the first requested provider.
+    """
+    avail = available if available is not None else available_providers()
+    requested = [canonical(n) for n in (names or ["cpu"])]
+    missing = [p for p in requested if p not in avail]
+    if missing and not fallback:
+        raise ProviderUnavailableError(
+            f"execution provider {', '.join(short_name(m) for m in missing)} is not available "
+            f"in this onnxruntime build",
+            hint="available providers are: "
+            + ", ".join(f"{short_name(a)} ({a})" for a in avail)
+            + "; install the matching onnxruntime package (e.g. onnxruntime-gpu) or pass "
+            "--fallback",
+        )
+    chosen = [p for p in dict.fromkeys(requested) if p in avail]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    opts: list[dict[str, str]] = [{} for _ in chosen]
+    if options:
+        opts[0] = dict(options)
+    return ProviderPlan(requested=requested, providers=chosen, options=opts, missing=missing)

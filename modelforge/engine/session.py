@@ -1,0 +1,189 @@
+"""Creating onnxruntime sessions (separate from running them), and translating its errors.
+
+onnxruntime's own C++ log lines never reach the terminal: sessions log at FATAL only, and
+every onnxruntime exception becomes a one-line ModelForge error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelforge.engine.providers import ProviderPlan, plan_providers, short_name
+from modelforge.errors import InvalidModelError, ModelForgeError, RuntimeFailure, UsageError
+from modelforge.text import escape, truncate
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_LOG_FATAL = 4
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything that decides how a session is built; reported with results."""
+
+    providers: list[str] | None = None  # short or full names, priority order; None = cpu
+    provider_options: dict[str, str] = field(default_factory=dict)
+    fallback: bool = False
+    threads: int | None = None  # intra-op threads; None = onnxruntime's default
+    opt_level: str | None = None  # disable|basic|extended|all; None = onnxruntime default
+    custom_ops: tuple[str, ...] = ()  # custom-op libraries: loaded only when given
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "providers": self.providers or ["cpu"],
+            "provider_options": self.provider_options,
+            "fallback": self.fallback,
+            "threads": self.threads,
+            "opt_level": self.opt_level or "all",
+            "custom_ops": list(self.custom_ops),
+        }
+
+
+def quiet_onnxruntime() -> None:
+    """Make onnxruntime's default logger print nothing below FATAL."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(_ORT_LOG_FATAL)
+
+
+def session_options(cfg: SessionConfig) -> ort.SessionOptions:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = _ORT_LOG_FATAL
+    so.log_verbosity_level = 0
+    if cfg.threads is not None:
+        if cfg.threads < 0:
+            raise UsageError(
+                "--threads must be 0 (onnxruntime default) or more", code="invalid_option"
+            )
+        so.intra_op_num_threads = cfg.threads
+    if cfg.opt_level is not None:
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if cfg.opt_level not in levels:
+            raise UsageError(
+                f"unknown optimisation level '{escape(cfg.opt_level)}'",
+                hint="use one of: " + ", ".join(OPT_LEVELS),
+                code="invalid_option",
+            )
+        so.graph_optimization_level = levels[cfg.opt_level]
+    for lib in cfg.custom_ops:
+        path = Path(lib)
+        if not path.is_file():
+            raise UsageError(
+                f"custom-op library '{escape(lib)}' does not exist", code="invalid_option"
+            )
+        try:
+            so.register_custom_ops_library(os.fspath(path))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise translate_error(exc, f"loading custom-op library '{lib}'") from None
+    return so
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # onnxruntime prefixes messages with "[ONNXRuntimeError] : 1 : FAIL : "
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    return truncate(escape(" ".join(text.split())), 400)
+
+
+_OLD_OPSET = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
+
+
+def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
+    """Turn an onnxruntime exception into a one-line ModelForge error."""
+    if isinstance(exc, ModelForgeError):
+        return exc
+    msg = first_line(exc)
+    kind = type(exc).__name__
+    old = _OLD_OPSET.search(str(exc))
+    if old:
+        return InvalidModelError(
+            f"onnxruntime has no kernel for {old.group(1)} at opset {old.group(2)} while {doing}",
+            hint="the model's opset is too old for this onnxruntime; run "
+            "'modelforge convert MODEL --opset 13 -o new.onnx' (predict upgrades automatically "
+            "unless --no-upgrade)",
+            code="opset_too_old",
+        )
+    if kind in ("InvalidGraph", "InvalidProtobuf", "NoSuchFile", "ModelLoaded"):
+        return InvalidModelError(
+            f"onnxruntime rejected the model while {doing}: {msg}",
+            hint="run 'modelforge validate MODEL' for a full diagnosis",
+            code="session_failed",
+        )
+    if kind == "NotImplemented":
+        return RuntimeFailure(
+            f"onnxruntime does not support this model while {doing}: {msg}",
+            hint="run 'modelforge validate MODEL' to see which op or opset",
+            code="not_implemented",
+        )
+    if kind == "InvalidArgument":
+        return RuntimeFailure(
+            f"onnxruntime refused the input while {doing}: {msg}",
+            hint="check input names, dtypes and shapes with 'modelforge inspect MODEL'",
+            code="invalid_argument",
+        )
+    return RuntimeFailure(f"onnxruntime failed while {doing}: {msg}", code="runtime_error")
+
+
+@dataclass
+class Session:
+    """An onnxruntime session plus what was asked for and what it actually uses."""
+
+    inner: ort.InferenceSession
+    plan: ProviderPlan
+    config: SessionConfig
+
+    @property
+    def providers_used(self) -> list[str]:
+        return list(self.inner.get_providers())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "providers_requested": [short_name(p) for p in self.plan.requested],
+            "providers_used": [short_name(p) for p in self.providers_used],
+            "config": self.config.to_dict(),
+        }
+
+
+def create_session(
+    model: str | os.PathLike[str] | bytes,
+    cfg: SessionConfig | None = None,
+    *,
+    external_data_dir: str | os.PathLike[str] | None = None,
+) -> Session:
+    """Create a session from a path or serialized bytes.
+
+    ``external_data_dir``: where external data lives when ``model`` is bytes (e.g. a model
+    upgraded in memory). Callers must have checked external-data locations beforehand
+    (:func:`modelforge.model.external.check_external_data`).
+    """
+    import onnxruntime as ort
+
+    cfg = cfg or SessionConfig()
+    quiet_onnxruntime()
+    plan = plan_providers(cfg.providers, options=cfg.provider_options, fallback=cfg.fallback)
+    so = session_options(cfg)
+    if isinstance(model, bytes) and external_data_dir is not None:
+        so.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", os.fspath(external_data_dir)
+        )
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    try:
+        inner = ort.InferenceSession(
+            source, sess_options=so, providers=plan.providers, provider_options=plan.options
+        )
+    except Exception as exc:  # onnxruntime raises pybind exception types
+        raise translate_error(exc, "creating the onnxruntime session") from None
+    return Session(inner=inner, plan=plan, config=cfg)

@@ -1,0 +1,175 @@
+"""Input/output schema of an ONNX model, read from the file itself.
+
+Type strings follow onnxruntime's spelling (``tensor(float)``,
+``seq(map(int64,tensor(float)))``, ``optional(tensor(int64))``,
+``sparse_tensor(float)``) so they match what ``InferenceSession.get_inputs()`` reports.
+Shapes keep symbolic dimension names: ``["N", 4]``; an unknown dimension is ``None``.
+
+This module imports nothing heavy at import time: it works on ModelProto objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, TypeProto, ValueInfoProto
+
+# TensorProto.DataType -> (onnx type name as onnxruntime spells it, numpy dtype name or None)
+ELEM_TYPES: dict[int, tuple[str, str | None]] = {
+    1: ("float", "float32"),
+    2: ("uint8", "uint8"),
+    3: ("int8", "int8"),
+    4: ("uint16", "uint16"),
+    5: ("int16", "int16"),
+    6: ("int32", "int32"),
+    7: ("int64", "int64"),
+    8: ("string", "str"),
+    9: ("bool", "bool"),
+    10: ("float16", "float16"),
+    11: ("double", "float64"),
+    12: ("uint32", "uint32"),
+    13: ("uint64", "uint64"),
+    14: ("complex64", "complex64"),
+    15: ("complex128", "complex128"),
+    16: ("bfloat16", None),
+    17: ("float8e4m3fn", None),
+    18: ("float8e4m3fnuz", None),
+    19: ("float8e5m2", None),
+    20: ("float8e5m2fnuz", None),
+    21: ("uint4", None),
+    22: ("int4", None),
+    23: ("float4e2m1", None),
+}
+
+Dim = int | str | None
+
+
+def elem_name(elem_type: int) -> str:
+    return ELEM_TYPES.get(elem_type, (f"unknown({elem_type})", None))[0]
+
+
+def elem_numpy(elem_type: int) -> str | None:
+    return ELEM_TYPES.get(elem_type, ("", None))[1]
+
+
+def _shape(tp: Any) -> list[Dim] | None:
+    if not tp.HasField("shape"):
+        return None  # rank unknown
+    dims: list[Dim] = []
+    for d in tp.shape.dim:
+        which = d.WhichOneof("value")
+        if which == "dim_value":
+            dims.append(int(d.dim_value))
+        elif which == "dim_param" and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def type_string(tp: TypeProto) -> str:
+    """onnxruntime-style type string for any TypeProto (tensor, seq, map, optional, sparse)."""
+    which = tp.WhichOneof("value")
+    if which == "tensor_type":
+        return f"tensor({elem_name(tp.tensor_type.elem_type)})"
+    if which == "sparse_tensor_type":
+        return f"sparse_tensor({elem_name(tp.sparse_tensor_type.elem_type)})"
+    if which == "sequence_type":
+        return f"seq({type_string(tp.sequence_type.elem_type)})"
+    if which == "map_type":
+        key = elem_name(tp.map_type.key_type)
+        return f"map({key},{type_string(tp.map_type.value_type)})"
+    if which == "optional_type":
+        return f"optional({type_string(tp.optional_type.elem_type)})"
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output."""
+
+    name: str
+    type: str  # e.g. "tensor(float)", "seq(map(int64,tensor(float)))"
+    dtype: str | None  # numpy dtype name for tensors ("float32", "str"); None otherwise
+    shape: list[Dim] | None  # None: rank unknown
+    doc: str = ""
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.type.startswith("tensor(")
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def shape_str(self) -> str:
+        if self.shape is None:
+            return "?"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "dtype": self.dtype, "shape": self.shape}
+
+
+@dataclass(frozen=True)
+class ModelSchema:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # initializers listed among graph inputs (IR < 4 style): callers may override them
+    overridable: list[TensorSpec] = field(default_factory=list)
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "overridable_initializers": [s.to_dict() for s in self.overridable],
+        }
+
+
+def spec_from_value_info(vi: ValueInfoProto) -> TensorSpec:
+    tp = vi.type
+    which = tp.WhichOneof("value")
+    dtype = None
+    shape = None
+    if which == "tensor_type":
+        dtype = elem_numpy(tp.tensor_type.elem_type)
+        shape = _shape(tp.tensor_type)
+    elif which == "sparse_tensor_type":
+        shape = _shape(tp.sparse_tensor_type)
+    return TensorSpec(
+        name=vi.name, type=type_string(tp), dtype=dtype, shape=shape, doc=vi.doc_string
+    )
+
+
+def extract_schema(model: ModelProto) -> ModelSchema:
+    """Inputs (without initializers), overridable initializers, and outputs of the graph."""
+    g = model.graph
+    init_names = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
+    inputs, overridable = [], []
+    for vi in g.input:
+        (overridable if vi.name in init_names else inputs).append(spec_from_value_info(vi))
+    outputs = [spec_from_value_info(vi) for vi in g.output]
+    return ModelSchema(inputs=inputs, outputs=outputs, overridable=overridable)
+
+
+def schema_from_dict(data: dict[str, Any]) -> ModelSchema:
+    """Rebuild a schema stored in metadata (inverse of ``ModelSchema.to_dict``)."""
+
+    def spec(d: dict[str, Any]) -> TensorSpec:
+        return TensorSpec(
+            name=d["name"], type=d["type"], dtype=d.get("dtype"), shape=d.get("shape")
+        )
+
+    return ModelSchema(
+        inputs=[spec(d) for d in data.get("inputs", [])],
+        outputs=[spec(d) for d in data.get("outputs", [])],
+        overridable=[spec(d) for d in data.get("overridable_initializers", [])],
+    )
