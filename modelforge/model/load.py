@@ -77,6 +77,12 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
+        if _looks_like_tensor(data):
+            raise InvalidModelError(
+                f"model file '{where}' is an ONNX TensorProto (a single tensor), not a model",
+                hint="pass the .onnx model; tensors (.pb) are input or output data",
+                code="not_onnx",
+            ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidModelError(
             f"model file '{where}' is not a valid ONNX protobuf ({escape(reason)}); "
