@@ -1,0 +1,375 @@
+"""Streaming CSV/TSV reader: byte blocks split at record boundaries, parsed by polars.
+
+The stream is read in blocks of a few MB; each block is cut at the last newline outside
+quotes (quote parity), and parsed by polars with an explicit schema built from the model's
+input dtypes. Blocks that look wrong (a polars error, empty cells, NaN/inf) are parsed a
+second time as text and converted by :mod:`modelforge.data.cast`, which names the row and
+column of the first bad cell. Limits keep hostile files cheap: the header line is capped
+at 4 MiB / 65,536 columns and a record at 64 MiB.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING
+
+from modelforge.data.batch import ColumnBatch
+from modelforge.data.cast import CastPolicy, coerce_text
+from modelforge.errors import DataError, UsageError
+from modelforge.text import escape, safe
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+BLOCK_SIZE = 16 * 1024 * 1024
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_COLUMNS = 65_536
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+_FAST = {"float32", "float64", "int64", "int32"}
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        return codecs.lookup(name).name == "utf-8"
+    except LookupError:
+        raise UsageError(
+            f"unknown encoding '{escape(name)}'",
+            hint="use a Python codec name such as utf-8, latin-1, cp1252, utf-16",
+            code="invalid_option",
+        ) from None
+
+
+class CsvReader:
+    """Reads the header on construction; ``batches()`` streams coerced column arrays."""
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        name: str,
+        *,
+        fmt: str = "csv",
+        delimiter: str | None = None,
+        encoding: str | None = None,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
+        self.stream = stream
+        self.name = escape(name)
+        self.delim = delimiter if delimiter is not None else ("\t" if fmt == "tsv" else ",")
+        if self.delim in ("\\t", "tab"):
+            self.delim = "\t"
+        if len(self.delim) != 1 or self.delim in ('"', "\n", "\r"):
+            raise UsageError(
+                f"--delimiter must be one character, got '{escape(self.delim)}'",
+                code="invalid_option",
+            )
+        self._d = self.delim.encode()
+        self.block_size = block_size
+        self._decoder = None
+        if encoding and not _is_utf8(encoding):
+            self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        self._buf = b""
+        self._eof = False
+        self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
+        self.columns = self._read_header()
+
+    # raw input ----------------------------------------------------------------------
+    def _fill(self, want: int) -> bool:
+        """Append up to ``want`` bytes to the buffer; False at end of stream."""
+        if self._eof:
+            return False
+        raw = self.stream.read(want)
+        if not raw:
+            self._eof = True
+            if self._decoder is not None:
+                self._buf += self._decoder.decode(b"", final=True).encode()
+            return False
+        if self._decoder is not None:
+            try:
+                raw = self._decoder.decode(raw).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"input '{self.name}' cannot be decoded: {escape(exc.reason)}",
+                    hint="check --encoding",
+                    code="encoding_error",
+                ) from None
+        self._buf += raw
+        return True
+
+    def _utf8_error(self, data: bytes, base: int, line_base: int) -> None:
+        if data.isascii():
+            return
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = line_base + data.count(b"\n", 0, exc.start) + 1
+            raise DataError(
+                f"input '{self.name}' is not valid UTF-8: byte 0x{data[exc.start]:02x} at "
+                f"offset {base + exc.start} (line {line})",
+                hint="pass --encoding latin-1 (or the file's real encoding, e.g. cp1252)",
+                code="encoding_error",
+            ) from None
+
+    def _read_header(self) -> list[str]:
+        import csv
+
+        while b"\n" not in self._buf and len(self._buf) <= MAX_HEADER_BYTES:
+            if not self._fill(1024 * 1024):
+                break
+        if self._buf.startswith(_BOM):
+            self._buf = self._buf[3:]
+            self.consumed = 3
+        if not self._buf.strip():
+            raise DataError(
+                f"input '{self.name}' is empty",
+                hint="pass a CSV file with a header line and at least one row",
+                code="empty_input",
+            )
+        end = self._buf.find(b"\n")
+        if end < 0:
+            if len(self._buf) > MAX_HEADER_BYTES:
+                raise DataError(
+                    f"input '{self.name}': the header line is longer than "
+                    f"{MAX_HEADER_BYTES // (1024 * 1024)} MiB",
+                    hint="this is not a CSV file with a normal header",
+                    code="line_too_long",
+                )
+            end = len(self._buf)
+        line = self._buf[:end]
+        if line.count(self._d) + 1 > MAX_COLUMNS:
+            raise DataError(
+                f"input '{self.name}' has {line.count(self._d) + 1:,} columns in its header; "
+                f"the limit is {MAX_COLUMNS:,}",
+                hint="split the file, or use NPY/NPZ for very wide data",
+                code="too_many_columns",
+            )
+        if b"\0" in line:
+            raise DataError(
+                f"input '{self.name}' contains NUL bytes; it is not a text CSV file",
+                hint="pass a CSV/TSV text file, or --format for other formats",
+                code="binary_input",
+            )
+        self._utf8_error(line, self.consumed, 0)
+        text = line.decode("utf-8").rstrip("\r")
+        names = next(csv.reader([text], delimiter=self.delim))
+        self._buf = self._buf[end + 1 :]
+        self.consumed += end + 1
+        if not self._more_data():
+            raise DataError(
+                f"input '{self.name}' has a header but no data rows",
+                hint="add rows below the header line",
+                code="no_rows",
+            )
+        seen: dict[str, int] = {}
+        out = []
+        for i, raw_name in enumerate(names):
+            col = raw_name.strip() or f"column_{i + 1}"
+            if col in seen:
+                raise DataError(
+                    f"input '{self.name}' has duplicate column name '{safe(col)}' "
+                    f"(columns {seen[col] + 1} and {i + 1})",
+                    hint="rename one of the columns",
+                    code="duplicate_column",
+                )
+            seen[col] = i
+            out.append(col)
+        return out
+
+    def _more_data(self) -> bool:
+        while not self._buf.strip():
+            self._buf = b""
+            if not self._fill(1024 * 1024):
+                return False
+        return True
+
+    # record boundaries --------------------------------------------------------------
+    @staticmethod
+    def _boundary(block: bytes) -> int:
+        """Index just past the last newline outside quotes, or -1."""
+        if b'"' not in block:
+            return block.rfind(b"\n") + 1 or -1
+        total = block.count(b'"')
+        pos = len(block)
+        for _ in range(10_000):
+            nl = block.rfind(b"\n", 0, pos)
+            if nl < 0:
+                return -1
+            if (total - block.count(b'"', nl)) % 2 == 0:
+                return nl + 1
+            pos = nl
+        return -1
+
+    def _blocks(self) -> Iterator[bytes]:
+        while True:
+            while len(self._buf) < self.block_size and self._fill(self.block_size):
+                pass
+            if not self._buf:
+                return
+            if self._eof:
+                block, self._buf = self._buf, b""
+                if block.count(b'"') % 2:
+                    raise DataError(
+                        f"input '{self.name}' has an unbalanced double quote: a quoted field "
+                        "opened near the end of the file never closes",
+                        hint="fix the quoting (a quote inside a field is written as \"\")",
+                        code="unbalanced_quote",
+                    )
+            else:
+                cut = self._boundary(self._buf)
+                if cut <= 0:
+                    if len(self._buf) > MAX_RECORD_BYTES:
+                        raise DataError(
+                            f"input '{self.name}' has a record longer than "
+                            f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB (an unbalanced quote?)",
+                            hint="check the quoting of the file",
+                            code="line_too_long",
+                        )
+                    self.block_size *= 2
+                    continue
+                block, self._buf = self._buf[:cut], self._buf[cut:]
+            if block.strip():
+                yield block
+            self.consumed += len(block)
+
+    # field counts (only on suspicious blocks) ---------------------------------------
+    def _check_fields(self, block: bytes, row0: int) -> None:
+        ncols = len(self.columns)
+        if b'"' not in block:
+            lines = block.split(b"\n")
+            if lines and not lines[-1]:
+                lines.pop()
+            if block.count(self._d) == len(lines) * (ncols - 1):
+                if all(line.strip(b"\r") for line in lines):
+                    return
+            for i, line in enumerate(lines):
+                n = line.count(self._d) + 1 if line.strip(b"\r") else 0
+                if n != ncols:
+                    self._ragged(row0 + i, n)
+            return
+        import csv
+        import io
+
+        reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""), delimiter=self.delim)
+        for i, rec in enumerate(reader):
+            if len(rec) != ncols:
+                self._ragged(row0 + i, len(rec))
+
+    def _ragged(self, row: int, n: int) -> None:
+        problem = "is blank" if n == 0 else f"has {n} fields, the header has {len(self.columns)}"
+        raise DataError(
+            f"input '{self.name}' row {row + 1} {problem}",
+            hint="every row needs one field per header column; check the delimiter and quotes",
+            code="ragged_row",
+        )
+
+    # batches ------------------------------------------------------------------------
+    def batches(
+        self,
+        targets: dict[str, str],
+        keep: list[str],
+        *,
+        policy: CastPolicy,
+        allow_nan: bool,
+        start: int = 0,
+    ) -> Iterator[ColumnBatch]:
+        """Stream blocks; ``targets`` maps used columns to numpy dtype names."""
+        import polars as pl
+
+        kinds = {
+            "float32": pl.Float32,
+            "float64": pl.Float64,
+            "int64": pl.Int64,
+            "int32": pl.Int32,
+        }
+        wanted = list(dict.fromkeys([*targets, *keep]))
+        fast_schema = {
+            c: (kinds[targets[c]] if targets.get(c) in _FAST else pl.String) for c in self.columns
+        }
+        text_schema = {c: pl.String for c in self.columns}
+        row0 = 0
+        for block in self._blocks():
+            self._utf8_error(block, self.consumed, row0)
+            df = None
+            if all(targets[c] in _FAST for c in targets):
+                try:
+                    df = self._parse(block, fast_schema, wanted)
+                except pl.exceptions.PolarsError:
+                    df = None
+                if df is not None and not self._clean(df, targets, allow_nan):
+                    df = None
+            if df is not None:
+                cols = {c: df.get_column(c).to_numpy() for c in targets}
+            else:
+                self._check_fields(block, row0)
+                try:
+                    df = self._parse(block, text_schema, wanted)
+                except pl.exceptions.PolarsError as exc:
+                    raise DataError(
+                        f"input '{self.name}' cannot be parsed near row {row0 + 1}: "
+                        f"{safe(str(exc).splitlines()[0], 200)}",
+                        hint="check the delimiter and quoting",
+                        code="csv_parse_error",
+                    ) from None
+                cols = {}
+                for c, dtype in targets.items():
+                    cols[c] = coerce_text(
+                        df.get_column(c),
+                        dtype,
+                        policy=policy,
+                        allow_nan=allow_nan,
+                        where=self._where(row0, c),
+                    )
+            n = df.height
+            keep_cols = {c: df.get_column(c) for c in keep}
+            yield ColumnBatch(
+                source=self.name,
+                start=start,
+                rows=n,
+                columns=cols,
+                keep=keep_cols,
+                file_row=row0,
+                coerced=True,
+                bytes_read=self.consumed + len(block),
+            )
+            start += n
+            row0 += n
+
+    def _where(self, row0: int, column: str):  # type: ignore[no-untyped-def]
+        name = self.name
+
+        def where(row: int, col: int) -> str:
+            return f"input '{name}' row {row0 + row + 1}, column '{safe(column)}'"
+
+        return where
+
+    def _parse(self, block: bytes, schema: dict[str, pl.DataType], wanted: list[str]) -> pl.DataFrame:
+        import polars as pl
+
+        return pl.read_csv(
+            block,
+            has_header=False,
+            schema=schema,
+            columns=wanted,
+            separator=self.delim,
+            quote_char='"',
+            infer_schema=False,
+            raise_if_empty=False,
+            truncate_ragged_lines=False,
+        )
+
+    @staticmethod
+    def _clean(df: pl.DataFrame, targets: dict[str, str], allow_nan: bool) -> bool:
+        """True when the fast parse needs no second look: no empties, NaN or inf."""
+        import numpy as np
+
+        if sum(df.null_count().row(0)):
+            return False
+        floats = [c for c, t in targets.items() if t.startswith("float")]
+        if floats:
+            arr = df.select(floats).to_numpy()
+            if allow_nan:
+                return not np.isinf(arr).any()
+            return bool(np.isfinite(arr).all())
+        return True

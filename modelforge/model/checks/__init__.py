@@ -1,0 +1,1 @@
+"""The individual checks behind ``modelforge validate`` (see :mod:`modelforge.model.validate`)."""

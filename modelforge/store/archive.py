@@ -1,0 +1,287 @@
+"""Export a stored version to ``.tar.gz`` and import it back, verifying every hash.
+
+Archive layout::
+
+    modelforge-export.json     {"format": "modelforge-export", "schema_version": 1, "meta": {...}}
+    files/<path>               every file of the version, as recorded in meta["files"]
+
+Import refuses members that are not regular files, absolute or ``..`` paths, backslashes,
+unexpected names, archives whose declared sizes exceed the limit, and files whose sha256
+or size differ from the manifest. Nothing is written to the store unless all of it checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from modelforge.errors import InvalidModelError, OutputError, StoreCorruptError, UnsafeModelError
+from modelforge.model.files import check_regular_file
+from modelforge.store.catalog import find
+from modelforge.store.layout import Store
+from modelforge.store.names import validate_alias, validate_name
+from modelforge.text import escape, human_bytes
+
+MANIFEST = "modelforge-export.json"
+EXPORT_FORMAT = "modelforge-export"
+EXPORT_SCHEMA_VERSION = 1
+MAX_IMPORT_BYTES = 16 * 1024**3
+MAX_MEMBERS = 10_000
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    ref: str
+    output: str
+    size: int
+    files: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "output": self.output, "size": self.size, "files": self.files}
+
+
+def export_version(
+    ref: str, output: str | os.PathLike[str], *, store: Store | None = None
+) -> ExportResult:
+    st = store or Store()
+    mv = find(st, ref)
+    out = Path(output).absolute()
+    if not out.parent.is_dir():
+        raise OutputError(
+            f"output folder '{escape(out.parent)}' does not exist",
+            hint="create it first",
+            code="output_dir_missing",
+        )
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "aliases": mv.aliases,
+        "meta": mv.meta,
+    }
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            payload = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size = len(payload)
+            info.mode = 0o644
+            import io
+
+            tar.addfile(info, io.BytesIO(payload))
+            for f in mv.meta["files"]:
+                src = mv.directory / "files" / f["path"]
+                ti = tar.gettarinfo(str(src), arcname=f"files/{f['path']}")
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                ti.mode = 0o644
+                with open(src, "rb") as fh:
+                    tar.addfile(ti, fh)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportResult(
+        ref=mv.ref, output=str(out), size=out.stat().st_size, files=len(mv.meta["files"])
+    )
+
+
+def _member_path(name: str) -> str:
+    if "\\" in name or "\x00" in name or name.startswith("/"):
+        raise UnsafeModelError(
+            f"archive member '{escape(name)}' has an unsafe path",
+            hint="only archives made by 'modelforge models export' are accepted",
+            code="unsafe_archive",
+        )
+    parts = [p for p in PurePosixPath(name).parts if p != "."]
+    if any(p == ".." for p in parts) or not parts:
+        raise UnsafeModelError(
+            f"archive member '{escape(name)}' escapes the archive root", code="unsafe_archive"
+        )
+    return "/".join(parts)
+
+
+def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
+    """Extract into ``stage/files`` with every check; returns the manifest."""
+    manifest: dict[str, Any] | None = None
+    written: dict[str, tuple[str, int]] = {}
+    total = 0
+    try:
+        tar = tarfile.open(path, "r:gz")  # noqa: SIM115 - closed by the with below
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidModelError(
+            f"'{escape(path)}' is not a .tar.gz archive ({escape(exc)})",
+            hint="pass a file made by 'modelforge models export'",
+            code="bad_archive",
+        ) from None
+    with tar:
+        try:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_MEMBERS:
+                    raise UnsafeModelError(
+                        f"archive '{escape(path)}' has over {MAX_MEMBERS} members",
+                        code="unsafe_archive",
+                    )
+                name = _member_path(member.name)
+                if member.isdir():
+                    continue
+                if not member.isreg():
+                    raise UnsafeModelError(
+                        f"archive member '{escape(member.name)}' is a link or special file",
+                        hint="exports contain regular files only",
+                        code="unsafe_archive",
+                    )
+                total += member.size
+                if total > MAX_IMPORT_BYTES:
+                    raise UnsafeModelError(
+                        f"archive '{escape(path)}' declares over {human_bytes(MAX_IMPORT_BYTES)}",
+                        code="archive_too_large",
+                    )
+                fh = tar.extractfile(member)
+                if fh is None:
+                    continue
+                if name == MANIFEST:
+                    raw = fh.read(16 * 1024 * 1024)
+                    try:
+                        manifest = json.loads(raw)
+                    except ValueError:
+                        raise InvalidModelError(
+                            "the archive's manifest is not valid JSON", code="bad_archive"
+                        ) from None
+                    continue
+                if not name.startswith("files/"):
+                    raise UnsafeModelError(
+                        f"unexpected archive member '{escape(name)}'", code="unsafe_archive"
+                    )
+                rel = name[len("files/") :]
+                dst = stage / "files" / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                size = 0
+                with open(dst, "xb") as out:
+                    while block := fh.read(1024 * 1024):
+                        size += len(block)
+                        if size > member.size:
+                            break
+                        h.update(block)
+                        out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                written[rel] = (h.hexdigest(), size)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise InvalidModelError(
+                f"archive '{escape(path)}' is truncated or corrupt ({escape(exc)})",
+                code="bad_archive",
+            ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        raise InvalidModelError(
+            f"'{escape(path)}' has no ModelForge export manifest",
+            hint="pass a file made by 'modelforge models export'",
+            code="bad_archive",
+        )
+    meta = manifest.get("meta")
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
+        raise InvalidModelError("the archive's manifest has no file list", code="bad_archive")
+    expected = {f["path"]: (f["sha256"], f["size"]) for f in meta["files"]}
+    if set(expected) != set(written):
+        missing = sorted(set(expected) - set(written))
+        extra = sorted(set(written) - set(expected))
+        raise StoreCorruptError(
+            f"archive files do not match its manifest (missing: {', '.join(missing) or '-'}; "
+            f"unexpected: {', '.join(map(escape, extra)) or '-'})",
+            code="archive_mismatch",
+        )
+    for rel, (digest, size) in written.items():
+        if (digest, size) != tuple(expected[rel]):
+            raise StoreCorruptError(
+                f"archive file '{escape(rel)}' fails its sha256/size check",
+                hint="the archive is corrupt; export it again",
+                code="archive_mismatch",
+            )
+    return manifest
+
+
+def import_archive(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    version: int | None = None,
+    force: bool = False,
+    store: Store | None = None,
+) -> Any:
+    """Import an export archive as a new version (validated again: archives are untrusted)."""
+    from modelforge.model.load import load_model
+    from modelforge.store.add import AddResult, _Staged, commit, onnx_summary
+    from modelforge.store.admission import admit
+
+    info = check_regular_file(path, what="archive")
+    st = store or Store()
+    st.init()
+    st.clean_stale_staging()
+    stage = st.new_staging_dir("import")
+    try:
+        manifest = _read_archive(info.resolved, stage)
+        meta = dict(manifest["meta"])
+        target = validate_name(name or str(meta.get("name", "")))
+        aliases = [validate_alias(a) for a in manifest.get("aliases", []) if isinstance(a, str)]
+        model_file = str(meta.get("model_file", ""))
+        model_path = stage / "files" / model_file
+        model = load_model(model_path)
+        from modelforge.model.external import check_external_data
+
+        check_external_data(model, model_path.parent)
+        report = admit(model_path)
+        if not report.ok and not force:
+            raise InvalidModelError(
+                f"imported model failed validation: {report.reasons()}",
+                hint="import it anyway with --force",
+                code="validation_failed",
+            )
+        files = [
+            {
+                "path": f["path"],
+                "sha256": f["sha256"],
+                "size": f["size"],
+                "role": f.get("role", "model" if f["path"] == model_file else "external_data"),
+            }
+            for f in meta["files"]
+        ]
+        meta.update(
+            {
+                "name": target,
+                "files": files,
+                "onnx": onnx_summary(model),
+                "validation": report.data,
+                "forced": bool(force and not report.ok),
+                "imported_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "imported_from": {
+                    "archive": str(info.path),
+                    "name": meta.get("name"),
+                    "version": meta.get("version"),
+                },
+            }
+        )
+        staged = _Staged(stage, model_file, files, model, None)
+        chosen, created = commit(st, staged, target, meta, version=version, aliases=aliases)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    main = next(f for f in files if f["path"] == model_file)
+    return AddResult(
+        name=target,
+        version=chosen,
+        created=created,
+        path=str(st.version_dir(target, chosen) / "files" / model_file),
+        sha256=main["sha256"],
+        size=sum(int(f["size"]) for f in files),
+        aliases=sorted(a for a, v in st.aliases(target).items() if v == chosen),
+        forced=bool(meta["forced"]),
+        validation=report.data,
+        source=str(info.path),
+        files=[{k: f[k] for k in ("path", "sha256", "size")} for f in files],
+    )

@@ -1,0 +1,115 @@
+"""Reading the store: find versions by reference, list them. Never imports onnx."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from modelforge.errors import ModelNotFoundError, StoreCorruptError
+from modelforge.store.layout import Store
+from modelforge.store.metadata import ModelVersion, load_meta
+from modelforge.store.names import Ref, parse_ref
+from modelforge.text import escape
+
+
+def open_version(
+    store: Store, name: str, version: int, aliases: dict[str, int] | None = None
+) -> ModelVersion:
+    directory = store.version_dir(name, version)
+    meta = load_meta(directory / "meta.json")
+    if meta.get("name") != name or meta.get("version") != version:
+        raise StoreCorruptError(
+            f"metadata of {name}:{version} says it is "
+            f"{escape(meta.get('name'))}:{escape(meta.get('version'))}",
+            hint="the version directory was moved or edited by hand; run 'modelforge models "
+            "verify'",
+        )
+    alias_map = store.aliases(name) if aliases is None else aliases
+    names = sorted(a for a, v in alias_map.items() if v == version)
+    return ModelVersion(name=name, version=version, directory=directory, meta=meta, aliases=names)
+
+
+def _close(word: str, options: list[str]) -> str:
+    matches = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f"did you mean {', '.join(matches)}?" if matches else ""
+
+
+def find(store: Store, ref: Ref | str) -> ModelVersion:
+    """The version a reference names; errors list what exists and close matches."""
+    r = parse_ref(ref) if isinstance(ref, str) else ref
+    versions = store.versions(r.name)
+    if not versions:
+        names = store.names()
+        close = _close(r.name, names)
+        raise ModelNotFoundError(
+            f"no model named '{r.name}' in the store at '{escape(store.root)}'",
+            hint=(close + " " if close else "")
+            + "list models with 'modelforge models list', or pass a path to an .onnx file",
+        )
+    aliases = store.aliases(r.name)
+    if r.selector is None:
+        version = versions[-1]
+    elif isinstance(r.selector, int):
+        if r.selector not in versions:
+            raise ModelNotFoundError(
+                f"model '{r.name}' has no version {r.selector}",
+                hint="versions: " + ", ".join(map(str, versions)),
+                code="version_not_found",
+            )
+        version = r.selector
+    else:
+        if r.selector not in aliases:
+            close = _close(r.selector, list(aliases))
+            raise ModelNotFoundError(
+                f"model '{r.name}' has no alias '{r.selector}'",
+                hint=(close + " " if close else "")
+                + (
+                    "aliases: " + ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items()))
+                    if aliases
+                    else "it has no aliases; add one with 'modelforge models tag'"
+                ),
+                code="alias_not_found",
+            )
+        version = aliases[r.selector]
+        if version not in versions:
+            raise StoreCorruptError(
+                f"alias {r.name}:{r.selector} points at version {version}, which is missing",
+                hint=f"re-tag it: modelforge models tag {r.name}:N {r.selector}",
+            )
+    return open_version(store, r.name, version, aliases)
+
+
+@dataclass(frozen=True)
+class ModelList:
+    store: str
+    models: list[ModelVersion]
+    problems: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "models": [m.summary() for m in self.models],
+            "problems": self.problems,
+        }
+
+
+def list_models(store: Store | None = None, name: str | None = None) -> ModelList:
+    """Every complete version, newest first. Unreadable versions are listed as problems."""
+    st = store or Store()
+    out: list[ModelVersion] = []
+    problems: list[str] = []
+    names = [parse_ref(name).name] if name else st.names()
+    for n in names:
+        try:
+            aliases = st.aliases(n)
+        except StoreCorruptError as exc:
+            problems.append(exc.message)
+            aliases = {}
+        for v in st.versions(n):
+            try:
+                out.append(open_version(st, n, v, aliases))
+            except StoreCorruptError as exc:
+                problems.append(exc.message)
+    out.sort(key=lambda m: (str(m.meta.get("created_at", "")), m.name, m.version), reverse=True)
+    return ModelList(store=str(st.root), models=out, problems=problems)

@@ -1,0 +1,224 @@
+"""The on-disk layout of a store, atomic JSON writes, and the store lock.
+
+::
+
+    <root>/
+      store.json                      {"format": "modelforge-store", "schema_version": 1}
+      blobs/sha256/<aa>/<rest>        content-addressed file bytes (read-only, shared)
+      models/<name>/<version>/        one directory per version, appears by atomic rename
+          meta.json                   everything recorded at add time (versioned schema)
+          files/<model>.onnx          hard links to blobs, laid out as the model expects
+          files/<external data ...>
+      models/<name>/aliases.json      {"prod": 3, ...}
+      tmp/                            staging directories (<pid>-<random>), cleaned on next write
+      locks/store.lock                held while committing, removing or tagging
+
+``latest`` is never stored: it is the highest version directory holding a meta.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from modelforge import paths
+from modelforge.errors import StoreCorruptError, StoreError
+from modelforge.text import escape
+
+STORE_FORMAT = "modelforge-store"
+STORE_SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 60.0
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise StoreCorruptError(
+            f"{what} '{escape(path)}' is unreadable or not valid JSON ({escape(exc)})",
+            hint="run 'modelforge models verify' to see every problem; remove or restore the "
+            "damaged version",
+        ) from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """Paths and low-level operations of one store root."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = paths.store_root(root)
+
+    # locations ---------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def name_dir(self, name: str) -> Path:
+        return self.models_dir / name
+
+    def version_dir(self, name: str, version: int) -> Path:
+        return self.models_dir / name / str(version)
+
+    def aliases_path(self, name: str) -> Path:
+        return self.models_dir / name / "aliases.json"
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs_dir / sha256[:2] / sha256[2:]
+
+    # reading -----------------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.root / "store.json").is_file() or self.models_dir.is_dir()
+
+    def names(self) -> list[str]:
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions of ``name`` (directories holding meta.json), ascending."""
+        d = self.name_dir(name)
+        if not d.is_dir():
+            return []
+        out = []
+        for p in d.iterdir():
+            if p.name.isdigit() and (p / "meta.json").is_file():
+                out.append(int(p.name))
+        return sorted(out)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        path = self.aliases_path(name)
+        try:
+            data = read_json(path, "alias file")
+        except FileNotFoundError:
+            return {}
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in data.items()
+        ):
+            raise StoreCorruptError(
+                f"alias file '{escape(path)}' does not map aliases to versions",
+                hint="fix or delete it, then re-tag with 'modelforge models tag'",
+            )
+        return dict(data)
+
+    # writing -----------------------------------------------------------------------
+    def init(self) -> None:
+        """Create the layout (idempotent)."""
+        for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
+            d.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "store.json"
+        if not marker.exists():
+            write_json_atomic(
+                marker, {"format": STORE_FORMAT, "schema_version": STORE_SCHEMA_VERSION}
+            )
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The store-wide lock for commits, removals and alias changes."""
+        from filelock import FileLock, Timeout
+
+        self.init()
+        lock = FileLock(str(self.root / "locks" / "store.lock"), timeout=LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                yield
+        except Timeout:
+            raise StoreError(
+                f"the store at '{escape(self.root)}' stayed locked for {LOCK_TIMEOUT_S:.0f} s",
+                hint="another modelforge process is writing; retry when it is done",
+                code="store_locked",
+            ) from None
+
+    def new_staging_dir(self, kind: str) -> Path:
+        self.init()
+        path = self.tmp_dir / f"{os.getpid()}-{kind}-{secrets.token_hex(6)}"
+        path.mkdir()
+        return path
+
+    def clean_stale_staging(self) -> list[str]:
+        """Remove staging directories left behind by processes that no longer run."""
+        removed = []
+        if not self.tmp_dir.is_dir():
+            return removed
+        for p in self.tmp_dir.iterdir():
+            pid_text = p.name.split("-", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+                continue
+            if pid_text.isdigit() and int(pid_text) == os.getpid():
+                continue
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return removed
+
+    def gc_blobs(self) -> int:
+        """Delete blobs no version links to any more (link count 1). Call under the lock."""
+        removed = 0
+        if not self.blobs_dir.is_dir():
+            return 0
+        for sub in self.blobs_dir.iterdir():
+            if not sub.is_dir():
+                continue
+            for blob in sub.iterdir():
+                try:
+                    if blob.stat().st_nlink <= 1:
+                        blob.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+        return removed

@@ -1,0 +1,75 @@
+"""Model names, aliases and references (``NAME``, ``NAME:3``, ``NAME:ALIAS``)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from modelforge.errors import InvalidNameError
+from modelforge.text import escape, truncate
+
+NAME_RULE = "^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME_RE = re.compile(NAME_RULE)
+RESERVED_ALIASES = frozenset({"latest"})
+
+
+def _check(value: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{what} must be text")
+    norm = unicodedata.normalize("NFC", value)
+    if not _NAME_RE.fullmatch(norm):
+        shown = truncate(escape(norm), 80) if norm else "(empty)"
+        raise InvalidNameError(
+            f"invalid {what} '{shown}': it must match {NAME_RULE}",
+            hint="use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit, e.g. iris-classifier",
+        )
+    return norm
+
+
+def validate_name(name: str) -> str:
+    """Return the NFC-normalised name, or raise InvalidNameError quoting the rule."""
+    return _check(name, "model name")
+
+
+def validate_alias(alias: str) -> str:
+    norm = _check(alias, "alias")
+    if norm.isdigit():
+        raise InvalidNameError(
+            f"invalid alias '{norm}': an alias cannot be all digits (it would read as a version)",
+            hint="use a word such as prod or staging",
+        )
+    if norm in RESERVED_ALIASES:
+        raise InvalidNameError(
+            f"invalid alias '{norm}': 'latest' always means the newest version",
+            hint="pick another alias",
+        )
+    return norm
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed store reference. ``selector`` is None (latest), a version, or an alias."""
+
+    name: str
+    selector: int | str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.selector is None else f"{self.name}:{self.selector}"
+
+
+def parse_ref(ref: str) -> Ref:
+    """Parse ``NAME``, ``NAME:VERSION``, ``NAME:ALIAS`` or ``NAME:latest``."""
+    name, sep, sel = ref.partition(":")
+    name = validate_name(name)
+    if not sep or sel == "latest":
+        return Ref(name)
+    if sel.isdigit():
+        version = int(sel)
+        if version < 1:
+            raise InvalidNameError(
+                f"invalid version '{sel}' in '{escape(ref)}'", hint="versions start at 1"
+            )
+        return Ref(name, version)
+    return Ref(name, validate_alias(sel))

@@ -1,0 +1,215 @@
+"""Changing and checking stored versions: remove, tag, untag, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelforge.errors import ModelNotFoundError, StoreCorruptError
+from modelforge.store.catalog import find, open_version
+from modelforge.store.layout import Store, write_json_atomic
+from modelforge.store.names import parse_ref, validate_alias, validate_name
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    removed: list[str]
+    blobs_freed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": self.removed, "blobs_freed": self.blobs_freed}
+
+
+def _remove_version_locked(st: Store, name: str, version: int) -> None:
+    vdir = st.version_dir(name, version)
+    trash = st.new_staging_dir("rm")
+    os.rename(vdir, trash / "v")  # the version disappears atomically
+    aliases = st.aliases(name)
+    kept = {a: v for a, v in aliases.items() if v != version}
+    if kept != aliases:
+        write_json_atomic(st.aliases_path(name), kept)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _drop_empty_name(st: Store, name: str) -> None:
+    if not st.versions(name):
+        shutil.rmtree(st.name_dir(name), ignore_errors=True)
+
+
+def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) -> RemoveResult:
+    """Remove one version (``NAME:V``, ``NAME:ALIAS``, ``NAME`` = latest) or every version."""
+    st = store or Store()
+    removed: list[str] = []
+    with st.lock():
+        if all_versions:
+            name = validate_name(ref.partition(":")[0])
+            versions = st.versions(name)
+            if not versions:
+                raise ModelNotFoundError(
+                    f"no model named '{name}' in the store",
+                    hint="list models with 'modelforge models list'",
+                )
+            for v in versions:
+                _remove_version_locked(st, name, v)
+                removed.append(f"{name}:{v}")
+        else:
+            mv = find(st, ref)
+            _remove_version_locked(st, mv.name, mv.version)
+            removed.append(mv.ref)
+            name = mv.name
+        _drop_empty_name(st, name)
+        freed = st.gc_blobs()
+    return RemoveResult(removed=removed, blobs_freed=freed)
+
+
+@dataclass(frozen=True)
+class TagResult:
+    name: str
+    alias: str
+    version: int | None
+    previous: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "version": self.version,
+            "previous": self.previous,
+        }
+
+
+def tag(ref: str, alias: str, *, store: Store | None = None) -> TagResult:
+    """Point ``NAME:ALIAS`` at the version ``ref`` names (moving it if it existed)."""
+    st = store or Store()
+    alias = validate_alias(alias)
+    with st.lock():
+        mv = find(st, ref)
+        aliases = st.aliases(mv.name)
+        previous = aliases.get(alias)
+        aliases[alias] = mv.version
+        write_json_atomic(st.aliases_path(mv.name), dict(sorted(aliases.items())))
+    return TagResult(name=mv.name, alias=alias, version=mv.version, previous=previous)
+
+
+def untag(name: str, alias: str, *, store: Store | None = None) -> TagResult:
+    st = store or Store()
+    name = validate_name(name)
+    alias = validate_alias(alias)
+    with st.lock():
+        aliases = st.aliases(name)
+        if alias not in aliases:
+            raise ModelNotFoundError(
+                f"model '{name}' has no alias '{alias}'",
+                hint="aliases: " + (", ".join(sorted(aliases)) or "none"),
+                code="alias_not_found",
+            )
+        previous = aliases.pop(alias)
+        write_json_atomic(st.aliases_path(name), aliases)
+    return TagResult(name=name, alias=alias, version=None, previous=previous)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    checked: list[str]
+    files_checked: int
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "files_checked": self.files_checked,
+            "problems": self.problems,
+        }
+
+
+def _hash(path: os.PathLike[str]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResult:
+    """Re-hash every file of one version (``ref``) or of the whole store."""
+    st = store or Store()
+    problems: list[dict[str, str]] = []
+    checked: list[str] = []
+    n_files = 0
+    if ref is not None:
+        r = parse_ref(ref)
+        targets = (
+            [(r.name, find(st, r).version)]
+            if r.selector is not None
+            else [(r.name, v) for v in st.versions(r.name)]
+        )
+        if not targets:
+            find(st, r)  # raises model_not_found with close matches
+    else:
+        targets = [(n, v) for n in st.names() for v in st.versions(n)]
+        for n in st.names():
+            d = st.name_dir(n)
+            for p in d.iterdir():
+                if p.is_dir() and p.name.isdigit() and not (p / "meta.json").exists():
+                    problems.append(
+                        {
+                            "ref": f"{n}:{p.name}",
+                            "file": "meta.json",
+                            "problem": "missing metadata (incomplete version)",
+                        }
+                    )
+    names_seen = sorted({n for n, _ in targets})
+    for n in names_seen:
+        try:
+            aliases = st.aliases(n)
+        except StoreCorruptError as exc:
+            problems.append({"ref": n, "file": "aliases.json", "problem": exc.message})
+            continue
+        versions = set(st.versions(n))
+        for a, v in aliases.items():
+            if v not in versions:
+                problems.append(
+                    {
+                        "ref": f"{n}:{a}",
+                        "file": "aliases.json",
+                        "problem": f"alias points at missing version {v}",
+                    }
+                )
+    for name, version in targets:
+        ref_text = f"{name}:{version}"
+        checked.append(ref_text)
+        try:
+            mv = open_version(st, name, version, aliases={})
+        except StoreCorruptError as exc:
+            problems.append({"ref": ref_text, "file": "meta.json", "problem": exc.message})
+            continue
+        for f in mv.meta["files"]:
+            path = mv.directory / "files" / f["path"]
+            n_files += 1
+            if not path.is_file():
+                problems.append({"ref": ref_text, "file": f["path"], "problem": "missing"})
+                continue
+            digest, size = _hash(path)
+            if size != f.get("size"):
+                problems.append(
+                    {
+                        "ref": ref_text,
+                        "file": f["path"],
+                        "problem": f"size {size} != recorded {f.get('size')}",
+                    }
+                )
+            elif digest != f["sha256"]:
+                problems.append(
+                    {"ref": ref_text, "file": f["path"], "problem": "sha256 mismatch (corrupt)"}
+                )
+    return VerifyResult(checked=checked, files_checked=n_files, problems=problems)
