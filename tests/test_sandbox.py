@@ -112,7 +112,11 @@ def test_model_error_keeps_class_code_hint():
         run_guarded(_raise_model_error, what="checking")
     err = info.value
     assert type(err) is InvalidModelError
-    assert (err.code, err.message, err.hint) == ("broken_model", "model 'x' is broken", "re-export it")
+    assert (err.code, err.message, err.hint) == (
+        "broken_model",
+        "model 'x' is broken",
+        "re-export it",
+    )
 
 
 def test_unexpected_exception_is_a_bug_with_child_traceback():

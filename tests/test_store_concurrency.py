@@ -67,7 +67,7 @@ def test_sigkill_during_add_leaves_no_or_complete_version(tmp_path, store_root):
         _add_cmd(path, "probe"), env=_env(store_root), check=True, capture_output=True, timeout=120
     )
     duration = time.monotonic() - t0
-    trials = 8
+    trials = 20
     outcomes = []
     for i in range(trials):
         variant = builders.with_external_data(tmp_path / f"v{i}")
@@ -91,9 +91,78 @@ def test_sigkill_during_add_leaves_no_or_complete_version(tmp_path, store_root):
         for v in Store().versions("killed"):
             mv = find(Store(), f"killed:{v}")
             assert {f["path"] for f in mv.meta["files"]} == {"model.onnx", "weights.bin"}
+    assert set(outcomes) <= {0, -signal.SIGKILL}
     # the next writer cleans up whatever the killed ones left in tmp/
     subprocess.run(
         _add_cmd(path, "after"), env=_env(store_root), check=True, capture_output=True, timeout=120
     )
     assert not list(Store().tmp_dir.iterdir())
+    assert verify().ok
+
+
+def _limit_file_size(limit):
+    def apply():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.timeout(120)
+def test_disk_full_during_add_leaves_no_partial_version(tmp_path, store_root):
+    Store(store_root).init()
+    big = builders.save(builders.linear(n_features=400, n_out=8), tmp_path / "big.onnx")
+    assert big.stat().st_size > 8000
+    proc = subprocess.run(
+        _add_cmd(big, "full"),
+        env=_env(store_root),
+        capture_output=True,
+        text=True,
+        timeout=100,
+        preexec_fn=_limit_file_size(4096),
+    )
+    assert proc.returncode == 6, proc.stderr
+    assert "cannot write to the store" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert Store().versions("full") == []
+    assert verify().ok
+    # the next unrestricted writer cleans up and succeeds
+    subprocess.run(
+        _add_cmd(big, "full"), env=_env(store_root), check=True, capture_output=True, timeout=100
+    )
+    assert Store().versions("full") == [1]
+    assert not list(Store().tmp_dir.iterdir())
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_rm_and_add_keep_the_store_consistent(tmp_path, store_root):
+    env = _env(store_root)
+    seeds = [
+        builders.save(builders.linear(seed=100 + i), tmp_path / f"s{i}.onnx") for i in range(4)
+    ]
+    for p in seeds:
+        subprocess.run(_add_cmd(p, "churn"), env=env, check=True, capture_output=True, timeout=100)
+    new = [builders.save(builders.linear(seed=200 + i), tmp_path / f"n{i}.onnx") for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            _add_cmd(p, "churn"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for p in new
+    ]
+    procs += [
+        subprocess.Popen(
+            [sys.executable, "-m", "modelforge", "--quiet", "models", "rm", f"churn:{v}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for v in (1, 2, 3)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=150)
+        assert p.returncode == 0, err.decode()
+    versions = Store().versions("churn")
+    assert versions == [4, 5, 6, 7, 8]
     assert verify().ok

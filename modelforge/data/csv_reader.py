@@ -74,6 +74,7 @@ class CsvReader:
         self._eof = False
         self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
         self.columns = self._read_header()
+        self._index = {c: i for i, c in enumerate(self.columns)}
 
     # raw input ----------------------------------------------------------------------
     def _fill(self, want: int) -> bool:
@@ -351,7 +352,7 @@ class CsvReader:
             block,
             has_header=False,
             schema=schema,
-            columns=wanted,
+            columns=[self._index[c] for c in wanted],
             separator=self.delim,
             quote_char='"',
             infer_schema=False,

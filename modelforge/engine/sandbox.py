@@ -24,14 +24,14 @@ Outcomes in the parent:
   class (looked up by name in :mod:`modelforge.errors`), code, message, hint and details;
 * any other exception is a bug: a ``RuntimeError`` carrying the child's traceback.
 
-Start method. By default the child is forked (``os.fork`` through multiprocessing's
-``fork`` context): fast (no re-import of onnx/onnxruntime) and ``fn`` needs no pickling.
-Forking is only safe while the parent is single-threaded: a parent that holds a live
-onnxruntime session has thread pools whose locks a forked child could inherit held. So
-when the parent process has more than one OS thread, ``forkserver`` is used instead
-(``fn`` and ``args`` must then be picklable — they go parent -> child, which is safe).
-``MODELFORGE_SANDBOX_START=fork|forkserver|spawn`` forces a method. Merely importing
-onnxruntime starts no threads, so it does not force the slower path.
+Start method. The child is forked (multiprocessing's ``fork`` context): fast (onnx and
+onnxruntime are not imported again) and ``fn`` needs no pickling. The trade-off: forking
+a multi-threaded parent is only safe if no other thread holds a lock the child needs.
+Importing onnxruntime starts no threads, and numpy/OpenBLAS pools are fork-aware; a parent
+that keeps a *live onnxruntime session* running inference in other threads should set
+``MODELFORGE_SANDBOX_START=forkserver`` (or ``spawn``): slower to start, ``fn`` and
+``args`` must be picklable (they travel parent -> child, which is safe), and ``__main__``
+must be import-safe. A child that deadlocks anyway is still stopped by the timeout.
 
 Inside the child, :func:`progress` sends intermediate JSON messages to the parent (the
 ``on_progress`` callback receives them); validate uses it to keep the checks that finished
@@ -236,19 +236,6 @@ def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], memory
 # ---- parent side ---------------------------------------------------------------------------
 
 
-def _parent_threads() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    import threading
-
-    return threading.active_count()
-
-
 def start_method() -> str:
     forced = os.environ.get(ENV_START, "").strip()
     if forced:
@@ -258,7 +245,7 @@ def start_method() -> str:
                 code="invalid_option",
             )
         return forced
-    return "fork" if _parent_threads() <= 1 else "forkserver"
+    return "fork"
 
 
 def _rebuild_error(info: dict[str, Any]) -> ModelForgeError:

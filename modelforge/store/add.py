@@ -70,6 +70,15 @@ class AddResult:
         }
 
 
+def write_failed(st: Store, exc: OSError) -> StoreError:
+    """A write into the store failed (disk full, quota, permissions): nothing was published."""
+    return StoreError(
+        f"cannot write to the store at '{escape(st.root)}': {exc.strerror or exc}",
+        hint="free disk space or fix permissions, then retry; no partial version was stored",
+        code="store_write_failed",
+    )
+
+
 def _validate_labels(labels: dict[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in (labels or {}).items():
@@ -323,9 +332,12 @@ def add_model(
     info = check_regular_file(path)
     data = read_capped(info.resolved)
     model = parse_model_bytes(data, str(info.path))
-    st.init()
-    st.clean_stale_staging()
-    staged = stage_files(st, info.path, data, model, info.resolved.parent)
+    try:
+        st.init()
+        st.clean_stale_staging()
+        staged = stage_files(st, info.path, data, model, info.resolved.parent)
+    except OSError as exc:
+        raise write_failed(st, exc) from None
     try:
         staged.report = admit(staged.directory / "files" / staged.model_file)
         if not staged.report.ok and not force:
@@ -356,6 +368,8 @@ def add_model(
             "validation": staged.report.data,
         }
         chosen, created = commit(st, staged, name, meta, version=version, aliases=alias_list)
+    except OSError as exc:
+        raise write_failed(st, exc) from None
     finally:
         shutil.rmtree(staged.directory, ignore_errors=True)
     vdir = st.version_dir(name, chosen)

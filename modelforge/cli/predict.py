@@ -1,0 +1,209 @@
+"""``modelforge predict``: batch inference from files or stdin to a file or stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from modelforge.cli.common import JsonOpt, global_options, parse_key_values, run, split_csv_option
+
+if TYPE_CHECKING:
+    from modelforge.render import Renderer
+
+
+def _render_explain(out: Renderer, res: Any) -> None:
+    from modelforge.text import safe
+
+    m, d = res.model, res.data
+    out.line(f"model   {safe(m['path'], 300)} (opset {m['opset']})")
+    out.line(f"data    {', '.join(safe(s) for s in d['sources'])} [{d['format']}]")
+    for f in res.feeds:
+        shape = "[" + ", ".join("?" if x is None else str(x) for x in (f["shape"] or [])) + "]"
+        cols = ", ".join(safe(c, 60) for c in f["columns"][:12])
+        more = f" … ({len(f['columns'])} columns)" if len(f["columns"]) > 12 else ""
+        out.line(f"input   {safe(f['input'])} {f['dtype']} {shape} <- {cols}{more}")
+        out.line(f"        by {f['source']}; cast {f['cast']}")
+    keep = d["mapping"]["keep"]
+    if keep:
+        out.line("keep    " + ", ".join(safe(c) for c in keep))
+    unused = d["mapping"]["unused_columns"]
+    if unused:
+        out.line("unused  " + ", ".join(safe(c) for c in unused[:20]))
+    for o in res.outputs:
+        out.line(f"output  {safe(o['name'])} {o['type']} {o['shape']}")
+    b = res.batch
+    fixed = f" (fixed by the model)" if b["fixed_batch"] else ""
+    out.line(f"batches {b['batch_size']} rows{fixed}; streaming: {b['streaming']}")
+
+
+class _ProgressLine:
+    """rows, rows/s and ETA on stderr, redrawn at most 5 times a second."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, rows: int, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        rate = rows / max(now - self.t0, 1e-9)
+        eta = ""
+        if total and done:
+            left = (now - self.t0) * (total - done) / done
+            eta = f", ETA {left:.0f} s"
+        sys.stderr.write(f"\r{rows:,} rows, {rate:,.0f} rows/s{eta}   ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.last:
+            sys.stderr.write("\n")
+
+
+def _parse_maps(items: list[str] | None) -> dict[str, list[str]]:
+    raw = parse_key_values(items, "--map")
+    return {k: split_csv_option(v) or [] for k, v in raw.items()}
+
+
+def predict_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Input files; '-' or none reads stdin (CSV).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Output file (default: stdout).")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl.")
+    ] = None,
+    out_format: Annotated[
+        str | None, typer.Option("--output-format", help="Output format (default from -o, else csv).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help='Inline JSON input, e.g. {"x": [[1.0, 2.0]]}.')
+    ] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="INPUT=COL[,COL...] mapping; repeat.")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="Ordered columns for the single 2-D input.")
+    ] = None,
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="Columns copied to the output (never fed).")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the mapping and batch plan; do not run.")
+    ] = False,
+    cast: Annotated[
+        str, typer.Option("--cast", help="Cast policy: safe (lossless), strict or force.")
+    ] = "safe",
+    allow_nan: Annotated[
+        bool, typer.Option("--allow-nan", help="Pass NaN/empty cells to the model.")
+    ] = False,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV input (utf-8).")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV delimiter (default , or tab for TSV).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Rows per onnxruntime run.")
+    ] = 10_000,
+    outputs: Annotated[
+        str | None, typer.Option("--outputs", help="Comma-separated model outputs to write.")
+    ] = None,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option("--provider", help="Execution provider (cpu, cuda, ...), priority order."),
+    ] = None,
+    provider_option: Annotated[
+        list[str] | None,
+        typer.Option("--provider-option", help="KEY=VALUE option for the first provider."),
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option("--fallback", help="Fall back to available providers with a warning.")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="onnxruntime intra-op threads.")
+    ] = None,
+    opt_level: Annotated[
+        str | None, typer.Option("--opt-level", help="disable, basic, extended or all.")
+    ] = None,
+    no_upgrade: Annotated[
+        bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
+    ] = False,
+    custom_ops: Annotated[
+        list[str] | None,
+        typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.
+
+    Predictions go to -o FILE (written atomically) or stream to stdout. With --json the
+    summary envelope goes to stdout, so -o is required.
+
+    Example: modelforge predict iris.onnx flowers.csv --keep id -o predictions.csv
+    """
+    name = "predict --explain" if explain else "predict"
+    with run(ctx, name, json_out) as out:
+        from modelforge.errors import UsageError
+
+        if json_out and not explain and output in (None, "-"):
+            raise UsageError(
+                "--json writes the summary to stdout, so predictions need -o FILE",
+                hint="add -o predictions.csv, or drop --json",
+                code="json_needs_output",
+            )
+        read: dict[str, Any] = {
+            "fmt": fmt,
+            "maps": _parse_maps(map_),
+            "columns": split_csv_option(columns),
+            "keep": split_csv_option(keep),
+            "cast": cast,
+            "allow_nan": allow_nan,
+            "encoding": encoding,
+            "delimiter": delimiter,
+            "batch_size": batch_size,
+            "outputs": split_csv_option(outputs),
+            "data_json": data,
+        }
+        if explain:
+            from modelforge.predict import explain as explain_fn
+
+            out.emit(explain_fn(model, inputs, **read), _render_explain)
+            return
+        from modelforge.engine.session import SessionConfig
+        from modelforge.predict import predict_to
+
+        cfg = SessionConfig(
+            providers=provider or None,
+            provider_options=parse_key_values(provider_option, "--provider-option"),
+            fallback=fallback,
+            threads=threads,
+            opt_level=opt_level,
+            custom_ops=tuple(custom_ops or ()),
+        )
+        opts = global_options(ctx)
+        bar = _ProgressLine() if out.stderr_is_terminal and not opts.quiet else None
+        summary = predict_to(
+            model, inputs, output, out_format=out_format, session_config=cfg,
+            no_upgrade=no_upgrade, progress=bar, **read,
+        )  # fmt: skip
+        if bar is not None:
+            bar.done()
+        out.info(
+            f"{summary.rows:,} rows in {summary.batches} batches, {summary.seconds:.2f} s; "
+            f"providers used: {', '.join(summary.providers_used)}",
+            verbose_only=True,
+        )
+        out.emit(summary, None)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_cmd)

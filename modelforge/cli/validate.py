@@ -1,0 +1,124 @@
+"""``modelforge validate``: run the checks and report pass/warn/fail per check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from modelforge.cli.common import JsonOpt, parse_key_values, run
+
+if TYPE_CHECKING:
+    from modelforge.render import Renderer
+
+_MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def render_report(out: Renderer, report: Any) -> None:
+    from modelforge.text import safe
+
+    out.line(f"validate {safe(report.model, 300)}")
+    for c in report.checks:
+        out.line(f"  {_MARK.get(c.status, c.status)}  {c.name:<15} {safe(c.message, 400)}")
+        if c.status in ("warn", "fail") and c.hint:
+            out.line(f"        {'':<15} hint: {safe(c.hint, 400)}")
+    counts = report.counts()
+    verdict = "OK" if report.ok else "FAILED"
+    out.line(
+        f"{verdict}: {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed, "
+        f"{counts['skip']} skipped ({report.duration_s:.2f} s)"
+    )
+
+
+def validate_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    provider: Annotated[
+        list[str] | None,
+        typer.Option("--provider", help="Execution provider (short name, e.g. cpu, cuda); repeat."),
+    ] = None,
+    provider_option: Annotated[
+        list[str] | None,
+        typer.Option("--provider-option", help="KEY=VALUE option for the first provider."),
+    ] = None,
+    require_provider: Annotated[
+        bool, typer.Option("--require-provider", help="Fail if the session falls back to CPU.")
+    ] = False,
+    dim: Annotated[
+        list[str] | None,
+        typer.Option("--dim", help="NAME=VALUE for a symbolic dimension (default 1); repeat."),
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Compare with onnx.reference outputs.")
+    ] = False,
+    inputs: Annotated[
+        str | None, typer.Option("--inputs", help=".npz of inputs for a golden-output check.")
+    ] = None,
+    expected: Annotated[
+        str | None, typer.Option("--expected", help=".npz of expected outputs (with --inputs).")
+    ] = None,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for parity.")] = 1e-3,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for parity.")] = 1e-5,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
+    custom_ops: Annotated[
+        list[str] | None,
+        typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds for the guarded checks (default 120; 0 = none)."),
+    ] = None,
+    memory_limit: Annotated[
+        int | None,
+        typer.Option("--memory-limit", help="Address-space cap in MiB for the guarded checks."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a model: file, parse, external data, structure, shapes, runtime, session, run.
+
+    Exit 0 when no check fails, 9 when one does.
+
+    Example: modelforge validate model.onnx --reference --dim batch=4
+    """
+    with run(ctx, "validate", json_out) as out:
+        from modelforge.errors import CheckFailedError
+        from modelforge.model.synth import parse_dims
+        from modelforge.model.validate import ValidateOptions, validate_model
+        from modelforge.store.resolve import resolve_model
+
+        location = resolve_model(model)
+        opts = ValidateOptions(
+            providers=provider or None,
+            provider_options=parse_key_values(provider_option, "--provider-option"),
+            require_provider=require_provider,
+            dims=parse_dims(dim),
+            reference=reference,
+            inputs=inputs,
+            expected=expected,
+            rtol=rtol,
+            atol=atol,
+            strict=strict,
+            custom_ops=tuple(custom_ops or ()),
+            timeout_s=timeout,
+            memory_mb=memory_limit,
+            trusted=location.trusted,
+        )
+        report = validate_model(location.path, opts)
+        if report.ok:
+            out.emit(report, render_report)
+            return
+        bad = report.failed or report.warned
+        first = bad[0] if bad else None
+        what = "failed" if report.failed else "warned (--strict)"
+        err = CheckFailedError(
+            f"validation of '{location.display}' {what}: "
+            + (f"{first.name}: {first.message}" if first else ""),
+            hint=first.hint if first else None,
+            code=first.code if first else "check_failed",
+        )
+        out.emit_failure(report, err, render_report)
+        raise typer.Exit(int(err.exit_code))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate_cmd)

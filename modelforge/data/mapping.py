@@ -1,0 +1,348 @@
+"""Which data columns (or arrays) feed which model input, and building the feeds.
+
+Tabular data, in order of precedence, per input:
+1. ``--map INPUT=COL[,COL...]`` or ``--columns a,b,c`` (ordered columns for the one input);
+2. the column map stored with the model version;
+3. a column whose name is the input's name (e.g. one ``[None, 1]`` input per column);
+4. the single remaining 2-D input ``[N, F]`` gets all remaining columns in file order when
+   exactly F remain (a warning says the mapping is positional).
+``--keep`` columns are never fed. Anything unresolved is an error listing the inputs
+(name, dtype, shape) and the columns found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from modelforge.data.batch import Batch, ColumnBatch
+from modelforge.data.cast import CastPolicy, coerce_array
+from modelforge.errors import DataError, UsageError
+from modelforge.text import safe
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelforge.model.schema import ModelSchema, TensorSpec
+
+
+@dataclass(frozen=True)
+class InputBinding:
+    input: str
+    dtype: str
+    shape: list[Any] | None
+    columns: list[str]
+    source: str  # "--map", "--columns", "stored column map", "name", "positional", "array key"
+    layout: str  # "matrix": [N, F] from F columns; "column": one column/array as is
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "dtype": self.dtype,
+            "shape": self.shape,
+            "columns": self.columns,
+            "source": self.source,
+            "layout": self.layout,
+        }
+
+
+@dataclass(frozen=True)
+class Mapping:
+    bindings: list[InputBinding]
+    keep: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def targets(self) -> dict[str, str]:
+        """Column -> dtype it must be parsed as (for readers that coerce while parsing)."""
+        out: dict[str, str] = {}
+        for b in self.bindings:
+            for c in b.columns:
+                if out.get(c, b.dtype) != b.dtype:
+                    raise DataError(
+                        f"column '{safe(c)}' feeds inputs of different dtypes",
+                        hint="map each column to inputs of one dtype",
+                        code="ambiguous_mapping",
+                    )
+                out[c] = b.dtype
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [b.to_dict() for b in self.bindings],
+            "keep": self.keep,
+            "unused_columns": self.unused,
+        }
+
+
+def describe_inputs(inputs: list[TensorSpec]) -> str:
+    return "; ".join(f"{safe(s.name)} {s.dtype or s.type} {s.shape_str()}" for s in inputs)
+
+
+def _cols_list(columns: list[str], limit: int = 30) -> str:
+    shown = ", ".join(safe(c, 60) for c in columns[:limit])
+    return shown + (f", … ({len(columns)} in all)" if len(columns) > limit else "")
+
+
+def _delimiter_hint(columns: list[str]) -> str | None:
+    if len(columns) == 1:
+        for ch, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+            if ch in columns[0]:
+                return f"the file looks {name}-delimited: pass --delimiter {name}"
+    return None
+
+
+def _feature_dim(spec: TensorSpec) -> int | None:
+    """F of a [N, F] input (None when symbolic or unknown)."""
+    if spec.shape and len(spec.shape) == 2 and isinstance(spec.shape[1], int):
+        return spec.shape[1]
+    return None
+
+
+def resolve_tabular(
+    schema: ModelSchema,
+    columns: list[str],
+    *,
+    maps: dict[str, list[str]] | None = None,
+    columns_opt: list[str] | None = None,
+    stored: Any = None,
+    keep: list[str] | None = None,
+    source: str = "input",
+) -> Mapping:
+    """Resolve the columns of a table onto the model's inputs (rules in the module doc)."""
+    inputs = list(schema.inputs)
+    by_name = {s.name: s for s in inputs}
+    keep = list(keep or [])
+    found = set(columns)
+    for c in keep:
+        if c not in found:
+            raise DataError(
+                f"--keep column '{safe(c)}' is not in {safe(source)} (found: {_cols_list(columns)})",
+                hint="check the column name",
+                code="missing_column",
+            )
+    bound: dict[str, InputBinding] = {}
+    warnings: list[str] = []
+
+    def bind(spec: TensorSpec, cols: list[str], how: str) -> None:
+        for c in cols:
+            if c not in found:
+                hint = _delimiter_hint(columns) or "fix the mapping or rename the column"
+                raise DataError(
+                    f"input '{safe(spec.name)}' expects {spec.dtype} {spec.shape_str()}; column "
+                    f"'{safe(c)}' ({how}) is missing from {safe(source)} "
+                    f"(found: {_cols_list(columns)})",
+                    hint=hint,
+                    code="missing_column",
+                )
+            if c in keep:
+                raise UsageError(f"column '{safe(c)}' is both fed ({how}) and in --keep",
+                                 code="invalid_option")
+        if not spec.is_tensor or spec.dtype is None:
+            raise DataError(f"input '{safe(spec.name)}' has type {spec.type}, which cannot be "
+                            "fed from data columns", code="unsupported_input")
+        rank = spec.rank
+        if len(cols) == 1 and how in ("name", "--map", "stored column map") and (
+            rank != 2 or _feature_dim(spec) in (1, None)
+        ):
+            layout = "column"
+        else:
+            layout = "matrix"
+            if rank != 2:
+                raise DataError(
+                    f"input '{safe(spec.name)}' has shape {spec.shape_str()}; {len(cols)} columns "
+                    "can only feed a 2-D [N, F] input",
+                    hint="use NPY/NPZ input for other ranks",
+                    code="shape_mismatch",
+                )
+            f = _feature_dim(spec)
+            if f is not None and f != len(cols):
+                raise DataError(
+                    f"input '{safe(spec.name)}' expects {spec.dtype} {spec.shape_str()} "
+                    f"({f} columns) but {how} gives {len(cols)}: {_cols_list(cols)}",
+                    hint="name exactly as many columns as the input's last dimension",
+                    code="shape_mismatch",
+                )
+        bound[spec.name] = InputBinding(spec.name, spec.dtype, spec.shape, list(cols), how, layout)
+
+    # 1. explicit options
+    for name, cols in (maps or {}).items():
+        if name not in by_name:
+            raise UsageError(
+                f"--map names input '{safe(name)}', which the model does not have "
+                f"(inputs: {describe_inputs(inputs)})",
+                hint="use one of the model's input names",
+                code="unknown_input",
+            )
+        bind(by_name[name], cols, "--map")
+    if columns_opt:
+        free = [s for s in inputs if s.name not in bound]
+        if len(free) != 1:
+            raise UsageError(
+                f"--columns needs exactly one input left to feed; the model has {len(free)} "
+                f"(inputs: {describe_inputs(inputs)})",
+                hint="use --map INPUT=COL,... for each input",
+                code="ambiguous_mapping",
+            )
+        bind(free[0], columns_opt, "--columns")
+    # 2. the column map stored with the model version
+    if stored:
+        if isinstance(stored, dict):
+            for name, cols in stored.items():
+                if name in by_name and name not in bound:
+                    bind(by_name[name], [cols] if isinstance(cols, str) else list(cols),
+                         "stored column map")
+        elif isinstance(stored, list):
+            free = [s for s in inputs if s.name not in bound]
+            if len(free) == 1:
+                bind(free[0], [str(c) for c in stored], "stored column map")
+    # 3. by name
+    for spec in inputs:
+        if spec.name not in bound and spec.name in found and spec.name not in keep:
+            bind(spec, [spec.name], "name")
+    used = {c for b in bound.values() for c in b.columns}
+    remaining = [c for c in columns if c not in used and c not in keep]
+    free = [s for s in inputs if s.name not in bound]
+    # 4. positional
+    if len(free) == 1 and free[0].rank == 2 and remaining:
+        f = _feature_dim(free[0])
+        if f is None or f == len(remaining):
+            bind(free[0], remaining, "positional")
+            warnings.append(
+                f"input '{safe(free[0].name)}' is fed {len(remaining)} columns by position "
+                f"({_cols_list(remaining, 8)}); pass --columns to make the mapping explicit"
+            )
+            remaining = []
+            free = []
+    if free:
+        hint = _delimiter_hint(columns) or (
+            "pass --columns a,b,... (one 2-D input) or --map INPUT=COL,... ; "
+            "--explain shows the mapping"
+        )
+        raise DataError(
+            f"cannot map the columns of {safe(source)} onto model input(s) "
+            f"{', '.join(safe(s.name) for s in free)}. Model inputs: {describe_inputs(inputs)}. "
+            f"Columns found ({len(columns)}): {_cols_list(columns)}",
+            hint=hint,
+            code="ambiguous_mapping",
+        )
+    if remaining:
+        warnings.append(
+            f"columns not fed to the model: {_cols_list(remaining, 8)} (--keep copies columns "
+            "to the output)"
+        )
+    ordered = [bound[s.name] for s in inputs]
+    return Mapping(ordered, keep, remaining, warnings)
+
+
+def resolve_arrays(
+    schema: ModelSchema,
+    keys: list[str],
+    *,
+    single: bool,
+    maps: dict[str, list[str]] | None = None,
+    source: str = "input",
+) -> Mapping:
+    """NPY (``single``: the one input) and NPZ / --data (keys are input names)."""
+    inputs = list(schema.inputs)
+    if single:
+        if len(inputs) != 1:
+            raise DataError(
+                f"an NPY file feeds one input but the model has {len(inputs)}: "
+                f"{describe_inputs(inputs)}",
+                hint="pass an NPZ file with one array per input name",
+                code="ambiguous_mapping",
+            )
+        s = inputs[0]
+        return Mapping([InputBinding(s.name, s.dtype or s.type, s.shape, [keys[0]], "npy",
+                                     "column")])
+    rename = {name: cols[0] for name, cols in (maps or {}).items() if cols}
+    bindings = []
+    missing = []
+    for s in inputs:
+        key = rename.get(s.name, s.name)
+        if key in keys:
+            bindings.append(InputBinding(s.name, s.dtype or s.type, s.shape, [key], "array key",
+                                         "column"))
+        else:
+            missing.append(s.name)
+    if missing:
+        raise DataError(
+            f"{safe(source)} has no array for input(s) {', '.join(safe(m) for m in missing)} "
+            f"(expected: {describe_inputs(inputs)}; found keys: {_cols_list(keys)})",
+            hint="name each array after a model input, or use --map INPUT=KEY",
+            code="missing_input",
+        )
+    used = {b.columns[0] for b in bindings}
+    unused = [k for k in keys if k not in used]
+    warnings = [f"arrays not used by the model: {_cols_list(unused, 8)}"] if unused else []
+    return Mapping(bindings, [], unused, warnings)
+
+
+def check_shape(spec_shape: list[Any] | None, arr: np.ndarray, what: str) -> None:
+    """Fixed dims (other than the batch dim) must match before onnxruntime sees the data."""
+    if spec_shape is None:
+        return
+    if arr.ndim != len(spec_shape):
+        raise DataError(
+            f"{what} expects rank {len(spec_shape)} {_shape_str(spec_shape)} but the data has "
+            f"shape {list(arr.shape)}",
+            hint="reshape the data to the input's shape",
+            code="shape_mismatch",
+        )
+    for i, (want, got) in enumerate(zip(spec_shape, arr.shape)):
+        if i > 0 and isinstance(want, int) and want != got:
+            raise DataError(
+                f"{what} expects {_shape_str(spec_shape)} but the data has shape "
+                f"{list(arr.shape)} (dimension {i})",
+                hint="reshape the data, or feed other columns",
+                code="shape_mismatch",
+            )
+
+
+def _shape_str(shape: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def assemble(
+    mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_nan: bool
+) -> Batch:
+    """Turn one ColumnBatch into feeds of exactly the model's dtypes and shapes."""
+    import numpy as np
+
+    feeds: dict[str, np.ndarray] = {}
+    for b in mapping.bindings:
+        what = f"input '{safe(b.input)}'"
+        arrays = []
+        for c in b.columns:
+            arr = batch.columns[c]
+            if not batch.coerced:
+                arr = coerce_array(arr, b.dtype, policy=policy, allow_nan=allow_nan,
+                                   where=_where(batch, b, c), what=what)
+            arrays.append(arr)
+        if b.layout == "matrix":
+            feed = np.stack(arrays, axis=1) if arrays else np.empty((batch.rows, 0))
+        else:
+            feed = arrays[0]
+            last = b.shape[-1] if b.shape else None
+            if (
+                b.shape is not None
+                and len(b.shape) == feed.ndim + 1
+                and not (isinstance(last, int) and last != 1)
+            ):
+                feed = feed.reshape(*feed.shape, 1)
+        if feed.dtype.kind in "US" and b.dtype == "str":
+            feed = feed.astype(object) if feed.dtype.kind == "S" else feed
+        check_shape(b.shape, feed, what)
+        feeds[b.input] = np.ascontiguousarray(feed)
+    return Batch(batch.start, batch.rows, feeds, dict(batch.keep), batch.bytes_read)
+
+
+def _where(batch: ColumnBatch, b: InputBinding, column: str):  # type: ignore[no-untyped-def]
+    def where(row: int, col: int) -> str:
+        place = f"'{safe(batch.source)}' row {batch.file_row + row + 1}"
+        if b.layout == "matrix" or b.source in ("name", "--map", "stored column map"):
+            return f"{place}, column '{safe(column)}'"
+        return f"{place}, element {col} of array '{safe(column)}'"
+
+    return where

@@ -1,0 +1,159 @@
+"""Batched inference over a Session: exact-size batches for fixed batch dims, output
+conversion (ZipMap lists of dicts -> 2-D arrays with keys), ``--outputs`` selection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from modelforge.data.batch import Batch
+from modelforge.data.writers import OutputValue
+from modelforge.engine.session import translate_error
+from modelforge.errors import DataError, OutputError, UsageError
+from modelforge.text import safe
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelforge.engine.session import Session
+    from modelforge.model.schema import ModelSchema
+
+DEFAULT_BATCH_SIZE = 10_000
+
+
+def fixed_batch(schema: ModelSchema) -> int | None:
+    """The batch size every input pins with a fixed first dimension, if any."""
+    sizes = {
+        s.shape[0]
+        for s in schema.inputs
+        if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0
+    }
+    if len(sizes) > 1:
+        raise DataError(
+            f"model inputs fix different batch sizes ({', '.join(map(str, sorted(sizes)))})",
+            hint="this model cannot be fed in batches of rows", code="fixed_batch_conflict",
+        )
+    return sizes.pop() if sizes else None
+
+
+def select_outputs(schema: ModelSchema, wanted: list[str] | None) -> list[str]:
+    names = [o.name for o in schema.outputs]
+    if not wanted:
+        return names
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise UsageError(
+            f"--outputs names {', '.join(safe(m) for m in missing)}, which the model does not "
+            f"produce (outputs: {', '.join(safe(n) for n in names)})",
+            hint="pick from the model's outputs", code="unknown_output",
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def to_output(name: str, value: Any) -> OutputValue:
+    """onnxruntime's value for one output -> OutputValue (ZipMap becomes [N, K] + keys)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return OutputValue(name, value)
+    if isinstance(value, list) and (not value or isinstance(value[0], dict)):
+        keys = list(value[0].keys()) if value else []
+        arr = np.array([[row[k] for k in keys] for row in value], dtype=np.float32)
+        return OutputValue(name, arr.reshape(len(value), len(keys)), keys)
+    raise OutputError(
+        f"output '{safe(name)}' is a {type(value).__name__}, which cannot be written as rows",
+        hint="select tensor outputs with --outputs", code="unsupported_output",
+    )
+
+
+class Runner:
+    def __init__(
+        self,
+        session: Session,
+        schema: ModelSchema,
+        *,
+        outputs: list[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if batch_size < 1:
+            raise UsageError("--batch-size must be at least 1", code="invalid_option")
+        self.session = session
+        self.outputs = select_outputs(schema, outputs)
+        self.fixed = fixed_batch(schema)
+        self.batch_size = self.fixed or batch_size
+        self.runs = 0
+
+    def run(self, batch: Batch) -> list[OutputValue]:
+        step = self.batch_size
+        if self.fixed and batch.rows % self.fixed:
+            raise DataError(
+                f"the model needs batches of exactly {self.fixed} rows; the data has "
+                f"{batch.start + batch.rows} rows, not a multiple of {self.fixed}",
+                hint=f"pass a multiple of {self.fixed} rows", code="fixed_batch_remainder",
+            )
+        parts: list[list[OutputValue]] = []
+        for lo in range(0, batch.rows, step):
+            hi = min(batch.rows, lo + step)
+            feeds = batch.feeds if (lo == 0 and hi == batch.rows) else {
+                k: v[lo:hi] for k, v in batch.feeds.items()
+            }
+            try:
+                values = self.session.inner.run(self.outputs, feeds)
+            except Exception as exc:  # onnxruntime raises pybind exception types
+                err = translate_error(
+                    exc, f"running the model on rows {batch.start + lo + 1}-{batch.start + hi}"
+                )
+                raise err from None
+            self.runs += 1
+            parts.append([to_output(n, v) for n, v in zip(self.outputs, values)])
+        if len(parts) == 1:
+            return parts[0]
+        return [_concat([p[i] for p in parts]) for i in range(len(self.outputs))]
+
+
+def _concat(values: list[OutputValue]) -> OutputValue:
+    import numpy as np
+
+    first = values[0]
+    return OutputValue(first.name, np.concatenate([v.array for v in values]), first.keys)
+
+
+def rebatch(batches: Iterator[Batch], multiple: int) -> Iterator[Batch]:
+    """Regroup batches so that each holds a multiple of ``multiple`` rows (fixed batch dims);
+    the remainder is carried into the next batch, row order unchanged."""
+    carry: Batch | None = None
+    for b in batches:
+        if carry is not None:
+            b = _join(carry, b)
+            carry = None
+        cut = b.rows - b.rows % multiple
+        if cut == b.rows:
+            yield b
+            continue
+        head, tail = _split(b, cut)
+        if head.rows:
+            yield head
+        carry = tail
+    if carry is not None:
+        yield carry
+
+
+def _split(b: Batch, cut: int) -> tuple[Batch, Batch]:
+    head = Batch(b.start, cut, {k: v[:cut] for k, v in b.feeds.items()},
+                 {k: v[:cut] for k, v in b.keep.items()}, b.bytes_read)
+    tail = Batch(b.start + cut, b.rows - cut, {k: v[cut:] for k, v in b.feeds.items()},
+                 {k: v[cut:] for k, v in b.keep.items()}, b.bytes_read)
+    return head, tail
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    import numpy as np
+
+    keep: dict[str, Any] = {}
+    for k in a.keep:
+        x, y = a.keep[k], b.keep[k]
+        keep[k] = x.append(y) if hasattr(x, "append") and not isinstance(x, np.ndarray) else (
+            np.concatenate([x, y])
+        )
+    feeds = {k: np.concatenate([a.feeds[k], b.feeds[k]]) for k in a.feeds}
+    return Batch(a.start, a.rows + b.rows, feeds, keep, b.bytes_read)

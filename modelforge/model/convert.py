@@ -1,0 +1,278 @@
+"""``convert``: change a model's ai.onnx opset with onnx.version_converter, safely.
+
+The whole conversion runs in a guarded child process (parse, external-data check,
+conversion, parity). Parity: both models run on the same synthesized inputs — in
+onnxruntime where it can run the original, else the original runs in ``onnx.reference`` —
+and the converted model is written only when every output agrees within rtol/atol
+(otherwise :class:`CheckFailedError`, exit 9, nothing written).
+
+Writing is atomic: the model goes to a temporary file in OUT's folder, then ``os.replace``.
+External data: a model whose weights live in external files is loaded only after
+:func:`check_external_data` accepted every reference; the converted model then keeps its
+weights in ONE external file next to OUT, named ``<OUT file name>.data`` (replaced if it
+exists). Nothing is ever written outside OUT's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelforge.errors import CheckFailedError, InvalidModelError, OutputError, UsageError
+from modelforge.text import escape, safe
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
+
+DEFAULT_RTOL = 1e-4
+DEFAULT_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    source: str
+    output: str
+    from_opset: int
+    to_opset: int
+    compared_with: str  # "onnxruntime" or "onnx.reference"
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    external_data: str | None = None  # file name of the external data written next to OUT
+    size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "output": self.output,
+            "from_opset": self.from_opset,
+            "to_opset": self.to_opset,
+            "compared_with": self.compared_with,
+            "parity": self.parity,
+            "external_data": self.external_data,
+            "size": self.size,
+        }
+
+
+def default_opset(model: ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return int(op.version)
+    raise InvalidModelError(
+        "the model imports no ai.onnx opset, so there is nothing to convert",
+        code="no_default_opset",
+    )
+
+
+def _with_concrete_dims(model: ModelProto) -> ModelProto:
+    """A copy whose symbolic dims are distinct concrete sizes (one per name).
+
+    Some version-converter adapters (Add/Mul 6 -> 7 broadcasting) insist on integer dims;
+    distinct odd sizes keep equal names equal and different names different.
+    """
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    sizes: dict[str, int] = {}
+    for vi in list(copy.graph.input) + list(copy.graph.output) + list(copy.graph.value_info):
+        if not vi.type.HasField("tensor_type"):
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                key = d.dim_param or f"?{len(sizes)}"
+                d.dim_value = sizes.setdefault(key, 1009 + 2 * len(sizes))
+    return copy
+
+
+def _restore_io_types(converted: ModelProto, original: ModelProto) -> None:
+    by_name = {vi.name: vi for vi in list(original.graph.input) + list(original.graph.output)}
+    for vi in list(converted.graph.input) + list(converted.graph.output):
+        if vi.name in by_name:
+            vi.type.CopyFrom(by_name[vi.name].type)
+    del converted.graph.value_info[:]
+
+
+def convert_opset(model: ModelProto, opset: int) -> ModelProto:
+    """Convert the ai.onnx opset in memory, keeping metadata, docs and producer."""
+    import onnx
+    from onnx import version_converter
+
+    source = default_opset(model)
+    try:
+        try:
+            converted = version_converter.convert_version(model, opset)
+        except Exception as first:
+            if "param instead of an int" not in str(first):
+                raise
+            converted = version_converter.convert_version(_with_concrete_dims(model), opset)
+            _restore_io_types(converted, model)
+    except Exception as exc:  # the converter raises RuntimeError / ConvertError
+        text = " ".join(str(exc).split())[:300]
+        raise InvalidModelError(
+            f"onnx.version_converter cannot convert the model from opset {source} to "
+            f"{opset}: {escape(text)}",
+            hint="try another target opset, or re-export the model from its source framework",
+            code="conversion_failed",
+        ) from None
+    del converted.metadata_props[:]
+    converted.metadata_props.extend(model.metadata_props)
+    converted.doc_string = model.doc_string
+    converted.producer_name = model.producer_name
+    converted.producer_version = model.producer_version
+    converted.domain = model.domain
+    converted.model_version = model.model_version
+    converted.graph.doc_string = model.graph.doc_string
+    if not isinstance(converted, onnx.ModelProto):  # pragma: no cover - defensive
+        raise TypeError("version_converter returned no ModelProto")
+    return converted
+
+
+def _ort_outputs(data: bytes, feeds: dict[str, Any], base: Path | None) -> list[Any]:
+    from modelforge.engine.session import create_session
+
+    session = create_session(data, external_data_dir=base)
+    return list(session.inner.run(None, feeds))
+
+
+def _convert_child(
+    source: str, opset: int, tmp_model: str, data_name: str | None, rtol: float, atol: float,
+    trusted: bool,
+) -> dict[str, Any]:  # fmt: skip
+    import onnx
+
+    from modelforge.errors import ModelForgeError
+    from modelforge.model.checks.parity import compare
+    from modelforge.model.external import check_external_data
+    from modelforge.model.load import load_model
+    from modelforge.model.schema import extract_schema
+    from modelforge.model.synth import synthesize_inputs
+
+    base = Path(source).parent
+    model = load_model(source)
+    files = check_external_data(model, base, allow_hardlinks=trusted)
+    if files:
+        onnx.load_external_data_for_model(model, os.fspath(base))
+    from_opset = default_opset(model)
+    converted = convert_opset(model, opset)
+    try:
+        onnx.checker.check_model(converted)
+    except onnx.checker.ValidationError as exc:
+        raise InvalidModelError(
+            f"the converted model fails onnx.checker: {escape(' '.join(str(exc).split()))[:300]}",
+            hint="try another target opset",
+            code="conversion_failed",
+        ) from None
+    feeds = synthesize_inputs(extract_schema(model))
+    converted_bytes = converted.SerializeToString()
+    try:
+        orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
+        compared_with = "onnxruntime"
+    except ModelForgeError:
+        from onnx.reference import ReferenceEvaluator
+
+        orig_out = list(ReferenceEvaluator(model).run(None, feeds))
+        compared_with = "onnx.reference"
+    new_out = _ort_outputs(converted_bytes, feeds, None)
+    names = [o.name for o in converted.graph.output]
+    parity = [compare(n, g, w, rtol, atol) for n, g, w in zip(names, new_out, orig_out, strict=False)]
+    bad = [p for p in parity if not p.get("ok")]
+    if bad:
+        p = bad[0]
+        raise CheckFailedError(
+            f"converting to opset {opset} changes output '{safe(p['name'], 80)}' "
+            f"(max abs error {p.get('max_abs', float('nan')):.3g}, "
+            f"max rel error {p.get('max_rel', float('nan')):.3g}; rtol {rtol:g}, atol {atol:g}); "
+            "nothing was written",
+            hint="try another target opset, or loosen --rtol/--atol if the difference is expected",
+            code="parity_mismatch",
+            details={"parity": parity},
+        )
+    if files and data_name:
+        onnx.save_model(
+            converted, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+            location=data_name, size_threshold=0,
+        )  # fmt: skip
+    else:
+        with open(tmp_model, "wb") as fh:
+            fh.write(converted_bytes)
+    return {
+        "from_opset": from_opset,
+        "compared_with": compared_with,
+        "parity": parity,
+        "external": bool(files),
+    }
+
+
+def convert_model(
+    model: str | os.PathLike[str],
+    opset: int,
+    output: str | os.PathLike[str],
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    *,
+    trusted: bool = False,
+    timeout_s: float | None = None,
+    memory_mb: int | None = None,
+) -> ConvertResult:
+    """Convert ``model`` to ``opset`` and write it to ``output`` if results are unchanged."""
+    from modelforge.engine.sandbox import run_guarded
+    from modelforge.model.files import check_regular_file
+
+    if opset < 1:
+        raise UsageError("--opset must be a positive integer", code="invalid_option")
+    if rtol < 0 or atol < 0:
+        raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
+    info = check_regular_file(model)
+    out = Path(output).absolute()
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputError(
+            f"output folder '{escape(folder)}' does not exist",
+            hint="create it first",
+            code="output_folder_missing",
+        )
+    if out.is_dir():
+        raise OutputError(f"output '{escape(out)}' is a directory", code="output_is_directory")
+    if out.exists() and out.resolve() == info.resolved:
+        raise UsageError(
+            "the output would overwrite the input model",
+            hint="write the converted model to a new file with -o",
+            code="output_is_input",
+        )
+    data_name = f"{out.name}.data"
+    tmp_dir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=folder)
+    tmp_model = os.path.join(tmp_dir, out.name)
+    try:
+        found = run_guarded(
+            _convert_child, os.fspath(info.path), opset, tmp_model, data_name, rtol, atol,
+            trusted, timeout_s=timeout_s, memory_mb=memory_mb,
+            what=f"converting '{escape(info.path.name)}' to opset {opset}",
+        )  # fmt: skip
+        written_data = os.path.join(tmp_dir, data_name)
+        external = None
+        if found.get("external") and os.path.exists(written_data):
+            os.replace(written_data, folder / data_name)
+            external = data_name
+        os.replace(tmp_model, out)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write '{escape(out)}': {exc.strerror or exc}", code="write_failed"
+        ) from None
+    finally:
+        for leftover in (tmp_model, os.path.join(tmp_dir, data_name)):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        if os.path.isdir(tmp_dir):
+            os.rmdir(tmp_dir)
+    return ConvertResult(
+        source=os.fspath(info.path),
+        output=os.fspath(out),
+        from_opset=int(found["from_opset"]),
+        to_opset=opset,
+        compared_with=str(found["compared_with"]),
+        parity=list(found["parity"]),
+        external_data=external,
+        size=out.stat().st_size,
+    )

@@ -1,0 +1,329 @@
+"""``validate``: a sequence of checks that catch conversion problems before anyone relies on
+a model.
+
+Checks, in order (each runs only when its prerequisites passed; otherwise it is ``skip``):
+
+1. ``file``            regular file, non-empty, under the 2 GiB protobuf cap
+2. ``parse``           binary ModelProto, ir_version > 0, a graph, one opset per domain
+3. ``external_data``   every external reference stays inside the model's folder
+4. ``structure``       onnx.checker + cycles, undefined inputs, duplicate outputs, negative
+                       dims, node-count and nesting caps, recursive functions
+5. ``shapes``          strict shape inference (onnx ``full_check``'s inference step)
+6. ``runtime_compat``  IR version / opsets against the installed onnxruntime; custom domains
+7. ``session``         an onnxruntime session on the chosen providers
+8. ``smoke``           run on synthesized inputs; dtypes, ranks, NaN/Inf
+9. ``parity``          (opt-in) onnx.reference and/or golden ``--inputs``/``--expected``
+
+Check 1 runs in this process (``stat`` only). Checks 2-9 run in ONE guarded child process
+(:func:`modelforge.engine.sandbox.run_guarded`): each finished check is streamed back as
+it completes, so when onnx/onnxruntime crashes, hangs or exhausts the memory cap, the
+checks before it are kept and the check that was running fails with code ``crashed``,
+``timeout`` or ``memory_limit``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from modelforge.errors import ModelForgeError, NotFoundError, ResourceLimitError, UsageError
+from modelforge.model.checks.graph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES
+from modelforge.text import escape
+
+CHECK_ORDER = (
+    "file",
+    "parse",
+    "external_data",
+    "structure",
+    "shapes",
+    "runtime_compat",
+    "session",
+    "smoke",
+    "parity",
+)
+PREREQUISITES: dict[str, tuple[str, ...]] = {
+    "file": (),
+    "parse": ("file",),
+    "external_data": ("parse",),
+    "structure": ("parse", "external_data"),
+    "shapes": ("structure",),
+    "runtime_compat": ("parse",),
+    "session": ("external_data", "structure", "runtime_compat"),
+    "smoke": ("session",),
+    "parity": ("session",),
+}
+STATUSES = ("pass", "warn", "fail", "skip")
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's outcome. ``code`` is stable (scripts match on it)."""
+
+    name: str
+    status: str  # pass | warn | fail | skip
+    code: str
+    message: str
+    hint: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Check:
+        return cls(
+            name=str(data["name"]),
+            status=str(data["status"]),
+            code=str(data["code"]),
+            message=str(data["message"]),
+            hint=data.get("hint"),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    providers: list[str] | None = None
+    provider_options: dict[str, str] = field(default_factory=dict)
+    require_provider: bool = False
+    dims: dict[str, int] = field(default_factory=dict)
+    reference: bool = False
+    inputs: str | None = None  # .npz of inputs
+    expected: str | None = None  # .npz of golden outputs
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    strict: bool = False
+    custom_ops: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    memory_mb: int | None = None
+    max_nodes: int = DEFAULT_MAX_NODES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    stop_after: str | None = None  # the last check to run, e.g. "smoke" for models add
+    trusted: bool = False  # store origin: hard-linked external data is allowed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "providers": self.providers or ["cpu"],
+            "provider_options": self.provider_options,
+            "require_provider": self.require_provider,
+            "dims": self.dims,
+            "reference": self.reference,
+            "inputs": self.inputs,
+            "expected": self.expected,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "strict": self.strict,
+            "custom_ops": list(self.custom_ops),
+            "max_nodes": self.max_nodes,
+            "max_depth": self.max_depth,
+            "stop_after": self.stop_after,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    model: str
+    checks: list[Check]
+    ok: bool
+    strict: bool = False
+    schema: dict[str, Any] | None = None
+    inferred_outputs: list[dict[str, Any]] | None = None
+    providers_used: list[str] | None = None
+    model_info: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def warned(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warn"]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "strict": self.strict,
+            "counts": self.counts(),
+            "checks": [c.to_dict() for c in self.checks],
+            "schema": self.schema,
+            "inferred_outputs": self.inferred_outputs,
+            "providers_used": self.providers_used,
+            "model_info": self.model_info,
+            "limits": self.limits,
+            "duration_s": round(self.duration_s, 4),
+        }
+
+
+def checks_to_run(stop_after: str | None) -> tuple[str, ...]:
+    if stop_after is None:
+        return CHECK_ORDER
+    if stop_after not in CHECK_ORDER:
+        raise UsageError(
+            f"unknown check '{escape(stop_after)}' for stop_after",
+            hint="use one of: " + ", ".join(CHECK_ORDER),
+            code="invalid_option",
+        )
+    return CHECK_ORDER[: CHECK_ORDER.index(stop_after) + 1]
+
+
+def _file_check(path: Path) -> Check:
+    from modelforge.model.files import MAX_MODEL_BYTES, check_regular_file
+    from modelforge.text import human_bytes
+
+    try:
+        info = check_regular_file(path)
+    except NotFoundError:
+        raise
+    except ModelForgeError as err:
+        return Check("file", "fail", err.code, err.message, err.hint)
+    details = {"size": info.size, "is_symlink": info.is_symlink}
+    if info.size == 0:
+        return Check(
+            "file", "fail", "empty_file", f"model file '{escape(path)}' is empty",
+            "re-export the model", details,
+        )  # fmt: skip
+    if info.size > MAX_MODEL_BYTES:
+        return Check(
+            "file",
+            "fail",
+            "file_too_large",
+            f"model file '{escape(path)}' is {human_bytes(info.size)}, over the 2 GiB limit "
+            "of a single ONNX protobuf",
+            "models over 2 GB must keep their weights as external data "
+            "(onnx.save_model(..., save_as_external_data=True))",
+            details,
+        )
+    if not os.access(info.resolved, os.R_OK):
+        return Check(
+            "file", "fail", "file_unreadable", f"model file '{escape(path)}' is not readable",
+            "check the file's permissions", details,
+        )  # fmt: skip
+    return Check("file", "pass", "ok", f"regular file, {human_bytes(info.size)}", None, details)
+
+
+def _check_option_files(opts: ValidateOptions) -> None:
+    if (opts.inputs is None) != (opts.expected is None):
+        raise UsageError(
+            "--inputs and --expected go together",
+            hint="pass both: --inputs inputs.npz --expected outputs.npz",
+            code="invalid_option",
+        )
+    for label, value in (("--inputs", opts.inputs), ("--expected", opts.expected)):
+        if value is not None and not Path(value).exists():
+            raise NotFoundError(
+                f"{label} file '{escape(value)}' does not exist", code="file_not_found"
+            )
+    for lib in opts.custom_ops:
+        if not Path(lib).is_file():
+            raise NotFoundError(
+                f"custom-op library '{escape(lib)}' does not exist", code="file_not_found"
+            )
+    if opts.rtol < 0 or opts.atol < 0:
+        raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
+
+
+def validate_model(
+    model: str | os.PathLike[str], options: ValidateOptions | None = None
+) -> ValidationReport:
+    """Run the checks on a model file; never raises for problems of the model itself.
+
+    Raises NotFoundError when the model (or an option file) does not exist and UsageError
+    for bad options; everything wrong with the model is a failed check in the report.
+    """
+    from modelforge.engine.sandbox import resolve_limits, run_guarded
+
+    opts = options or ValidateOptions()
+    wanted = checks_to_run(opts.stop_after)
+    _check_option_files(opts)
+    limits = resolve_limits(opts.timeout_s, opts.memory_mb)
+    started = time.monotonic()
+    path = Path(model)
+    results: dict[str, Check] = {"file": _file_check(path)}
+    extra: dict[str, Any] = {}
+    state = {"running": None}
+
+    def on_progress(message: Any) -> None:
+        if isinstance(message, dict) and "stage" in message:
+            state["running"] = message["stage"]
+        elif isinstance(message, dict) and "check" in message:
+            check = Check.from_dict(message["check"])
+            results[check.name] = check
+            state["running"] = None
+
+    if results["file"].status != "fail" and len(wanted) > 1:
+        from modelforge.model.checks.runner import run_checks
+
+        try:
+            extra = run_guarded(
+                run_checks,
+                os.fspath(path),
+                replace(opts, timeout_s=None, memory_mb=None),
+                list(wanted),
+                timeout_s=limits.timeout_s if limits.timeout_s is not None else 0,
+                memory_mb=limits.memory_mb if limits.memory_mb is not None else 0,
+                what=f"validating '{escape(path.name)}'",
+                on_progress=on_progress,
+            )
+        except ResourceLimitError as err:
+            stage = state["running"] or next(
+                (n for n in wanted if n not in results), wanted[-1]
+            )
+            results[stage] = Check(
+                stage, "fail", err.code, f"{err.message} (during the '{stage}' check)", err.hint,
+                {"limits": limits.to_dict()},
+            )  # fmt: skip
+    final: dict[str, Check] = {}
+    for name in wanted:
+        check = results.get(name)
+        if check is None and name == "parity" and not (opts.reference or opts.inputs):
+            check = Check(
+                name, "skip", "not_requested",
+                "not requested (pass --reference, or --inputs and --expected)",
+            )  # fmt: skip
+        if check is None:
+            blockers = [
+                p for p in PREREQUISITES[name]
+                if p in final and final[p].status in ("fail", "skip")
+            ]  # fmt: skip
+            reason = (
+                f"skipped: '{blockers[0]}' did not pass" if blockers else "skipped: not run"
+            )
+            check = Check(name, "skip", "prerequisite_failed" if blockers else "not_run", reason)
+        final[name] = check
+    checks = list(final.values())
+    ok = not any(c.status == "fail" for c in checks) and not (
+        opts.strict and any(c.status == "warn" for c in checks)
+    )
+    return ValidationReport(
+        model=os.fspath(path),
+        checks=checks,
+        ok=ok,
+        strict=opts.strict,
+        schema=extra.get("schema"),
+        inferred_outputs=extra.get("inferred_outputs"),
+        providers_used=extra.get("providers_used"),
+        model_info=extra.get("model_info") or {},
+        limits=limits.to_dict(),
+        duration_s=time.monotonic() - started,
+    )

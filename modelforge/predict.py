@@ -1,0 +1,420 @@
+"""Public prediction API: ``predict``, ``iter_predict``, ``predict_to`` and ``explain``.
+
+The CLI's ``modelforge predict`` is ``predict_to``; Python users call ``predict`` for a
+DataFrame / dict of arrays, or ``iter_predict`` to stream batches. MODEL is a path or a
+store reference (``name``, ``name:3``, ``name:prod``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from modelforge.data.formats import STDIO, output_format
+from modelforge.data.readers import DataPlan, ReadOptions, array_plan, open_data
+from modelforge.data.writers import OutputValue, flatten, open_writer
+from modelforge.engine.runner import DEFAULT_BATCH_SIZE, Runner, fixed_batch, rebatch
+from modelforge.engine.session import SessionConfig
+from modelforge.errors import DataError, UsageError
+from modelforge.text import safe
+
+if TYPE_CHECKING:
+    import numpy as np
+    from onnx import ModelProto
+
+    from modelforge.engine.session import Session
+    from modelforge.model.schema import ModelSchema
+    from modelforge.store.resolve import ModelLocation
+
+Progress = Callable[[int, int, int | None], None]  # rows, bytes read, total bytes
+
+
+@dataclass
+class LoadedModel:
+    location: ModelLocation
+    proto: ModelProto
+    data: bytes
+    schema: ModelSchema
+
+    @property
+    def stored_columns(self) -> Any:
+        return (self.location.metadata or {}).get("columns")
+
+
+def load(model: str | os.PathLike[str]) -> LoadedModel:
+    """Resolve, read and check a model (external data must stay inside its folder)."""
+    from modelforge.model.external import check_external_data
+    from modelforge.model.files import read_capped
+    from modelforge.model.load import parse_model_bytes
+    from modelforge.model.schema import extract_schema
+    from modelforge.store.resolve import resolve_model
+
+    loc = resolve_model(model)
+    data = read_capped(loc.path)
+    proto = parse_model_bytes(data, os.fspath(loc.path))
+    check_external_data(proto, Path(loc.path).parent, allow_hardlinks=loc.trusted)
+    return LoadedModel(loc, proto, data, extract_schema(proto))
+
+
+def open_session(lm: LoadedModel, cfg: SessionConfig, no_upgrade: bool) -> tuple[Session, int | None]:
+    from modelforge.engine.upgrade import create_upgrading
+
+    return create_upgrading(lm.data, lm.proto, cfg, folder=Path(lm.location.path).parent,
+                            no_upgrade=no_upgrade)
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    model: dict[str, Any]
+    inputs: list[str]
+    input_format: str
+    output: str
+    output_format: str
+    rows: int
+    batches: int
+    runs: int
+    outputs: list[str]
+    columns: list[str]
+    providers_requested: list[str]
+    providers_used: list[str]
+    mapping: dict[str, Any]
+    upgraded_to_opset: int | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    model: dict[str, Any]
+    data: dict[str, Any]
+    feeds: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    batch: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@contextmanager
+def _collect_warnings() -> Iterator[list[str]]:
+    got: list[str] = []
+
+    class _H(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                got.append(record.getMessage())
+
+    logger = logging.getLogger("modelforge")
+    handler = _H()
+    logger.addHandler(handler)
+    try:
+        yield got
+    finally:
+        logger.removeHandler(handler)
+
+
+def _read_options(
+    fmt: str | None, maps: dict[str, list[str]] | None, columns: list[str] | None,
+    keep: list[str] | None, cast: str, allow_nan: bool, encoding: str | None,
+    delimiter: str | None,
+) -> ReadOptions:
+    return ReadOptions(fmt=fmt, maps=dict(maps or {}), columns=columns, keep=list(keep or []),
+                       policy=cast, allow_nan=allow_nan, encoding=encoding,  # type: ignore[arg-type]
+                       delimiter=delimiter)
+
+
+def data_from_json(text: str, schema: ModelSchema, options: ReadOptions) -> DataPlan:
+    """``--data '{"x": [[5.1, 3.5, 1.4, 0.2]]}'``: input name -> nested lists."""
+    import numpy as np
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--data is not valid JSON: {safe(str(exc), 100)}",
+                         hint='write it as {"input": [[1.0, 2.0]]}', code="invalid_json") from None
+    if not isinstance(value, dict) or not value:
+        raise UsageError("--data must be a JSON object mapping input names to lists",
+                         hint='e.g. --data \'{"x": [[5.1, 3.5, 1.4, 0.2]]}\'', code="invalid_json")
+    arrays: dict[str, np.ndarray] = {}
+    for k, v in value.items():
+        try:
+            arr = np.array(v)
+        except ValueError:
+            arr = np.array([], dtype=object)
+        if arr.dtype == object:
+            raise DataError(f"--data value for '{safe(k)}' is ragged or mixes types",
+                            hint="use nested lists of equal length", code="invalid_json")
+        arrays[k] = arr
+    return array_plan([arrays], schema, options, fmt="json", sources=["--data"])
+
+
+def frame_plan(data: Any, schema: ModelSchema, options: ReadOptions, stored: Any) -> DataPlan:
+    """A pandas/polars DataFrame or a numpy array / dict of arrays given in Python."""
+    import numpy as np
+
+    if isinstance(data, dict):
+        arrays = {str(k): np.asarray(v) for k, v in data.items()}
+        return array_plan([arrays], schema, options, fmt="npz", sources=["<dict>"])
+    if isinstance(data, np.ndarray):
+        return array_plan([{"<array>": data}], schema, options, fmt="npy", sources=["<array>"])
+    import polars as pl
+
+    df = data if isinstance(data, pl.DataFrame) else pl.from_pandas(data)
+    from modelforge.data.batch import ColumnBatch
+    from modelforge.data.mapping import resolve_tabular
+    from modelforge.data.readers import READ_ROWS
+    from modelforge.data.tabular import series_to_numpy
+    from modelforge.log import warn
+
+    mapping = resolve_tabular(schema, [str(c) for c in df.columns], maps=options.maps,
+                              columns_opt=options.columns, stored=stored, keep=options.keep,
+                              source="<DataFrame>")
+    for w in mapping.warnings:
+        warn(w)
+
+    def it() -> Iterator[ColumnBatch]:
+        used = list(mapping.targets())
+        for lo in range(0, df.height, READ_ROWS):
+            part = df.slice(lo, READ_ROWS)
+            cols = {c: series_to_numpy(part.get_column(c)) for c in used}
+            keep = {c: part.get_column(c) for c in options.keep}
+            yield ColumnBatch("<DataFrame>", lo, part.height, cols, keep, file_row=lo)
+
+    return DataPlan("frame", ["<DataFrame>"], mapping, None, it, options)
+
+
+def _plan(lm: LoadedModel, data: Any, options: ReadOptions, stdin: IO[bytes] | None,
+          data_json: str | None) -> DataPlan:
+    if data_json is not None:
+        if data:
+            raise UsageError("--data and INPUT files cannot be combined", code="invalid_option")
+        return data_from_json(data_json, lm.schema, options)
+    if data is None or isinstance(data, (str, os.PathLike)):
+        paths = [os.fspath(data)] if data is not None else []
+        return open_data(paths, lm.schema, options, stored=lm.stored_columns, stdin=stdin)
+    if isinstance(data, (list, tuple)) and all(isinstance(d, (str, os.PathLike)) for d in data):
+        return open_data([os.fspath(d) for d in data], lm.schema, options,
+                         stored=lm.stored_columns, stdin=stdin)
+    return frame_plan(data, lm.schema, options, lm.stored_columns)
+
+
+def _check_rows(plan: DataPlan, rows: int) -> None:
+    if rows == 0:
+        raise DataError(f"no rows to predict in {', '.join(safe(s) for s in plan.sources)}",
+                        hint="pass data with at least one row", code="no_rows")
+
+
+def _batches(plan: DataPlan, runner: Runner) -> Iterator[Any]:
+    it = plan.batches()
+    return rebatch(it, runner.fixed) if runner.fixed and runner.fixed > 1 else it
+
+
+def predict_to(
+    model: str | os.PathLike[str],
+    inputs: list[str] | None = None,
+    output: str | None = None,
+    *,
+    fmt: str | None = None,
+    out_format: str | None = None,
+    maps: dict[str, list[str]] | None = None,
+    columns: list[str] | None = None,
+    keep: list[str] | None = None,
+    cast: str = "safe",
+    allow_nan: bool = False,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    outputs: list[str] | None = None,
+    session_config: SessionConfig | None = None,
+    no_upgrade: bool = False,
+    data_json: str | None = None,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+    progress: Progress | None = None,
+) -> PredictSummary:
+    """Predict from files (or stdin) to a file (atomically) or stdout; returns a summary."""
+    t0 = time.perf_counter()
+    cfg = session_config or SessionConfig()
+    out_path = None if output in (None, STDIO) else output
+    ofmt = output_format(out_path, out_format or ("jsonl" if data_json and not out_path else None))
+    options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
+    with _collect_warnings() as warnings:
+        lm = load(model)
+        plan = _plan(lm, inputs or None, options, stdin, data_json)
+        session, upgraded = open_session(lm, cfg, no_upgrade)
+        runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
+        writer = open_writer(out_path, ofmt, stdout=stdout)
+        rows = batches = 0
+        columns_out: list[str] = []
+        try:
+            for batch in _batches(plan, runner):
+                values = runner.run(batch)
+                if not columns_out:
+                    columns_out = list(batch.keep) + [n for v in values for n, _ in flatten(v)]
+                writer.write(batch.keep, values)
+                rows += batch.rows
+                batches += 1
+                if progress is not None:
+                    progress(rows, batch.bytes_read, plan.total_bytes)
+            _check_rows(plan, rows)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    return PredictSummary(
+        model={**lm.location.to_dict(), "opset": _opset(lm)},
+        inputs=plan.sources,
+        input_format=plan.fmt,
+        output=out_path or "-",
+        output_format=ofmt,
+        rows=rows,
+        batches=batches,
+        runs=runner.runs,
+        outputs=runner.outputs,
+        columns=columns_out,
+        providers_requested=session.to_dict()["providers_requested"],
+        providers_used=session.to_dict()["providers_used"],
+        mapping=plan.mapping.to_dict(),
+        upgraded_to_opset=upgraded,
+        seconds=round(time.perf_counter() - t0, 4),
+        warnings=list(warnings),
+    )
+
+
+def _opset(lm: LoadedModel) -> int:
+    from modelforge.engine.upgrade import default_opset
+
+    return default_opset(lm.proto)
+
+
+def explain(
+    model: str | os.PathLike[str],
+    inputs: list[str] | None = None,
+    *,
+    fmt: str | None = None,
+    maps: dict[str, list[str]] | None = None,
+    columns: list[str] | None = None,
+    keep: list[str] | None = None,
+    cast: str = "safe",
+    allow_nan: bool = False,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    outputs: list[str] | None = None,
+    data_json: str | None = None,
+    stdin: IO[bytes] | None = None,
+) -> ExplainResult:
+    """The resolved mapping, dtypes, shapes, casts and batch plan; the model is not run."""
+    from modelforge.engine.runner import select_outputs
+
+    options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
+    lm = load(model)
+    plan = _plan(lm, inputs or None, options, stdin, data_json)
+    chosen = select_outputs(lm.schema, outputs)
+    fixed = fixed_batch(lm.schema)
+    feeds = []
+    for b in plan.mapping.bindings:
+        d = b.to_dict()
+        d["cast"] = f"{cast}: data -> {b.dtype}" + ("" if not allow_nan else " (NaN allowed)")
+        feeds.append(d)
+    return ExplainResult(
+        model={**lm.location.to_dict(), "opset": _opset(lm)},
+        data=plan.to_dict(),
+        feeds=feeds,
+        outputs=[o.to_dict() for o in lm.schema.outputs if o.name in chosen],
+        batch={"batch_size": fixed or batch_size, "fixed_batch": fixed,
+               "streaming": plan.fmt not in ("npz", "json")},
+    )
+
+
+@dataclass
+class PredictionBatch:
+    start: int
+    rows: int
+    outputs: list[OutputValue]
+    keep: dict[str, Any]
+
+
+def iter_predict(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    *,
+    providers: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    outputs: list[str] | None = None,
+    no_upgrade: bool = False,
+    session_config: SessionConfig | None = None,
+    **read: Any,
+) -> Iterator[PredictionBatch]:
+    """Stream predictions batch by batch. ``data``: path(s), DataFrame, array or dict.
+
+    ``read`` takes fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter.
+    """
+    cfg = session_config or SessionConfig(providers=providers)
+    options = _read_options(
+        read.pop("fmt", None), read.pop("maps", None), read.pop("columns", None),
+        read.pop("keep", None), read.pop("cast", "safe"), read.pop("allow_nan", False),
+        read.pop("encoding", None), read.pop("delimiter", None),
+    )  # fmt: skip
+    if read:
+        raise TypeError(f"unexpected arguments: {', '.join(read)}")
+    lm = load(model)
+    plan = _plan(lm, data, options, None, None)
+    session, _ = open_session(lm, cfg, no_upgrade)
+    runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
+    for batch in _batches(plan, runner):
+        yield PredictionBatch(batch.start, batch.rows, runner.run(batch), batch.keep)
+
+
+def predict(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    *,
+    as_frame: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Predict everything at once.
+
+    Returns a pandas DataFrame (kept columns, then output columns named as in the CSV
+    output) for tabular data, or a dict output name -> array for arrays (NPY/NPZ, numpy,
+    dicts; ZipMap outputs add ``<name>_keys``). ``as_frame`` forces either form.
+    """
+    import numpy as np
+
+    parts: list[PredictionBatch] = list(iter_predict(model, data, **kwargs))
+    tabular = not (isinstance(data, (dict, np.ndarray)) or _is_array_path(data))
+    if as_frame is None:
+        as_frame = tabular
+    if as_frame:
+        import pandas as pd
+        import polars as pl
+
+        from modelforge.data.writers import _frame
+
+        frames = [_frame(p.keep, p.outputs, neutralise=False) for p in parts]
+        if not frames:
+            return pd.DataFrame()
+        return pl.concat(frames).to_pandas()
+    out: dict[str, np.ndarray] = {}
+    if parts:
+        for i, o in enumerate(parts[0].outputs):
+            out[o.name] = np.concatenate([p.outputs[i].array for p in parts])
+            if o.keys is not None:
+                out[f"{o.name}_keys"] = np.asarray(o.keys)
+    return out
+
+
+def _is_array_path(data: Any) -> bool:
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data).lower().endswith((".npy", ".npz"))
+    return False

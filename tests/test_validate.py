@@ -1,0 +1,288 @@
+"""validate: core API on a model per failure class, and the CLI (exit codes, stderr, JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from modelforge.cli.app import app
+from modelforge.errors import NotFoundError, UsageError
+from modelforge.model.validate import CHECK_ORDER, ValidateOptions, validate_model
+from tests import model_zoo as zoo
+from tests.builders import add_two, identity, linear, save, with_external_data
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _statuses(report):
+    return {c.name: c.status for c in report.checks}
+
+
+def test_valid_model_passes_every_check(tmp_path):
+    report = validate_model(save(linear(), tmp_path / "m.onnx"), ValidateOptions(reference=True))
+    assert [c.name for c in report.checks] == list(CHECK_ORDER)
+    assert all(c.status == "pass" for c in report.checks), report.checks
+    assert report.ok
+    assert report.providers_used == ["cpu"]
+    assert report.inferred_outputs == [
+        {"name": "y", "type": "tensor(float)", "dtype": "float32", "shape": ["N", 1]}
+    ]
+    assert report.schema["inputs"][0]["name"] == "x"
+    data = report.to_dict()
+    assert data["counts"] == {"pass": 9, "warn": 0, "fail": 0, "skip": 0}
+    json.dumps(data)
+
+
+def test_stop_after_smoke_is_fast_for_small_models(tmp_path):
+    path = save(linear(), tmp_path / "m.onnx")
+    validate_model(path, ValidateOptions(stop_after="smoke"))  # warm the capability cache
+    start = time.perf_counter()
+    report = validate_model(path, ValidateOptions(stop_after="smoke"))
+    elapsed = time.perf_counter() - start
+    assert [c.name for c in report.checks] == list(CHECK_ORDER[:8])
+    assert report.ok
+    assert elapsed < 1.0
+
+
+def test_external_data_model(tmp_path):
+    path = with_external_data(tmp_path / "ext")
+    report = validate_model(path)
+    assert report.ok
+    ext = report.check("external_data")
+    assert ext.details["files"][0]["location"] == "weights.bin"
+
+
+def test_external_data_escape_fails_and_later_checks_skip(tmp_path):
+    import onnx  # onnx refuses to write '..' locations, so edit the reference by hand
+
+    model = onnx.load(with_external_data(tmp_path / "ok"), load_external_data=False)
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.bin"
+    path = tmp_path / "ok" / "evil.onnx"
+    onnx.save_model(model, path)
+    report = validate_model(path)
+    st = _statuses(report)
+    assert st["external_data"] == "fail"
+    assert report.check("external_data").code == "unsafe_external_data"
+    assert st["session"] == "skip" and st["smoke"] == "skip"
+    assert not report.ok
+
+
+def test_opset_6_warns_with_convert_hint(tmp_path):
+    report = validate_model(save(add_two(opset=6), tmp_path / "old.onnx"))
+    session = report.check("session")
+    assert session.status == "warn" and session.code == "opset_too_old"
+    assert "modelforge convert" in session.hint
+    assert report.check("smoke").status == "pass"
+    assert report.ok
+    strict = validate_model(tmp_path / "old.onnx", ValidateOptions(strict=True))
+    assert not strict.ok
+
+
+def test_custom_domain_lists_ops_and_never_loads_anything(tmp_path):
+    report = validate_model(save(zoo.custom_domain(), tmp_path / "c.onnx"))
+    check = report.check("runtime_compat")
+    assert check.status == "fail" and check.code == "custom_ops_required"
+    assert "com.example: FancyOp (1)" in check.message
+    assert "--custom-ops" in check.hint
+    assert report.check("session").status == "skip"
+
+
+def test_zipmap_classifier(tmp_path):
+    path = zoo.zipmap_classifier(tmp_path / "clf.onnx")
+    report = validate_model(path)
+    assert report.ok, report.checks
+    outputs = {o["name"]: o for o in report.check("smoke").details["outputs"]}
+    assert outputs["output_probability"]["type"] == "seq(map(int64,tensor(float)))"
+    assert outputs["output_probability"]["python_type"] == "list"
+
+
+def test_ir3_initializers_as_inputs(tmp_path):
+    report = validate_model(save(zoo.ir3_initializers_as_inputs(), tmp_path / "ir3.onnx"))
+    assert report.ok, report.checks
+    assert [s["name"] for s in report.schema["inputs"]] == ["x"]
+    assert [s["name"] for s in report.schema["overridable_initializers"]] == ["W", "B"]
+
+
+def test_string_inputs(tmp_path):
+    report = validate_model(save(zoo.string_input(), tmp_path / "s.onnx"))
+    assert report.ok, report.checks
+    assert report.check("smoke").details["outputs"][0]["shape"] == [1]
+
+
+@pytest.mark.parametrize(
+    ("builder", "code", "named"),
+    [
+        (zoo.cycle, "graph_cycle", "node '"),
+        (zoo.undefined_input, "undefined_input", "ghost"),
+        (zoo.duplicate_outputs, "duplicate_output", "'y'"),
+        (zoo.negative_dims, "negative_dim", "-3"),
+    ],
+)
+def test_structure_failures(tmp_path, builder, code, named):
+    report = validate_model(save(builder(), tmp_path / "bad.onnx"))
+    check = report.check("structure")
+    assert (check.status, check.code) == ("fail", code)
+    assert named in check.message
+    assert _statuses(report)["shapes"] == "skip"
+
+
+def test_nesting_cap(tmp_path):
+    path = save(zoo.nested_ifs(5), tmp_path / "deep.onnx")
+    assert validate_model(path, ValidateOptions(stop_after="structure")).ok
+    report = validate_model(path, ValidateOptions(max_depth=3, stop_after="structure"))
+    assert report.check("structure").code == "nesting_too_deep"
+
+
+def test_ir_version_too_new(tmp_path):
+    report = validate_model(save(zoo.ir_too_new(), tmp_path / "new.onnx"))
+    failed = report.failed
+    assert failed and failed[0].code in ("checker_failed", "ir_too_new")
+    assert not report.ok
+
+
+def test_nan_output_warns(tmp_path):
+    report = validate_model(save(zoo.nan_output(), tmp_path / "nan.onnx"))
+    smoke = report.check("smoke")
+    assert (smoke.status, smoke.code) == ("warn", "nan_or_inf")
+    assert report.ok
+
+
+def test_declared_output_type_mismatch_fails(tmp_path):
+    report = validate_model(save(zoo.wrong_declared_dtype(), tmp_path / "lie.onnx"))
+    failed = report.failed[0]
+    assert failed.name in ("shapes", "smoke")
+
+
+def test_not_onnx_and_empty_files(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    report = validate_model(tmp_path / "empty.onnx")
+    assert report.check("file").code == "empty_file"
+    (tmp_path / "zip.onnx").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    report = validate_model(tmp_path / "zip.onnx")
+    assert report.check("parse").code == "not_onnx"
+    assert "zip" in report.check("parse").message
+
+
+def test_fifo_does_not_block(tmp_path):
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    report = validate_model(fifo)
+    assert report.check("file").code == "not_a_regular_file"
+
+
+def test_missing_model_is_not_found(tmp_path):
+    with pytest.raises(NotFoundError):
+        validate_model(tmp_path / "nope.onnx")
+
+
+def test_golden_parity_pass_and_fail(tmp_path):
+    path = save(linear(), tmp_path / "m.onnx")
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    (y,) = ReferenceEvaluator(onnx.load(path)).run(None, {"x": x})
+    np.savez(tmp_path / "in.npz", x=x)
+    np.savez(tmp_path / "good.npz", y=y)
+    np.savez(tmp_path / "bad.npz", y=y + 0.5)
+    opts = ValidateOptions(inputs=str(tmp_path / "in.npz"), expected=str(tmp_path / "good.npz"))
+    good = validate_model(path, opts)
+    assert good.check("parity").status == "pass", good.check("parity")
+    bad = validate_model(
+        path, ValidateOptions(inputs=str(tmp_path / "in.npz"), expected=str(tmp_path / "bad.npz"))
+    )
+    parity = bad.check("parity")
+    assert (parity.status, parity.code) == ("fail", "parity_mismatch")
+    assert "max abs error 0.5" in parity.message
+    assert parity.details["outputs"][0]["max_abs"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_object_arrays_in_npz_are_refused(tmp_path):
+    path = save(linear(), tmp_path / "m.onnx")
+    marker = tmp_path / "pwned"
+    np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object))
+    np.savez(tmp_path / "exp.npz", y=np.zeros((1, 1), np.float32))
+    report = validate_model(
+        path,
+        ValidateOptions(inputs=str(tmp_path / "evil.npz"), expected=str(tmp_path / "exp.npz")),
+    )
+    assert report.check("parity").code == "npz_object_array"
+    assert not marker.exists()
+
+
+def test_bad_options():
+    with pytest.raises(UsageError):
+        validate_model("whatever.onnx", ValidateOptions(stop_after="nonsense"))
+    with pytest.raises(UsageError):
+        validate_model("whatever.onnx", ValidateOptions(inputs="a.npz"))
+
+
+def test_timeout_fails_the_running_check(tmp_path, monkeypatch):
+    path = save(linear(), tmp_path / "m.onnx")
+    report = validate_model(path, ValidateOptions(timeout_s=0.001))
+    failed = report.failed
+    assert failed and failed[0].code == "timeout"
+    assert report.check("file").status == "pass"
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_cli_ok_exit_0(tmp_path):
+    path = save(identity(), tmp_path / "m.onnx")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.stderr
+    assert "OK: 8 passed" in result.stdout
+    assert result.stderr == ""
+
+
+def test_cli_failure_exit_9_one_line_stderr(tmp_path):
+    path = save(zoo.cycle(), tmp_path / "cycle.onnx")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 9
+    assert "FAIL  structure" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cycle" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_json_envelope(tmp_path):
+    path = save(zoo.undefined_input(), tmp_path / "u.onnx")
+    result = runner.invoke(app, ["validate", str(path), "--json"])
+    assert result.exit_code == 9
+    env = json.loads(result.stdout)
+    assert env["status"] == "error" and env["command"] == "validate"
+    assert env["error"]["code"] == "undefined_input"
+    assert env["result"]["checks"][3]["code"] == "undefined_input"
+    ok = runner.invoke(app, ["validate", str(save(linear(), tmp_path / "l.onnx")), "--json"])
+    assert json.loads(ok.stdout)["status"] == "ok"
+
+
+def test_cli_strict_and_dims_and_missing(tmp_path):
+    old = save(add_two(opset=6), tmp_path / "old.onnx")
+    assert runner.invoke(app, ["validate", str(old)]).exit_code == 0
+    assert runner.invoke(app, ["validate", str(old), "--strict"]).exit_code == 9
+    ok = runner.invoke(app, ["validate", str(old), "--dim", "N=3", "--json"])
+    smoke = json.loads(ok.stdout)["result"]["checks"][7]
+    assert smoke["details"]["inputs"] == {"a": [3, 3], "b": [3, 3]}
+    bad_dim = runner.invoke(app, ["validate", str(old), "--dim", "N=x"])
+    assert bad_dim.exit_code == 2 and "--dim" in bad_dim.stderr
+    missing = runner.invoke(app, ["validate", str(tmp_path / "nope.onnx")])
+    assert missing.exit_code == 3
+
+
+def test_cli_unknown_provider_is_usage_error(tmp_path):
+    path = save(linear(), tmp_path / "m.onnx")
+    result = runner.invoke(app, ["validate", str(path), "--provider", "cuda", "--require-provider"])
+    assert result.exit_code == 9
+    assert "cuda" in result.stderr
