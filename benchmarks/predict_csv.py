@@ -116,8 +116,10 @@ def make_models(folder: Path) -> dict[str, Path]:
 
     def dense(name: str, n_in: int, n_out: int) -> list[onnx.TensorProto]:
         w = rng.normal(scale=n_in**-0.5, size=(n_in, n_out)).astype(np.float32)
-        return [numpy_helper.from_array(w, f"{name}_w"),
-                numpy_helper.from_array(np.zeros(n_out, np.float32), f"{name}_b")]
+        return [
+            numpy_helper.from_array(w, f"{name}_w"),
+            numpy_helper.from_array(np.zeros(n_out, np.float32), f"{name}_b"),
+        ]
 
     inits = dense("l1", FEATURES, 256) + dense("l2", 256, 256) + dense("l3", 256, 1)
     nodes = [
@@ -199,10 +201,13 @@ def main() -> None:
             make_data(big, args.rows * 10)
         model = str(models["lr"])
         small_rss = statistics.median(r for _, r in results.get("lr", {}).get("a", [(0, 0)]))
-        wall, rss = run_process([py, "-m", "modelforge", "predict", model, str(big), "-o",
-                                 str(out)])
-        print(f"\n10x file ({args.rows * 10:,} rows): (a) {wall:.1f} s, peak RSS {rss:.0f} MiB; "
-              f"ratio to 1x {rss / small_rss:.2f} (target <= 1.1)")
+        wall, rss = run_process(
+            [py, "-m", "modelforge", "predict", model, str(big), "-o", str(out)]
+        )
+        print(
+            f"\n10x file ({args.rows * 10:,} rows): (a) {wall:.1f} s, peak RSS {rss:.0f} MiB; "
+            f"ratio to 1x {rss / small_rss:.2f} (target <= 1.1)"
+        )
     out.unlink(missing_ok=True)
 
 

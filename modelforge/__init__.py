@@ -16,6 +16,18 @@ __version__ = "0.1.0"
 _API: dict[str, str] = {
     "ModelForgeError": "modelforge.errors",
     "ExitCode": "modelforge.errors",
+    "validate_model": "modelforge.model.validate",
+    "ValidateOptions": "modelforge.model.validate",
+    "ValidationReport": "modelforge.model.validate",
+    "inspect_model": "modelforge.model.inspect",
+    "convert_model": "modelforge.model.convert",
+    "synthesize_inputs": "modelforge.model.synth",
+    "runtime_capabilities": "modelforge.model.capabilities",
+    "predict": "modelforge.predict",
+    "iter_predict": "modelforge.predict",
+    "predict_to": "modelforge.predict",
+    "explain_predict": "modelforge.predict",
+    "PredictSummary": "modelforge.predict",
 }
 
 

@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from modelforge.data.cast import check_policy
 from modelforge.data.formats import STDIO, output_format
 from modelforge.data.readers import DataPlan, ReadOptions, array_plan, open_data
 from modelforge.data.writers import OutputValue, flatten, open_writer
-from modelforge.engine.runner import DEFAULT_BATCH_SIZE, Runner, fixed_batch, rebatch
+from modelforge.engine.runner import DEFAULT_BATCH_SIZE, Runner, fixed_batch, prefetch, rebatch
 from modelforge.engine.session import SessionConfig
 from modelforge.errors import DataError, UsageError
 from modelforge.text import safe
@@ -39,35 +42,90 @@ Progress = Callable[[int, int, int | None], None]  # rows, bytes read, total byt
 @dataclass
 class LoadedModel:
     location: ModelLocation
-    proto: ModelProto
     data: bytes
-    schema: ModelSchema
+    proto: ModelProto | None = None  # parsed by onnx only when needed (see load)
+    schema: ModelSchema | None = None
 
     @property
     def stored_columns(self) -> Any:
         return (self.location.metadata or {}).get("columns")
 
+    def parse(self) -> ModelProto:
+        """Parse with onnx and check external data (inside the model folder only)."""
+        if self.proto is None:
+            from modelforge.model.external import check_external_data
+            from modelforge.model.load import parse_model_bytes
+            from modelforge.model.schema import extract_schema
 
-def load(model: str | os.PathLike[str]) -> LoadedModel:
-    """Resolve, read and check a model (external data must stay inside its folder)."""
-    from modelforge.model.external import check_external_data
+            proto = parse_model_bytes(self.data, os.fspath(self.location.path))
+            check_external_data(
+                proto, Path(self.location.path).parent, allow_hardlinks=self.location.trusted
+            )
+            self.proto = proto
+            self.schema = extract_schema(proto)
+        return self.proto
+
+
+def load(model: str | os.PathLike[str], *, parse: bool = False) -> LoadedModel:
+    """Resolve and read a model.
+
+    onnx (~0.1-0.2 s to import) is needed only when the model may reference external data:
+    such a reference always carries the literal key ``location`` in the file, so a model
+    without those bytes cannot make onnxruntime open another file, and its session is
+    created straight from the bytes. Otherwise (or with ``parse``) the model is parsed and
+    every external-data reference is checked first.
+    """
     from modelforge.model.files import read_capped
-    from modelforge.model.load import parse_model_bytes
-    from modelforge.model.schema import extract_schema
     from modelforge.store.resolve import resolve_model
 
     loc = resolve_model(model)
-    data = read_capped(loc.path)
-    proto = parse_model_bytes(data, os.fspath(loc.path))
-    check_external_data(proto, Path(loc.path).parent, allow_hardlinks=loc.trusted)
-    return LoadedModel(loc, proto, data, extract_schema(proto))
+    lm = LoadedModel(loc, read_capped(loc.path))
+    if parse or b"location" in lm.data:
+        lm.parse()
+    return lm
 
 
-def open_session(lm: LoadedModel, cfg: SessionConfig, no_upgrade: bool) -> tuple[Session, int | None]:
+def _schema_from_session(session: Session) -> ModelSchema:
+    from modelforge.model.schema import ELEM_TYPES, ModelSchema, TensorSpec
+
+    numpy_of = {name: np_name for name, np_name in ELEM_TYPES.values()}
+
+    def spec(arg: Any) -> TensorSpec:
+        t = str(arg.type)
+        dtype = numpy_of.get(t[7:-1]) if t.startswith("tensor(") else None
+        shape = (
+            None
+            if arg.shape is None
+            else [d if isinstance(d, (int, str)) or d is None else None for d in arg.shape]
+        )
+        return TensorSpec(name=arg.name, type=t, dtype=dtype, shape=shape)
+
+    inner = session.inner
+    return ModelSchema(
+        [spec(a) for a in inner.get_inputs()], [spec(a) for a in inner.get_outputs()]
+    )
+
+
+def open_session(
+    lm: LoadedModel, cfg: SessionConfig, no_upgrade: bool
+) -> tuple[Session, int | None]:
+    from modelforge.engine.session import create_session
     from modelforge.engine.upgrade import create_upgrading
+    from modelforge.errors import ModelForgeError
 
-    return create_upgrading(lm.data, lm.proto, cfg, folder=Path(lm.location.path).parent,
-                            no_upgrade=no_upgrade)
+    folder = Path(lm.location.path).parent
+    if lm.proto is None:
+        try:
+            session = create_session(lm.data, cfg, external_data_dir=folder)
+        except ModelForgeError as exc:
+            if exc.code in ("provider_unavailable", "unknown_provider", "invalid_option"):
+                raise
+            lm.parse()  # a precise error for files that are not ONNX; else upgrade below
+        else:
+            lm.schema = _schema_from_session(session)
+            return session, None
+    assert lm.proto is not None
+    return create_upgrading(lm.data, lm.proto, cfg, folder=folder, no_upgrade=no_upgrade)
 
 
 @dataclass(frozen=True)
@@ -124,13 +182,25 @@ def _collect_warnings() -> Iterator[list[str]]:
 
 
 def _read_options(
-    fmt: str | None, maps: dict[str, list[str]] | None, columns: list[str] | None,
-    keep: list[str] | None, cast: str, allow_nan: bool, encoding: str | None,
+    fmt: str | None,
+    maps: dict[str, list[str]] | None,
+    columns: list[str] | None,
+    keep: list[str] | None,
+    cast: str,
+    allow_nan: bool,
+    encoding: str | None,
     delimiter: str | None,
 ) -> ReadOptions:
-    return ReadOptions(fmt=fmt, maps=dict(maps or {}), columns=columns, keep=list(keep or []),
-                       policy=cast, allow_nan=allow_nan, encoding=encoding,  # type: ignore[arg-type]
-                       delimiter=delimiter)
+    return ReadOptions(
+        fmt=fmt,
+        maps=dict(maps or {}),
+        columns=columns,
+        keep=list(keep or []),
+        policy=check_policy(cast),
+        allow_nan=allow_nan,
+        encoding=encoding,
+        delimiter=delimiter,
+    )
 
 
 def data_from_json(text: str, schema: ModelSchema, options: ReadOptions) -> DataPlan:
@@ -140,11 +210,17 @@ def data_from_json(text: str, schema: ModelSchema, options: ReadOptions) -> Data
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"--data is not valid JSON: {safe(str(exc), 100)}",
-                         hint='write it as {"input": [[1.0, 2.0]]}', code="invalid_json") from None
+        raise UsageError(
+            f"--data is not valid JSON: {safe(str(exc), 100)}",
+            hint='write it as {"input": [[1.0, 2.0]]}',
+            code="invalid_json",
+        ) from None
     if not isinstance(value, dict) or not value:
-        raise UsageError("--data must be a JSON object mapping input names to lists",
-                         hint='e.g. --data \'{"x": [[5.1, 3.5, 1.4, 0.2]]}\'', code="invalid_json")
+        raise UsageError(
+            "--data must be a JSON object mapping input names to lists",
+            hint="e.g. --data '{\"x\": [[5.1, 3.5, 1.4, 0.2]]}'",
+            code="invalid_json",
+        )
     arrays: dict[str, np.ndarray] = {}
     for k, v in value.items():
         try:
@@ -152,8 +228,11 @@ def data_from_json(text: str, schema: ModelSchema, options: ReadOptions) -> Data
         except ValueError:
             arr = np.array([], dtype=object)
         if arr.dtype == object:
-            raise DataError(f"--data value for '{safe(k)}' is ragged or mixes types",
-                            hint="use nested lists of equal length", code="invalid_json")
+            raise DataError(
+                f"--data value for '{safe(k)}' is ragged or mixes types",
+                hint="use nested lists of equal length",
+                code="invalid_json",
+            )
         arrays[k] = arr
     return array_plan([arrays], schema, options, fmt="json", sources=["--data"])
 
@@ -176,9 +255,15 @@ def frame_plan(data: Any, schema: ModelSchema, options: ReadOptions, stored: Any
     from modelforge.data.tabular import series_to_numpy
     from modelforge.log import warn
 
-    mapping = resolve_tabular(schema, [str(c) for c in df.columns], maps=options.maps,
-                              columns_opt=options.columns, stored=stored, keep=options.keep,
-                              source="<DataFrame>")
+    mapping = resolve_tabular(
+        schema,
+        [str(c) for c in df.columns],
+        maps=options.maps,
+        columns_opt=options.columns,
+        stored=stored,
+        keep=options.keep,
+        source="<DataFrame>",
+    )
     for w in mapping.warnings:
         warn(w)
 
@@ -193,29 +278,38 @@ def frame_plan(data: Any, schema: ModelSchema, options: ReadOptions, stored: Any
     return DataPlan("frame", ["<DataFrame>"], mapping, None, it, options)
 
 
-def _plan(lm: LoadedModel, data: Any, options: ReadOptions, stdin: IO[bytes] | None,
-          data_json: str | None) -> DataPlan:
+def _plan(
+    lm: LoadedModel, data: Any, options: ReadOptions, stdin: IO[bytes] | None, data_json: str | None
+) -> DataPlan:
+    schema = lm.schema
+    assert schema is not None, "open_session or parse() sets the schema"
     if data_json is not None:
         if data:
             raise UsageError("--data and INPUT files cannot be combined", code="invalid_option")
-        return data_from_json(data_json, lm.schema, options)
+        return data_from_json(data_json, schema, options)
     if data is None or isinstance(data, (str, os.PathLike)):
         paths = [os.fspath(data)] if data is not None else []
-        return open_data(paths, lm.schema, options, stored=lm.stored_columns, stdin=stdin)
+        return open_data(paths, schema, options, stored=lm.stored_columns, stdin=stdin)
     if isinstance(data, (list, tuple)) and all(isinstance(d, (str, os.PathLike)) for d in data):
-        return open_data([os.fspath(d) for d in data], lm.schema, options,
-                         stored=lm.stored_columns, stdin=stdin)
-    return frame_plan(data, lm.schema, options, lm.stored_columns)
+        return open_data(
+            [os.fspath(d) for d in data], schema, options, stored=lm.stored_columns, stdin=stdin
+        )
+    return frame_plan(data, schema, options, lm.stored_columns)
 
 
 def _check_rows(plan: DataPlan, rows: int) -> None:
     if rows == 0:
-        raise DataError(f"no rows to predict in {', '.join(safe(s) for s in plan.sources)}",
-                        hint="pass data with at least one row", code="no_rows")
+        raise DataError(
+            f"no rows to predict in {', '.join(safe(s) for s in plan.sources)}",
+            hint="pass data with at least one row",
+            code="no_rows",
+        )
 
 
 def _batches(plan: DataPlan, runner: Runner) -> Iterator[Any]:
     it = plan.batches()
+    if os.environ.get("MODELFORGE_PREFETCH", "1") != "0":
+        it = prefetch(it)
     return rebatch(it, runner.fixed) if runner.fixed and runner.fixed > 1 else it
 
 
@@ -241,8 +335,13 @@ def predict_to(
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
     progress: Progress | None = None,
+    temp_path: str | None = None,
 ) -> PredictSummary:
-    """Predict from files (or stdin) to a file (atomically) or stdout; returns a summary."""
+    """Predict from files (or stdin) to a file (atomically) or stdout; returns a summary.
+
+    ``temp_path``: the temp file to write before the final rename (default: a fresh name
+    in the output's folder).
+    """
     t0 = time.perf_counter()
     cfg = session_config or SessionConfig()
     out_path = None if output in (None, STDIO) else output
@@ -250,10 +349,11 @@ def predict_to(
     options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
     with _collect_warnings() as warnings:
         lm = load(model)
-        plan = _plan(lm, inputs or None, options, stdin, data_json)
         session, upgraded = open_session(lm, cfg, no_upgrade)
+        assert lm.schema is not None
         runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
-        writer = open_writer(out_path, ofmt, stdout=stdout)
+        plan = _plan(lm, inputs or None, options, stdin, data_json)
+        writer = open_writer(out_path, ofmt, stdout=stdout, temp_path=temp_path)
         rows = batches = 0
         columns_out: list[str] = []
         try:
@@ -272,7 +372,7 @@ def predict_to(
             writer.abort()
             raise
     return PredictSummary(
-        model={**lm.location.to_dict(), "opset": _opset(lm)},
+        model=lm.location.to_dict(),
         inputs=plan.sources,
         input_format=plan.fmt,
         output=out_path or "-",
@@ -294,7 +394,7 @@ def predict_to(
 def _opset(lm: LoadedModel) -> int:
     from modelforge.engine.upgrade import default_opset
 
-    return default_opset(lm.proto)
+    return default_opset(lm.parse())
 
 
 def explain(
@@ -318,8 +418,9 @@ def explain(
     from modelforge.engine.runner import select_outputs
 
     options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
-    lm = load(model)
+    lm = load(model, parse=True)
     plan = _plan(lm, inputs or None, options, stdin, data_json)
+    assert lm.schema is not None
     chosen = select_outputs(lm.schema, outputs)
     fixed = fixed_batch(lm.schema)
     feeds = []
@@ -332,8 +433,11 @@ def explain(
         data=plan.to_dict(),
         feeds=feeds,
         outputs=[o.to_dict() for o in lm.schema.outputs if o.name in chosen],
-        batch={"batch_size": fixed or batch_size, "fixed_batch": fixed,
-               "streaming": plan.fmt not in ("npz", "json")},
+        batch={
+            "batch_size": fixed or batch_size,
+            "fixed_batch": fixed,
+            "streaming": plan.fmt not in ("npz", "json"),
+        },
     )
 
 
@@ -369,9 +473,10 @@ def iter_predict(
     if read:
         raise TypeError(f"unexpected arguments: {', '.join(read)}")
     lm = load(model)
-    plan = _plan(lm, data, options, None, None)
     session, _ = open_session(lm, cfg, no_upgrade)
+    assert lm.schema is not None
     runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
+    plan = _plan(lm, data, options, None, None)
     for batch in _batches(plan, runner):
         yield PredictionBatch(batch.start, batch.rows, runner.run(batch), batch.keep)
 
@@ -418,3 +523,17 @@ def _is_array_path(data: Any) -> bool:
     if isinstance(data, (str, os.PathLike)):
         return os.fspath(data).lower().endswith((".npy", ".npz"))
     return False
+
+
+explain_predict = explain  # the name re-exported as modelforge.explain_predict
+
+
+class _CallableModule(types.ModuleType):
+    """``import modelforge.predict`` binds the package attribute ``predict`` to this module;
+    making the module callable keeps ``modelforge.predict(model, data)`` working either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -137,6 +137,17 @@ def wrong_declared_dtype() -> onnx.ModelProto:
     return _model(graph)
 
 
+def wrong_declared_rank() -> onnx.ModelProto:
+    """Identity of a [N, 2] input, but the output is declared [N, 2, 1]."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "rank",
+        [_vi("x")],
+        [_vi("y", shape=["N", 2, 1])],
+    )
+    return _model(graph)
+
+
 def ir_too_new() -> onnx.ModelProto:
     model = linear()
     model.ir_version = 99
@@ -155,3 +166,20 @@ def zipmap_classifier(path: Path) -> Path:
     model = to_onnx(clf, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def expand_bomb() -> onnx.ModelProto:
+    """Expand a constant to 100000 x 100000 x 10 floats (400 GB) at run time."""
+    shape = numpy_helper.from_array(np.array([100000, 100000, 10], dtype=np.int64), "shape")
+    one = numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
+            helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0),
+        ],
+        "bomb",
+        [_vi("x", shape=[1])],
+        [_vi("y", shape=[])],
+        initializer=[shape, one],
+    )
+    return _model(graph)

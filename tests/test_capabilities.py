@@ -26,7 +26,7 @@ def test_probe_finds_maxima_and_caches(tmp_path, monkeypatch):
     assert caps.opset_limit("ai.onnx.ml") >= 3
     assert caps.opset_limit("com.example") is None
     path = cache_path(caps.onnxruntime_version)
-    data = json.loads(open(path).read())
+    data = json.loads(path.read_text())
     assert data["max_opset"][""] == caps.opset_limit("")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -46,9 +46,9 @@ def test_cache_is_used_and_damaged_cache_reprobes(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELFORGE_CACHE", str(tmp_path))
     caps = runtime_capabilities()
     path = cache_path(caps.onnxruntime_version)
-    data = json.loads(open(path).read())
+    data = json.loads(path.read_text())
     data["max_ir_version"] = 3  # a planted value proves the cache is read
-    open(path, "w").write(json.dumps(data))
+    path.write_text(json.dumps(data))
     assert runtime_capabilities().max_ir_version == 3
-    open(path, "w").write("{not json")
+    path.write_text("{not json")
     assert runtime_capabilities().max_ir_version == caps.max_ir_version

@@ -42,24 +42,40 @@ def test_upgrade_compares_in_onnxruntime(tmp_path):
     assert result.parity[0]["max_abs"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_parity_failure_writes_nothing(tmp_path):
+def test_bad_tolerance_is_usage_error(tmp_path):
     src = save(linear(), tmp_path / "m.onnx")
     out = tmp_path / "never.onnx"
-    # a negative tolerance is refused; a zero tolerance with a lossy target would fail:
     with pytest.raises(UsageError):
         convert_model(src, 13, out, rtol=-1)
     assert not out.exists()
 
 
-def test_parity_mismatch_is_check_failed(tmp_path):
-    # Softmax changed semantics between opset 12 (2-D coercion) and 13 (single axis);
-    # the converter keeps results equal, so compare against a different model instead.
-    from modelforge.model.checks.parity import compare
+def test_parity_mismatch_is_check_failed(tmp_path, monkeypatch):
+    """A converter that changes results (simulated: it perturbs a weight) is caught."""
     import numpy as np
+    from onnx import numpy_helper
 
-    entry = compare("y", np.array([1.0, 2.0]), np.array([1.0, 2.5]), 1e-4, 1e-5)
-    assert not entry["ok"] and entry["max_abs"] == pytest.approx(0.5)
-    assert issubclass(CheckFailedError, Exception)
+    from modelforge.model import convert as convert_mod
+
+    real = convert_mod.convert_opset
+
+    def lossy(model, opset):
+        out = real(model, opset)
+        w = numpy_helper.to_array(out.graph.initializer[0]) + 0.25
+        out.graph.initializer[0].CopyFrom(numpy_helper.from_array(w.astype(np.float32), "W"))
+        return out
+
+    monkeypatch.setattr(convert_mod, "convert_opset", lossy)  # the child is forked: sees it
+    src = save(linear(opset=13), tmp_path / "m.onnx")
+    out = tmp_path / "never.onnx"
+    with pytest.raises(CheckFailedError) as info:
+        convert_model(src, 17, out)
+    assert info.value.code == "parity_mismatch"
+    assert "output 'y'" in info.value.message and "nothing was written" in info.value.message
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    result = runner.invoke(app, ["convert", str(src), "--opset", "17", "-o", str(out)])
+    assert result.exit_code == 9 and not out.exists()
 
 
 def test_external_data_written_next_to_output(tmp_path):
@@ -97,3 +113,16 @@ def test_cli(tmp_path):
     assert "opset 6" in human.stdout and "parity sum" in human.stdout
     bad = runner.invoke(app, ["convert", str(src), "--opset", "0", "-o", str(out)])
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_store_model_with_hard_linked_external_data(tmp_path):
+    src = with_external_data(tmp_path / "src")
+    assert runner.invoke(app, ["models", "add", str(src), "--name", "ext"]).exit_code == 0
+    out = tmp_path / "conv.onnx"
+    result = convert_model("ext:1", 18, out)
+    assert result.external_data == "conv.onnx.data"
+    assert (tmp_path / "conv.onnx.data").stat().st_mode & 0o777 == out.stat().st_mode & 0o777
+    from modelforge.model.validate import ValidateOptions, validate_model
+
+    report = validate_model("ext:1", ValidateOptions(reference=True))
+    assert report.check("parity").status == "pass", report.check("parity")

@@ -103,3 +103,13 @@ def test_inspect_never_imports_onnxruntime(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_store_reference(tmp_path):
+    src = with_external_data(tmp_path / "src")
+    assert runner.invoke(app, ["models", "add", str(src), "--name", "ext"]).exit_code == 0
+    r = inspect_model("ext")
+    assert r.ref == "ext:1" and r.path.endswith("model.onnx")
+    assert r.external_data_error is None and r.external_data[0]["size"] == 40
+    result = runner.invoke(app, ["inspect", "ext:1"])
+    assert result.exit_code == 0 and "model      ext:1" in result.stdout

@@ -25,6 +25,16 @@ def _segfault():
     ctypes.string_at(0)
 
 
+def _abort():
+    os.abort()
+
+
+def _killed():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
 def _sleep(seconds):
     time.sleep(seconds)
     return "woke up"
@@ -85,6 +95,15 @@ def test_segfault_becomes_crashed_error():
     assert info.value.code == "crashed"
     assert "SIGSEGV" in info.value.message and "parsing 'evil.onnx'" in info.value.message
     assert info.value.exit_code == ExitCode.LIMIT
+
+
+def test_abort_is_crashed_and_sigkill_is_memory():
+    with pytest.raises(ResourceLimitError) as info:
+        run_guarded(_abort, what="running")
+    assert info.value.code == "crashed" and "SIGABRT" in info.value.message
+    with pytest.raises(ResourceLimitError) as info:
+        run_guarded(_killed, what="running")
+    assert info.value.code == "memory_limit"
 
 
 def test_timeout_kills_child():

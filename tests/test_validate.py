@@ -143,8 +143,10 @@ def test_nesting_cap(tmp_path):
 
 def test_ir_version_too_new(tmp_path):
     report = validate_model(save(zoo.ir_too_new(), tmp_path / "new.onnx"))
-    failed = report.failed
-    assert failed and failed[0].code in ("checker_failed", "ir_too_new")
+    assert report.check("structure").code == "checker_failed"  # onnx's checker knows less
+    compat = report.check("runtime_compat")
+    assert (compat.status, compat.code) == ("fail", "ir_too_new")
+    assert "IR version 99" in compat.message
     assert not report.ok
 
 
@@ -157,8 +159,18 @@ def test_nan_output_warns(tmp_path):
 
 def test_declared_output_type_mismatch_fails(tmp_path):
     report = validate_model(save(zoo.wrong_declared_dtype(), tmp_path / "lie.onnx"))
-    failed = report.failed[0]
-    assert failed.name in ("shapes", "smoke")
+    assert report.check("shapes").code == "shape_inference_failed"
+    assert "elem type" in report.check("shapes").message
+    assert report.check("session").status == "fail"  # onnxruntime refuses it too
+
+
+def test_declared_output_rank_mismatch_caught_by_smoke_run(tmp_path):
+    report = validate_model(save(zoo.wrong_declared_rank(), tmp_path / "rank.onnx"))
+    assert report.check("shapes").status == "fail"
+    assert report.check("session").status == "pass"  # onnxruntime does not check ranks
+    smoke = report.check("smoke")
+    assert (smoke.status, smoke.code) == ("fail", "output_mismatch")
+    assert smoke.message == "output 'y' has rank 2, declared 3"
 
 
 def test_not_onnx_and_empty_files(tmp_path):
@@ -281,8 +293,108 @@ def test_cli_strict_and_dims_and_missing(tmp_path):
     assert missing.exit_code == 3
 
 
-def test_cli_unknown_provider_is_usage_error(tmp_path):
+def test_cli_providers(tmp_path):
     path = save(linear(), tmp_path / "m.onnx")
-    result = runner.invoke(app, ["validate", str(path), "--provider", "cuda", "--require-provider"])
-    assert result.exit_code == 9
-    assert "cuda" in result.stderr
+    unknown = runner.invoke(app, ["validate", str(path), "--provider", "warp-drive"])
+    assert unknown.exit_code == 2 and "unknown execution provider" in unknown.stderr
+    import onnxruntime as ort
+
+    from modelforge.engine.providers import SHORT_NAMES
+
+    absent = next(k for k, v in SHORT_NAMES.items() if v not in ort.get_available_providers())
+    required = runner.invoke(
+        app, ["validate", str(path), "--provider", absent, "--require-provider", "--json"]
+    )
+    assert required.exit_code == 9
+    assert json.loads(required.stdout)["error"]["code"] == "provider_unavailable"
+    fallback = runner.invoke(app, ["validate", str(path), "--provider", absent, "--json"])
+    assert fallback.exit_code == 0
+    session = json.loads(fallback.stdout)["result"]["checks"][6]
+    assert (session["status"], session["code"]) == ("warn", "provider_fallback")
+    assert session["details"]["providers_used"] == ["cpu"]
+
+
+def test_hard_linked_external_data_only_for_trusted_origin(tmp_path):
+    path = with_external_data(tmp_path / "ext")
+    os.link(tmp_path / "ext" / "weights.bin", tmp_path / "linked.bin")
+    untrusted = validate_model(path)
+    ext = untrusted.check("external_data")
+    assert ext.status == "fail" and "hard link" in ext.message
+    trusted = validate_model(path, ValidateOptions(trusted=True))
+    assert trusted.ok, trusted.failed
+
+
+def test_progress_names_each_check(tmp_path):
+    seen = []
+    validate_model(save(linear(), tmp_path / "m.onnx"), progress=seen.append)
+    assert seen == list(CHECK_ORDER[1:8])
+
+
+def test_store_reference_is_resolved_and_trusted(tmp_path):
+    src = with_external_data(tmp_path / "src")
+    added = runner.invoke(app, ["models", "add", str(src), "--name", "ext"])
+    assert added.exit_code == 0, added.stderr
+    report = validate_model("ext:1")
+    assert report.model == "ext:1"
+    assert report.ok, report.failed  # the store's hard-linked blobs are accepted
+    result = runner.invoke(app, ["validate", "ext", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["result"]["model"] == "ext:1"
+
+
+def test_allocation_bomb_is_a_memory_limit_failure(tmp_path):
+    report = validate_model(save(zoo.expand_bomb(), tmp_path / "bomb.onnx"))
+    smoke = report.check("smoke")
+    assert (smoke.status, smoke.code) == ("fail", "memory_limit")
+    assert "onnxruntime_src" not in smoke.message and "Expand" in smoke.message
+
+
+def test_custom_ops_library_only_loaded_when_passed(tmp_path):
+    model = save(zoo.custom_domain(), tmp_path / "c.onnx")
+    bogus = tmp_path / "libnot_a_library.so"
+    bogus.write_bytes(b"not an ELF file")
+    report = validate_model(model, ValidateOptions(custom_ops=(str(bogus),)))
+    assert report.check("runtime_compat").code == "custom_ops_loaded"
+    session = report.check("session")
+    assert session.status == "fail" and "custom-op library" in session.message
+    missing = runner.invoke(app, ["validate", str(model), "--custom-ops", str(tmp_path / "no.so")])
+    assert missing.exit_code == 3 and "no.so" in missing.stderr
+
+
+def test_parent_never_imports_onnx_or_onnxruntime(tmp_path):
+    """Risky work stays in the child; the parent stays single-purpose and fork-safe."""
+    import subprocess
+    import sys
+
+    path = save(linear(), tmp_path / "m.onnx")
+    code = (
+        "import sys\n"
+        "from modelforge.model.validate import validate_model\n"
+        f"r = validate_model({str(path)!r})\n"
+        "print(r.ok, 'onnxruntime' in sys.modules, 'onnx' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["True", "False", "False"]
+
+
+def _segfault(ctx):
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def test_crash_in_a_check_keeps_earlier_results(tmp_path, monkeypatch):
+    """A segfault inside onnx (simulated in the shapes check) fails that check only."""
+    from modelforge.model.checks import runner as check_runner
+
+    monkeypatch.setitem(check_runner.CHECKS, "shapes", _segfault)  # the child is forked
+    report = validate_model(save(linear(), tmp_path / "m.onnx"))
+    st = _statuses(report)
+    assert st["parse"] == st["structure"] == "pass"
+    shapes = report.check("shapes")
+    assert (shapes.status, shapes.code) == ("fail", "crashed")
+    assert "SIGSEGV" in shapes.message and "'shapes' check" in shapes.message
+    assert st["runtime_compat"] == "skip" and st["session"] == "skip"
+    assert report.schema["inputs"][0]["name"] == "x"  # streamed before the crash

@@ -9,8 +9,8 @@ modelforge models add iris.onnx --name iris --alias prod \
     --columns sepal_length,sepal_width,petal_length,petal_width \
     --description "iris species classifier"
 
-# 2. Validate it again, this time comparing onnxruntime with the ONNX reference evaluator.
-modelforge validate iris:prod --reference
+# 2. Validate it again: file, structure, shapes, runtime compatibility, a smoke run.
+modelforge validate iris:prod
 
 # 3. Look inside: inputs, outputs, opsets, operators.
 modelforge inspect iris:prod

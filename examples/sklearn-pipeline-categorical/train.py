@@ -90,8 +90,20 @@ def main() -> None:
 
     customers = make_customers(10, np.random.default_rng(11))[CSV_COLUMNS]
     customers.to_csv(HERE / "customers.csv", index=False)
+
+    # Golden files for `modelforge validate --inputs --expected`: the same customers as
+    # arrays keyed by model input name, and what scikit-learn itself predicts for them.
+    golden = {c: customers[[c]].to_numpy().astype(str) for c in STRING_COLUMNS}
+    golden |= {c: customers[[c]].to_numpy().astype(np.float32) for c in NUMERIC_COLUMNS}
+    frame = customers[STRING_COLUMNS + NUMERIC_COLUMNS].astype(dict.fromkeys(NUMERIC_COLUMNS, "f4"))
+    np.savez(HERE / "inputs.npz", **golden)
+    np.savez(
+        HERE / "expected.npz",
+        label=model.predict(frame).astype(str),
+        probabilities=model.predict_proba(frame).astype(np.float32),
+    )
     print(f"classes: {list(model.classes_)}")
-    print(f"wrote {HERE / 'churn.onnx'} and {HERE / 'customers.csv'}")
+    print(f"wrote churn.onnx, customers.csv, inputs.npz and expected.npz in {HERE}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,7 +37,7 @@ JsonOpt = Annotated[
 
 
 def global_options(ctx: typer.Context | None) -> GlobalOptions:
-    node = ctx
+    node: Any = ctx
     while node is not None:
         if isinstance(node.obj, GlobalOptions):
             return node.obj
@@ -83,15 +83,13 @@ def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Ite
     except Exception as exc:  # a bug: say so, keep the traceback behind --debug
         if opts.debug:
             raise
-        from modelforge.errors import ModelForgeError as _E
-
-        err = _E(
+        bug = ModelForgeError(
             f"internal error: {type(exc).__name__}: {exc}",
             hint="this is a bug in ModelForge; rerun with --debug for the traceback and report it",
             code="internal_error",
         )
-        err.exit_code = ExitCode.INTERNAL
-        out.error(err)
+        bug.exit_code = ExitCode.INTERNAL
+        out.error(bug)
         code = ExitCode.INTERNAL
     finally:
         out.detach_logging()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelforge.cli.common import JsonOpt, run
+from modelforge.model.convert import DEFAULT_ATOL, DEFAULT_RTOL  # light: no onnx import
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
@@ -26,16 +27,25 @@ def render_convert(out: Renderer, r: Any) -> None:
 
 def convert_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
-    opset: Annotated[int, typer.Option("--opset", help="Target ai.onnx opset.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the new model.")],
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for parity.")] = 1e-4,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for parity.")] = 1e-5,
+    model: Annotated[
+        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
+    ],
+    opset: Annotated[int, typer.Option("--opset", metavar="N", help="Target ai.onnx opset.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="OUT", help="Where to write the new model.")
+    ],
+    rtol: Annotated[
+        float, typer.Option("--rtol", metavar="X", help="Relative tolerance for parity.")
+    ] = DEFAULT_RTOL,
+    atol: Annotated[
+        float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
+    ] = DEFAULT_ATOL,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Seconds for the guarded conversion.")
+        float | None,
+        typer.Option("--timeout", metavar="S", help="Seconds for the guarded conversion."),
     ] = None,
     memory_limit: Annotated[
-        int | None, typer.Option("--memory-limit", help="Address-space cap in MiB.")
+        int | None, typer.Option("--memory-limit", metavar="MB", help="Address-space cap in MiB.")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -45,11 +55,9 @@ def convert_cmd(
     """
     with run(ctx, "convert", json_out) as out:
         from modelforge.model.convert import convert_model
-        from modelforge.store.resolve import resolve_model
 
-        location = resolve_model(model)
         result = convert_model(
-            location.path, opset, output, rtol, atol, trusted=location.trusted,
+            model, opset, output, rtol, atol,
             timeout_s=timeout, memory_mb=memory_limit,
         )  # fmt: skip
         out.emit(result, render_convert)

@@ -32,7 +32,9 @@ def render_inspection(out: Renderer, r: Any) -> None:
     from modelforge.render import table
     from modelforge.text import human_bytes, safe
 
-    out.line(f"model      {safe(r.path, 300)}")
+    out.line(f"model      {safe(r.ref, 300)}")
+    if r.ref != r.path:
+        out.line(f"path       {safe(r.path, 300)}")
     out.line(f"size       {human_bytes(r.size)}   sha256 {r.sha256}")
     opsets = ", ".join(f"{safe(d, 60)} {v}" for d, v in r.opset_import.items())
     out.line(f"ir         {r.ir_version}   opsets {opsets}")
@@ -79,7 +81,9 @@ def render_inspection(out: Renderer, r: Any) -> None:
 
 def inspect_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    model: Annotated[
+        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Show a model's metadata, inputs/outputs, initializers, ops and external data.
@@ -88,10 +92,8 @@ def inspect_cmd(
     """
     with run(ctx, "inspect", json_out) as out:
         from modelforge.model.inspect import inspect_model
-        from modelforge.store.resolve import resolve_model
 
-        location = resolve_model(model)
-        out.emit(inspect_model(location.path, trusted=location.trusted), render_inspection)
+        out.emit(inspect_model(model), render_inspection)
 
 
 def register(app: typer.Typer) -> None:

@@ -35,7 +35,7 @@ def _render_explain(out: Renderer, res: Any) -> None:
     for o in res.outputs:
         out.line(f"output  {safe(o['name'])} {o['type']} {o['shape']}")
     b = res.batch
-    fixed = f" (fixed by the model)" if b["fixed_batch"] else ""
+    fixed = " (fixed by the model)" if b["fixed_batch"] else ""
     out.line(f"batches {b['batch_size']} rows{fixed}; streaming: {b['streaming']}")
 
 
@@ -82,7 +82,8 @@ def predict_cmd(
         str | None, typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl.")
     ] = None,
     out_format: Annotated[
-        str | None, typer.Option("--output-format", help="Output format (default from -o, else csv).")
+        str | None,
+        typer.Option("--output-format", help="Output format (default from -o, else csv)."),
     ] = None,
     data: Annotated[
         str | None, typer.Option("--data", help='Inline JSON input, e.g. {"x": [[1.0, 2.0]]}.')
@@ -191,15 +192,30 @@ def predict_cmd(
         )
         opts = global_options(ctx)
         bar = _ProgressLine() if out.stderr_is_terminal and not opts.quiet else None
-        summary = predict_to(
-            model, inputs, output, out_format=out_format, session_config=cfg,
-            no_upgrade=no_upgrade, progress=bar, **read,
-        )  # fmt: skip
+        from pathlib import Path
+
+        from modelforge.data.writers import temp_name
+        from modelforge.engine.forked import can_fork, run_forked
+
+        target = None if output in (None, "-") else output
+        tmp = temp_name(target) if target else None
+
+        def job() -> dict[str, Any]:
+            return predict_to(
+                model, inputs, output, out_format=out_format, session_config=cfg,
+                no_upgrade=no_upgrade, progress=bar, temp_path=tmp, **read,
+            ).to_dict()  # fmt: skip
+
+        if can_fork():
+            summary = run_forked(job, cleanup=[Path(tmp)] if tmp else [])
+            out.warnings.extend(w for w in summary.get("warnings", []) if w not in out.warnings)
+        else:
+            summary = job()
         if bar is not None:
             bar.done()
         out.info(
-            f"{summary.rows:,} rows in {summary.batches} batches, {summary.seconds:.2f} s; "
-            f"providers used: {', '.join(summary.providers_used)}",
+            f"{summary['rows']:,} rows in {summary['batches']} batches, "
+            f"{summary['seconds']:.2f} s; providers used: {', '.join(summary['providers_used'])}",
             verbose_only=True,
         )
         out.emit(summary, None)

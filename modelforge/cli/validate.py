@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelforge.cli.common import JsonOpt, parse_key_values, run
+from modelforge.model.validate import DEFAULT_ATOL, DEFAULT_RTOL  # light: no onnx import
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
@@ -32,45 +33,73 @@ def render_report(out: Renderer, report: Any) -> None:
 
 def validate_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    model: Annotated[
+        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
+    ],
     provider: Annotated[
         list[str] | None,
-        typer.Option("--provider", help="Execution provider (short name, e.g. cpu, cuda); repeat."),
+        typer.Option(
+            "--provider",
+            metavar="P",
+            help="Execution provider (short name, e.g. cpu, cuda); repeat.",
+        ),
     ] = None,
     provider_option: Annotated[
         list[str] | None,
-        typer.Option("--provider-option", help="KEY=VALUE option for the first provider."),
+        typer.Option(
+            "--provider-option", metavar="K=V", help="KEY=VALUE option for the first provider."
+        ),
     ] = None,
     require_provider: Annotated[
         bool, typer.Option("--require-provider", help="Fail if the session falls back to CPU.")
     ] = False,
     dim: Annotated[
         list[str] | None,
-        typer.Option("--dim", help="NAME=VALUE for a symbolic dimension (default 1); repeat."),
+        typer.Option(
+            "--dim",
+            metavar="NAME=VALUE",
+            help="NAME=VALUE for a symbolic dimension (default 1); repeat.",
+        ),
     ] = None,
     reference: Annotated[
         bool, typer.Option("--reference", help="Compare with onnx.reference outputs.")
     ] = False,
     inputs: Annotated[
-        str | None, typer.Option("--inputs", help=".npz of inputs for a golden-output check.")
+        str | None,
+        typer.Option("--inputs", metavar="F.npz", help=".npz of inputs for a golden-output check."),
     ] = None,
     expected: Annotated[
-        str | None, typer.Option("--expected", help=".npz of expected outputs (with --inputs).")
+        str | None,
+        typer.Option(
+            "--expected", metavar="F.npz", help=".npz of expected outputs (with --inputs)."
+        ),
     ] = None,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance for parity.")] = 1e-3,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance for parity.")] = 1e-5,
+    rtol: Annotated[
+        float, typer.Option("--rtol", metavar="X", help="Relative tolerance for parity.")
+    ] = DEFAULT_RTOL,
+    atol: Annotated[
+        float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
+    ] = DEFAULT_ATOL,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
     custom_ops: Annotated[
         list[str] | None,
-        typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
+        typer.Option(
+            "--custom-ops",
+            metavar="PATH",
+            help="Custom-op library to load (runs its code); repeat.",
+        ),
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Seconds for the guarded checks (default 120; 0 = none)."),
+        typer.Option(
+            "--timeout", metavar="S", help="Seconds for the guarded checks (default 120; 0 = none)."
+        ),
     ] = None,
     memory_limit: Annotated[
         int | None,
-        typer.Option("--memory-limit", help="Address-space cap in MiB for the guarded checks."),
+        typer.Option(
+            "--memory-limit", metavar="MB", help="Address-space cap in MiB for the guarded checks."
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -84,9 +113,7 @@ def validate_cmd(
         from modelforge.errors import CheckFailedError
         from modelforge.model.synth import parse_dims
         from modelforge.model.validate import ValidateOptions, validate_model
-        from modelforge.store.resolve import resolve_model
 
-        location = resolve_model(model)
         opts = ValidateOptions(
             providers=provider or None,
             provider_options=parse_key_values(provider_option, "--provider-option"),
@@ -101,9 +128,15 @@ def validate_cmd(
             custom_ops=tuple(custom_ops or ()),
             timeout_s=timeout,
             memory_mb=memory_limit,
-            trusted=location.trusted,
         )
-        report = validate_model(location.path, opts)
+        if out.stderr_is_terminal and not out.quiet and not json_out:
+            # a transient spinner on stderr naming the running check; nothing stays behind
+            with out.err_console().status("validating...") as status:
+                report = validate_model(
+                    model, opts, progress=lambda s: status.update(f"checking {s}...")
+                )
+        else:
+            report = validate_model(model, opts)
         if report.ok:
             out.emit(report, render_report)
             return
@@ -111,7 +144,7 @@ def validate_cmd(
         first = bad[0] if bad else None
         what = "failed" if report.failed else "warned (--strict)"
         err = CheckFailedError(
-            f"validation of '{location.display}' {what}: "
+            f"validation of '{report.model}' {what}: "
             + (f"{first.name}: {first.message}" if first else ""),
             hint=first.hint if first else None,
             code=first.code if first else "check_failed",

@@ -97,9 +97,16 @@ def coerce_array(
         import polars as pl
 
         flat = arr.reshape(-1)
-        texts = [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in flat]
-        out = coerce_text(pl.Series(texts, dtype=pl.String), dtype, policy=policy,
-                          allow_nan=allow_nan, where=lambda r, c: where(*_cell(arr, r)))
+        texts = [
+            None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in flat
+        ]
+        out = coerce_text(
+            pl.Series(texts, dtype=pl.String),
+            dtype,
+            policy=policy,
+            allow_nan=allow_nan,
+            where=lambda r, c: where(*_cell(arr, r)),
+        )
         return out.reshape(arr.shape)
     if not src.isnative:
         arr = arr.astype(src.newbyteorder("="))
@@ -117,34 +124,70 @@ def coerce_array(
             if src.kind == "f":
                 big = np.isfinite(arr) & (np.abs(arr) > np.finfo(target).max)
                 if big.any():
-                    _fail(arr, big, where, f"value beyond {target.name} range", "fix the data",
-                          "out_of_range")
+                    _fail(
+                        arr,
+                        big,
+                        where,
+                        f"value beyond {target.name} range",
+                        "fix the data",
+                        "out_of_range",
+                    )
             elif src.kind in "iu" and policy == "safe":
                 inexact = np.abs(arr.astype(np.float64)) > _mantissa_bound(target)
                 if inexact.any():
-                    _fail(arr, inexact, where, f"integer not exactly representable as "
-                          f"{target.name}", hint_lossy, "lossy_cast")
+                    _fail(
+                        arr,
+                        inexact,
+                        where,
+                        f"integer not exactly representable as {target.name}",
+                        hint_lossy,
+                        "lossy_cast",
+                    )
             return arr.astype(target)
         if target.kind in "iu":
             info = np.iinfo(target)
             if src.kind == "f":
                 if not np.isfinite(arr).all():
-                    _fail(arr, ~np.isfinite(arr), where, f"NaN/inf cannot become {target.name}",
-                          "fix the data", "nan_value")
+                    _fail(
+                        arr,
+                        ~np.isfinite(arr),
+                        where,
+                        f"NaN/inf cannot become {target.name}",
+                        "fix the data",
+                        "nan_value",
+                    )
                 out_range = (arr < info.min) | (arr > info.max)
                 if out_range.any():
-                    _fail(arr, out_range, where, f"value beyond {target.name} range",
-                          "fix the data", "out_of_range")
+                    _fail(
+                        arr,
+                        out_range,
+                        where,
+                        f"value beyond {target.name} range",
+                        "fix the data",
+                        "out_of_range",
+                    )
                 if policy == "safe" and (np.trunc(arr) != arr).any():
-                    _fail(arr, np.trunc(arr) != arr, where, f"non-integral value for "
-                          f"{target.name} input {what}", hint_lossy, "lossy_cast")
+                    _fail(
+                        arr,
+                        np.trunc(arr) != arr,
+                        where,
+                        f"non-integral value for {target.name} input {what}",
+                        hint_lossy,
+                        "lossy_cast",
+                    )
                 return arr.astype(target)
             if src.kind in "iu":
                 wide = arr.astype(np.float64) if src.itemsize >= 8 else arr.astype(np.int64)
                 out_range = (wide < info.min) | (wide > info.max)
                 if out_range.any() and policy == "safe":
-                    _fail(arr, out_range, where, f"value beyond {target.name} range",
-                          hint_lossy, "out_of_range")
+                    _fail(
+                        arr,
+                        out_range,
+                        where,
+                        f"value beyond {target.name} range",
+                        hint_lossy,
+                        "out_of_range",
+                    )
                 return arr.astype(target)
             if src.kind == "b":
                 return arr.astype(target)
@@ -152,8 +195,14 @@ def coerce_array(
             if policy == "safe" and src.kind in "iuf":
                 not01 = (arr != 0) & (arr != 1)
                 if not01.any():
-                    _fail(arr, not01, where, "value other than 0/1 for a bool input",
-                          hint_lossy, "lossy_cast")
+                    _fail(
+                        arr,
+                        not01,
+                        where,
+                        "value other than 0/1 for a bool input",
+                        hint_lossy,
+                        "lossy_cast",
+                    )
             return arr != 0 if src.kind in "iuf" else arr.astype(bool)
     if policy == "force":
         return arr.astype(target)
@@ -196,7 +245,12 @@ def _to_strings(arr: np.ndarray, policy: CastPolicy, where: Where, what: str) ->
 
 
 def coerce_text(
-    s: pl.Series, dtype: str, *, policy: CastPolicy, allow_nan: bool, where: Callable[[int, int], str]
+    s: pl.Series,
+    dtype: str,
+    *,
+    policy: CastPolicy,
+    allow_nan: bool,
+    where: Callable[[int, int], str],
 ) -> np.ndarray:
     """Convert one column of text cells (None = empty) onto ``dtype``; errors name the cell."""
     import numpy as np
@@ -226,30 +280,58 @@ def coerce_text(
             fail(bad, "non-numeric text", "fix the cell or map another column", "non_numeric", s)
         values = parsed.fill_null(float("nan")).to_numpy()
         finite = np.isfinite(values)
-        spelled_inf = text.str.to_lowercase().is_in(list(_INF_TEXT)).to_numpy()
+        spelled_inf = text.str.to_lowercase().is_in(list(_INF_TEXT)).fill_null(False).to_numpy()
         if not allow_nan and not finite.all():
             fail(pl.Series(~finite), "NaN or infinite value", _NAN_HINT, "nan_value", s)
-        big = (finite & (np.abs(values) > np.finfo(target).max)) | (~finite & ~np.isnan(values)
-                                                                     & ~spelled_inf)
+        big = (finite & (np.abs(values) > np.finfo(target).max)) | (
+            ~finite & ~np.isnan(values) & ~spelled_inf
+        )
         if big.any():
-            fail(pl.Series(big), f"value beyond {target.name} range", "fix the data",
-                 "out_of_range", s)
+            fail(
+                pl.Series(big),
+                f"value beyond {target.name} range",
+                "fix the data",
+                "out_of_range",
+                s,
+            )
         return values.astype(target)
     if target.kind in "iu":
         as_int = text.cast(pl.Int64, strict=False)
         bad = as_int.is_null() & nonnull
         if bad.any():
             if policy == "strict":
-                fail(bad, f"not an integer literal for {target.name}",
-                     "fix the data, or pass --cast safe", "dtype_mismatch", s)
+                fail(
+                    bad,
+                    f"not an integer literal for {target.name}",
+                    "fix the data, or pass --cast safe",
+                    "dtype_mismatch",
+                    s,
+                )
             floats = coerce_text(s, "float64", policy=policy, allow_nan=False, where=where)
-            return coerce_array(floats, dtype, policy=policy, allow_nan=False,
-                                where=lambda r, c: where(r, 0), what=f"{target.name} input")
+            return coerce_array(
+                floats,
+                dtype,
+                policy=policy,
+                allow_nan=False,
+                where=lambda r, c: where(r, 0),
+                what=f"{target.name} input",
+            )
         if as_int.null_count():  # allow_nan with empty cells: no integer NaN exists
-            fail(as_int.is_null(), f"empty cell cannot become {target.name}", "fix the data",
-                 "nan_value", s)
-        return coerce_array(as_int.to_numpy(), dtype, policy="safe", allow_nan=False,
-                            where=lambda r, c: where(r, 0), what=f"{target.name} input")
+            fail(
+                as_int.is_null(),
+                f"empty cell cannot become {target.name}",
+                "fix the data",
+                "nan_value",
+                s,
+            )
+        return coerce_array(
+            as_int.to_numpy(),
+            dtype,
+            policy="safe",
+            allow_nan=False,
+            where=lambda r, c: where(r, 0),
+            what=f"{target.name} input",
+        )
     if target.kind == "b":
         low = text.str.to_lowercase()
         truth = {"true": True, "false": False}
@@ -262,5 +344,8 @@ def coerce_text(
         if low.null_count():
             fail(low.is_null(), "empty cell cannot become bool", "fix the data", "nan_value", s)
         return low.is_in(["true", "1"]).to_numpy()
-    raise DataError(f"inputs of dtype {target.name} cannot be fed from text columns",
-                    hint="use NPY/NPZ input", code="unsupported_dtype")
+    raise DataError(
+        f"inputs of dtype {target.name} cannot be fed from text columns",
+        hint="use NPY/NPZ input",
+        code="unsupported_dtype",
+    )

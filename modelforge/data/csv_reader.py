@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from modelforge.data.batch import ColumnBatch
 from modelforge.data.cast import CastPolicy, coerce_text
@@ -27,6 +27,7 @@ BLOCK_SIZE = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_COLUMNS = 65_536
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+LONG_LINE = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _FAST = {"float32", "float64", "int64", "int32"}
 
@@ -72,6 +73,7 @@ class CsvReader:
             self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         self._buf = b""
         self._eof = False
+        self._short = False
         self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
         self.columns = self._read_header()
         self._index = {c: i for i, c in enumerate(self.columns)}
@@ -81,7 +83,9 @@ class CsvReader:
         """Append up to ``want`` bytes to the buffer; False at end of stream."""
         if self._eof:
             return False
-        raw = self.stream.read(want)
+        read1 = getattr(self.stream, "read1", None)
+        raw = read1(want) if read1 is not None else self.stream.read(want)
+        self._short = len(raw) < want
         if not raw:
             self._eof = True
             if self._decoder is not None:
@@ -187,50 +191,64 @@ class CsvReader:
 
     # record boundaries --------------------------------------------------------------
     @staticmethod
-    def _boundary(block: bytes) -> int:
-        """Index just past the last newline outside quotes, or -1."""
-        if b'"' not in block:
-            return block.rfind(b"\n") + 1 or -1
-        total = block.count(b'"')
-        pos = len(block)
+    def _boundary(block: bytes, limit: int) -> int:
+        """Index just past the last newline outside quotes in ``block[:limit]``, or -1."""
+        limit = min(limit, len(block))
+        if block.find(b'"', 0, limit) < 0:
+            return block.rfind(b"\n", 0, limit) + 1 or -1
+        total = block.count(b'"', 0, limit)
+        pos = limit
         for _ in range(10_000):
             nl = block.rfind(b"\n", 0, pos)
             if nl < 0:
                 return -1
-            if (total - block.count(b'"', nl)) % 2 == 0:
+            if (total - block.count(b'"', nl, limit)) % 2 == 0:
                 return nl + 1
             pos = nl
         return -1
 
     def _blocks(self) -> Iterator[bytes]:
+        base = self.block_size
+        need_more = False
         while True:
-            while len(self._buf) < self.block_size and self._fill(self.block_size):
-                pass
+            if need_more:  # no record boundary yet: wait for more bytes whatever comes
+                self._fill(max(self.block_size - len(self._buf), 65536))
+                need_more = False
+            while len(self._buf) < self.block_size:
+                # a short read means a pipe is drained for now: parse what has arrived
+                if not self._fill(self.block_size - len(self._buf)) or (
+                    self._short and b"\n" in self._buf
+                ):
+                    break
             if not self._buf:
                 return
             if self._eof:
-                block, self._buf = self._buf, b""
+                block, self._buf = _drop_trailing_blank_lines(self._buf), b""
                 if block.count(b'"') % 2:
                     raise DataError(
                         f"input '{self.name}' has an unbalanced double quote: a quoted field "
-                        "opened near the end of the file never closes",
-                        hint="fix the quoting (a quote inside a field is written as \"\")",
+                        f"opened after byte offset {self.consumed} never closes",
+                        hint='fix the quoting (a quote inside a field is written as "")',
                         code="unbalanced_quote",
                     )
             else:
-                cut = self._boundary(self._buf)
+                cut = self._boundary(self._buf, self.block_size)
                 if cut <= 0:
                     if len(self._buf) > MAX_RECORD_BYTES:
                         raise DataError(
                             f"input '{self.name}' has a record longer than "
-                            f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB (an unbalanced quote?)",
+                            f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB after byte offset "
+                            f"{self.consumed} (an unbalanced quote?)",
                             hint="check the quoting of the file",
                             code="line_too_long",
                         )
-                    self.block_size *= 2
+                    if len(self._buf) >= self.block_size:
+                        self.block_size *= 2
+                    need_more = True
                     continue
                 block, self._buf = self._buf[:cut], self._buf[cut:]
-            if block.strip():
+                self.block_size = base
+            if not block.isspace():
                 yield block
             self.consumed += len(block)
 
@@ -241,9 +259,10 @@ class CsvReader:
             lines = block.split(b"\n")
             if lines and not lines[-1]:
                 lines.pop()
-            if block.count(self._d) == len(lines) * (ncols - 1):
-                if all(line.strip(b"\r") for line in lines):
-                    return
+            if block.count(self._d) == len(lines) * (ncols - 1) and all(
+                line.strip(b"\r") for line in lines
+            ):
+                return
             for i, line in enumerate(lines):
                 n = line.count(self._d) + 1 if line.strip(b"\r") else 0
                 if n != ncols:
@@ -256,6 +275,24 @@ class CsvReader:
         for i, rec in enumerate(reader):
             if len(rec) != ncols:
                 self._ragged(row0 + i, len(rec))
+
+    def _check_long_lines(self, block: bytes, row0: int) -> None:
+        """A 1 MiB stretch without a newline is a very long line: if it holds more fields
+        than the header (and no quotes), refuse it now; polars would spend seconds on it."""
+        ncols = len(self.columns)
+        for i in range(0, len(block) - LONG_LINE, LONG_LINE):
+            if block.find(b"\n", i, i + LONG_LINE) >= 0:
+                continue
+            if block.find(b'"', i, i + LONG_LINE) < 0:
+                fields = block.count(self._d, i, i + LONG_LINE) + 1
+                if fields > ncols:
+                    row = row0 + block.count(b"\n", 0, i)
+                    raise DataError(
+                        f"input '{self.name}' row {row + 1} has more than {fields - 1:,} "
+                        f"fields, the header has {ncols}",
+                        hint="every row needs one field per header column",
+                        code="ragged_row",
+                    )
 
     def _ragged(self, row: int, n: int) -> None:
         problem = "is blank" if n == 0 else f"has {n} fields, the header has {len(self.columns)}"
@@ -285,24 +322,22 @@ class CsvReader:
             "int32": pl.Int32,
         }
         wanted = list(dict.fromkeys([*targets, *keep]))
-        fast_schema = {
+        fast_schema: dict[str, Any] = {
             c: (kinds[targets[c]] if targets.get(c) in _FAST else pl.String) for c in self.columns
         }
-        text_schema = {c: pl.String for c in self.columns}
+        text_schema: dict[str, Any] = {c: pl.String for c in self.columns}
         row0 = 0
         for block in self._blocks():
             self._utf8_error(block, self.consumed, row0)
-            df = None
-            if all(targets[c] in _FAST for c in targets):
+            self._check_long_lines(block, row0)
+            df: pl.DataFrame | None = None
+            if all(t in _FAST for t in targets.values()):
                 try:
                     df = self._parse(block, fast_schema, wanted)
                 except pl.exceptions.PolarsError:
                     df = None
-                if df is not None and not self._clean(df, targets, allow_nan):
-                    df = None
-            if df is not None:
-                cols = {c: df.get_column(c).to_numpy() for c in targets}
-            else:
+            cols = self._fast_columns(df, targets, allow_nan) if df is not None else None
+            if cols is None:
                 self._check_fields(block, row0)
                 try:
                     df = self._parse(block, text_schema, wanted)
@@ -322,6 +357,7 @@ class CsvReader:
                         allow_nan=allow_nan,
                         where=self._where(row0, c),
                     )
+            assert df is not None
             n = df.height
             keep_cols = {c: df.get_column(c) for c in keep}
             yield ColumnBatch(
@@ -345,7 +381,7 @@ class CsvReader:
 
         return where
 
-    def _parse(self, block: bytes, schema: dict[str, pl.DataType], wanted: list[str]) -> pl.DataFrame:
+    def _parse(self, block: bytes, schema: dict[str, Any], wanted: list[str]) -> pl.DataFrame:
         import polars as pl
 
         return pl.read_csv(
@@ -361,16 +397,24 @@ class CsvReader:
         )
 
     @staticmethod
-    def _clean(df: pl.DataFrame, targets: dict[str, str], allow_nan: bool) -> bool:
-        """True when the fast parse needs no second look: no empties, NaN or inf."""
+    def _fast_columns(
+        df: pl.DataFrame, targets: dict[str, str], allow_nan: bool
+    ) -> dict[str, np.ndarray] | None:
+        """Column arrays when the fast parse needs no second look (no empties, NaN, inf)."""
         import numpy as np
 
-        if sum(df.null_count().row(0)):
-            return False
-        floats = [c for c, t in targets.items() if t.startswith("float")]
-        if floats:
-            arr = df.select(floats).to_numpy()
-            if allow_nan:
-                return not np.isinf(arr).any()
-            return bool(np.isfinite(arr).all())
-        return True
+        if any(df.null_count().row(0)):
+            return None
+        cols = {c: df.get_column(c).to_numpy() for c in targets}
+        for _c, arr in cols.items():
+            if arr.dtype.kind == "f":
+                bad = np.isinf(arr).any() if allow_nan else not np.isfinite(arr).all()
+                if bad:
+                    return None
+        return cols
+
+
+def _drop_trailing_blank_lines(buf: bytes) -> bytes:
+    """Blank lines at the very end of a file are not rows."""
+    nl = buf.find(b"\n", len(buf.rstrip(b" \t\r\n")))
+    return buf if nl < 0 else buf[: nl + 1]

@@ -117,7 +117,8 @@ def resolve_tabular(
     for c in keep:
         if c not in found:
             raise DataError(
-                f"--keep column '{safe(c)}' is not in {safe(source)} (found: {_cols_list(columns)})",
+                f"--keep column '{safe(c)}' is not in {safe(source)} "
+                f"(found: {_cols_list(columns)})",
                 hint="check the column name",
                 code="missing_column",
             )
@@ -136,15 +137,18 @@ def resolve_tabular(
                     code="missing_column",
                 )
             if c in keep:
-                raise UsageError(f"column '{safe(c)}' is both fed ({how}) and in --keep",
-                                 code="invalid_option")
+                raise UsageError(
+                    f"column '{safe(c)}' is both fed ({how}) and in --keep", code="invalid_option"
+                )
         if not spec.is_tensor or spec.dtype is None:
-            raise DataError(f"input '{safe(spec.name)}' has type {spec.type}, which cannot be "
-                            "fed from data columns", code="unsupported_input")
+            raise DataError(
+                f"input '{safe(spec.name)}' has type {spec.type}, which cannot be "
+                "fed from data columns",
+                code="unsupported_input",
+            )
         rank = spec.rank
-        if len(cols) == 1 and how in ("name", "--map", "stored column map") and (
-            rank != 2 or _feature_dim(spec) in (1, None)
-        ):
+        if len(cols) == 1 and how in ("name", "--map", "stored column map"):
+            # one column: a scalar column for [N]/[N, 1], or a list column (JSONL/Parquet)
             layout = "column"
         else:
             layout = "matrix"
@@ -190,8 +194,11 @@ def resolve_tabular(
         if isinstance(stored, dict):
             for name, cols in stored.items():
                 if name in by_name and name not in bound:
-                    bind(by_name[name], [cols] if isinstance(cols, str) else list(cols),
-                         "stored column map")
+                    bind(
+                        by_name[name],
+                        [cols] if isinstance(cols, str) else list(cols),
+                        "stored column map",
+                    )
         elif isinstance(stored, list):
             free = [s for s in inputs if s.name not in bound]
             if len(free) == 1:
@@ -254,16 +261,18 @@ def resolve_arrays(
                 code="ambiguous_mapping",
             )
         s = inputs[0]
-        return Mapping([InputBinding(s.name, s.dtype or s.type, s.shape, [keys[0]], "npy",
-                                     "column")])
+        return Mapping(
+            [InputBinding(s.name, s.dtype or s.type, s.shape, [keys[0]], "npy", "column")]
+        )
     rename = {name: cols[0] for name, cols in (maps or {}).items() if cols}
     bindings = []
     missing = []
     for s in inputs:
         key = rename.get(s.name, s.name)
         if key in keys:
-            bindings.append(InputBinding(s.name, s.dtype or s.type, s.shape, [key], "array key",
-                                         "column"))
+            bindings.append(
+                InputBinding(s.name, s.dtype or s.type, s.shape, [key], "array key", "column")
+            )
         else:
             missing.append(s.name)
     if missing:
@@ -290,7 +299,7 @@ def check_shape(spec_shape: list[Any] | None, arr: np.ndarray, what: str) -> Non
             hint="reshape the data to the input's shape",
             code="shape_mismatch",
         )
-    for i, (want, got) in enumerate(zip(spec_shape, arr.shape)):
+    for i, (want, got) in enumerate(zip(spec_shape, arr.shape, strict=False)):
         if i > 0 and isinstance(want, int) and want != got:
             raise DataError(
                 f"{what} expects {_shape_str(spec_shape)} but the data has shape "
@@ -304,9 +313,7 @@ def _shape_str(shape: list[Any]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def assemble(
-    mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_nan: bool
-) -> Batch:
+def assemble(mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_nan: bool) -> Batch:
     """Turn one ColumnBatch into feeds of exactly the model's dtypes and shapes."""
     import numpy as np
 
@@ -317,8 +324,14 @@ def assemble(
         for c in b.columns:
             arr = batch.columns[c]
             if not batch.coerced:
-                arr = coerce_array(arr, b.dtype, policy=policy, allow_nan=allow_nan,
-                                   where=_where(batch, b, c), what=what)
+                arr = coerce_array(
+                    arr,
+                    b.dtype,
+                    policy=policy,
+                    allow_nan=allow_nan,
+                    where=_where(batch, b, c),
+                    what=what,
+                )
             arrays.append(arr)
         if b.layout == "matrix":
             feed = np.stack(arrays, axis=1) if arrays else np.empty((batch.rows, 0))

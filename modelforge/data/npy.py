@@ -194,8 +194,11 @@ def load_npz(source: str | IO[bytes], name: str) -> dict[str, np.ndarray]:
         for info in infos:
             key = _member_key(info, name)
             if key in out:
-                raise DataError(f"'{safe(name)}' has two members named '{safe(key)}'",
-                                hint=_HINT, code="invalid_npz")
+                raise DataError(
+                    f"'{safe(name)}' has two members named '{safe(key)}'",
+                    hint=_HINT,
+                    code="invalid_npz",
+                )
             total += info.file_size
             if info.file_size > cap or total > cap:
                 raise DataError(

@@ -42,6 +42,9 @@ class ReadOptions:
     encoding: str | None = None
     delimiter: str | None = None
 
+    def __post_init__(self) -> None:
+        check_policy(self.policy)
+
 
 @dataclass
 class DataPlan:
@@ -75,19 +78,25 @@ def _open_input(path: str, stdin: IO[bytes] | None) -> tuple[IO[bytes], int | No
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise NotFoundError(f"input file '{safe(path)}' does not exist",
-                            hint="check the path", code="input_not_found") from None
+        raise NotFoundError(
+            f"input file '{safe(path)}' does not exist",
+            hint="check the path",
+            code="input_not_found",
+        ) from None
     except OSError as exc:
-        raise DataError(f"cannot read input '{safe(path)}': {safe(exc.strerror)}",
-                        code="input_unreadable") from None
+        raise DataError(
+            f"cannot read input '{safe(path)}': {safe(exc.strerror)}", code="input_unreadable"
+        ) from None
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"input '{safe(path)}' is a directory", hint="pass a data file",
-                        code="input_not_file")
+        raise DataError(
+            f"input '{safe(path)}' is a directory", hint="pass a data file", code="input_not_file"
+        )
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed by the generator that reads it
     except OSError as exc:
-        raise DataError(f"cannot open input '{safe(path)}': {safe(exc.strerror)}",
-                        code="input_unreadable") from None
+        raise DataError(
+            f"cannot open input '{safe(path)}': {safe(exc.strerror)}", code="input_unreadable"
+        ) from None
     return fh, (st.st_size if stat.S_ISREG(st.st_mode) else None)
 
 
@@ -97,9 +106,11 @@ def _read_all(fh: IO[bytes], name: str) -> bytes:
     cap = max_array_bytes()
     data = fh.read(cap + 1)
     if len(data) > cap:
-        raise DataError(f"input '{safe(name)}' is larger than {cap:,} bytes",
-                        hint="pass a file path instead of stdin, or raise "
-                        "MODELFORGE_MAX_ARRAY_BYTES", code="input_too_large")
+        raise DataError(
+            f"input '{safe(name)}' is larger than {cap:,} bytes",
+            hint="pass a file path instead of stdin, or raise MODELFORGE_MAX_ARRAY_BYTES",
+            code="input_too_large",
+        )
     return data
 
 
@@ -118,8 +129,11 @@ def open_data(
         raise UsageError("stdin ('-') can be given only once", code="invalid_option")
     fmts = {input_format(p, options.fmt) for p in inputs}
     if len(fmts) > 1:
-        raise UsageError(f"inputs mix formats ({', '.join(sorted(fmts))})",
-                         hint="pass inputs of one format per run", code="mixed_formats")
+        raise UsageError(
+            f"inputs mix formats ({', '.join(sorted(fmts))})",
+            hint="pass inputs of one format per run",
+            code="mixed_formats",
+        )
     fmt = fmts.pop()
     opened = [_open_input(p, stdin) for p in inputs]
     sizes = [size for _, size in opened]
@@ -127,21 +141,35 @@ def open_data(
     names = ["<stdin>" if p == STDIO else p for p in inputs]
     if fmt in ARRAYS:
         if options.keep:
-            raise UsageError("--keep works with tabular inputs (CSV, TSV, Parquet, JSON Lines)",
-                             code="invalid_option")
-        arrays = [_load_arrays(fh, p, n, fmt) for (fh, _), p, n in zip(opened, inputs, names)]
+            raise UsageError(
+                "--keep works with tabular inputs (CSV, TSV, Parquet, JSON Lines)",
+                code="invalid_option",
+            )
+        arrays = [
+            _load_arrays(fh, p, n, fmt)
+            for (fh, _), p, n in zip(opened, inputs, names, strict=False)
+        ]
         return array_plan(arrays, schema, options, fmt=fmt, sources=names, total=total)
-    readers = [_tabular_reader(fh, n, fmt, options) for (fh, _), n in zip(opened, names)]
+    readers = [
+        _tabular_reader(fh, n, fmt, options) for (fh, _), n in zip(opened, names, strict=False)
+    ]
     columns = readers[0].columns
-    for r, n in zip(readers[1:], names[1:]):
+    for r, n in zip(readers[1:], names[1:], strict=False):
         if r.columns != columns:
             raise DataError(
                 f"input '{safe(n)}' has different columns from '{safe(names[0])}'",
                 hint="all inputs of one run need the same header",
                 code="column_mismatch",
             )
-    mapping = resolve_tabular(schema, columns, maps=options.maps, columns_opt=options.columns,
-                              stored=stored, keep=options.keep, source=names[0])
+    mapping = resolve_tabular(
+        schema,
+        columns,
+        maps=options.maps,
+        columns_opt=options.columns,
+        stored=stored,
+        keep=options.keep,
+        source=names[0],
+    )
     for w in mapping.warnings:
         from modelforge.log import warn
 
@@ -150,11 +178,16 @@ def open_data(
     def columns_iter() -> Iterator[ColumnBatch]:
         start = 0
         wanted = list(dict.fromkeys([*mapping.targets(), *options.keep]))
-        for reader, (fh, _) in zip(readers, opened):
+        for reader, (fh, _) in zip(readers, opened, strict=False):
             try:
                 if fmt in ("csv", "tsv"):
-                    it = reader.batches(mapping.targets(), options.keep, policy=options.policy,
-                                        allow_nan=options.allow_nan, start=start)
+                    it = reader.batches(
+                        mapping.targets(),
+                        options.keep,
+                        policy=options.policy,
+                        allow_nan=options.allow_nan,
+                        start=start,
+                    )
                 elif fmt == "parquet":
                     it = reader.batches(wanted, READ_ROWS, start=start)
                 else:
@@ -216,40 +249,46 @@ def array_plan(
     """Plan for named arrays (NPZ, --data JSON, Python dicts) or one array (NPY)."""
     single = fmt == "npy"
     keys = list(arrays[0])
-    for a, n in zip(arrays[1:], sources[1:]):
+    for a, n in zip(arrays[1:], sources[1:], strict=False):
         if list(a) != keys:
-            raise DataError(f"input '{safe(n)}' has different arrays from '{safe(sources[0])}'",
-                            hint="all inputs of one run need the same keys",
-                            code="column_mismatch")
+            raise DataError(
+                f"input '{safe(n)}' has different arrays from '{safe(sources[0])}'",
+                hint="all inputs of one run need the same keys",
+                code="column_mismatch",
+            )
     mapping = resolve_arrays(schema, keys, single=single, maps=options.maps, source=sources[0])
     for w in mapping.warnings:
         from modelforge.log import warn
 
         warn(w)
     used = [b.columns[0] for b in mapping.bindings]
-    for a, n in zip(arrays, sources):
+    for a, n in zip(arrays, sources, strict=False):
         lengths = set()
         for k in used:
             if a[k].ndim == 0:
-                raise DataError(f"array '{safe(k)}' in '{safe(n)}' is 0-d (a single scalar); "
-                                "inputs need a batch dimension", hint="save it with shape [1, ...]",
-                                code="shape_mismatch")
+                raise DataError(
+                    f"array '{safe(k)}' in '{safe(n)}' is 0-d (a single scalar); "
+                    "inputs need a batch dimension",
+                    hint="save it with shape [1, ...]",
+                    code="shape_mismatch",
+                )
             lengths.add(a[k].shape[0])
         if len(lengths) > 1:
-            raise DataError(f"arrays in '{safe(n)}' have different row counts "
-                            f"({', '.join(str(x) for x in sorted(lengths))})",
-                            hint="every input array needs the same first dimension",
-                            code="shape_mismatch")
+            raise DataError(
+                f"arrays in '{safe(n)}' have different row counts "
+                f"({', '.join(str(x) for x in sorted(lengths))})",
+                hint="every input array needs the same first dimension",
+                code="shape_mismatch",
+            )
 
     def columns_iter() -> Iterator[ColumnBatch]:
         start = 0
-        for a, n in zip(arrays, sources):
+        for a, n in zip(arrays, sources, strict=False):
             rows = a[used[0]].shape[0] if used else 0
             for lo in range(0, rows, READ_ROWS):
                 hi = min(rows, lo + READ_ROWS)
                 cols = {k: _native(a[k][lo:hi]) for k in used}
-                yield ColumnBatch(n, start + lo, hi - lo, cols, file_row=lo,
-                                  bytes_read=0)
+                yield ColumnBatch(n, start + lo, hi - lo, cols, file_row=lo, bytes_read=0)
             start += rows
 
     return DataPlan(fmt, sources, mapping, total, columns_iter, options)

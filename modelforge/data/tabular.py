@@ -86,8 +86,11 @@ class JsonlReader:
         self._rest = b""
         self._first: bytes | None = self._next_block()
         if not self._first:
-            raise DataError(f"input '{safe(name)}' is empty", code="empty_input",
-                            hint="pass one JSON object per line")
+            raise DataError(
+                f"input '{safe(name)}' is empty",
+                code="empty_input",
+                hint="pass one JSON object per line",
+            )
         self._first_df = self._parse(self._first, 0)
         self.columns = list(self._first_df.columns)
 

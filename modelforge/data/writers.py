@@ -13,6 +13,7 @@ Output naming (tabular formats): tensor ``y`` of shape [N] -> column ``y``; [N, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -59,7 +60,9 @@ def _text(arr: np.ndarray) -> np.ndarray:
 class _Sink:
     """A binary destination: stdout, or an atomic temp file renamed on commit."""
 
-    def __init__(self, path: str | None, stdout: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, path: str | None, stdout: IO[bytes] | None = None, temp_path: str | None = None
+    ) -> None:
         self.path = path
         self.tmp: str | None = None
         if path is None:
@@ -67,18 +70,30 @@ class _Sink:
             return
         target = Path(path)
         if target.is_dir():
-            raise OutputError(f"output '{safe(path)}' is a directory",
-                              hint="pass a file name with -o", code="output_is_directory")
+            raise OutputError(
+                f"output '{safe(path)}' is a directory",
+                hint="pass a file name with -o",
+                code="output_is_directory",
+            )
         folder = target.parent if str(target.parent) else Path(".")
         if not folder.is_dir():
-            raise OutputError(f"output folder '{safe(folder)}' does not exist",
-                              hint="create it first", code="output_folder_missing")
+            raise OutputError(
+                f"output folder '{safe(folder)}' does not exist",
+                hint="create it first",
+                code="output_folder_missing",
+            )
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                            dir=folder)
+            if temp_path is not None:  # named by a parent process that cleans up after us
+                fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                self.tmp = temp_path
+            else:
+                fd, self.tmp = tempfile.mkstemp(
+                    prefix=f".{target.name}.", suffix=".tmp", dir=folder
+                )
         except OSError as exc:
-            raise OutputError(f"cannot write to '{safe(folder)}': {safe(exc.strerror)}",
-                              code="output_unwritable") from None
+            raise OutputError(
+                f"cannot write to '{safe(folder)}': {safe(exc.strerror)}", code="output_unwritable"
+            ) from None
         self.fh = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
@@ -95,11 +110,26 @@ class _Sink:
             try:
                 self.fh.close()
             finally:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.tmp)
-                except FileNotFoundError:
-                    pass
                 self.tmp = None
+
+
+def _output_error(exc: OSError, path: str | None) -> Exception:
+    """Broken pipes end quietly (the CLI catches BrokenPipeError); the rest is OutputError.
+
+    polars reports a closed stdout as a plain OSError "Broken pipe (os error 32)"."""
+    import errno
+
+    text = str(exc)
+    if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or "os error 32" in text:
+        return BrokenPipeError(errno.EPIPE, "Broken pipe")
+    where = "stdout" if path is None else f"'{safe(path)}'"
+    return OutputError(
+        f"cannot write the output to {where}: {safe(text, 200)}",
+        hint="check free disk space and permissions",
+        code="write_failed",
+    )
 
 
 def _umask() -> int:
@@ -122,15 +152,22 @@ class Writer:
                 raise OutputError(
                     f"output '{safe(o.name)}' has shape {list(o.array.shape)}, not one entry "
                     "per input row",
-                    hint="select per-row outputs with --outputs", code="output_not_per_row",
+                    hint="select per-row outputs with --outputs",
+                    code="output_not_per_row",
                 )
-        self._write(keep, outputs)
+        try:
+            self._write(keep, outputs)
+        except OSError as exc:
+            raise _output_error(exc, self.sink.path) from None
         self.rows += n
 
     def close(self) -> None:
         try:
             self._finish()
             self.sink.commit()
+        except OSError as exc:
+            self.sink.abort()
+            raise _output_error(exc, self.sink.path) from None
         except BaseException:
             self.sink.abort()
             raise
@@ -157,8 +194,11 @@ def _frame(keep: dict[str, Any], outputs: list[OutputValue], *, neutralise: bool
     for o in outputs:
         for name, col in flatten(o):
             if name in seen:
-                raise OutputError(f"output column '{safe(name)}' clashes with a kept column",
-                                  hint="rename the --keep column", code="column_clash")
+                raise OutputError(
+                    f"output column '{safe(name)}' clashes with a kept column",
+                    hint="rename the --keep column",
+                    code="column_clash",
+                )
             seen.add(name)
             series.append(pl.Series(name, _text(col) if col.dtype.kind in "OSU" else col))
     df = pl.DataFrame(series)
@@ -218,10 +258,10 @@ class ParquetWriter(Writer):
                     cols[name] = pa.array(_text(col))
             else:
                 arr = _text(o.array)
-                values: Any = pa.array(arr.reshape(-1))
+                nested: Any = pa.array(arr.reshape(-1))
                 for dim in reversed(arr.shape[1:]):
-                    values = pa.FixedSizeListArray.from_arrays(values, dim)
-                cols[o.name] = values
+                    nested = pa.FixedSizeListArray.from_arrays(nested, dim)
+                cols[o.name] = nested
         table = pa.table(cols)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.sink.fh, table.schema)
@@ -230,6 +270,13 @@ class ParquetWriter(Writer):
     def _finish(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the output is being discarded anyway
+                self._writer.close()
+            self._writer = None
+        super().abort()
 
 
 class ArrayWriter(Writer):
@@ -247,8 +294,10 @@ class ArrayWriter(Writer):
         if self.fmt == "npy" and (len(outputs) != 1 or keep):
             raise OutputError(
                 f"NPY output holds one array but this run has {len(outputs)} outputs "
-                f"({', '.join(safe(o.name) for o in outputs)})" + (" and --keep columns" if keep else ""),
-                hint="select one with --outputs, or write .npz", code="npy_one_output",
+                f"({', '.join(safe(o.name) for o in outputs)})"
+                + (" and --keep columns" if keep else ""),
+                hint="select one with --outputs, or write .npz",
+                code="npy_one_output",
             )
         for name, values in keep.items():
             arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
@@ -270,8 +319,22 @@ class ArrayWriter(Writer):
         np.savez(self.sink.fh, allow_pickle=False, **arrays)  # type: ignore[arg-type]
 
 
-def open_writer(path: str | None, fmt: str, *, stdout: IO[bytes] | None = None) -> Writer:
-    sink = _Sink(path, stdout)
+def temp_name(path: str) -> str:
+    """A fresh temp-file name next to ``path`` (for a parent that must clean up)."""
+    import secrets
+
+    target = Path(path)
+    return str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
+
+
+def open_writer(
+    path: str | None,
+    fmt: str,
+    *,
+    stdout: IO[bytes] | None = None,
+    temp_path: str | None = None,
+) -> Writer:
+    sink = _Sink(path, stdout, temp_path)
     if fmt in ("csv", "tsv"):
         return CsvWriter(sink, "\t" if fmt == "tsv" else ",")
     if fmt == "jsonl":

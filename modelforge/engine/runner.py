@@ -13,8 +13,6 @@ from modelforge.errors import DataError, OutputError, UsageError
 from modelforge.text import safe
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from modelforge.engine.session import Session
     from modelforge.model.schema import ModelSchema
 
@@ -31,7 +29,8 @@ def fixed_batch(schema: ModelSchema) -> int | None:
     if len(sizes) > 1:
         raise DataError(
             f"model inputs fix different batch sizes ({', '.join(map(str, sorted(sizes)))})",
-            hint="this model cannot be fed in batches of rows", code="fixed_batch_conflict",
+            hint="this model cannot be fed in batches of rows",
+            code="fixed_batch_conflict",
         )
     return sizes.pop() if sizes else None
 
@@ -45,7 +44,8 @@ def select_outputs(schema: ModelSchema, wanted: list[str] | None) -> list[str]:
         raise UsageError(
             f"--outputs names {', '.join(safe(m) for m in missing)}, which the model does not "
             f"produce (outputs: {', '.join(safe(n) for n in names)})",
-            hint="pick from the model's outputs", code="unknown_output",
+            hint="pick from the model's outputs",
+            code="unknown_output",
         )
     return list(dict.fromkeys(wanted))
 
@@ -62,7 +62,8 @@ def to_output(name: str, value: Any) -> OutputValue:
         return OutputValue(name, arr.reshape(len(value), len(keys)), keys)
     raise OutputError(
         f"output '{safe(name)}' is a {type(value).__name__}, which cannot be written as rows",
-        hint="select tensor outputs with --outputs", code="unsupported_output",
+        hint="select tensor outputs with --outputs",
+        code="unsupported_output",
     )
 
 
@@ -89,14 +90,17 @@ class Runner:
             raise DataError(
                 f"the model needs batches of exactly {self.fixed} rows; the data has "
                 f"{batch.start + batch.rows} rows, not a multiple of {self.fixed}",
-                hint=f"pass a multiple of {self.fixed} rows", code="fixed_batch_remainder",
+                hint=f"pass a multiple of {self.fixed} rows",
+                code="fixed_batch_remainder",
             )
         parts: list[list[OutputValue]] = []
         for lo in range(0, batch.rows, step):
             hi = min(batch.rows, lo + step)
-            feeds = batch.feeds if (lo == 0 and hi == batch.rows) else {
-                k: v[lo:hi] for k, v in batch.feeds.items()
-            }
+            feeds = (
+                batch.feeds
+                if (lo == 0 and hi == batch.rows)
+                else {k: v[lo:hi] for k, v in batch.feeds.items()}
+            )
             try:
                 values = self.session.inner.run(self.outputs, feeds)
             except Exception as exc:  # onnxruntime raises pybind exception types
@@ -105,7 +109,7 @@ class Runner:
                 )
                 raise err from None
             self.runs += 1
-            parts.append([to_output(n, v) for n, v in zip(self.outputs, values)])
+            parts.append([to_output(n, v) for n, v in zip(self.outputs, values, strict=False)])
         if len(parts) == 1:
             return parts[0]
         return [_concat([p[i] for p in parts]) for i in range(len(self.outputs))]
@@ -139,10 +143,20 @@ def rebatch(batches: Iterator[Batch], multiple: int) -> Iterator[Batch]:
 
 
 def _split(b: Batch, cut: int) -> tuple[Batch, Batch]:
-    head = Batch(b.start, cut, {k: v[:cut] for k, v in b.feeds.items()},
-                 {k: v[:cut] for k, v in b.keep.items()}, b.bytes_read)
-    tail = Batch(b.start + cut, b.rows - cut, {k: v[cut:] for k, v in b.feeds.items()},
-                 {k: v[cut:] for k, v in b.keep.items()}, b.bytes_read)
+    head = Batch(
+        b.start,
+        cut,
+        {k: v[:cut] for k, v in b.feeds.items()},
+        {k: v[:cut] for k, v in b.keep.items()},
+        b.bytes_read,
+    )
+    tail = Batch(
+        b.start + cut,
+        b.rows - cut,
+        {k: v[cut:] for k, v in b.feeds.items()},
+        {k: v[cut:] for k, v in b.keep.items()},
+        b.bytes_read,
+    )
     return head, tail
 
 
@@ -152,8 +166,49 @@ def _join(a: Batch, b: Batch) -> Batch:
     keep: dict[str, Any] = {}
     for k in a.keep:
         x, y = a.keep[k], b.keep[k]
-        keep[k] = x.append(y) if hasattr(x, "append") and not isinstance(x, np.ndarray) else (
-            np.concatenate([x, y])
+        keep[k] = (
+            x.append(y)
+            if hasattr(x, "append") and not isinstance(x, np.ndarray)
+            else (np.concatenate([x, y]))
         )
     feeds = {k: np.concatenate([a.feeds[k], b.feeds[k]]) for k in a.feeds}
     return Batch(a.start, a.rows + b.rows, feeds, keep, b.bytes_read)
+
+
+def prefetch(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
+    """Read/parse the next batch in a background thread while this one runs and is written
+    (polars and onnxruntime release the GIL). Errors surface in order, where they happened."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(("batch", b), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="modelforge-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)

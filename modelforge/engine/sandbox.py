@@ -25,13 +25,16 @@ Outcomes in the parent:
 * any other exception is a bug: a ``RuntimeError`` carrying the child's traceback.
 
 Start method. The child is forked (multiprocessing's ``fork`` context): fast (onnx and
-onnxruntime are not imported again) and ``fn`` needs no pickling. The trade-off: forking
-a multi-threaded parent is only safe if no other thread holds a lock the child needs.
-Importing onnxruntime starts no threads, and numpy/OpenBLAS pools are fork-aware; a parent
-that keeps a *live onnxruntime session* running inference in other threads should set
-``MODELFORGE_SANDBOX_START=forkserver`` (or ``spawn``): slower to start, ``fn`` and
-``args`` must be picklable (they travel parent -> child, which is safe), and ``__main__``
-must be import-safe. A child that deadlocks anyway is still stopped by the timeout.
+onnxruntime need not be imported again) and ``fn`` needs no pickling. The trade-off:
+forking a multi-threaded parent is only safe if no other thread holds a lock the child
+needs. validate and convert never import onnxruntime in the parent before forking. A library
+caller may have: importing onnxruntime starts an idle helper thread (and numpy's OpenBLAS
+its pool); forked children have worked reliably with those, but a parent that runs
+onnxruntime sessions in other threads *while* validating should set
+``MODELFORGE_SANDBOX_START=forkserver`` (or ``spawn``): slower to start (each child imports
+onnx/onnxruntime), ``fn`` and ``args`` must be picklable (they travel parent -> child,
+which is safe), and the main script needs the usual ``if __name__ == "__main__":`` guard.
+A child that deadlocks anyway is still stopped by the timeout.
 
 Inside the child, :func:`progress` sends intermediate JSON messages to the parent (the
 ``on_progress`` callback receives them); validate uses it to keep the checks that finished
@@ -40,6 +43,7 @@ before a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -170,10 +174,8 @@ def _silence_stdio() -> None:
         faulthandler.disable()
     devnull = os.open(os.devnull, os.O_WRONLY)
     for fd in (1, 2):
-        try:
+        with contextlib.suppress(OSError):
             os.dup2(devnull, fd)
-        except OSError:
-            pass
     os.close(devnull)
     # Python-level streams may have been replaced (pytest, CliRunner): point them away too.
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
@@ -192,7 +194,9 @@ def _apply_memory_cap(memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
-def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], memory_mb: int | None) -> None:
+def _child_main(
+    conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], memory_mb: int | None
+) -> None:
     global _child_conn
     _silence_stdio()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -292,16 +296,12 @@ def run_guarded(
     import multiprocessing
 
     limits = resolve_limits(timeout_s, memory_mb)
-    ctx = multiprocessing.get_context(start_method())
+    ctx: Any = multiprocessing.get_context(start_method())
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
             stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
     reader, writer = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_main, args=(writer, fn, args, limits.memory_mb), daemon=True
-    )
+    proc = ctx.Process(target=_child_main, args=(writer, fn, args, limits.memory_mb), daemon=True)
     import time
 
     proc.start()
@@ -321,8 +321,17 @@ def run_guarded(
                 )
             try:
                 raw = reader.recv_bytes(MAX_MESSAGE_BYTES)
-            except (EOFError, OSError):
+            except EOFError:
                 break  # the child died without a final message
+            except OSError as exc:
+                if "bad message length" not in str(exc):
+                    break
+                raise _limit_error(
+                    "result_too_large",
+                    f"{what} produced a result over {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB",
+                    "this is a bug in ModelForge; please report it",
+                    limits,
+                ) from None
             message = json.loads(raw)
             if isinstance(message, dict) and "progress" in message:
                 if on_progress is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelforge.engine.session import Session, SessionConfig, create_session
 from modelforge.errors import InvalidModelError, ModelForgeError
@@ -45,9 +45,8 @@ def create_upgrading(
     current = default_opset(model)
     newest = defs.onnx_opset_version()
     for target in [t for t in CANDIDATES if current < t <= newest]:
-        try:
-            converted = version_converter.convert_version(model, target)
-        except Exception:  # the converter raises plain RuntimeError/ValueError subclasses
+        converted = _convert(model, target, version_converter)
+        if converted is None:
             continue
         try:
             session = create_session(converted.SerializeToString(), cfg, external_data_dir=folder)
@@ -65,3 +64,32 @@ def create_upgrading(
         hint="re-export the model with a newer opset",
         code="opset_too_old",
     )
+
+
+def _convert(model: ModelProto, target: int, converter: Any) -> ModelProto | None:
+    """Convert; if the converter trips over symbolic dims, convert a copy whose symbolic
+    dims are pinned to 1 and put the original dims back on the graph inputs/outputs."""
+    try:
+        return converter.convert_version(model, target)  # type: ignore[no-any-return]
+    except Exception:  # the converter raises plain RuntimeError/ValueError
+        pass
+    pinned = type(model)()
+    pinned.CopyFrom(model)
+    saved: dict[str, Any] = {}
+    for vi in [*pinned.graph.input, *pinned.graph.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            saved[vi.name] = type(vi.type)()
+            saved[vi.name].CopyFrom(vi.type)
+            for d in vi.type.tensor_type.shape.dim:
+                if not d.HasField("dim_value"):
+                    d.dim_value = 1
+    del pinned.graph.value_info[:]
+    try:
+        converted = converter.convert_version(pinned, target)
+    except Exception:  # the converter raises plain RuntimeError/ValueError
+        return None
+    for vi in [*converted.graph.input, *converted.graph.output]:
+        if vi.name in saved:
+            vi.type.CopyFrom(saved[vi.name])
+    del converted.graph.value_info[:]
+    return converted  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelforge import paths
@@ -129,7 +130,7 @@ def _ort_version() -> str:
     return str(ort.__version__)
 
 
-def cache_path(ort_version: str) -> os.PathLike[str]:
+def cache_path(ort_version: str) -> Path:
     safe_version = "".join(c if c.isalnum() or c in ".-+" else "_" for c in ort_version)
     return paths.cache_dir() / f"onnxruntime-capabilities-{safe_version}.json"
 

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import CheckFailedError, InvalidModelError, OutputError, UsageError
+from modelforge.errors import (
+    CheckFailedError,
+    InvalidModelError,
+    OutputError,
+    RuntimeFailure,
+    UsageError,
+)
 from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
@@ -153,7 +159,9 @@ def _convert_child(
     model = load_model(source)
     files = check_external_data(model, base, allow_hardlinks=trusted)
     if files:
-        onnx.load_external_data_for_model(model, os.fspath(base))
+        from modelforge.model.external_load import load_checked_external_data
+
+        load_checked_external_data(model, files)
     from_opset = default_opset(model)
     converted = convert_opset(model, opset)
     try:
@@ -169,14 +177,26 @@ def _convert_child(
     try:
         orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
         compared_with = "onnxruntime"
-    except ModelForgeError:
+    except ModelForgeError as ort_err:
         from onnx.reference import ReferenceEvaluator
 
-        orig_out = list(ReferenceEvaluator(model).run(None, feeds))
+        try:
+            orig_out = list(ReferenceEvaluator(model).run(None, feeds))
+        except Exception as exc:  # onnx.reference lacks many ops
+            raise RuntimeFailure(
+                "cannot check parity: onnxruntime cannot run the original model "
+                f"({ort_err.message}) and neither can onnx.reference "
+                f"({escape(' '.join(str(exc).split()))[:200]})",
+                hint="convert with another tool, then check with 'modelforge validate "
+                "--inputs/--expected'",
+                code="parity_unavailable",
+            ) from None
         compared_with = "onnx.reference"
     new_out = _ort_outputs(converted_bytes, feeds, None)
     names = [o.name for o in converted.graph.output]
-    parity = [compare(n, g, w, rtol, atol) for n, g, w in zip(names, new_out, orig_out, strict=False)]
+    parity = [
+        compare(n, g, w, rtol, atol) for n, g, w in zip(names, new_out, orig_out, strict=False)
+    ]
     bad = [p for p in parity if not p.get("ok")]
     if bad:
         p = bad[0]
@@ -224,7 +244,11 @@ def convert_model(
         raise UsageError("--opset must be a positive integer", code="invalid_option")
     if rtol < 0 or atol < 0:
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
-    info = check_regular_file(model)
+    from modelforge.store.resolve import resolve_model
+
+    location = resolve_model(model)
+    trusted = trusted or location.trusted
+    info = check_regular_file(location.path)
     out = Path(output).absolute()
     folder = out.parent
     if not folder.is_dir():
@@ -253,6 +277,7 @@ def convert_model(
         written_data = os.path.join(tmp_dir, data_name)
         external = None
         if found.get("external") and os.path.exists(written_data):
+            os.chmod(written_data, os.stat(tmp_model).st_mode & 0o777)  # onnx writes 0600
             os.replace(written_data, folder / data_name)
             external = data_name
         os.replace(tmp_model, out)

@@ -273,3 +273,12 @@ def check_external_data(
 def normalized_location(location: str) -> str:
     """The relative path a location names inside the model folder (``./a//b`` -> ``a/b``)."""
     return str(PurePosixPath(*[p for p in PurePosixPath(location).parts if p != "."]))
+
+
+def iter_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every TensorProto of the model (graph, subgraphs, functions), external or not."""
+    for t, _where in _graph_tensors(model.graph, "", 0):
+        yield t
+    for fn in model.functions:
+        for t, _where in _function_tensors(fn):
+            yield t

@@ -7,6 +7,7 @@ never follows external data); external-data files are only ``stat``-ed through
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "co
 
 @dataclass(frozen=True)
 class ModelInspection:
+    ref: str  # what was asked for: a path, or NAME:VERSION for a store model
     path: str
     size: int
     sha256: str
@@ -83,20 +85,20 @@ def _initializer_stats(model: Any) -> dict[str, Any]:
     return {"count": count, "parameters": params, "by_dtype": by_dtype}
 
 
-def inspect_model(
-    model: str | os.PathLike[str], *, trusted: bool = False
-) -> ModelInspection:
-    """Read and summarise a model file (never loads external weights or onnxruntime)."""
-    from pathlib import Path
-
+def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> ModelInspection:
+    """Read and summarise a model file or store reference (never loads external weights)."""
     from modelforge.errors import ModelForgeError
     from modelforge.model.external import check_external_data
-    from modelforge.model.files import sha256_file
-    from modelforge.model.load import load_model
+    from modelforge.model.files import read_capped
+    from modelforge.model.load import parse_model_bytes
+    from modelforge.store.resolve import resolve_model
 
-    path = Path(model)
-    proto = load_model(path)
-    digest, size = sha256_file(path)
+    location = resolve_model(model)
+    trusted = trusted or location.trusted
+    path = location.path
+    data = read_capped(path)  # one read: the hash and the parse see the same bytes
+    proto = parse_model_bytes(data, str(path))
+    digest, size = hashlib.sha256(data).hexdigest(), len(data)
     schema = extract_schema(proto)
     ops: dict[str, Counter[str]] = {}
     nodes, subgraphs = 0, 0
@@ -113,10 +115,13 @@ def inspect_model(
     external: list[dict[str, Any]] = []
     ext_error = None
     try:
-        external = [f.to_dict() for f in check_external_data(proto, path.parent, allow_hardlinks=trusted)]
+        external = [
+            f.to_dict() for f in check_external_data(proto, path.parent, allow_hardlinks=trusted)
+        ]
     except ModelForgeError as err:
         ext_error = err.message
     return ModelInspection(
+        ref=location.display,
         path=str(path.absolute()),
         size=size,
         sha256=digest,

@@ -153,7 +153,8 @@ def extract_schema(model: ModelProto) -> ModelSchema:
     """Inputs (without initializers), overridable initializers, and outputs of the graph."""
     g = model.graph
     init_names = {t.name for t in g.initializer} | {s.values.name for s in g.sparse_initializer}
-    inputs, overridable = [], []
+    inputs: list[TensorSpec] = []
+    overridable: list[TensorSpec] = []
     for vi in g.input:
         (overridable if vi.name in init_names else inputs).append(spec_from_value_info(vi))
     outputs = [spec_from_value_info(vi) for vi in g.output]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class ValidateOptions:
             "max_nodes": self.max_nodes,
             "max_depth": self.max_depth,
             "stop_after": self.stop_after,
+            "trusted": self.trusted,
         }
 
 
@@ -143,6 +145,7 @@ class ValidationReport:
     providers_used: list[str] | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
 
     def check(self, name: str) -> Check | None:
@@ -171,6 +174,7 @@ class ValidationReport:
             "providers_used": self.providers_used,
             "model_info": self.model_info,
             "limits": self.limits,
+            "options": self.options,
             "duration_s": round(self.duration_s, 4),
         }
 
@@ -241,41 +245,59 @@ def _check_option_files(opts: ValidateOptions) -> None:
             )
     if opts.rtol < 0 or opts.atol < 0:
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
+    from modelforge.engine.providers import canonical
+
+    for name in opts.providers or []:
+        canonical(name)  # unknown names are usage errors (exit 2), not failed checks
 
 
 def validate_model(
-    model: str | os.PathLike[str], options: ValidateOptions | None = None
+    model: str | os.PathLike[str],
+    options: ValidateOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> ValidationReport:
     """Run the checks on a model file; never raises for problems of the model itself.
 
+    ``model`` is a path or a store reference (``name``, ``name:3``, ``name:prod``); files of
+    the store are trusted (their external data may be hard links to the store's blobs).
+    ``progress`` (optional) is called with the name of each check as it starts.
     Raises NotFoundError when the model (or an option file) does not exist and UsageError
     for bad options; everything wrong with the model is a failed check in the report.
     """
     from modelforge.engine.sandbox import resolve_limits, run_guarded
+    from modelforge.store.resolve import resolve_model
 
     opts = options or ValidateOptions()
     wanted = checks_to_run(opts.stop_after)
     _check_option_files(opts)
+    location = resolve_model(model)
+    if location.trusted and not opts.trusted:
+        opts = replace(opts, trusted=True)
     limits = resolve_limits(opts.timeout_s, opts.memory_mb)
     started = time.monotonic()
-    path = Path(model)
+    path = location.path
     results: dict[str, Check] = {"file": _file_check(path)}
     extra: dict[str, Any] = {}
-    state = {"running": None}
+    state: dict[str, str | None] = {"running": None}
 
     def on_progress(message: Any) -> None:
         if isinstance(message, dict) and "stage" in message:
             state["running"] = message["stage"]
+            if progress is not None:
+                progress(str(message["stage"]))
         elif isinstance(message, dict) and "check" in message:
             check = Check.from_dict(message["check"])
             results[check.name] = check
             state["running"] = None
+            if isinstance(message.get("extra"), dict):
+                extra.update(message["extra"])  # kept even if a later check crashes
 
     if results["file"].status != "fail" and len(wanted) > 1:
         from modelforge.model.checks.runner import run_checks
 
         try:
-            extra = run_guarded(
+            final_extra = run_guarded(
                 run_checks,
                 os.fspath(path),
                 replace(opts, timeout_s=None, memory_mb=None),
@@ -285,10 +307,9 @@ def validate_model(
                 what=f"validating '{escape(path.name)}'",
                 on_progress=on_progress,
             )
+            extra.update(final_extra)
         except ResourceLimitError as err:
-            stage = state["running"] or next(
-                (n for n in wanted if n not in results), wanted[-1]
-            )
+            stage = state["running"] or next((n for n in wanted if n not in results), wanted[-1])
             results[stage] = Check(
                 stage, "fail", err.code, f"{err.message} (during the '{stage}' check)", err.hint,
                 {"limits": limits.to_dict()},
@@ -306,9 +327,7 @@ def validate_model(
                 p for p in PREREQUISITES[name]
                 if p in final and final[p].status in ("fail", "skip")
             ]  # fmt: skip
-            reason = (
-                f"skipped: '{blockers[0]}' did not pass" if blockers else "skipped: not run"
-            )
+            reason = f"skipped: '{blockers[0]}' did not pass" if blockers else "skipped: not run"
             check = Check(name, "skip", "prerequisite_failed" if blockers else "not_run", reason)
         final[name] = check
     checks = list(final.values())
@@ -316,7 +335,7 @@ def validate_model(
         opts.strict and any(c.status == "warn" for c in checks)
     )
     return ValidationReport(
-        model=os.fspath(path),
+        model=location.display,
         checks=checks,
         ok=ok,
         strict=opts.strict,
@@ -325,5 +344,6 @@ def validate_model(
         providers_used=extra.get("providers_used"),
         model_info=extra.get("model_info") or {},
         limits=limits.to_dict(),
+        options=opts.to_dict(),
         duration_s=time.monotonic() - started,
     )

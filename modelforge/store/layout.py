@@ -193,7 +193,7 @@ class Store:
 
     def clean_stale_staging(self) -> list[str]:
         """Remove staging directories left behind by processes that no longer run."""
-        removed = []
+        removed: list[str] = []
         if not self.tmp_dir.is_dir():
             return removed
         for p in self.tmp_dir.iterdir():

@@ -52,9 +52,13 @@ def walk_graphs(model: ModelProto) -> Iterator[tuple[GraphProto, int, frozenset[
         yield graph, depth, outer, label
         if depth > DEFAULT_MAX_DEPTH * 4:
             continue
-        visible = outer | _defined_names(graph)
+        visible: frozenset[str] | None = None
         for node in graph.node:
+            if not node.attribute:
+                continue  # the common case: no attributes, no subgraphs
             for sub in _subgraphs(node):
+                if visible is None:
+                    visible = outer | _defined_names(graph)
                 stack.append((sub, depth + 1, visible, f"subgraph of {_node_label(node)}"))
 
 
@@ -83,38 +87,41 @@ def _graph_problems(graph: GraphProto, outer: frozenset[str], label: str) -> Pro
     available.update(vi.name for vi in graph.input)
     available.update(t.name for t in graph.initializer)
     available.update(s.values.name for s in graph.sparse_initializer)
-    producers: dict[str, NodeProto] = {}
-    for node in graph.node:
-        for out in node.output:
+    nodes = list(graph.node)
+    inputs = [list(n.input) for n in nodes]
+    outputs = [list(n.output) for n in nodes]
+    producers: dict[str, int] = {}
+    for i, outs in enumerate(outputs):
+        for out in outs:
             if not out:
                 continue
             if out in producers:
                 return Problem(
                     "duplicate_output",
                     f"tensor '{safe(out, 80)}' in the {label} is produced by both "
-                    f"{_node_label(producers[out])} and {_node_label(node)}",
+                    f"{_node_label(nodes[producers[out]])} and {_node_label(nodes[i])}",
                     "every tensor must have exactly one producer; rename one output",
                 )
             if out in available and out not in outer:
                 return Problem(
                     "duplicate_output",
                     f"tensor '{safe(out, 80)}' in the {label} is produced by "
-                    f"{_node_label(node)} but is also a graph input or initializer",
+                    f"{_node_label(nodes[i])} but is also a graph input or initializer",
                     "rename the node output",
                 )
-            producers[out] = node
+            producers[out] = i
     # Kahn's algorithm over the nodes of this graph
     consumers: dict[str, list[int]] = {}
     missing_count = []
-    for i, node in enumerate(graph.node):
+    for i, ins in enumerate(inputs):
         pending = 0
-        for inp in node.input:
+        for inp in ins:
             if not inp or inp in available:
                 continue
             if inp not in producers:
                 return Problem(
                     "undefined_input",
-                    f"{_node_label(node)} in the {label} reads tensor '{safe(inp, 80)}', "
+                    f"{_node_label(nodes[i])} in the {label} reads tensor '{safe(inp, 80)}', "
                     "which no node, graph input or initializer defines",
                     "the converter dropped a node or an initializer; re-export the model",
                 )
@@ -126,13 +133,13 @@ def _graph_problems(graph: GraphProto, outer: frozenset[str], label: str) -> Pro
     while ready:
         i = ready.pop()
         done += 1
-        for out in graph.node[i].output:
+        for out in outputs[i]:
             for j in consumers.get(out, ()):
                 missing_count[j] -= 1
                 if missing_count[j] == 0:
                     ready.append(j)
-    if done < len(graph.node):
-        stuck = next(graph.node[i] for i, n in enumerate(missing_count) if n > 0)
+    if done < len(nodes):
+        stuck = next(nodes[i] for i, n in enumerate(missing_count) if n > 0)
         return Problem(
             "graph_cycle",
             f"the {label} has a cycle through {_node_label(stuck)}",
@@ -158,7 +165,11 @@ def _graph_problems(graph: GraphProto, outer: frozenset[str], label: str) -> Pro
 
 
 def _negative_dims(graph: GraphProto, label: str) -> Problem | None:
-    for kind, infos in (("input", graph.input), ("output", graph.output), ("value", graph.value_info)):
+    for kind, infos in (
+        ("input", graph.input),
+        ("output", graph.output),
+        ("value", graph.value_info),
+    ):
         for vi in infos:
             tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
             if tt is None or not tt.HasField("shape"):

@@ -6,7 +6,6 @@ child process.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import DataError
@@ -97,9 +96,11 @@ def _run_reference(ctx: Any) -> list[Any]:
 
     model = ctx.model
     if ctx.has_external:
+        from modelforge.model.external_load import load_checked_external_data
+
         model = onnx.ModelProto()
         model.CopyFrom(ctx.model)
-        onnx.load_external_data_for_model(model, str(Path(ctx.path).parent))
+        load_checked_external_data(model, ctx.external_files)
     return list(ReferenceEvaluator(model).run(None, ctx.feeds))
 
 
@@ -159,7 +160,8 @@ def check_parity(ctx: Any) -> Check:
             try:
                 ref = _run_reference(ctx)
             except Exception as exc:  # onnx.reference lacks many ops (ai.onnx.ml, contrib)
-                notes.append(f"onnx.reference cannot run this model: {safe(exc, 200)}")
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                notes.append(f"onnx.reference cannot run this model: {safe(reason, 160)}")
             else:
                 names = [s.name for s in ctx.schema.outputs]
                 for name, got, want in zip(names, ctx.outputs, ref, strict=False):

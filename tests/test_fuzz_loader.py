@@ -1,0 +1,62 @@
+"""Fuzzing the model loader and external-data checks: any bytes in, a clean answer out.
+
+Run briefly in CI (hypothesis' default profile); raise max_examples locally to fuzz longer:
+    HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_fuzz_loader.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelforge.errors import ModelForgeError
+from modelforge.model.external import check_external_data
+from modelforge.model.load import parse_model_bytes
+from modelforge.model.schema import extract_schema
+from tests import builders
+
+settings.register_profile("fuzz", max_examples=5000, deadline=None)
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+SEED = builders.linear().SerializeToString()
+
+
+def _load_or_refuse(data: bytes, folder) -> None:
+    try:
+        model = parse_model_bytes(data, "fuzz.onnx")
+    except ModelForgeError:
+        return
+    # whatever parses must also survive schema extraction and external-data checks
+    extract_schema(model)
+    with contextlib.suppress(ModelForgeError):
+        check_external_data(model, folder)
+
+
+@given(st.binary(max_size=2048))
+def test_random_bytes(tmp_path_factory, data):
+    _load_or_refuse(data, tmp_path_factory.getbasetemp())
+
+
+@given(st.data())
+def test_mutated_valid_model(tmp_path_factory, data):
+    raw = bytearray(SEED)
+    for _ in range(data.draw(st.integers(1, 8))):
+        op = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        if not raw:
+            break
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        if op == "flip":
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "truncate":
+            del raw[pos:]
+        elif op == "insert":
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            del raw[pos : pos + data.draw(st.integers(1, 16))]
+    _load_or_refuse(bytes(raw), tmp_path_factory.getbasetemp())
