@@ -17,6 +17,7 @@ temporary directory. Commands that this checkout does not have yet are skipped w
     python benchmarks/startup.py                  # 15 repeats
     python benchmarks/startup.py --repeats 30 --json
     python benchmarks/startup.py --imports        # also the heaviest imports per command
+    python benchmarks/startup.py --alt ".venv/bin/python benchmarks/startup_whatif.py"
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 READERS = ("polars", "pandas", "pyarrow")
 PREDICT_BUDGET_S = 0.100
@@ -67,6 +70,11 @@ def modelforge_argv(python: str) -> list[str]:
     """The installed console script next to ``python`` if there is one, else ``-m``."""
     script = Path(python).parent / ("modelforge.exe" if os.name == "nt" else "modelforge")
     return [str(script)] if script.exists() else [python, "-m", "modelforge"]
+
+
+def _launcher(cmd: str) -> list[str]:
+    """Split a launcher command; relative paths become absolute (commands run in a temp dir)."""
+    return [os.path.abspath(t) if os.path.exists(t) else t for t in shlex.split(cmd)]
 
 
 def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
@@ -121,6 +129,17 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="interpreter with modelforge")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--imports", action="store_true", help="show the heaviest imports too")
+    ap.add_argument(
+        "--modelforge",
+        metavar="CMD",
+        help="how to start modelforge (default: the console script next to --python)",
+    )
+    ap.add_argument(
+        "--alt",
+        metavar="CMD",
+        help="a second way to start modelforge, measured interleaved with the first (its "
+        "rows are marked [alt]); e.g. '.venv/bin/python benchmarks/startup_whatif.py'",
+    )
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
@@ -144,7 +163,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
     # the .pyc files). With PYTHONDONTWRITEBYTECODE every run recompiles every module.
     if env.pop("PYTHONDONTWRITEBYTECODE", None):
         notes.append("PYTHONDONTWRITEBYTECODE was set; unset for the measured commands")
-    mf = modelforge_argv(py)
+    mf = _launcher(args.modelforge) if args.modelforge else modelforge_argv(py)
+    alt = _launcher(args.alt) if args.alt else None
 
     # a stored model, so that `models list` lists something
     _, code, err = run_once([*mf, "models", "add", str(model), "--name", "small"], env, tmp)
@@ -167,6 +187,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
     commands: list[tuple[str, list[str]]] = [
         ("import typer", [py, "-c", "import typer"]),
         *[(label, [*mf, *a]) for label, a in mf_commands],
+        *[(f"{label} [alt]", [*alt, *a]) for label, a in mf_commands if alt],
         ("import onnxruntime", [py, "-c", "import onnxruntime"]),
         (f"import {reference}", [py, "-c", f"import {reference}"]),
     ]
@@ -201,7 +222,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
             "ratio_to_import_typer": round(med[label] / base, 2) if base else None,
         })  # fmt: skip
 
-    targets = []
+    targets: list[dict[str, Any]] = []
 
     def target(label: str, limit_s: float | None, rule: str) -> None:
         if label not in med or limit_s is None:
@@ -216,14 +237,15 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
             "status": "met" if ok else "MISSED",
         })  # fmt: skip
 
-    target("modelforge --help", 1.5 * base if base else None, "<= 1.5 x import typer")
-    target("modelforge models list", 2 * base if base else None, "<= 2 x import typer")
     ref = med.get(f"import {reference}")
-    target(
-        "modelforge predict small.onnx one_row.csv",
-        ref + PREDICT_BUDGET_S if ref is not None else None,
-        f"<= import {reference} + 100 ms",
-    )
+    for suffix in ["", " [alt]"] if alt else [""]:
+        target(f"modelforge --help{suffix}", 1.5 * base if base else None, "<= 1.5 x import typer")
+        target(f"modelforge models list{suffix}", 2 * base if base else None, "<= 2 x import typer")
+        target(
+            f"modelforge predict small.onnx one_row.csv{suffix}",
+            ref + PREDICT_BUDGET_S if ref is not None else None,
+            f"<= import {reference} + 100 ms",
+        )
     imports = {}
     if args.imports:
         ok = {label for label, _ in available}
@@ -234,6 +256,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
     result = {
         "python": py,
         "modelforge": mf,
+        "alt": alt,
         "repeats": args.repeats,
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

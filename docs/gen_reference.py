@@ -1,7 +1,7 @@
 """Regenerate the README's command reference from the CLI's own --help.
 
-    python docs/gen_reference.py           # rewrite README.md between the markers
-    python docs/gen_reference.py --check   # exit 1 if README.md is out of date (tests use it)
+python docs/gen_reference.py           # rewrite README.md between the markers
+python docs/gen_reference.py --check   # exit 1 if README.md is out of date (tests use it)
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ END = "<!-- END COMMAND REFERENCE -->"
 
 def _walk(cmd, path):
     yield path, cmd
-    commands = getattr(cmd, "commands", None)
-    if commands:
-        for name in sorted(commands):
-            yield from _walk(commands[name], [*path, name])
+    if hasattr(cmd, "list_commands"):
+        for name in cmd.list_commands(None):
+            yield from _walk(cmd.get_command(None, name), [*path, name])
 
 
 def render() -> str:
@@ -35,8 +34,12 @@ def render() -> str:
         ctx_parent = None
         for i in range(1, len(path) + 1):
             ctx_parent = cmd.context_class(
-                root if i == 1 else _lookup(root, path[1:i]), info_name=path[i - 1],
-                parent=ctx_parent, terminal_width=100, max_content_width=100)
+                root if i == 1 else _lookup(root, path[1:i]),
+                info_name=path[i - 1],
+                parent=ctx_parent,
+                terminal_width=100,
+                max_content_width=100,
+            )
         help_text = cmd.get_help(ctx_parent).rstrip()
         parts.append(f"### `{' '.join(path)}`\n\n```text\n{help_text}\n```\n")
     return "\n".join(parts)
@@ -45,7 +48,7 @@ def render() -> str:
 def _lookup(root, names):
     cmd = root
     for n in names:
-        cmd = cmd.commands[n]
+        cmd = cmd.get_command(None, n)
     return cmd
 
 
@@ -60,8 +63,9 @@ def main(argv: list[str]) -> int:
     new = updated(current)
     if "--check" in argv:
         if new != current:
-            sys.stderr.write("README.md command reference is out of date: "
-                             "run python docs/gen_reference.py\n")
+            sys.stderr.write(
+                "README.md command reference is out of date: run python docs/gen_reference.py\n"
+            )
             return 1
         return 0
     README.write_text(new, encoding="utf-8")

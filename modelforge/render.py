@@ -122,8 +122,13 @@ class Renderer:
         if self._out_console is None:
             from rich.console import Console
 
+            class _PipeConsole(Console):
+                def on_broken_pipe(self) -> None:
+                    # rich would exit(1); let the CLI runner end quietly with exit 0 instead
+                    raise BrokenPipeError
+
             color = _use_color(self.stdout)
-            self._out_console = Console(
+            self._out_console = _PipeConsole(
                 file=self.stdout,
                 force_terminal=color,
                 no_color=not color,

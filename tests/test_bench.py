@@ -318,3 +318,13 @@ def test_cli_process_runs_in_forked_child(tmp_path):
     )  # fmt: skip
     assert head.stdout.startswith("model ") and "Traceback" not in head.stderr
     assert "error" not in head.stderr
+
+
+def test_store_reference(tmp_path):
+    model = save(linear(), tmp_path / "lin.onnx")
+    added = runner.invoke(app, ["models", "add", str(model), "--name", "lin"])
+    assert added.exit_code == 0, added.stderr
+    doc = bench_json("lin", *FAST, "--batch-sizes", "2", "--compare", "lin:1")
+    res = doc["result"]
+    assert res["model"]["origin"] == "store" and res["model"]["display"] == "lin:1"
+    assert res["compare"]["display"] == "lin:1" and res["ratios"]

@@ -10,7 +10,7 @@ from onnx import helper
 from typer.testing import CliRunner
 
 from modelforge.cli.app import app
-from modelforge.errors import CheckFailedError, OutputError, UsageError
+from modelforge.errors import OutputError, UsageError
 from modelforge.model.convert import convert_model, convert_opset
 from tests.builders import add_two, linear, save, with_external_data
 
@@ -50,32 +50,53 @@ def test_bad_tolerance_is_usage_error(tmp_path):
     assert not out.exists()
 
 
-def test_parity_mismatch_is_check_failed(tmp_path, monkeypatch):
-    """A converter that changes results (simulated: it perturbs a weight) is caught."""
-    import numpy as np
-    from onnx import numpy_helper
+_LOSSY_SCRIPT = """
+import json, sys
+import numpy as np
+from onnx import numpy_helper
+from modelforge.errors import CheckFailedError
+from modelforge.model import convert as convert_mod
 
-    from modelforge.model import convert as convert_mod
+real = convert_mod.convert_opset
 
-    real = convert_mod.convert_opset
+def lossy(model, opset):
+    out = real(model, opset)
+    w = numpy_helper.to_array(out.graph.initializer[0]) + 0.25
+    out.graph.initializer[0].CopyFrom(numpy_helper.from_array(w.astype(np.float32), "W"))
+    return out
 
-    def lossy(model, opset):
-        out = real(model, opset)
-        w = numpy_helper.to_array(out.graph.initializer[0]) + 0.25
-        out.graph.initializer[0].CopyFrom(numpy_helper.from_array(w.astype(np.float32), "W"))
-        return out
+convert_mod.convert_opset = lossy  # the sandbox child is forked from this process
+try:
+    convert_mod.convert_model(sys.argv[1], 17, sys.argv[2])
+except CheckFailedError as exc:
+    print(json.dumps({"code": exc.code, "message": exc.message}))
+"""
 
-    monkeypatch.setattr(convert_mod, "convert_opset", lossy)  # the child is forked: sees it
+
+@pytest.mark.timeout(120)
+def test_parity_mismatch_is_check_failed(tmp_path):
+    """A converter that changes results (simulated: it perturbs a weight) is caught.
+
+    Runs in a fresh interpreter so that the patch reaches the forked sandbox child.
+    """
+    import json
+    import subprocess
+    import sys
+
     src = save(linear(opset=13), tmp_path / "m.onnx")
     out = tmp_path / "never.onnx"
-    with pytest.raises(CheckFailedError) as info:
-        convert_model(src, 17, out)
-    assert info.value.code == "parity_mismatch"
-    assert "output 'y'" in info.value.message and "nothing was written" in info.value.message
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOSSY_SCRIPT, str(src), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr
+    err = json.loads(proc.stdout)
+    assert err["code"] == "parity_mismatch"
+    assert "output 'y'" in err["message"] and "nothing was written" in err["message"]
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
-    result = runner.invoke(app, ["convert", str(src), "--opset", "17", "-o", str(out)])
-    assert result.exit_code == 9 and not out.exists()
 
 
 def test_external_data_written_next_to_output(tmp_path):

@@ -77,6 +77,7 @@ def test_float32_round_trip_through_writer(values):
         (b"a,b\n1,2\n3,abc\n", "non_numeric", "row 2, column 'b'"),
         (b"a,b\n1,2\n3,\n", "nan_value", "row 2, column 'b'"),
         (b"a,b\n1,NaN\n", "nan_value", "row 1, column 'b'"),
+        (b"a,b\n1,2\n1,#N/A\n", "nan_value", "missing value at input 't.csv' row 2, column 'b'"),
         (b"a,b\n1,1e39\n", "out_of_range", "beyond float32 range"),
         (b"a,b\n1,-1e39\n", "out_of_range", "row 1, column 'b'"),
         (b"a,b\n1,2\n\xe9,3\n", "encoding_error", "offset 8 (line 2)"),
@@ -103,8 +104,8 @@ def test_unknown_encoding_is_usage_error():
 
 
 def test_allow_nan_passes_empty_and_nan_but_not_overflow():
-    _, _, cols = read(b"a,b\n1,\n2,nan\n3,inf\n", allow_nan=True)
-    assert np.isnan(cols["b"][:2]).all() and np.isinf(cols["b"][2])
+    _, _, cols = read(b"a,b\n1,\n2,nan\n3,inf\n4,NA\n", allow_nan=True)
+    assert np.isnan(cols["b"][[0, 1, 3]]).all() and np.isinf(cols["b"][2])
     assert err(b"a,b\n1,1e39\n", allow_nan=True).code == "out_of_range"
     assert err(b"a,b\n1,2\n3\n", allow_nan=True).code == "ragged_row"
 

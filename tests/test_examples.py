@@ -377,7 +377,7 @@ def test_predict_into_head_ends_quietly(examples_copy: Path, tmp_path: Path) -> 
 
 def test_pytorch_legacy_exporter_dynamic_axes(tmp_path: Path) -> None:
     # docs/conversion.md quotes this export call (the TorchScript exporter and dynamic_axes).
-    torch = pytest.importorskip("torch", reason="needs PyTorch, which ModelForge does not")
+    torch = pytest.importorskip("torch", reason="needs PyTorch (not a ModelForge dependency)")
     import warnings
 
     import onnx

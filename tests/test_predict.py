@@ -330,3 +330,17 @@ def test_external_data_model_is_checked_and_runs(tmp_path):
     model = builders.with_external_data(tmp_path / "m")
     x = np.ones((2, 4), np.float32)
     assert np.array_equal(predict(model, {"x": x})["y"], raw(model, {"x": x})[0])
+
+
+def test_rebatch_carries_remainders_with_kept_columns():
+    from modelforge.data.batch import Batch
+    from modelforge.engine.runner import rebatch
+
+    parts = [
+        Batch(0, 4, {"x": np.arange(4)}, {"id": pl.Series("id", list("abcd"))}),
+        Batch(4, 5, {"x": np.arange(4, 9)}, {"id": pl.Series("id", list("efghi"))}),
+    ]
+    got = list(rebatch(iter(parts), 3))
+    assert [(b.start, b.rows) for b in got] == [(0, 3), (3, 6)]
+    assert got[1].feeds["x"].tolist() == [3, 4, 5, 6, 7, 8]
+    assert list(got[1].keep["id"]) == list("defghi")

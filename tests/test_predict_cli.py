@@ -157,3 +157,40 @@ def test_forked_child_crash_becomes_resource_limit_error(tmp_path):
     assert info.value.code == "crashed" and "SIGSEGV" in info.value.message
     assert not leftover.exists()
     assert run_forked(lambda: {"rows": 3}, cleanup=[]) == {"rows": 3}
+
+
+@pytest.mark.timeout(60)
+def test_stdin_rows_are_answered_as_they_arrive(lin):
+    import select
+
+    proc = subprocess.Popen(
+        _cli("-q", "predict", lin, "--columns", "f0,f1,f2,f3"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"f0,f1,f2,f3\n1,2,3,4\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "no prediction before the input ended"
+        assert proc.stdout.readline() == b"y_0\n"
+        assert proc.stdout.readline().strip()
+        proc.stdin.write(b"5,6,7,8\n")
+        proc.stdin.close()
+        assert len(proc.stdout.read().splitlines()) == 1
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+
+
+@pytest.mark.timeout(60)
+def test_predict_modules_import_nothing_heavy_before_the_fork():
+    code = (
+        "import sys, modelforge.cli.predict, modelforge.predict, modelforge.engine.forked\n"
+        "print([m for m in ('onnx', 'onnxruntime', 'numpy', 'pandas', 'polars', 'pyarrow')"
+        " if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == b"[]"

@@ -6,9 +6,11 @@ core function, render). Nothing heavy (onnx, onnxruntime, pandas, polars) is imp
 
 from __future__ import annotations
 
-from typing import Annotated
+from importlib import import_module
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from modelforge import __version__
 from modelforge.cli.common import GlobalOptions
@@ -77,18 +79,56 @@ def root(
     ctx.obj = GlobalOptions(debug=debug, quiet=quiet, verbose=verbose)
 
 
-def _register() -> None:
-    for name in ("models", "validate", "inspect", "convert", "predict", "bench", "providers"):
-        try:
-            module = __import__(f"modelforge.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == f"modelforge.cli.{name}":
-                continue  # command not built in this checkout
-            raise
-        module.register(app)
+# Commands are imported only when used: `modelforge --help` lists them from this table, and
+# running one command builds only that command (Typer's per-command set-up costs ~5 ms each).
+# tests/test_cli_app.py checks that each summary is its command's docstring summary.
+COMMANDS: dict[str, str] = {
+    "models": "Manage the local model store: add, list, show, tag, verify, export, import.",
+    "validate": "Check a model: file, parse, external data, structure, shapes, runtime, session, run.",
+    "inspect": "Show a model's metadata, inputs/outputs, initializers, ops and external data.",
+    "predict": "Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.",
+    "bench": "Measure cold start, latency and throughput per provider.",
+    "convert": "Convert a model to another opset; written only if outputs stay the same.",
+    "providers": "List the execution providers this onnxruntime build offers, with short names.",
+}
 
 
-_register()
+def load_command(name: str) -> Any:
+    """Build the click command for one top-level command (imports its module)."""
+    import typer.main
+
+    module = import_module(f"modelforge.cli.{name}")
+    holder = typer.Typer(
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    module.register(holder)
+    built = typer.main.get_command(holder)
+    commands = getattr(built, "commands", None)
+    if commands and name in commands:
+        return commands[name]
+    built.name = name
+    return built
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists COMMANDS without importing them, builds one on demand."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in COMMANDS:
+            return None
+        return load_command(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(COMMANDS.items()))
+
+
+app.info.cls = LazyGroup
 
 
 def main() -> None:

@@ -66,10 +66,6 @@ def histogram_lines(hist: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _who(r: Any, report: BenchReport) -> str:
-    return r.model if report.compare is not None else ""
-
-
 def render_report(out: Renderer, report: BenchReport) -> None:
     from modelforge.render import table
     from modelforge.text import safe

@@ -61,6 +61,18 @@ def add_cmd(
         typer.Option("--columns", help="Ordered CSV columns feeding a single 2-D input: a,b,c."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout", metavar="S", help="Seconds for the guarded validation (default 120)."
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--memory-limit", metavar="MB", help="Address-space cap in MiB for the validation."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a model and store it as a new version.
@@ -79,6 +91,8 @@ def add_cmd(
             labels=parse_key_values(label, "--label"),
             columns=split_csv_option(columns),
             force=force,
+            timeout_s=timeout,
+            memory_mb=memory_limit,
         )
         out.emit(result, _render_add)
 

@@ -65,8 +65,20 @@ class _ProgressLine:
 
 
 def _parse_maps(items: list[str] | None) -> dict[str, list[str]]:
-    raw = parse_key_values(items, "--map")
-    return {k: split_csv_option(v) or [] for k, v in raw.items()}
+    from modelforge.errors import UsageError
+    from modelforge.text import escape
+
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        for key, value in parse_key_values([item], "--map").items():
+            if key in out:
+                raise UsageError(
+                    f"--map names input '{escape(key)}' twice",
+                    hint=f"list its columns once: --map {escape(key)}=a,b,c",
+                    code="invalid_option",
+                )
+            out[key] = split_csv_option(value) or []
+    return out
 
 
 def predict_cmd(

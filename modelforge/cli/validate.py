@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelforge.cli.common import JsonOpt, parse_key_values, run
-from modelforge.model.validate import DEFAULT_ATOL, DEFAULT_RTOL  # light: no onnx import
+from modelforge.model.validate import (  # light: no onnx import
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    LIMIT_CODES,
+)
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
@@ -105,12 +109,12 @@ def validate_cmd(
 ) -> None:
     """Check a model: file, parse, external data, structure, shapes, runtime, session, run.
 
-    Exit 0 when no check fails, 9 when one does.
+    Exit 0 when no check fails, 9 when one does, 8 when a resource limit stopped it.
 
     Example: modelforge validate model.onnx --reference --dim batch=4
     """
     with run(ctx, "validate", json_out) as out:
-        from modelforge.errors import CheckFailedError
+        from modelforge.errors import CheckFailedError, ResourceLimitError
         from modelforge.model.synth import parse_dims
         from modelforge.model.validate import ValidateOptions, validate_model
 
@@ -143,7 +147,10 @@ def validate_cmd(
         bad = report.failed or report.warned
         first = bad[0] if bad else None
         what = "failed" if report.failed else "warned (--strict)"
-        err = CheckFailedError(
+        # a check stopped by the timeout, the memory cap or a crash is a resource-limit error
+        # (exit 8: raising --timeout / --memory-limit may help), not a finding (exit 9)
+        limit_hit = first is not None and first.status == "fail" and first.code in LIMIT_CODES
+        err = (ResourceLimitError if limit_hit else CheckFailedError)(
             f"validation of '{report.model}' {what}: "
             + (f"{first.name}: {first.message}" if first else ""),
             hint=first.hint if first else None,

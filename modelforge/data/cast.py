@@ -31,6 +31,8 @@ POLICIES: tuple[str, ...] = ("safe", "strict", "force")
 Where = Callable[[int, int], str]
 
 _NAN_HINT = "clean the data, or pass --allow-nan to pass NaN/empty cells to the model"
+# spellings of "missing" in exported data: treated like an empty cell (NaN policy applies)
+NA_TEXT = frozenset({"na", "n/a", "#n/a", "null", "none", "nil", "?"})
 _INF_TEXT = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 
 
@@ -268,9 +270,14 @@ def coerce_text(
             raise DataError(f"empty cell at {where(i, 0)}", hint=_NAN_HINT, code="nan_value")
         return s.fill_null("").to_numpy()
     text = s.str.strip_chars()
+    text = text.set(text.str.to_lowercase().is_in(list(NA_TEXT)).fill_null(False), None)
     if text.null_count() and not allow_nan:
         i = int(text.is_null().arg_true()[0])
-        raise DataError(f"empty cell at {where(i, 0)}", hint=_NAN_HINT, code="nan_value")
+        raise DataError(
+            f"missing value at {where(i, 0)}: {safe(repr(s[i]), 40)}",
+            hint=_NAN_HINT,
+            code="nan_value",
+        )
     target = np.dtype(dtype)
     nonnull = text.is_not_null()
     if target.kind == "f":

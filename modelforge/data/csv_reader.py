@@ -73,7 +73,6 @@ class CsvReader:
             self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         self._buf = b""
         self._eof = False
-        self._short = False
         self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
         self.columns = self._read_header()
         self._index = {c: i for i, c in enumerate(self.columns)}
@@ -85,23 +84,25 @@ class CsvReader:
             return False
         read1 = getattr(self.stream, "read1", None)
         raw = read1(want) if read1 is not None else self.stream.read(want)
-        self._short = len(raw) < want
         if not raw:
             self._eof = True
             if self._decoder is not None:
                 self._buf += self._decoder.decode(b"", final=True).encode()
             return False
-        if self._decoder is not None:
-            try:
-                raw = self._decoder.decode(raw).encode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"input '{self.name}' cannot be decoded: {escape(exc.reason)}",
-                    hint="check --encoding",
-                    code="encoding_error",
-                ) from None
-        self._buf += raw
+        self._buf += self._transcode(raw)
         return True
+
+    def _transcode(self, raw: bytes) -> bytes:
+        if self._decoder is None:
+            return raw
+        try:
+            return self._decoder.decode(raw).encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"input '{self.name}' cannot be decoded: {escape(exc.reason)}",
+                hint="check --encoding",
+                code="encoding_error",
+            ) from None
 
     def _utf8_error(self, data: bytes, base: int, line_base: int) -> None:
         if data.isascii():
@@ -153,12 +154,20 @@ class CsvReader:
         if b"\0" in line:
             raise DataError(
                 f"input '{self.name}' contains NUL bytes; it is not a text CSV file",
-                hint="pass a CSV/TSV text file, or --format for other formats",
+                hint="pass a CSV/TSV text file (UTF-16 text needs --encoding utf-16), or "
+                "--format for other formats",
                 code="binary_input",
             )
         self._utf8_error(line, self.consumed, 0)
         text = line.decode("utf-8").rstrip("\r")
-        names = next(csv.reader([text], delimiter=self.delim))
+        try:
+            names = next(csv.reader([text], delimiter=self.delim))
+        except (csv.Error, StopIteration) as exc:
+            raise DataError(
+                f"input '{self.name}': the header line cannot be parsed ({safe(str(exc), 80)})",
+                hint="the first line must name the columns, separated by the delimiter",
+                code="csv_parse_error",
+            ) from None
         self._buf = self._buf[end + 1 :]
         self.consumed += end + 1
         if not self._more_data():
@@ -190,67 +199,91 @@ class CsvReader:
         return True
 
     # record boundaries --------------------------------------------------------------
-    @staticmethod
-    def _boundary(block: bytes, limit: int) -> int:
-        """Index just past the last newline outside quotes in ``block[:limit]``, or -1."""
-        limit = min(limit, len(block))
-        if block.find(b'"', 0, limit) < 0:
-            return block.rfind(b"\n", 0, limit) + 1 or -1
-        total = block.count(b'"', 0, limit)
-        pos = limit
-        for _ in range(10_000):
-            nl = block.rfind(b"\n", 0, pos)
-            if nl < 0:
-                return -1
-            if (total - block.count(b'"', nl, limit)) % 2 == 0:
-                return nl + 1
-            pos = nl
-        return -1
+    def _readline(self) -> bytes:
+        """The rest of the current line (transcoded), or b"" at the end of the stream."""
+        if self._buf:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                out, self._buf = self._buf[: nl + 1], self._buf[nl + 1 :]
+                return out
+            out, self._buf = self._buf, b""
+            return out + self._readline()
+        if self._eof:
+            return b""
+        raw = self.stream.readline(MAX_RECORD_BYTES + 1)
+        if not raw:
+            self._eof = True
+            if self._decoder is not None:
+                return self._decoder.decode(b"", final=True).encode()
+            return b""
+        return self._transcode(raw)
+
+    def _chunk(self) -> bytes:
+        """About ``block_size`` bytes; from a pipe, whatever is there once it runs dry."""
+        while len(self._buf) < self.block_size:
+            if b"\n" in self._buf and not self._ready():
+                break  # a pipe with nothing more for now: parse what has arrived
+            if not self._fill(self.block_size - len(self._buf)):
+                break
+        if len(self._buf) > self.block_size:
+            out, self._buf = self._buf[: self.block_size], self._buf[self.block_size :]
+        else:
+            out, self._buf = self._buf, b""
+        return out
+
+    def _ready(self) -> bool:
+        """More bytes can be read from the stream without waiting."""
+        import select
+
+        try:
+            fd = self.stream.fileno()
+            return bool(select.select([fd], [], [], 0)[0])
+        except (AttributeError, OSError, ValueError):
+            return True
 
     def _blocks(self) -> Iterator[bytes]:
-        base = self.block_size
-        need_more = False
-        while True:
-            if need_more:  # no record boundary yet: wait for more bytes whatever comes
-                self._fill(max(self.block_size - len(self._buf), 65536))
-                need_more = False
-            while len(self._buf) < self.block_size:
-                # a short read means a pipe is drained for now: parse what has arrived
-                if not self._fill(self.block_size - len(self._buf)) or (
-                    self._short and b"\n" in self._buf
-                ):
+        """Blocks of whole records: a chunk of about ``block_size`` bytes, completed with
+        ``readline`` up to a newline outside quotes (one copy per block, none when the
+        chunk already ends there). The next chunk is read before a block is handed out,
+        so blank lines at the very end of the file can be dropped."""
+        chunk = self._chunk()
+        while chunk:
+            parts = [chunk]
+            size = len(chunk)
+            quotes = chunk.count(b'"') if b'"' in chunk else 0
+            while not (parts[-1].endswith(b"\n") and quotes % 2 == 0):
+                line = self._readline()
+                if not line:
                     break
-            if not self._buf:
-                return
-            if self._eof:
-                block, self._buf = _drop_trailing_blank_lines(self._buf), b""
-                if block.count(b'"') % 2:
+                if len(line) > MAX_RECORD_BYTES or size > self.block_size + MAX_RECORD_BYTES:
+                    raise DataError(
+                        f"input '{self.name}' has a record longer than "
+                        f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB after byte offset "
+                        f"{self.consumed} (an unbalanced quote?)",
+                        hint="check the quoting of the file",
+                        code="line_too_long",
+                    )
+                quotes += line.count(b'"')
+                parts.append(line)
+                size += len(line)
+            block = parts[0] if len(parts) == 1 else b"".join(parts)
+            # look ahead (to spot the last block) unless that means waiting on an idle pipe
+            ahead = self._eof or bool(self._buf) or self._ready()
+            chunk = self._chunk() if ahead else b""
+            if ahead and not chunk:  # the last block
+                if quotes % 2:
                     raise DataError(
                         f"input '{self.name}' has an unbalanced double quote: a quoted field "
                         f"opened after byte offset {self.consumed} never closes",
                         hint='fix the quoting (a quote inside a field is written as "")',
                         code="unbalanced_quote",
                     )
-            else:
-                cut = self._boundary(self._buf, self.block_size)
-                if cut <= 0:
-                    if len(self._buf) > MAX_RECORD_BYTES:
-                        raise DataError(
-                            f"input '{self.name}' has a record longer than "
-                            f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB after byte offset "
-                            f"{self.consumed} (an unbalanced quote?)",
-                            hint="check the quoting of the file",
-                            code="line_too_long",
-                        )
-                    if len(self._buf) >= self.block_size:
-                        self.block_size *= 2
-                    need_more = True
-                    continue
-                block, self._buf = self._buf[:cut], self._buf[cut:]
-                self.block_size = base
+                block = _drop_trailing_blank_lines(block)
             if not block.isspace():
                 yield block
             self.consumed += len(block)
+            if not ahead:
+                chunk = self._chunk()
 
     # field counts (only on suspicious blocks) ---------------------------------------
     def _check_fields(self, block: bytes, row0: int) -> None:
@@ -272,9 +305,17 @@ class CsvReader:
         import io
 
         reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""), delimiter=self.delim)
-        for i, rec in enumerate(reader):
-            if len(rec) != ncols:
-                self._ragged(row0 + i, len(rec))
+        try:
+            for i, rec in enumerate(reader):
+                if len(rec) != ncols:
+                    self._ragged(row0 + i, len(rec))
+        except csv.Error as exc:
+            raise DataError(
+                f"input '{self.name}' cannot be parsed near row {row0 + reader.line_num}: "
+                f"{safe(str(exc), 100)}",
+                hint="check the quoting of the file",
+                code="csv_parse_error",
+            ) from None
 
     def _check_long_lines(self, block: bytes, row0: int) -> None:
         """A 1 MiB stretch without a newline is a very long line: if it holds more fields
@@ -330,6 +371,13 @@ class CsvReader:
         for block in self._blocks():
             self._utf8_error(block, self.consumed, row0)
             self._check_long_lines(block, row0)
+            if block.startswith(_BOM):  # polars would drop these bytes silently
+                self._check_fields(block, row0)
+                raise DataError(
+                    f"input '{self.name}' row {row0 + 1} starts with a UTF-8 byte-order mark",
+                    hint="remove the stray BOM (files concatenated with cat?)",
+                    code="csv_parse_error",
+                )
             df: pl.DataFrame | None = None
             if all(t in _FAST for t in targets.values()):
                 try:
@@ -415,6 +463,8 @@ class CsvReader:
 
 
 def _drop_trailing_blank_lines(buf: bytes) -> bytes:
-    """Blank lines at the very end of a file are not rows."""
-    nl = buf.find(b"\n", len(buf.rstrip(b" \t\r\n")))
-    return buf if nl < 0 else buf[: nl + 1]
+    """Blank lines at the very end of a file are not rows (only the tail is looked at)."""
+    base = max(0, len(buf) - 65536)
+    tail = buf[base:]
+    nl = tail.find(b"\n", len(tail.rstrip(b" \t\r\n")))
+    return buf if nl < 0 or nl + 1 == len(tail) else buf[: base + nl + 1]

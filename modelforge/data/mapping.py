@@ -344,6 +344,20 @@ def assemble(mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_
                 and not (isinstance(last, int) and last != 1)
             ):
                 feed = feed.reshape(*feed.shape, 1)
+        if (
+            b.layout == "column"
+            and feed.ndim == 1
+            and b.shape is not None
+            and len(b.shape) == 2
+            and isinstance(b.shape[1], int)
+            and b.shape[1] > 1
+        ):
+            raise DataError(
+                f"{what} expects {b.dtype} {_shape_str(b.shape)} but column "
+                f"'{safe(b.columns[0])}' holds one value per row",
+                hint=f"map {b.shape[1]} columns: --map {safe(b.input)}=a,b,... or --columns",
+                code="shape_mismatch",
+            )
         if feed.dtype.kind in "US" and b.dtype == "str":
             feed = feed.astype(object) if feed.dtype.kind == "S" else feed
         check_shape(b.shape, feed, what)

@@ -57,6 +57,8 @@ class DataPlan:
 
     def batches(self) -> Iterator[Batch]:
         for cb in self._columns():
+            if cb.rows == 0:
+                continue
             yield assemble(
                 self.mapping, cb, policy=self.options.policy, allow_nan=self.options.allow_nan
             )
@@ -122,7 +124,28 @@ def open_data(
     stored: Any = None,
     stdin: IO[bytes] | None = None,
 ) -> DataPlan:
-    """Open the inputs, read headers/keys, resolve the mapping; nothing is fed yet."""
+    """Open the inputs, read headers/keys, resolve the mapping; nothing is fed yet.
+
+    Files opened here are closed by ``DataPlan.batches()`` when it ends, or right away
+    when planning fails."""
+    opened: list[IO[bytes]] = []
+    try:
+        return _open_data(inputs, schema, options, stored, stdin, opened)
+    except BaseException:
+        for fh in opened:
+            if fh is not stdin and fh is not sys.stdin.buffer:
+                fh.close()
+        raise
+
+
+def _open_data(
+    inputs: list[str],
+    schema: ModelSchema,
+    options: ReadOptions,
+    stored: Any,
+    stdin: IO[bytes] | None,
+    handles: list[IO[bytes]],
+) -> DataPlan:
     check_policy(options.policy)
     inputs = inputs or [STDIO]
     if inputs.count(STDIO) > 1:
@@ -135,7 +158,10 @@ def open_data(
             code="mixed_formats",
         )
     fmt = fmts.pop()
-    opened = [_open_input(p, stdin) for p in inputs]
+    opened = []
+    for p in inputs:
+        opened.append(_open_input(p, stdin))
+        handles.append(opened[-1][0])
     sizes = [size for _, size in opened]
     total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
     names = ["<stdin>" if p == STDIO else p for p in inputs]
@@ -300,3 +326,16 @@ def _native(arr: np.ndarray) -> np.ndarray:
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return np.ascontiguousarray(arr)
+
+
+def iter_batches(
+    inputs: list[str],
+    schema: ModelSchema,
+    options: ReadOptions,
+    *,
+    stored: Any = None,
+    stdin: IO[bytes] | None = None,
+) -> Iterator[Batch]:
+    """The one reader entry point: feeds already coerced to ``schema``, kept columns and
+    row offsets, batch by batch (``open_data`` when the mapping is needed first)."""
+    yield from open_data(inputs, schema, options, stored=stored, stdin=stdin).batches()

@@ -24,17 +24,14 @@ Outcomes in the parent:
   class (looked up by name in :mod:`modelforge.errors`), code, message, hint and details;
 * any other exception is a bug: a ``RuntimeError`` carrying the child's traceback.
 
-Start method. The child is forked (multiprocessing's ``fork`` context): fast (onnx and
-onnxruntime need not be imported again) and ``fn`` needs no pickling. The trade-off:
-forking a multi-threaded parent is only safe if no other thread holds a lock the child
-needs. validate and convert never import onnxruntime in the parent before forking. A library
-caller may have: importing onnxruntime starts an idle helper thread (and numpy's OpenBLAS
-its pool); forked children have worked reliably with those, but a parent that runs
-onnxruntime sessions in other threads *while* validating should set
-``MODELFORGE_SANDBOX_START=forkserver`` (or ``spawn``): slower to start (each child imports
-onnx/onnxruntime), ``fn`` and ``args`` must be picklable (they travel parent -> child,
-which is safe), and the main script needs the usual ``if __name__ == "__main__":`` guard.
-A child that deadlocks anyway is still stopped by the timeout.
+Start method. When the parent has not loaded a library that runs native thread pools
+(onnxruntime, polars, pyarrow, torch, tensorflow, scikit-learn), the child is forked: fast,
+and ``fn`` needs no pickling; validate and convert never import those in the CLI parent.
+Otherwise (a library caller, or the test suite) forking could deadlock the child on a pool
+lock held at fork time, so the ``forkserver`` method is used: slower to start (the child
+imports onnx/onnxruntime itself), and ``fn``/``args`` must be picklable (they travel parent
+-> child, which is safe). ``MODELFORGE_SANDBOX_START=fork|forkserver|spawn`` overrides the
+choice. A child that deadlocks anyway is still stopped by the timeout.
 
 Inside the child, :func:`progress` sends intermediate JSON messages to the parent (the
 ``on_progress`` callback receives them); validate uses it to keep the checks that finished
@@ -71,6 +68,7 @@ _CRASH_SIGNALS = {
     signal.SIGILL: "SIGILL (illegal instruction)",
     signal.SIGFPE: "SIGFPE (arithmetic fault)",
 }
+_THREADED_MODULES = ("onnxruntime", "polars", "pyarrow", "torch", "tensorflow", "sklearn")
 _ALLOC_MARKERS = ("bad_alloc", "failed to allocate memory", "cannot allocate memory")
 
 
@@ -249,6 +247,11 @@ def start_method() -> str:
                 code="invalid_option",
             )
         return forced
+    # Forking a process whose native thread pools are running can deadlock the child (a
+    # pool lock held at fork time is never released). The CLI forks before importing any of
+    # these; a library caller who already has them loaded gets a clean forkserver child.
+    if any(name in sys.modules for name in _THREADED_MODULES):
+        return "forkserver"
     return "fork"
 
 

@@ -95,7 +95,12 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     # onnxruntime prefixes messages with "[ONNXRuntimeError] : 1 : FAIL : "
     text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    # drop C++ source locations and signatures ("/src/.../model.cc:245 ns::Model::Model(...) ")
+    text = _CPP_LOCATION.sub("", text)
     return truncate(escape(" ".join(text.split())), 400)
+
+
+_CPP_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ (?:[\w:<>~,*& ]+\([^()]*\)(?: const)? )?")
 
 
 _OLD_OPSET = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
@@ -134,7 +139,11 @@ def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
             hint="check input names, dtypes and shapes with 'modelforge inspect MODEL'",
             code="invalid_argument",
         )
-    return RuntimeFailure(f"onnxruntime failed while {doing}: {msg}", code="runtime_error")
+    return RuntimeFailure(
+        f"onnxruntime failed while {doing}: {msg}",
+        hint="run 'modelforge validate MODEL' for a full diagnosis",
+        code="runtime_error",
+    )
 
 
 @dataclass

@@ -84,6 +84,14 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
                 code="not_onnx",
             ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "MaxDepth" in reason or "recursion" in reason.lower():
+            raise InvalidModelError(
+                f"model file '{where}' nests messages (subgraphs of If/Loop/Scan, or attributes) "
+                "deeper than the protobuf parser's limit of 100 levels",
+                hint="flatten the nested control flow before exporting; a real model does not "
+                "nest that deep",
+                code="nesting_too_deep",
+            ) from None
         raise InvalidModelError(
             f"model file '{where}' is not a valid ONNX protobuf ({escape(reason)}); "
             "it may be truncated or corrupt",

@@ -59,6 +59,8 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
 STATUSES = ("pass", "warn", "fail", "skip")
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
+# failure codes that mean a resource limit stopped a check (the CLI exits 8 for them, not 9)
+LIMIT_CODES = frozenset({"timeout", "memory_limit", "crashed"})
 
 
 @dataclass(frozen=True)

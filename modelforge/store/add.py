@@ -20,10 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelforge.errors import InvalidModelError, StoreError, UsageError
+from modelforge.errors import InvalidModelError, ResourceLimitError, StoreError, UsageError
 from modelforge.model.external import check_external_data
 from modelforge.model.files import check_regular_file, read_capped
 from modelforge.model.load import parse_model_bytes
+from modelforge.model.validate import LIMIT_CODES
 from modelforge.store.admission import AdmissionReport, admit
 from modelforge.store.layout import Store, fsync_dir, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION
@@ -320,8 +321,14 @@ def add_model(
     columns: list[str] | None = None,
     force: bool = False,
     store: Store | None = None,
+    timeout_s: float | None = None,
+    memory_mb: int | None = None,
 ) -> AddResult:
-    """Check, validate and store a model file (and its external data) as a new version."""
+    """Check, validate and store a model file (and its external data) as a new version.
+
+    ``timeout_s`` / ``memory_mb`` limit the guarded validation (None: MODELFORGE_TIMEOUT /
+    MODELFORGE_MEMORY_MB, then the defaults); hitting one is a ResourceLimitError (exit 8).
+    """
     name = validate_name(name)
     alias_list = list(dict.fromkeys(validate_alias(a) for a in aliases))
     label_map = _validate_labels(labels)
@@ -335,11 +342,25 @@ def add_model(
     try:
         st.init()
         st.clean_stale_staging()
-        staged = stage_files(st, info.path, data, model, info.resolved.parent)
+        # external data sits next to the path as given, like validate, inspect, predict and
+        # onnxruntime itself resolve it (not next to a symlinked model's target)
+        staged = stage_files(st, info.path, data, model, info.path.parent)
     except OSError as exc:
         raise write_failed(st, exc) from None
     try:
-        staged.report = admit(staged.directory / "files" / staged.model_file)
+        staged.report = admit(
+            staged.directory / "files" / staged.model_file,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+        )
+        first_code = staged.report.first_failure_code()
+        if not staged.report.ok and not force and first_code in LIMIT_CODES:
+            raise ResourceLimitError(
+                f"model '{escape(info.path)}' could not be validated: {staged.report.reasons()}",
+                hint="raise --timeout / --memory-limit (MODELFORGE_TIMEOUT / MODELFORGE_MEMORY_MB) "
+                "if the model is legitimately slow or large; otherwise the file is hostile",
+                code=first_code,
+            )
         if not staged.report.ok and not force:
             raise InvalidModelError(
                 f"model '{escape(info.path)}' failed validation: {staged.report.reasons()}",

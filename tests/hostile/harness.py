@@ -125,5 +125,17 @@ def tree(root: Path) -> set[str]:
 
 
 def store_entries(root: Path) -> set[str]:
-    """The store's content, minus lock files and empty bookkeeping folders (not entries)."""
-    return {p for p in tree(root) if not p.startswith(("locks", "tmp")) and p != "models"}
+    """Every file of the store that could hold a model, blob, alias or metadata.
+
+    Left out: lock files, the staging folder, empty folders and ``store.json`` (the store's
+    own header, written when the store is first used, even by a refused ``models add``).
+    """
+    if not root.exists():
+        return set()
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if not p.is_dir()
+        and p.relative_to(root).parts[0] not in ("locks", "tmp")
+        and p.name != "store.json"
+    }
