@@ -17,7 +17,7 @@ temporary directory. Commands that this checkout does not have yet are skipped w
     python benchmarks/startup.py                  # 15 repeats
     python benchmarks/startup.py --repeats 30 --json
     python benchmarks/startup.py --imports        # also the heaviest imports per command
-    python benchmarks/startup.py --alt ".venv/bin/python benchmarks/startup_whatif.py"
+    python benchmarks/startup.py --alt "python -m modelforge"
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main() -> int:
         "--alt",
         metavar="CMD",
         help="a second way to start modelforge, measured interleaved with the first (its "
-        "rows are marked [alt]); e.g. '.venv/bin/python benchmarks/startup_whatif.py'",
+        "rows are marked [alt]); e.g. 'python -m modelforge'",
     )
     args = ap.parse_args()
     if args.repeats < 1:

@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it ("module:attr" where the name differs)
 _API: dict[str, str] = {
     "ModelForgeError": "modelforge.errors",
     "ExitCode": "modelforge.errors",
@@ -28,6 +28,19 @@ _API: dict[str, str] = {
     "predict_to": "modelforge.predict",
     "explain_predict": "modelforge.predict",
     "PredictSummary": "modelforge.predict",
+    "run_bench": "modelforge.bench",
+    "BenchOptions": "modelforge.bench",
+    "add_model": "modelforge.store.add",
+    "list_models": "modelforge.store.catalog",
+    "resolve_model": "modelforge.store.resolve",
+    "ModelLocation": "modelforge.store.resolve",
+    "Store": "modelforge.store.layout",
+    "remove_model": "modelforge.store.ops:remove",
+    "tag_model": "modelforge.store.ops:tag",
+    "untag_model": "modelforge.store.ops:untag",
+    "verify_store": "modelforge.store.ops:verify",
+    "export_model": "modelforge.store.archive:export_version",
+    "import_model": "modelforge.store.archive:import_archive",
 }
 
 
@@ -35,7 +48,8 @@ def __getattr__(name: str) -> Any:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'modelforge' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    module, _, attr = module.partition(":")
+    value = getattr(import_module(module), attr or name)
     globals()[name] = value
     return value
 

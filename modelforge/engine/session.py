@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelforge.engine.providers import ProviderPlan, plan_providers, short_name
-from modelforge.errors import InvalidModelError, ModelForgeError, RuntimeFailure, UsageError
+from modelforge.errors import (
+    InvalidModelError,
+    ModelForgeError,
+    ResourceLimitError,
+    RuntimeFailure,
+    UsageError,
+)
 from modelforge.text import escape, truncate
 
 if TYPE_CHECKING:
@@ -112,6 +118,15 @@ def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
         return exc
     msg = first_line(exc)
     kind = type(exc).__name__
+    from modelforge.engine.sandbox import is_allocation_failure
+
+    if is_allocation_failure(exc):  # e.g. std::bad_alloc while constant-folding at creation
+        return ResourceLimitError(
+            f"onnxruntime ran out of memory while {doing}: {msg}",
+            hint="raise the cap with --memory-limit MB or MODELFORGE_MEMORY_MB=MB if the model "
+            "is legitimately this large; otherwise the file asks for absurd allocations",
+            code="memory_limit",
+        )
     old = _OLD_OPSET.search(str(exc))
     if old:
         return InvalidModelError(
@@ -139,10 +154,14 @@ def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
             hint="check input names, dtypes and shapes with 'modelforge inspect MODEL'",
             code="invalid_argument",
         )
+    hint = (
+        "the model is malformed or needs something this onnxruntime lacks: re-export it, or "
+        "upgrade onnxruntime"
+        if "session" in doing
+        else None
+    )
     return RuntimeFailure(
-        f"onnxruntime failed while {doing}: {msg}",
-        hint="run 'modelforge validate MODEL' for a full diagnosis",
-        code="runtime_error",
+        f"onnxruntime failed while {doing}: {msg}", hint=hint, code="runtime_error"
     )
 
 

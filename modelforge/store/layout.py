@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +51,7 @@ def fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temp file in the same directory, fsync, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, sort_keys=False)
@@ -187,7 +186,7 @@ class Store:
 
     def new_staging_dir(self, kind: str) -> Path:
         self.init()
-        path = self.tmp_dir / f"{os.getpid()}-{kind}-{secrets.token_hex(6)}"
+        path = self.tmp_dir / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
         path.mkdir()
         return path
 

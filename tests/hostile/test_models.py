@@ -152,9 +152,8 @@ def test_hundred_thousand_nodes_finish_with_progress(hundred_thousand_nodes):
     assert "100000" in shown.stdout
 
 
-@pytest.mark.slow
 def test_hundred_thousand_nodes_models_add(hundred_thousand_nodes, store_root):
-    """The same model through a real `models add` (validates again: ~15 s on 2 cores)."""
+    """The same model through a real `models add` (validates it again: ~7 s on 2 cores)."""
     out = mf("models", "add", hundred_thousand_nodes, "-n", "chain", timeout=120)
     assert_ok(out, bound=90)
     assert_ok(cli("models", "verify"))
