@@ -143,6 +143,33 @@ class OutputError(ModelForgeError):
     default_code = "output_error"
 
 
+def rebuild_error(info: dict[str, Any]) -> ModelForgeError:
+    """Rebuild an error a child process sent as JSON (``{"class", "code", "message", ...}``).
+
+    Only ModelForgeError subclasses defined in this module can be named: a hostile child
+    cannot make the parent instantiate anything else.
+    """
+    cls = globals().get(str(info.get("class", "")))
+    if not (isinstance(cls, type) and issubclass(cls, ModelForgeError)):
+        cls = ModelForgeError
+    hint = info.get("hint")
+    details = info.get("details")
+    return cls(
+        str(info.get("message", "")),
+        hint=hint if isinstance(hint, str) else None,
+        code=str(info.get("code") or cls.default_code),
+        details=details if isinstance(details, dict) else None,
+    )
+
+
+class ChildProcessBug(RuntimeError):
+    """An unexpected exception (a bug) in a guarded child; its traceback shows with --debug."""
+
+    def __init__(self, summary: str, child_traceback: str = "") -> None:
+        super().__init__(summary)
+        self.child_traceback = child_traceback
+
+
 EXIT_CODE_TABLE: list[tuple[int, str]] = [
     (ExitCode.OK, "success"),
     (ExitCode.INTERNAL, "internal error (a bug; the traceback is shown)"),

@@ -84,7 +84,9 @@ def root(
 # tests/test_cli_app.py checks that each summary is its command's docstring summary.
 COMMANDS: dict[str, str] = {
     "models": "Manage the local model store: add, list, show, tag, verify, export, import.",
-    "validate": "Check a model: file, parse, external data, structure, shapes, runtime, session, run.",
+    "validate": (
+        "Check a model: file, parse, external data, structure, shapes, runtime, session, run."
+    ),
     "inspect": "Show a model's metadata, inputs/outputs, initializers, ops and external data.",
     "predict": "Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.",
     "bench": "Measure cold start, latency and throughput per provider.",

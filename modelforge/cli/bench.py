@@ -322,16 +322,11 @@ def _isolated(work: Any) -> None:
     onnxruntime ends with one error line (exit 8) instead of killing the CLI. The child
     writes the result itself (stdout and stderr are inherited)."""
     from modelforge.engine.forked import can_fork, run_forked
-    from modelforge.errors import ResourceLimitError
 
     if not can_fork():
         work()
         return
-    try:
-        run_forked(work, cleanup=[])
-    except ResourceLimitError as exc:
-        message = exc.message.replace("predict stopped", "bench stopped", 1)
-        raise ResourceLimitError(message, hint=exc.hint, code=exc.code) from None
+    run_forked(work, cleanup=[], what="bench")
 
 
 def register(app: typer.Typer) -> None:

@@ -82,6 +82,9 @@ def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Ite
         raise
     except Exception as exc:  # a bug: say so, keep the traceback behind --debug
         if opts.debug:
+            child_tb = getattr(exc, "child_traceback", "")
+            if child_tb:
+                sys.stderr.write("traceback in the child process:\n" + child_tb)
             raise
         bug = ModelForgeError(
             f"internal error: {type(exc).__name__}: {exc}",

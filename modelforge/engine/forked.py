@@ -25,16 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from modelforge import errors
-from modelforge.errors import ModelForgeError, ResourceLimitError
-
-_SIGNALS = {
-    signal.SIGSEGV: "a segmentation fault (SIGSEGV)",
-    signal.SIGABRT: "an abort (SIGABRT)",
-    signal.SIGBUS: "a bus error (SIGBUS)",
-    signal.SIGILL: "an illegal instruction (SIGILL)",
-    signal.SIGFPE: "an arithmetic fault (SIGFPE)",
-    signal.SIGKILL: "SIGKILL (out of memory?)",
-}
+from modelforge.engine.sandbox import CRASH_SIGNALS
+from modelforge.errors import ChildProcessBug, ModelForgeError, ResourceLimitError
 
 
 def can_fork() -> bool:
@@ -68,8 +60,13 @@ def _child(fn: Callable[[], dict[str, Any]], w: int) -> None:
         fh.write(data)
 
 
-def run_forked(fn: Callable[[], dict[str, Any]], *, cleanup: list[Path]) -> dict[str, Any]:
-    """Run ``fn`` (returning a JSON-able dict) in a forked child; return its result."""
+def run_forked(
+    fn: Callable[[], dict[str, Any]], *, cleanup: list[Path], what: str = "predict"
+) -> dict[str, Any]:
+    """Run ``fn`` (returning a JSON-able dict) in a forked child; return its result.
+
+    ``what`` names the job in messages ("predict", "bench").
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     r, w = os.pipe()
@@ -101,9 +98,12 @@ def run_forked(fn: Callable[[], dict[str, Any]], *, cleanup: list[Path]) -> dict
     if os.WIFSIGNALED(status):
         _remove(cleanup)
         sig = os.WTERMSIG(status)
-        what = _SIGNALS.get(sig, f"signal {sig}")  # type: ignore[call-overload]
+        if sig == signal.SIGKILL:
+            name = "SIGKILL (out of memory?)"
+        else:
+            name = CRASH_SIGNALS.get(sig) or f"signal {sig}"  # type: ignore[call-overload]
         raise ResourceLimitError(
-            f"predict stopped: onnxruntime or onnx died with {what}",
+            f"{what} stopped: onnxruntime or onnx died with {name}",
             hint="the model or its input may be malformed; run 'modelforge validate MODEL'",
             code="memory_limit" if sig == signal.SIGKILL else "crashed",
         )
@@ -119,23 +119,12 @@ def run_forked(fn: Callable[[], dict[str, Any]], *, cleanup: list[Path]) -> dict
         raise KeyboardInterrupt
     if "error" in payload:
         _remove(cleanup)
-        info = payload["error"]
-        cls = getattr(errors, str(info.get("class", "")), None)
-        if not (isinstance(cls, type) and issubclass(cls, ModelForgeError)):
-            cls = ModelForgeError
-        raise cls(
-            str(info.get("message", "")),
-            hint=info.get("hint"),
-            code=str(info.get("code") or cls.default_code),
-            details=info.get("details"),
-        )
+        raise errors.rebuild_error(payload["error"])
     if "result" not in payload:
         _remove(cleanup)
-        raise RuntimeError(
-            "predict child failed: "
-            + str(payload.get("bug", "no result"))
-            + "\n"
-            + str(payload.get("traceback", ""))
+        raise ChildProcessBug(
+            f"{what} failed: {payload.get('bug', 'the child process sent no result')}",
+            str(payload.get("traceback", "")),
         )
     return dict(payload["result"])
 

@@ -61,7 +61,7 @@ DEFAULT_TIMEOUT_S = 120.0
 MAX_DEFAULT_MEMORY_MB = 8192
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
-_CRASH_SIGNALS = {
+CRASH_SIGNALS = {
     signal.SIGSEGV: "SIGSEGV (segmentation fault)",
     signal.SIGABRT: "SIGABRT (abort)",
     signal.SIGBUS: "SIGBUS (bus error)",
@@ -255,19 +255,6 @@ def start_method() -> str:
     return "fork"
 
 
-def _rebuild_error(info: dict[str, Any]) -> ModelForgeError:
-    cls = getattr(errors, str(info.get("class", "")), None)
-    if not (isinstance(cls, type) and issubclass(cls, ModelForgeError)):
-        cls = ModelForgeError
-    details = info.get("details")
-    return cls(
-        str(info.get("message", "")),
-        hint=info.get("hint") if isinstance(info.get("hint"), str) else None,
-        code=str(info.get("code") or cls.default_code),
-        details=details if isinstance(details, dict) else None,
-    )
-
-
 def _limit_error(code: str, message: str, hint: str, limits: Limits) -> ResourceLimitError:
     return ResourceLimitError(message, hint=hint, code=code, details={"limits": limits.to_dict()})
 
@@ -353,7 +340,7 @@ def run_guarded(
             sig = -code
             if sig == signal.SIGKILL:
                 raise _memory_error(what, limits)  # the kernel's OOM killer
-            name = _CRASH_SIGNALS.get(sig) or f"signal {sig}"  # type: ignore[call-overload]
+            name = CRASH_SIGNALS.get(sig) or f"signal {sig}"  # type: ignore[call-overload]
             raise _limit_error(
                 "crashed",
                 f"{what} crashed the child process with {name}",
@@ -370,7 +357,7 @@ def run_guarded(
     if "result" in final:
         return final["result"]
     if "error" in final and isinstance(final["error"], dict):
-        raise _rebuild_error(final["error"])
+        raise errors.rebuild_error(final["error"])
     if final.get("memory"):
         raise _memory_error(what, limits)
     info = final.get("exception") or {}
