@@ -50,8 +50,12 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_readme_reference_is_generated_from_help():
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_reference.py"), "--check"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
