@@ -223,7 +223,9 @@ def test_tag_untag_rm(model_file, store_root, tmp_path):
         find(Store(), "lin:prod")  # the alias went with the version
     assert find(Store(), "lin").version == 1  # latest is derived from disk
     remove("lin", all_versions=True)
-    assert Store().names() == []
+    assert Store().versions("lin") == []
+    with pytest.raises(ModelNotFoundError):
+        find(Store(), "lin")
     assert not [p for p in (store_root / "blobs").rglob("*") if p.is_file()]
 
 
@@ -356,3 +358,80 @@ def test_metadata_is_json_with_schema_version(model_file, store_root):
     add_model(model_file, "lin")
     raw = json.loads((find(Store(), "lin").directory / "meta.json").read_text())
     assert raw["schema_version"] == 1 and raw["version"] == 1
+
+
+def test_removed_version_numbers_are_never_reused(model_file, store_root, tmp_path):
+    add_model(model_file, "lin")
+    add_model(builders.save(builders.linear(seed=5), tmp_path / "b.onnx"), "lin")
+    remove("lin:2")
+    # a deployment pinned to lin:2 must not silently get another model
+    r = add_model(builders.save(builders.linear(seed=6), tmp_path / "c.onnx"), "lin")
+    assert r.version == 3
+    with pytest.raises(StoreError) as e:
+        add_model(builders.save(builders.linear(seed=7), tmp_path / "d.onnx"), "lin", version=2)
+    assert e.value.code == "version_retired"
+    remove("lin", all_versions=True)
+    assert add_model(model_file, "lin").version == 4
+
+
+def _rewrite_manifest(src, dst, edit):
+    import io
+
+    with tarfile.open(src, "r:gz") as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin:
+            data = tin.extractfile(m).read()
+            if m.name == "modelforge-export.json":
+                manifest = json.loads(data)
+                edit(manifest)
+                data = json.dumps(manifest).encode()
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda m: m["meta"].update(schema_version=999), "schema_version"),
+        (lambda m: m["meta"].update(columns=["\x1b[31mred", 5, None]), "columns"),
+        (lambda m: m["meta"].update(labels={"k": ["not", "text"]}), "labels"),
+        (lambda m: m["meta"].update(columns=["a", "a"]), "more than once"),
+    ],
+)
+def test_import_rechecks_metadata_from_the_archive(model_file, tmp_path, store_root, edit, field):
+    add_model(model_file, "lin")
+    good = tmp_path / "good.tar.gz"
+    export_version("lin", good)
+    forged = tmp_path / "forged.tar.gz"
+    _rewrite_manifest(good, forged, edit)
+    with pytest.raises((InvalidModelError, StoreCorruptError, InvalidNameError)) as e:
+        import_archive(forged, name="forged")
+    assert field in str(e.value) or e.value.code in ("bad_archive", "store_corrupt")
+    assert Store().versions("forged") == []
+
+
+def test_import_derives_schema_from_the_model_not_the_archive(model_file, tmp_path, store_root):
+    add_model(model_file, "lin")
+    good = tmp_path / "good.tar.gz"
+    export_version("lin", good)
+    forged = tmp_path / "forged.tar.gz"
+
+    def lie(m):
+        m["meta"]["schema"] = {"inputs": [{"name": "evil", "type": "tensor(float)"}]}
+
+    _rewrite_manifest(good, forged, lie)
+    import_archive(forged, name="imported")
+    assert find(Store(), "imported").meta["schema"]["inputs"][0]["name"] == "x"
+
+
+def test_import_does_not_move_existing_aliases(model_file, tmp_path, store_root):
+    add_model(model_file, "lin", aliases=["prod"])
+    other = builders.save(builders.linear(seed=8), tmp_path / "o.onnx")
+    add_model(other, "lin")
+    tag("lin:1", "prod")
+    archive = tmp_path / "lin2.tar.gz"
+    export_version("lin:1", archive)  # carries alias prod
+    remove("lin:1")
+    tag("lin:2", "prod")
+    r = import_archive(archive, name="lin")
+    assert r.version == 3
+    assert find(Store(), "lin:prod").version == 2  # not moved by the import

@@ -36,6 +36,26 @@ JsonOpt = Annotated[
 ]
 
 
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="S",
+        help="Wall-clock limit in seconds for the guarded child process "
+        "(default: $MODELFORGE_TIMEOUT, else 120; 0 = none).",
+    ),
+]
+MemoryLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--memory-limit",
+        metavar="MB",
+        help="Address-space cap in MiB for the guarded child process "
+        "(default: $MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); 0 = none).",
+    ),
+]
+
+
 def global_options(ctx: typer.Context | None) -> GlobalOptions:
     node: Any = ctx
     while node is not None:

@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, parse_key_values, run, split_csv_option
+from modelforge.cli.common import (
+    JsonOpt,
+    MemoryLimitOpt,
+    TimeoutOpt,
+    parse_key_values,
+    run,
+    split_csv_option,
+)
 from modelforge.render import Renderer, table
 from modelforge.text import human_bytes, safe
 
@@ -61,18 +68,8 @@ def add_cmd(
         typer.Option("--columns", help="Ordered CSV columns feeding a single 2-D input: a,b,c."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout", metavar="S", help="Seconds for the guarded validation (default 120)."
-        ),
-    ] = None,
-    memory_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--memory-limit", metavar="MB", help="Address-space cap in MiB for the validation."
-        ),
-    ] = None,
+    timeout: TimeoutOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate a model and store it as a new version.
@@ -365,6 +362,8 @@ def import_cmd(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Store under this name.")] = None,
     version: Annotated[int | None, typer.Option("--version")] = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
+    timeout: TimeoutOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Import an exported version (hashes verified, model validated again).
@@ -374,4 +373,12 @@ def import_cmd(
     with run(ctx, "models import", json_out) as out:
         from modelforge.store.archive import import_archive
 
-        out.emit(import_archive(archive, name=name, version=version, force=force), _render_add)
+        result = import_archive(
+            archive,
+            name=name,
+            version=version,
+            force=force,
+            timeout_s=timeout,
+            memory_mb=memory_limit,
+        )
+        out.emit(result, _render_add)

@@ -275,7 +275,15 @@ def commit(
             if other.get("content_id") == cid and version in (None, v):
                 _set_aliases(st, name, v, aliases)
                 return v, False
+        removed = st.removed_versions(name)
         if version is not None:
+            if version in removed:
+                raise StoreError(
+                    f"{name}:{version} was removed; its number is not given out again",
+                    hint="references pinned to it would silently get another model; omit "
+                    "--version to get the next free number",
+                    code="version_retired",
+                )
             if version in existing or st.version_dir(name, version).exists():
                 raise StoreError(
                     f"{name}:{version} already exists with different contents",
@@ -285,7 +293,7 @@ def commit(
                 )
             chosen = version
         else:
-            chosen = (existing[-1] if existing else 0) + 1
+            chosen = max([0, *existing, *removed]) + 1
             while st.version_dir(name, chosen).exists():  # a damaged dir without meta.json
                 chosen += 1
         meta["version"] = chosen

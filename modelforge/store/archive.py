@@ -22,10 +22,18 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modelforge.errors import InvalidModelError, OutputError, StoreCorruptError, UnsafeModelError
+from modelforge import log
+from modelforge.errors import (
+    InvalidModelError,
+    OutputError,
+    StoreCorruptError,
+    UnsafeModelError,
+    UsageError,
+)
 from modelforge.model.files import check_regular_file
 from modelforge.store.catalog import find
 from modelforge.store.layout import Store
+from modelforge.store.metadata import META_SCHEMA_VERSION, upgrade_meta
 from modelforge.store.names import validate_alias, validate_name
 from modelforge.text import escape, human_bytes
 
@@ -90,6 +98,52 @@ def export_version(
     return ExportResult(
         ref=mv.ref, output=str(out), size=out.stat().st_size, files=len(mv.meta["files"])
     )
+
+
+def _bad_manifest(field: str) -> InvalidModelError:
+    return InvalidModelError(
+        f"the archive's manifest has a malformed '{field}' field",
+        hint="export the model again with 'modelforge models export'",
+        code="bad_archive",
+    )
+
+
+def _text(value: Any, *, allow_none: bool = False) -> str | None:
+    if value is None:
+        return None if allow_none else ""
+    if not isinstance(value, str):
+        raise _bad_manifest("text")
+    return value[:4096]
+
+
+def _mapping(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _bad_manifest(field)
+    return dict(value)
+
+
+def _string_list(value: Any, field: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad_manifest(field)
+    return list(value)
+
+
+def _checked(check: Any, value: Any) -> Any:
+    """Run an add-time validator on archive data; its complaint is about the archive."""
+    try:
+        return check(value)
+    except UsageError as exc:
+        raise InvalidModelError(
+            f"the archive's manifest is invalid: {exc.message}",
+            hint="export the model again with 'modelforge models export'",
+            code="bad_archive",
+        ) from None
 
 
 def _member_path(name: str) -> str:
@@ -214,10 +268,21 @@ def import_archive(
     version: int | None = None,
     force: bool = False,
     store: Store | None = None,
+    timeout_s: float | None = None,
+    memory_mb: int | None = None,
 ) -> Any:
     """Import an export archive as a new version (validated again: archives are untrusted)."""
     from modelforge.model.load import load_model
-    from modelforge.store.add import AddResult, _Staged, commit, onnx_summary
+    from modelforge.model.schema import extract_schema
+    from modelforge.store.add import (
+        AddResult,
+        _Staged,
+        _validate_columns,
+        _validate_labels,
+        commit,
+        onnx_summary,
+        tool_versions,
+    )
     from modelforge.store.admission import admit
 
     info = check_regular_file(path, what="archive")
@@ -227,16 +292,17 @@ def import_archive(
     stage = st.new_staging_dir("import")
     try:
         manifest = _read_archive(info.resolved, stage)
-        meta = dict(manifest["meta"])
+        meta = upgrade_meta(dict(manifest["meta"]), info.path)
         target = validate_name(name or str(meta.get("name", "")))
-        aliases = [validate_alias(a) for a in manifest.get("aliases", []) if isinstance(a, str)]
+        raw_aliases = manifest.get("aliases", [])
+        aliases = [validate_alias(a) for a in raw_aliases if isinstance(a, str)]
         model_file = str(meta.get("model_file", ""))
         model_path = stage / "files" / model_file
         model = load_model(model_path)
         from modelforge.model.external import check_external_data
 
         check_external_data(model, model_path.parent)
-        report = admit(model_path)
+        report = admit(model_path, timeout_s=timeout_s, memory_mb=memory_mb)
         if not report.ok and not force:
             raise InvalidModelError(
                 f"imported model failed validation: {report.reasons()}",
@@ -248,27 +314,48 @@ def import_archive(
                 "path": f["path"],
                 "sha256": f["sha256"],
                 "size": f["size"],
-                "role": f.get("role", "model" if f["path"] == model_file else "external_data"),
+                "role": "model" if f["path"] == model_file else "external_data",
             }
             for f in meta["files"]
         ]
-        meta.update(
-            {
-                "name": target,
-                "files": files,
-                "onnx": onnx_summary(model),
-                "validation": report.data,
-                "forced": bool(force and not report.ok),
-                "imported_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                "imported_from": {
-                    "archive": str(info.path),
-                    "name": meta.get("name"),
-                    "version": meta.get("version"),
-                },
-            }
-        )
+        # Only what the archive cannot lie about is copied from it, and re-checked; the rest
+        # (schema, ONNX summary, validation) is derived again from the model itself.
+        meta = {
+            "schema_version": META_SCHEMA_VERSION,
+            "name": target,
+            "version": None,
+            "created_at": _text(meta.get("created_at")),
+            "source_path": _text(meta.get("source_path")),
+            "source_resolved": None,
+            "description": _text(meta.get("description"), allow_none=True),
+            "labels": _checked(_validate_labels, _mapping(meta.get("labels"), "labels")),
+            "columns": _checked(_validate_columns, _string_list(meta.get("columns"), "columns")),
+            "model_file": model_file,
+            "files": files,
+            "onnx": onnx_summary(model),
+            "schema": extract_schema(model).to_dict(),
+            "tool_versions": tool_versions(),
+            "forced": bool(force and not report.ok),
+            "validation": report.data,
+            "imported_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "imported_from": {
+                "archive": str(info.path),
+                "name": _text(meta.get("name")),
+                "version": meta.get("version") if isinstance(meta.get("version"), int) else None,
+            },
+        }
+        existing = st.aliases(target)
+        kept_aliases = []
+        for alias in aliases:
+            if alias in existing:
+                log.warn(
+                    f"alias {target}:{alias} already points at version {existing[alias]}; "
+                    f"not moved by the import (use 'modelforge models tag' to move it)"
+                )
+            else:
+                kept_aliases.append(alias)
         staged = _Staged(stage, model_file, files, model, None)
-        chosen, created = commit(st, staged, target, meta, version=version, aliases=aliases)
+        chosen, created = commit(st, staged, target, meta, version=version, aliases=kept_aliases)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     main = next(f for f in files if f["path"] == model_file)

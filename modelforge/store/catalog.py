@@ -40,7 +40,7 @@ def find(store: Store, ref: Ref | str) -> ModelVersion:
     r = parse_ref(ref) if isinstance(ref, str) else ref
     versions = store.versions(r.name)
     if not versions:
-        names = store.names()
+        names = [n for n in store.names() if store.versions(n)]
         close = _close(r.name, names)
         raise ModelNotFoundError(
             f"no model named '{r.name}' in the store at '{escape(store.root)}'",

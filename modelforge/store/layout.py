@@ -10,6 +10,7 @@
           files/<model>.onnx          hard links to blobs, laid out as the model expects
           files/<external data ...>
       models/<name>/aliases.json      {"prod": 3, ...}
+      models/<name>/.removed/<version> empty markers: removed numbers are never reused
       tmp/                            staging directories (<pid>-<random>), cleaned on next write
       locks/store.lock                held while committing, removing or tagging
 
@@ -140,6 +141,19 @@ class Store:
             if p.name.isdigit() and (p / "meta.json").is_file():
                 out.append(int(p.name))
         return sorted(out)
+
+    def removed_versions(self, name: str) -> list[int]:
+        """Versions that existed and were removed: their numbers are never given out again."""
+        d = self.name_dir(name) / ".removed"
+        if not d.is_dir():
+            return []
+        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
+
+    def mark_removed(self, name: str, version: int) -> None:
+        d = self.name_dir(name) / ".removed"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / str(version)).touch()
+        fsync_dir(d)
 
     def aliases(self, name: str) -> dict[str, int]:
         path = self.aliases_path(name)

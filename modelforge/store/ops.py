@@ -26,6 +26,7 @@ class RemoveResult:
 def _remove_version_locked(st: Store, name: str, version: int) -> None:
     vdir = st.version_dir(name, version)
     trash = st.new_staging_dir("rm")
+    st.mark_removed(name, version)  # first: a crash must not let the number be reused
     os.rename(vdir, trash / "v")  # the version disappears atomically
     aliases = st.aliases(name)
     kept = {a: v for a, v in aliases.items() if v != version}
@@ -35,8 +36,9 @@ def _remove_version_locked(st: Store, name: str, version: int) -> None:
 
 
 def _drop_empty_name(st: Store, name: str) -> None:
+    """With no versions left, drop the aliases but keep the removed-version markers."""
     if not st.versions(name):
-        shutil.rmtree(st.name_dir(name), ignore_errors=True)
+        st.aliases_path(name).unlink(missing_ok=True)
 
 
 def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) -> RemoveResult:
