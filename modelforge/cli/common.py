@@ -36,6 +36,54 @@ JsonOpt = Annotated[
 ]
 
 
+# Options shared by several commands: declared once so that names and help stay the same.
+ModelArg = Annotated[
+    str,
+    typer.Argument(help="Model path or store reference (NAME[:VERSION|:ALIAS]).", metavar="MODEL"),
+]
+ProviderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--provider",
+        metavar="P",
+        help="Execution provider (cpu, cuda, tensorrt, ... or a full onnxruntime name), in "
+        "priority order; repeat.",
+    ),
+]
+ProviderOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--provider-option", metavar="K=V", help="Option for the first provider; repeat."),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", metavar="N", help="onnxruntime intra-op threads (0 = its default)."),
+]
+OptLevelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--opt-level", metavar="L", help="Graph optimisation: disable|basic|extended|all."
+    ),
+]
+CustomOpsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--custom-ops",
+        metavar="PATH",
+        help="Custom-op library to register (loading it runs its code); repeat.",
+    ),
+]
+DimOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--dim", metavar="NAME=VALUE", help="Size of a symbolic dimension (default 1); repeat."
+    ),
+]
+RtolOpt = Annotated[
+    float, typer.Option("--rtol", metavar="X", help="Relative tolerance for parity.")
+]
+AtolOpt = Annotated[
+    float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
+]
 TimeoutOpt = Annotated[
     float | None,
     typer.Option(

@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, run
+from modelforge.cli.common import (
+    AtolOpt,
+    JsonOpt,
+    MemoryLimitOpt,
+    ModelArg,
+    RtolOpt,
+    TimeoutOpt,
+    run,
+)
 from modelforge.model.convert import DEFAULT_ATOL, DEFAULT_RTOL  # light: no onnx import
 
 if TYPE_CHECKING:
@@ -27,26 +35,15 @@ def render_convert(out: Renderer, r: Any) -> None:
 
 def convert_cmd(
     ctx: typer.Context,
-    model: Annotated[
-        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
-    ],
+    model: ModelArg,
     opset: Annotated[int, typer.Option("--opset", metavar="N", help="Target ai.onnx opset.")],
     output: Annotated[
         str, typer.Option("--output", "-o", metavar="OUT", help="Where to write the new model.")
     ],
-    rtol: Annotated[
-        float, typer.Option("--rtol", metavar="X", help="Relative tolerance for parity.")
-    ] = DEFAULT_RTOL,
-    atol: Annotated[
-        float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
-    ] = DEFAULT_ATOL,
-    timeout: Annotated[
-        float | None,
-        typer.Option("--timeout", metavar="S", help="Seconds for the guarded conversion."),
-    ] = None,
-    memory_limit: Annotated[
-        int | None, typer.Option("--memory-limit", metavar="MB", help="Address-space cap in MiB.")
-    ] = None,
+    rtol: RtolOpt = DEFAULT_RTOL,
+    atol: AtolOpt = DEFAULT_ATOL,
+    timeout: TimeoutOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert a model to another opset; written only if outputs stay the same.

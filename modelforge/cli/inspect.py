@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, run
+from modelforge.cli.common import JsonOpt, ModelArg, run
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
@@ -81,9 +81,7 @@ def render_inspection(out: Renderer, r: Any) -> None:
 
 def inspect_cmd(
     ctx: typer.Context,
-    model: Annotated[
-        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
-    ],
+    model: ModelArg,
     json_out: JsonOpt = False,
 ) -> None:
     """Show a model's metadata, inputs/outputs, initializers, ops and external data.

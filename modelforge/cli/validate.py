@@ -6,7 +6,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, parse_key_values, run
+from modelforge.cli.common import (
+    AtolOpt,
+    CustomOpsOpt,
+    DimOpt,
+    JsonOpt,
+    MemoryLimitOpt,
+    ModelArg,
+    ProviderOpt,
+    ProviderOptionOpt,
+    RtolOpt,
+    TimeoutOpt,
+    parse_key_values,
+    run,
+)
 from modelforge.model.validate import (  # light: no onnx import
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -37,34 +50,13 @@ def render_report(out: Renderer, report: Any) -> None:
 
 def validate_cmd(
     ctx: typer.Context,
-    model: Annotated[
-        str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).", metavar="MODEL")
-    ],
-    provider: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--provider",
-            metavar="P",
-            help="Execution provider (short name, e.g. cpu, cuda); repeat.",
-        ),
-    ] = None,
-    provider_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--provider-option", metavar="K=V", help="KEY=VALUE option for the first provider."
-        ),
-    ] = None,
+    model: ModelArg,
+    provider: ProviderOpt = None,
+    provider_option: ProviderOptionOpt = None,
     require_provider: Annotated[
         bool, typer.Option("--require-provider", help="Fail if the session falls back to CPU.")
     ] = False,
-    dim: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dim",
-            metavar="NAME=VALUE",
-            help="NAME=VALUE for a symbolic dimension (default 1); repeat.",
-        ),
-    ] = None,
+    dim: DimOpt = None,
     reference: Annotated[
         bool, typer.Option("--reference", help="Compare with onnx.reference outputs.")
     ] = False,
@@ -78,33 +70,12 @@ def validate_cmd(
             "--expected", metavar="F.npz", help=".npz of expected outputs (with --inputs)."
         ),
     ] = None,
-    rtol: Annotated[
-        float, typer.Option("--rtol", metavar="X", help="Relative tolerance for parity.")
-    ] = DEFAULT_RTOL,
-    atol: Annotated[
-        float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
-    ] = DEFAULT_ATOL,
+    rtol: RtolOpt = DEFAULT_RTOL,
+    atol: AtolOpt = DEFAULT_ATOL,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
-    custom_ops: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--custom-ops",
-            metavar="PATH",
-            help="Custom-op library to load (runs its code); repeat.",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout", metavar="S", help="Seconds for the guarded checks (default 120; 0 = none)."
-        ),
-    ] = None,
-    memory_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--memory-limit", metavar="MB", help="Address-space cap in MiB for the guarded checks."
-        ),
-    ] = None,
+    custom_ops: CustomOpsOpt = None,
+    timeout: TimeoutOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a model: file, parse, external data, structure, shapes, runtime, session, run.
