@@ -108,6 +108,7 @@ class Renderer:
         self._err_console: Console | None = None
         self._handler: _CollectHandler | None = None
         self.emitted = False
+        self._progress_width = 0
 
     # streams ------------------------------------------------------------------------
     @property
@@ -196,6 +197,16 @@ class Renderer:
         if self.quiet or (verbose_only and not self.verbose):
             return
         self._message("", text, "dim")
+
+    def progress(self, text: str) -> None:
+        """Redraw one status line on stderr in place (terminals only, not with --quiet);
+        ``progress("")`` clears it. Nothing goes to stdout."""
+        if self.quiet or not self.stderr_is_terminal:
+            return
+        pad = " " * max(0, self._progress_width - len(text))
+        self.stderr.write("\r" + text + pad + ("\r" if not text else ""))
+        self.stderr.flush()
+        self._progress_width = len(text)
 
     def error(self, err: ModelForgeError) -> None:
         """Report an error: one line on stderr, plus the envelope on stdout in JSON mode."""

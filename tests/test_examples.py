@@ -598,10 +598,10 @@ def _failure_cases(tmp: Path) -> list[tuple[str, list[str], int, str]]:
             r"holds Python objects \(dtype \|O\): such arrays are pickles and are never loaded",
         ),
         (
-            "non-numeric text at input 'FILE' row 1, column 'support_calls'",
+            "non-numeric text at input 'FILE' line 2, column 'support_calls'",
             ["predict", m(churn / "churn.onnx"), m(tmp / "bad.csv"), "--keep", "id"],
             5,
-            r"non-numeric text at input '.*bad\.csv' row 1, column 'support_calls'",
+            r"non-numeric text at input '.*bad\.csv' line 2, column 'support_calls'",
         ),
         (
             "cannot map the columns of FILE onto model input(s) NAME",

@@ -12,7 +12,7 @@ import pytest
 
 from modelforge.engine.session import SessionConfig
 from modelforge.errors import DataError, InvalidModelError, ProviderUnavailableError, UsageError
-from modelforge.predict import explain, iter_predict, predict, predict_to
+from modelforge.inference import explain, iter_predict, predict, predict_to
 from tests import builders
 from tests import predict_builders as pb
 
@@ -204,9 +204,57 @@ def test_fixed_batch_models(tmp_path, fixed):
     got = predict(model, p)["y_0"].to_numpy()
     want = np.concatenate([raw(model, {"x": x[i : i + fixed]})[0] for i in range(0, 9, fixed)])
     assert np.array_equal(got, want[:, 0])
-    if fixed == 3:
-        with pytest.raises(DataError, match="exactly 3 rows"):
-            predict(model, {"x": x[:8]})
+
+
+@pytest.mark.parametrize("fixed", [1, 2])
+@pytest.mark.parametrize("ofmt", ["csv", "npz"])
+def test_fixed_batch_pads_the_last_batch(tmp_path, caplog, fixed, ofmt):
+    """3 rows into a model fixed at [fixed, 4]: the last batch is padded with copies of its
+    last row and the padding's outputs dropped; equal to onnxruntime run row by row."""
+    model = builders.save(builders.linear(4, 2, batch=fixed), tmp_path / "f.onnx")
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    p = pb.write_csv(tmp_path / "d.csv", {f"f{i}": x[:, i] for i in range(4)})
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = np.concatenate(
+        [sess.run(None, {"x": np.repeat(x[i : i + 1], fixed, axis=0)})[0][:1] for i in range(3)]
+    )
+    out = tmp_path / f"o.{ofmt}"
+    with caplog.at_level("INFO", logger="modelforge"):
+        s = predict_to(model, [str(p)], str(out), columns=["f0", "f1", "f2", "f3"])
+    assert s.rows == 3 and s.runs == (3 if fixed == 1 else 2)
+    if ofmt == "csv":
+        f32 = {"y_0": pl.Float32, "y_1": pl.Float32}
+        got = pl.read_csv(out, schema_overrides=f32).select("y_0", "y_1").to_numpy()
+    else:
+        with np.load(out, allow_pickle=False) as z:
+            got = z["y"]
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    padded = [r.getMessage() for r in caplog.records if "padded" in r.getMessage()]
+    assert bool(padded) == (fixed == 2)
+    assert predict(model, {"x": x})["y"].shape == (3, 2)
+
+
+def test_fixed_batch_pads_zipmap_outputs(tmp_path):
+    """Sequence outputs (ZipMap lists of dicts) lose their padded rows too."""
+    import onnx
+
+    model = pb.zipmap_classifier(tmp_path / "z.onnx")
+    m = onnx.load(model)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.shape.dim:
+            vi.type.tensor_type.shape.dim[0].dim_value = 2
+    fixed = tmp_path / "z2.onnx"
+    onnx.save(m, fixed)
+    x, _ = pb.iris_like(n=3)
+    x = x[:3]
+    sess = ort.InferenceSession(str(fixed), providers=["CPUExecutionProvider"])
+    want = [sess.run(None, {"X": np.repeat(x[i : i + 1], 2, axis=0)}) for i in range(3)]
+    got = predict(fixed, {"X": x})
+    assert got["output_label"].tolist() == [w[0][0] for w in want]
+    keys = list(want[0][1][0])
+    probs = np.array([[w[1][0][k] for k in keys] for w in want], dtype=np.float32)
+    assert got["output_probability"].shape == (3, len(keys))
+    assert np.array_equal(got["output_probability"], probs)
 
 
 def test_cast_policies_on_typed_input(lin, tmp_path):
@@ -281,7 +329,7 @@ def test_atomic_output_on_failure(lin, tmp_path):
         {"a": ["1"] * 5 + ["oops"], "b": ["1"] * 6, "c": ["1"] * 6, "d": ["1"] * 6},
     )
     out = tmp_path / "out.csv"
-    with pytest.raises(DataError, match="row 6, column 'a'"):
+    with pytest.raises(DataError, match="line 7, column 'a'"):
         predict_to(lin, [str(p)], str(out))
     assert sorted(x.name for x in tmp_path.iterdir()) == ["d.csv", "lin.onnx"]
 

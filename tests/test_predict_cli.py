@@ -122,7 +122,7 @@ def test_real_process_stdin_stdout_and_atomic_failure(tmp_path, lin):
         _cli("predict", lin, "-o", str(out)), input=rows.encode(), capture_output=True, timeout=50
     )
     assert proc.returncode == 5
-    assert b"row 50001, column 'f2'" in proc.stderr and b"Traceback" not in proc.stderr
+    assert b"line 50002, column 'f2'" in proc.stderr and b"Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.onnx"]
     ok = subprocess.run(
         _cli("predict", lin, "-", "--output-format", "jsonl"),
@@ -187,7 +187,7 @@ def test_stdin_rows_are_answered_as_they_arrive(lin):
 @pytest.mark.timeout(60)
 def test_predict_modules_import_nothing_heavy_before_the_fork():
     code = (
-        "import sys, modelforge.cli.predict, modelforge.predict, modelforge.engine.forked\n"
+        "import sys, modelforge.cli.predict, modelforge.inference, modelforge.engine.forked\n"
         "print([m for m in ('onnx', 'onnxruntime', 'numpy', 'pandas', 'polars', 'pyarrow')"
         " if m in sys.modules])"
     )

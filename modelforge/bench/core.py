@@ -6,7 +6,7 @@ How a benchmark runs (docs/bench.md has the user-facing version):
    every (model, provider) target a session is created and run once per batch size, so that
    errors surface before anything is measured and onnxruntime's one-time set-up is paid.
 2. Cold start, R interleaved rounds: per target, load the model and create the session
-   exactly as predict does (:func:`modelforge.predict.load` and ``open_session``: resolve,
+   exactly as predict does (:func:`modelforge.inference.load` and ``open_session``: resolve,
    read, parse and check external data only when the file may reference any, in-memory
    opset upgrade when needed) and run the first inference at the first batch size. The
    last round's sessions are kept for step 3; earlier ones are dropped before the next is
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 
     from modelforge.bench.env import Environment
     from modelforge.engine.session import Session, SessionConfig
+    from modelforge.inference import LoadedModel
     from modelforge.model.schema import ModelSchema
-    from modelforge.predict import LoadedModel
 
 DEFAULT_DURATION_S = 1.0  # steady state per target and batch size, over all rounds
 DEFAULT_WARMUP = 5
@@ -355,7 +355,7 @@ def _run_once(target: _Target, feeds: dict[str, Any], what: str) -> None:
 
 def _cold_start(target: _Target) -> None:
     """Load + create + first inference; the new session replaces the target's."""
-    from modelforge.predict import load, open_session
+    from modelforge.inference import load, open_session
 
     target.session = None  # free the previous session before building the next
     first = target.model.inputs.sizes[0]
@@ -414,7 +414,7 @@ def _order(targets: list[_Target], rnd: int) -> list[_Target]:
 
 
 def _load_model(label: str, ref: str, opts: BenchOptions) -> _Model:
-    from modelforge.predict import load
+    from modelforge.inference import load
 
     lm = load(ref)
     proto = lm.parse()  # the schema (for synthesis) and the opset (for the report)
@@ -451,7 +451,7 @@ def run_bench(
         short_name,
     )
     from modelforge.errors import ProviderUnavailableError
-    from modelforge.predict import open_session
+    from modelforge.inference import open_session
 
     opts = options or BenchOptions()
     opts.check()

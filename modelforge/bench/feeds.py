@@ -23,8 +23,8 @@ from modelforge.text import safe
 if TYPE_CHECKING:
     import numpy as np
 
+    from modelforge.inference import LoadedModel
     from modelforge.model.schema import ModelSchema
-    from modelforge.predict import LoadedModel
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 512)
 MAX_FEED_BYTES = 1 << 30  # per run; larger batch sizes are skipped with a warning
@@ -109,7 +109,7 @@ def _read_rows(
 
     options = ReadOptions(maps=dict(maps or {}), columns=columns)
     if data.lstrip().startswith("{"):
-        from modelforge.predict import data_from_json
+        from modelforge.inference import data_from_json
 
         plan = data_from_json(data, schema, options)
     else:

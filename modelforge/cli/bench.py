@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -11,6 +10,7 @@ from modelforge.cli.common import JsonOpt, global_options, parse_key_values, run
 
 if TYPE_CHECKING:
     from modelforge.bench import BenchReport
+    from modelforge.engine.sandbox import Limits
     from modelforge.render import Renderer
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -160,21 +160,19 @@ def render_report(out: Renderer, report: BenchReport) -> None:
 
 
 class _Progress:
-    """One status line on stderr, redrawn in place (only when stderr is a terminal)."""
+    """One status line on stderr, redrawn in place by the Renderer (terminals only)."""
 
-    def __init__(self) -> None:
-        self.width = 0
+    def __init__(self, out: Renderer) -> None:
+        self.out = out
+        self.shown = False
 
     def __call__(self, msg: str) -> None:
-        text = msg[:100]
-        sys.stderr.write("\r" + text.ljust(self.width))
-        sys.stderr.flush()
-        self.width = len(text)
+        self.out.progress(msg[:100])
+        self.shown = True
 
     def done(self) -> None:
-        if self.width:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-            sys.stderr.flush()
+        if self.shown:
+            self.out.progress("")
 
 
 def _parse_batch_sizes(value: str | None) -> tuple[int, ...] | None:
@@ -266,6 +264,23 @@ def bench_cmd(
     no_upgrade: Annotated[
         bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
     ] = False,
+    memory_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--memory-limit",
+            metavar="MB",
+            help="Address-space cap in MiB for the forked child (default: "
+            "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="S",
+            help="Stop after S seconds (default: none; $MODELFORGE_TIMEOUT does not apply).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure cold start, latency and throughput per provider.
@@ -300,7 +315,7 @@ def bench_cmd(
         )
         opts.check()
         quiet = global_options(ctx).quiet
-        bar_ = _Progress() if out.stderr_is_terminal and not quiet else None
+        bar_ = _Progress(out) if out.stderr_is_terminal and not quiet else None
 
         def work() -> dict[str, Any]:
             try:
@@ -314,10 +329,12 @@ def bench_cmd(
                 raise BrokenPipeError(32, "Broken pipe") from None
             return {}
 
-        _isolated(work)
+        from modelforge.engine.forked import forked_limits
+
+        _isolated(work, forked_limits(memory_limit, timeout))
 
 
-def _isolated(work: Any) -> None:
+def _isolated(work: Any, limits: Limits | None = None) -> None:
     """Run ``work`` in predict's forked child when possible, so that a model that crashes
     onnxruntime ends with one error line (exit 8) instead of killing the CLI. The child
     writes the result itself (stdout and stderr are inherited)."""
@@ -326,7 +343,7 @@ def _isolated(work: Any) -> None:
     if not can_fork():
         work()
         return
-    run_forked(work, cleanup=[], what="bench")
+    run_forked(work, cleanup=[], what="bench", limits=limits)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +13,15 @@ if TYPE_CHECKING:
     from modelforge.render import Renderer
 
 
+def _shape(shape: Any) -> str:
+    """[N, 4] as people write it; "?" for an unknown dimension, "unknown" for no shape."""
+    from modelforge.text import safe
+
+    if shape is None:
+        return "[unknown]"
+    return "[" + ", ".join("?" if d is None else safe(str(d), 40) for d in shape) + "]"
+
+
 def _render_explain(out: Renderer, res: Any) -> None:
     from modelforge.text import safe
 
@@ -21,7 +29,7 @@ def _render_explain(out: Renderer, res: Any) -> None:
     out.line(f"model   {safe(m['path'], 300)} (opset {m['opset']})")
     out.line(f"data    {', '.join(safe(s) for s in d['sources'])} [{d['format']}]")
     for f in res.feeds:
-        shape = "[" + ", ".join("?" if x is None else str(x) for x in (f["shape"] or [])) + "]"
+        shape = _shape(f["shape"])
         cols = ", ".join(safe(c, 60) for c in f["columns"][:12])
         more = f" … ({len(f['columns'])} columns)" if len(f["columns"]) > 12 else ""
         out.line(f"input   {safe(f['input'])} {f['dtype']} {shape} <- {cols}{more}")
@@ -33,16 +41,18 @@ def _render_explain(out: Renderer, res: Any) -> None:
     if unused:
         out.line("unused  " + ", ".join(safe(c) for c in unused[:20]))
     for o in res.outputs:
-        out.line(f"output  {safe(o['name'])} {o['type']} {o['shape']}")
+        out.line(f"output  {safe(o['name'])} {safe(o['type'])} {_shape(o['shape'])}")
     b = res.batch
     fixed = " (fixed by the model)" if b["fixed_batch"] else ""
     out.line(f"batches {b['batch_size']} rows{fixed}; streaming: {b['streaming']}")
 
 
 class _ProgressLine:
-    """rows, rows/s and ETA on stderr, redrawn at most 5 times a second."""
+    """rows, rows/s and ETA on stderr (through the Renderer), redrawn at most 5 times a
+    second."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Renderer) -> None:
+        self.out = out
         self.t0 = time.monotonic()
         self.last = 0.0
 
@@ -56,12 +66,11 @@ class _ProgressLine:
         if total and done:
             left = (now - self.t0) * (total - done) / done
             eta = f", ETA {left:.0f} s"
-        sys.stderr.write(f"\r{rows:,} rows, {rate:,.0f} rows/s{eta}   ")
-        sys.stderr.flush()
+        self.out.progress(f"{rows:,} rows, {rate:,.0f} rows/s{eta}")
 
     def done(self) -> None:
         if self.last:
-            sys.stderr.write("\n")
+            self.out.progress("")
 
 
 def _parse_maps(items: list[str] | None) -> dict[str, list[str]]:
@@ -154,6 +163,23 @@ def predict_cmd(
         list[str] | None,
         typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
     ] = None,
+    memory_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--memory-limit",
+            metavar="MB",
+            help="Address-space cap in MiB for the forked child (default: "
+            "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="S",
+            help="Stop after S seconds (default: none; $MODELFORGE_TIMEOUT does not apply).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.
@@ -173,26 +199,28 @@ def predict_cmd(
                 hint="add -o predictions.csv, or drop --json",
                 code="json_needs_output",
             )
-        read: dict[str, Any] = {
-            "fmt": fmt,
-            "maps": _parse_maps(map_),
-            "columns": split_csv_option(columns),
-            "keep": split_csv_option(keep),
-            "cast": cast,
-            "allow_nan": allow_nan,
-            "encoding": encoding,
-            "delimiter": delimiter,
-            "batch_size": batch_size,
-            "outputs": split_csv_option(outputs),
-            "data_json": data,
-        }
-        if explain:
-            from modelforge.predict import explain as explain_fn
+        from modelforge.inference import PredictOptions
 
-            out.emit(explain_fn(model, inputs, **read), _render_explain)
+        read = PredictOptions(
+            fmt=fmt,
+            maps=_parse_maps(map_),
+            columns=split_csv_option(columns),
+            keep=split_csv_option(keep),
+            cast=cast,
+            allow_nan=allow_nan,
+            encoding=encoding,
+            delimiter=delimiter,
+            batch_size=batch_size,
+            outputs=split_csv_option(outputs),
+            data_json=data,
+        )
+        if explain:
+            from modelforge.inference import explain as explain_fn
+
+            out.emit(explain_fn(model, inputs, read), _render_explain)
             return
         from modelforge.engine.session import SessionConfig
-        from modelforge.predict import predict_to
+        from modelforge.inference import predict_to
 
         cfg = SessionConfig(
             providers=provider or None,
@@ -203,23 +231,25 @@ def predict_cmd(
             custom_ops=tuple(custom_ops or ()),
         )
         opts = global_options(ctx)
-        bar = _ProgressLine() if out.stderr_is_terminal and not opts.quiet else None
+        bar = _ProgressLine(out) if out.stderr_is_terminal and not opts.quiet else None
         from pathlib import Path
 
         from modelforge.data.writers import temp_name
-        from modelforge.engine.forked import can_fork, run_forked
+        from modelforge.engine.forked import can_fork, forked_limits, run_forked
+
+        limits = forked_limits(memory_limit, timeout)
 
         target = None if output in (None, "-") else output
         tmp = temp_name(target) if target else None
 
         def job() -> dict[str, Any]:
             return predict_to(
-                model, inputs, output, out_format=out_format, session_config=cfg,
-                no_upgrade=no_upgrade, progress=bar, temp_path=tmp, **read,
+                model, inputs, output, read, out_format=out_format, session_config=cfg,
+                no_upgrade=no_upgrade, progress=bar, temp_path=tmp,
             ).to_dict()  # fmt: skip
 
         if can_fork():
-            summary = run_forked(job, cleanup=[Path(tmp)] if tmp else [])
+            summary = run_forked(job, cleanup=[Path(tmp)] if tmp else [], limits=limits)
             out.warnings.extend(w for w in summary.get("warnings", []) if w not in out.warnings)
         else:
             summary = job()

@@ -273,8 +273,14 @@ def coerce_text(
     text = text.set(text.str.to_lowercase().is_in(list(NA_TEXT)).fill_null(False), None)
     if text.null_count() and not allow_nan:
         i = int(text.is_null().arg_true()[0])
+        cell = s[i]
+        what = (
+            "the cell is empty"
+            if cell is None or not str(cell).strip()
+            else f"'{safe(cell, 40)}' means a missing value"
+        )
         raise DataError(
-            f"missing value at {where(i, 0)}: {safe(repr(s[i]), 40)}",
+            f"missing value at {where(i, 0)}: {what}",
             hint=_NAN_HINT,
             code="nan_value",
         )

@@ -74,6 +74,7 @@ class CsvReader:
         self._buf = b""
         self._eof = False
         self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
+        self.lines = 1  # physical lines before the current block (the header is line 1)
         self.columns = self._read_header()
         self._index = {c: i for i, c in enumerate(self.columns)}
 
@@ -193,6 +194,7 @@ class CsvReader:
 
     def _more_data(self) -> bool:
         while not self._buf.strip():
+            self.lines += self._buf.count(b"\n")
             self._buf = b""
             if not self._fill(1024 * 1024):
                 return False
@@ -282,11 +284,12 @@ class CsvReader:
             if not block.isspace():
                 yield block
             self.consumed += len(block)
+            self.lines += block.count(b"\n")
             if not ahead:
                 chunk = self._chunk()
 
     # field counts (only on suspicious blocks) ---------------------------------------
-    def _check_fields(self, block: bytes, row0: int) -> None:
+    def _check_fields(self, block: bytes) -> None:
         ncols = len(self.columns)
         if b'"' not in block:
             lines = block.split(b"\n")
@@ -299,25 +302,27 @@ class CsvReader:
             for i, line in enumerate(lines):
                 n = line.count(self._d) + 1 if line.strip(b"\r") else 0
                 if n != ncols:
-                    self._ragged(row0 + i, n)
+                    self._ragged(self.lines + i + 1, n)
             return
         import csv
         import io
 
         reader = csv.reader(io.StringIO(block.decode("utf-8"), newline=""), delimiter=self.delim)
         try:
-            for i, rec in enumerate(reader):
+            first = 1  # the line where the next record starts
+            for rec in reader:
                 if len(rec) != ncols:
-                    self._ragged(row0 + i, len(rec))
+                    self._ragged(self.lines + first, len(rec))
+                first = reader.line_num + 1
         except csv.Error as exc:
             raise DataError(
-                f"input '{self.name}' cannot be parsed near row {row0 + reader.line_num}: "
+                f"input '{self.name}' cannot be parsed near line {self.lines + reader.line_num}: "
                 f"{safe(str(exc), 100)}",
                 hint="check the quoting of the file",
                 code="csv_parse_error",
             ) from None
 
-    def _check_long_lines(self, block: bytes, row0: int) -> None:
+    def _check_long_lines(self, block: bytes) -> None:
         """A 1 MiB stretch without a newline is a very long line: if it holds more fields
         than the header (and no quotes), refuse it now; polars would spend seconds on it."""
         ncols = len(self.columns)
@@ -327,18 +332,18 @@ class CsvReader:
             if block.find(b'"', i, i + LONG_LINE) < 0:
                 fields = block.count(self._d, i, i + LONG_LINE) + 1
                 if fields > ncols:
-                    row = row0 + block.count(b"\n", 0, i)
+                    line = self.lines + block.count(b"\n", 0, i) + 1
                     raise DataError(
-                        f"input '{self.name}' row {row + 1} has more than {fields - 1:,} "
+                        f"input '{self.name}' line {line} has more than {fields - 1:,} "
                         f"fields, the header has {ncols}",
                         hint="every row needs one field per header column",
                         code="ragged_row",
                     )
 
-    def _ragged(self, row: int, n: int) -> None:
+    def _ragged(self, line: int, n: int) -> None:
         problem = "is blank" if n == 0 else f"has {n} fields, the header has {len(self.columns)}"
         raise DataError(
-            f"input '{self.name}' row {row + 1} {problem}",
+            f"input '{self.name}' line {line} {problem}",
             hint="every row needs one field per header column; check the delimiter and quotes",
             code="ragged_row",
         )
@@ -369,12 +374,13 @@ class CsvReader:
         text_schema: dict[str, Any] = {c: pl.String for c in self.columns}
         row0 = 0
         for block in self._blocks():
-            self._utf8_error(block, self.consumed, row0)
-            self._check_long_lines(block, row0)
+            self._utf8_error(block, self.consumed, self.lines)
+            self._check_long_lines(block)
             if block.startswith(_BOM):  # polars would drop these bytes silently
-                self._check_fields(block, row0)
+                self._check_fields(block)
                 raise DataError(
-                    f"input '{self.name}' row {row0 + 1} starts with a UTF-8 byte-order mark",
+                    f"input '{self.name}' line {self.lines + 1} starts with a UTF-8 byte-order "
+                    "mark",
                     hint="remove the stray BOM (files concatenated with cat?)",
                     code="csv_parse_error",
                 )
@@ -386,12 +392,12 @@ class CsvReader:
                     df = None
             cols = self._fast_columns(df, targets, allow_nan) if df is not None else None
             if cols is None:
-                self._check_fields(block, row0)
+                self._check_fields(block)
                 try:
                     df = self._parse(block, text_schema, wanted)
                 except pl.exceptions.PolarsError as exc:
                     raise DataError(
-                        f"input '{self.name}' cannot be parsed near row {row0 + 1}: "
+                        f"input '{self.name}' cannot be parsed near line {self.lines + 1}: "
                         f"{safe(str(exc).splitlines()[0], 200)}",
                         hint="check the delimiter and quoting",
                         code="csv_parse_error",
@@ -403,7 +409,7 @@ class CsvReader:
                         dtype,
                         policy=policy,
                         allow_nan=allow_nan,
-                        where=self._where(row0, c),
+                        where=self._where(block, c),
                     )
             assert df is not None
             n = df.height
@@ -421,11 +427,13 @@ class CsvReader:
             start += n
             row0 += n
 
-    def _where(self, row0: int, column: str):  # type: ignore[no-untyped-def]
-        name = self.name
+    def _where(self, block: bytes, column: str):  # type: ignore[no-untyped-def]
+        """Messages name the physical line of record ``row`` of ``block`` (header = 1)."""
+        name, base = self.name, self.lines
 
         def where(row: int, col: int) -> str:
-            return f"input '{name}' row {row0 + row + 1}, column '{safe(column)}'"
+            line = base + _record_line(block, row, self.delim)
+            return f"input '{name}' line {line}, column '{safe(column)}'"
 
         return where
 
@@ -460,6 +468,23 @@ class CsvReader:
                 if bad:
                     return None
         return cols
+
+
+def _record_line(block: bytes, record: int, delim: str) -> int:
+    """The 1-based line of ``block`` where record ``record`` (0-based) starts; quoted fields
+    may span lines. Only called for an error message."""
+    if b'"' not in block:
+        return record + 1
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(block.decode("utf-8", "replace"), newline=""), delimiter=delim)
+    start = 1
+    for i, _rec in enumerate(reader):
+        if i == record:
+            return start
+        start = reader.line_num + 1
+    return start
 
 
 def _drop_trailing_blank_lines(buf: bytes) -> bytes:

@@ -76,7 +76,12 @@ class DataPlan:
 
 def _open_input(path: str, stdin: IO[bytes] | None) -> tuple[IO[bytes], int | None]:
     if path == STDIO:
-        return (stdin or sys.stdin.buffer), None
+        fh = stdin or sys.stdin.buffer
+        try:  # stdin redirected from a regular file (< data.parquet) reads like that file
+            st = os.fstat(fh.fileno())
+        except (AttributeError, OSError, ValueError):
+            return fh, None
+        return fh, (st.st_size if stat.S_ISREG(st.st_mode) else None)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -102,11 +107,47 @@ def _open_input(path: str, stdin: IO[bytes] | None) -> tuple[IO[bytes], int | No
     return fh, (st.st_size if stat.S_ISREG(st.st_mode) else None)
 
 
-def _read_all(fh: IO[bytes], name: str) -> bytes:
+READ_CHUNK = 8 * 1024 * 1024
+_MAGIC = {
+    "npy": (b"\x93NUMPY",),
+    "npz": (b"PK\x03\x04", b"PK\x05\x06"),
+    "parquet": (b"PAR1",),
+}
+
+
+def _read_all(fh: IO[bytes], name: str, fmt: str | None = None) -> bytes:
+    """Read a whole stream (stdin, a FIFO, a device) up to the array cap; with ``fmt``, the
+    first bytes must carry its magic, so ``/dev/zero`` or a text stream fails at once."""
     from modelforge.data.npy import max_array_bytes
 
     cap = max_array_bytes()
-    data = fh.read(cap + 1)
+    head = b""
+    if fmt in _MAGIC:
+        want = max(len(m) for m in _MAGIC[fmt])
+        while len(head) < want:
+            more = fh.read(want - len(head))
+            if not more:
+                break
+            head += more
+        if head and not any(head.startswith(m) for m in _MAGIC[fmt]):
+            label = "Parquet" if fmt == "parquet" else fmt.upper()
+            raise DataError(
+                f"input '{safe(name)}' is not a{'n' if fmt[0] == 'n' else ''} {label} file "
+                f"(it does not start with the {label} signature)",
+                hint="check the file, or pass the right --format",
+                code="invalid_parquet" if fmt == "parquet" else f"invalid_{fmt}",
+            )
+    # in chunks: one read(cap) would reserve the whole cap up front (under the forked
+    # child's RLIMIT_AS that alone fails)
+    parts = [head]
+    size = len(head)
+    while size <= cap:
+        chunk = fh.read(min(READ_CHUNK, cap + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    data = b"".join(parts)
     if len(data) > cap:
         raise DataError(
             f"input '{safe(name)}' is larger than {cap:,} bytes",
@@ -172,12 +213,13 @@ def _open_data(
                 code="invalid_option",
             )
         arrays = [
-            _load_arrays(fh, p, n, fmt)
-            for (fh, _), p, n in zip(opened, inputs, names, strict=False)
+            _load_arrays(fh, p, n, fmt, size is not None)
+            for (fh, size), p, n in zip(opened, inputs, names, strict=False)
         ]
         return array_plan(arrays, schema, options, fmt=fmt, sources=names, total=total)
     readers = [
-        _tabular_reader(fh, n, fmt, options) for (fh, _), n in zip(opened, names, strict=False)
+        _tabular_reader(fh, n, fmt, options, size is not None)
+        for (fh, size), n in zip(opened, names, strict=False)
     ]
     columns = readers[0].columns
     for r, n in zip(readers[1:], names[1:], strict=False):
@@ -230,7 +272,9 @@ def _open_data(
     return DataPlan(fmt, names, mapping, total, columns_iter, options)
 
 
-def _tabular_reader(fh: IO[bytes], name: str, fmt: str, options: ReadOptions) -> Any:
+def _tabular_reader(
+    fh: IO[bytes], name: str, fmt: str, options: ReadOptions, regular: bool = True
+) -> Any:
     if fmt in ("csv", "tsv"):
         from modelforge.data.csv_reader import CsvReader
 
@@ -238,26 +282,31 @@ def _tabular_reader(fh: IO[bytes], name: str, fmt: str, options: ReadOptions) ->
     if fmt == "parquet":
         from modelforge.data.tabular import ParquetReader
 
-        src: Any = fh if fh.seekable() else io.BytesIO(_read_all(fh, name))
+        src: Any = fh if regular and fh.seekable() else io.BytesIO(_read_all(fh, name, fmt))
         return ParquetReader(src, name)
     from modelforge.data.tabular import JsonlReader
 
     return JsonlReader(fh, name)
 
 
-def _load_arrays(fh: IO[bytes], path: str, name: str, fmt: str) -> dict[str, np.ndarray]:
+def _load_arrays(
+    fh: IO[bytes], path: str, name: str, fmt: str, regular: bool = True
+) -> dict[str, np.ndarray]:
+    """A regular file is memory-mapped (NPY) or opened as a zip (NPZ); stdin, FIFOs and
+    devices are read (signature first, then up to the array cap) and parsed in memory."""
     from modelforge.data import npy
 
+    stream = path == STDIO or not regular  # np.memmap / zipfile need the path
     try:
         if fmt == "npy":
-            if path != STDIO:
+            if not stream:
                 fh.close()
                 return {"<npy>": npy.load_npy_file(path)}
-            return {"<npy>": npy.load_npy_bytes(_read_all(fh, name), name)}
-        if path != STDIO:
+            return {"<npy>": npy.load_npy_bytes(_read_all(fh, name, fmt), name)}
+        if not stream:
             fh.close()
             return npy.load_npz(path, name)
-        return npy.load_npz(io.BytesIO(_read_all(fh, name)), name)
+        return npy.load_npz(io.BytesIO(_read_all(fh, name, fmt)), name)
     finally:
         if path != STDIO:
             fh.close()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from modelforge.data.batch import ColumnBatch
+from modelforge.data.csv_reader import MAX_RECORD_BYTES
 from modelforge.errors import DataError
 from modelforge.text import safe
 
@@ -78,38 +79,71 @@ class ParquetReader:
 
 
 class JsonlReader:
-    """JSON Lines: one object per line; blocks split at newlines, parsed by polars."""
+    """JSON Lines: one object per line; blocks split at newlines, parsed by polars.
+
+    A line is capped at ``MAX_RECORD_BYTES`` (as a CSV record), so a file without newlines
+    (``/dev/zero``, a huge single line) fails fast with ``line_too_long``. Line numbers are
+    physical lines of the file, from 1, blank lines included."""
 
     def __init__(self, stream: IO[bytes], name: str) -> None:
         self.stream = stream
         self.name = name
         self._rest = b""
-        self._first: bytes | None = self._next_block()
-        if not self._first:
+        self._lines = 0  # newlines handed out so far
+        self._first, self._first_line = self._next_block()
+        if not self._first.strip():
             raise DataError(
                 f"input '{safe(name)}' is empty",
                 code="empty_input",
                 hint="pass one JSON object per line",
             )
-        self._first_df = self._parse(self._first, 0)
+        self._first_df = self._parse(self._first, self._first_line)
         self.columns = list(self._first_df.columns)
 
-    def _next_block(self) -> bytes:
+    def _too_long(self) -> DataError:
+        return DataError(
+            f"input '{safe(self.name)}' line {self._lines + 1} is longer than "
+            f"{MAX_RECORD_BYTES // (1024 * 1024)} MiB",
+            hint="write one JSON object per line (is this really a JSON Lines file?)",
+            code="line_too_long",
+        )
+
+    def _next_block(self) -> tuple[bytes, int]:
+        """The next stretch of whole lines (at least one non-blank) and the number of lines
+        before it; chunks are collected in a list and joined once."""
+        parts: list[bytes] = [self._rest] if self._rest else []
+        pending = len(self._rest)  # bytes of the unfinished line
+        self._rest = b""
         while True:
             data = self.stream.read(JSONL_BLOCK)
             if not data:
-                block, self._rest = self._rest, b""
-                return block
-            buf = self._rest + data
-            cut = buf.rfind(b"\n")
+                if pending > MAX_RECORD_BYTES:
+                    raise self._too_long()
+                block = b"".join(parts)
+                line0 = self._lines
+                self._lines += block.count(b"\n")
+                return block, line0
+            cut = data.rfind(b"\n")
             if cut < 0:
-                self._rest = buf
+                parts.append(data)
+                pending += len(data)
+                if pending > MAX_RECORD_BYTES:
+                    raise self._too_long()
                 continue
-            block, self._rest = buf[: cut + 1], buf[cut + 1 :]
+            if pending + data.find(b"\n") > MAX_RECORD_BYTES:
+                raise self._too_long()
+            parts.append(data[: cut + 1])
+            self._rest = data[cut + 1 :]
+            block = b"".join(parts)
+            line0 = self._lines
+            self._lines += block.count(b"\n")
             if block.strip():
-                return block
+                return block, line0
+            parts = [self._rest] if self._rest else []
+            pending = len(self._rest)
+            self._rest = b""
 
-    def _parse(self, block: bytes, row0: int) -> pl.DataFrame:
+    def _parse(self, block: bytes, line0: int) -> pl.DataFrame:
         import json
 
         import polars as pl
@@ -118,37 +152,39 @@ class JsonlReader:
             return pl.read_ndjson(block)
         except Exception:  # polars raises ComputeError and friends on bad JSON
             pass
-        lines = [ln for ln in block.split(b"\n") if ln.strip()]
-        for i, line in enumerate(lines):
+        for i, line in enumerate(block.split(b"\n")):
+            if not line.strip():
+                continue
             try:
                 value: Any = json.loads(line)
             except ValueError as exc:
                 raise DataError(
-                    f"input '{safe(self.name)}' line {row0 + i + 1} is not valid JSON: "
+                    f"input '{safe(self.name)}' line {line0 + i + 1} is not valid JSON: "
                     f"{safe(str(exc), 80)}",
                     hint="write one JSON object per line",
                     code="invalid_json",
                 ) from None
             if not isinstance(value, dict):
                 raise DataError(
-                    f"input '{safe(self.name)}' line {row0 + i + 1} is not a JSON object",
+                    f"input '{safe(self.name)}' line {line0 + i + 1} is not a JSON object",
                     hint='write one object per line, e.g. {"x": [1, 2]}',
                     code="invalid_json",
                 )
         raise DataError(
-            f"input '{safe(self.name)}' near line {row0 + 1} has values of mixed types",
+            f"input '{safe(self.name)}' near line {line0 + 1} has values of mixed types",
             hint="use one JSON type per key",
             code="invalid_json",
         )
 
     def batches(self, wanted: list[str], start: int = 0) -> Iterator[ColumnBatch]:
         row0 = 0
+        line0 = self._first_line
         df: pl.DataFrame | None = self._first_df
         while df is not None:
             missing = [c for c in wanted if c not in df.columns]
             if missing:
                 raise DataError(
-                    f"input '{safe(self.name)}' rows from line {row0 + 1} lack key "
+                    f"input '{safe(self.name)}' rows from line {line0 + 1} lack key "
                     f"'{safe(missing[0])}'",
                     hint="every line needs the same keys",
                     code="missing_column",
@@ -157,5 +193,5 @@ class JsonlReader:
             yield ColumnBatch(self.name, start, df.height, cols, file_row=row0)
             start += df.height
             row0 += df.height
-            block = self._next_block()
-            df = self._parse(block, row0) if block.strip() else None
+            block, line0 = self._next_block()
+            df = self._parse(block, line0) if block.strip() else None

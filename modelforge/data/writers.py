@@ -8,7 +8,11 @@ flushed after every batch (``| head`` ends quietly).
 Output naming (tabular formats): tensor ``y`` of shape [N] -> column ``y``; [N, K] ->
 ``y_0 … y_{K-1}``; higher ranks ``y_i_j…`` (row-major); a ZipMap output (list of dicts)
 -> one column per key, ``output_probability_<key>``. CSV/TSV text cells starting with
-``= + - @`` (or tab/CR) that are not numbers get a leading ``'`` (formula injection).
+``= + - @`` (or tab/CR) that are not numbers get a leading ``'`` (formula injection); so
+do header names (kept columns and output names come from files).
+
+A kept column (``--keep``) may not share a name with an output column of the chosen
+format (:func:`check_clashes`): the run stops before writing anything.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from modelforge.errors import OutputError
+from modelforge.errors import DataError, OutputError
 from modelforge.text import safe
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import numpy as np
     import polars as pl
+
+    from modelforge.model.schema import TensorSpec
 
 
 @dataclass
@@ -50,6 +58,71 @@ def flatten(out: OutputValue) -> list[tuple[str, np.ndarray]]:
     flat = arr.reshape(arr.shape[0], -1)
     names = ["_".join(str(i) for i in idx) for idx in np.ndindex(*arr.shape[1:])]
     return [(f"{out.name}_{n}", flat[:, j]) for j, n in enumerate(names)]
+
+
+def _nested(fmt: str, out: OutputValue) -> bool:
+    """Parquet keeps a tensor of rank >= 2 as one nested column named like the output."""
+    return fmt == "parquet" and out.keys is None and out.array.ndim > 1
+
+
+def column_names(outputs: list[OutputValue], fmt: str) -> list[tuple[str, str]]:
+    """(column or array name, output name) for every column ``fmt`` writes for ``outputs``."""
+    names: list[tuple[str, str]] = []
+    for o in outputs:
+        if fmt in ("npy", "npz"):
+            names.append((o.name, o.name))
+            if o.keys is not None:
+                names.append((f"{o.name}_keys", o.name))
+        elif _nested(fmt, o):
+            names.append((o.name, o.name))
+        else:
+            names.extend((n, o.name) for n, _ in flatten(o))
+    return names
+
+
+def planned_names(spec: TensorSpec, fmt: str) -> list[str] | None:
+    """The names ``fmt`` will write for output ``spec`` as far as the model's declared
+    shape tells (None: only the data can tell, e.g. ZipMap keys or symbolic dims)."""
+    import numpy as np
+
+    name = spec.name
+    zipmap = spec.type.startswith("seq(map(")
+    if fmt in ("npy", "npz"):
+        return [name, f"{name}_keys"] if zipmap else [name]
+    if zipmap or not spec.type.startswith("tensor(") or spec.shape is None:
+        return None
+    if len(spec.shape) <= 1 or fmt == "parquet":
+        return [name]
+    dims = [d for d in spec.shape[1:] if isinstance(d, int) and d >= 0]
+    if len(dims) != len(spec.shape) - 1 or int(np.prod(dims)) > 1_000_000:
+        return None
+    return [f"{name}_" + "_".join(map(str, idx)) for idx in np.ndindex(*dims)]
+
+
+def check_clashes(keep: Iterable[str], names: Iterable[tuple[str, str]], fmt: str) -> None:
+    """A kept column named like an output column would be overwritten or merged: refuse."""
+    kept = set(keep)
+    for column, output in names:
+        if column in kept:
+            where = "column" if fmt in ("csv", "tsv", "jsonl", "parquet") else "array"
+            detail = "" if column == output else f" (from output '{safe(output)}')"
+            raise DataError(
+                f"kept column '{safe(column)}' has the same name as an output {where} of the "
+                f"{fmt.upper()} output{detail}",
+                hint=f"drop '{safe(column)}' from --keep (or rename that column in the input), "
+                f"or leave output '{safe(output)}' out with --outputs",
+                code="column_clash",
+            )
+
+
+def neutralise_text(value: str) -> str:
+    """A text cell or header that a spreadsheet would run as a formula gets a leading '."""
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value.strip())
+        except ValueError:
+            return "'" + value
+    return value
 
 
 def _text(arr: np.ndarray) -> np.ndarray:
@@ -182,27 +255,32 @@ class Writer:
         pass
 
 
-def _frame(keep: dict[str, Any], outputs: list[OutputValue], *, neutralise: bool) -> pl.DataFrame:
+def _frame(
+    keep: dict[str, Any], outputs: list[OutputValue], *, neutralise: bool, fmt: str = "csv"
+) -> pl.DataFrame:
     import polars as pl
 
+    check_clashes(keep, column_names(outputs, fmt), fmt)
     series: list[pl.Series] = []
-    seen: set[str] = set()
     for name, values in keep.items():
         s = values.alias(name) if isinstance(values, pl.Series) else pl.Series(name, values)
         series.append(s)
-        seen.add(name)
     for o in outputs:
         for name, col in flatten(o):
-            if name in seen:
-                raise OutputError(
-                    f"output column '{safe(name)}' clashes with a kept column",
-                    hint="rename the --keep column",
-                    code="column_clash",
-                )
-            seen.add(name)
             series.append(pl.Series(name, _text(col) if col.dtype.kind in "OSU" else col))
     df = pl.DataFrame(series)
     if neutralise:
+        renamed = {c: neutralise_text(c) for c in df.columns}
+        if any(k != v for k, v in renamed.items()):
+            if len(set(renamed.values())) < len(renamed):
+                bad = next(k for k, v in renamed.items() if k != v and v in renamed)
+                raise DataError(
+                    f"column '{safe(bad)}' would be written as '{safe(renamed[bad])}' (a "
+                    "leading ' stops spreadsheets running it), which another column is named",
+                    hint="rename one of the two columns in the input",
+                    code="column_clash",
+                )
+            df = df.rename(renamed)
         text_cols = [c for c, t in df.schema.items() if t == pl.String]
         if text_cols:
             df = df.with_columns(
@@ -225,7 +303,7 @@ class CsvWriter(Writer):
         self.header = True
 
     def _write(self, keep: dict[str, Any], outputs: list[OutputValue]) -> None:
-        df = _frame(keep, outputs, neutralise=True)
+        df = _frame(keep, outputs, neutralise=True, fmt="tsv" if self.separator == "\t" else "csv")
         df.write_csv(self.sink.fh, separator=self.separator, include_header=self.header)
         self.header = False
         self.sink.fh.flush()
@@ -233,7 +311,7 @@ class CsvWriter(Writer):
 
 class JsonlWriter(Writer):
     def _write(self, keep: dict[str, Any], outputs: list[OutputValue]) -> None:
-        _frame(keep, outputs, neutralise=False).write_ndjson(self.sink.fh)
+        _frame(keep, outputs, neutralise=False, fmt="jsonl").write_ndjson(self.sink.fh)
         self.sink.fh.flush()
 
 
@@ -249,11 +327,12 @@ class ParquetWriter(Writer):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        check_clashes(keep, column_names(outputs, "parquet"), "parquet")
         cols: dict[str, Any] = {}
         for name, values in keep.items():
             cols[name] = values.to_arrow() if isinstance(values, pl.Series) else pa.array(values)
         for o in outputs:
-            if o.keys is not None or o.array.ndim == 1:
+            if not _nested("parquet", o):
                 for name, col in flatten(o):
                     cols[name] = pa.array(_text(col))
             else:
@@ -299,6 +378,7 @@ class ArrayWriter(Writer):
                 hint="select one with --outputs, or write .npz",
                 code="npy_one_output",
             )
+        check_clashes(keep, column_names(outputs, self.fmt), self.fmt)
         for name, values in keep.items():
             arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
             self.parts.setdefault(name, []).append(_text(arr))

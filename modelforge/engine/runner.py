@@ -10,6 +10,7 @@ from modelforge.data.batch import Batch
 from modelforge.data.writers import OutputValue
 from modelforge.engine.session import translate_error
 from modelforge.errors import DataError, OutputError, UsageError
+from modelforge.log import info
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -86,33 +87,56 @@ class Runner:
 
     def run(self, batch: Batch) -> list[OutputValue]:
         step = self.batch_size
-        if self.fixed and batch.rows % self.fixed:
-            raise DataError(
-                f"the model needs batches of exactly {self.fixed} rows; the data has "
-                f"{batch.start + batch.rows} rows, not a multiple of {self.fixed}",
-                hint=f"pass a multiple of {self.fixed} rows",
-                code="fixed_batch_remainder",
+        rows = batch.rows
+        feeds_all = batch.feeds
+        pad = (-rows) % self.fixed if self.fixed else 0
+        if pad:  # only the last batch (see rebatch): repeat its last row, drop it below
+            feeds_all = _pad(feeds_all, pad)
+            info(
+                f"the model needs batches of exactly {self.fixed} rows: padded the last "
+                f"{rows} row{'s' if rows != 1 else ''} with {pad} "
+                f"cop{'y' if pad == 1 else 'ies'} of row {batch.start + rows}; the padding's "
+                "outputs are dropped"
             )
+        total = rows + pad
         parts: list[list[OutputValue]] = []
-        for lo in range(0, batch.rows, step):
-            hi = min(batch.rows, lo + step)
+        for lo in range(0, total, step):
+            hi = min(total, lo + step)
             feeds = (
-                batch.feeds
-                if (lo == 0 and hi == batch.rows)
-                else {k: v[lo:hi] for k, v in batch.feeds.items()}
+                feeds_all
+                if (lo == 0 and hi == total)
+                else {k: v[lo:hi] for k, v in feeds_all.items()}
             )
             try:
                 values = self.session.inner.run(self.outputs, feeds)
             except Exception as exc:  # onnxruntime raises pybind exception types
-                err = translate_error(
-                    exc, f"running the model on rows {batch.start + lo + 1}-{batch.start + hi}"
-                )
+                first = batch.start + lo + 1
+                last = batch.start + min(hi, rows)
+                err = translate_error(exc, f"running the model on rows {first}-{last}")
                 raise err from None
             self.runs += 1
             parts.append([to_output(n, v) for n, v in zip(self.outputs, values, strict=False)])
-        if len(parts) == 1:
-            return parts[0]
-        return [_concat([p[i] for p in parts]) for i in range(len(self.outputs))]
+        out = (
+            parts[0]
+            if len(parts) == 1
+            else [_concat([p[i] for p in parts]) for i in range(len(self.outputs))]
+        )
+        return [_drop_padding(o, total, rows) for o in out] if pad else out
+
+
+def _pad(feeds: dict[str, Any], pad: int) -> dict[str, Any]:
+    import numpy as np
+
+    return {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feeds.items()}
+
+
+def _drop_padding(out: OutputValue, total: int, rows: int) -> OutputValue:
+    """Rows ``rows..total`` came from padding: slice them off per-row outputs (ZipMap lists
+    are arrays by now, see to_output)."""
+    arr = out.array
+    if arr.ndim >= 1 and arr.shape[0] == total:
+        return OutputValue(out.name, arr[:rows], out.keys)
+    return out
 
 
 def _concat(values: list[OutputValue]) -> OutputValue:

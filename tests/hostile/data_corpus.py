@@ -66,15 +66,15 @@ CSV_CASES: dict[str, tuple[bytes, list[str], int, str]] = {
     "extra_columns": (b"a,b,c\n1,2,3\n", ["--keep", "c"], 0, ""),
     "reordered_columns": (b"b,a\n2,1\n", [], 0, ""),
     "duplicate_header": (b"a,a,b\n1,2,3\n", [], 5, "duplicate column name 'a'"),
-    "non_numeric": (b"a,b\n1,hello\n", [], 5, "row 1, column 'b'"),
-    "nan_spelling_nan": (b"a,b\nNaN,1\n", [], 5, "row 1"),
-    "nan_spelling_empty": (b"a,b\n,1\n", [], 5, "row 1"),
-    "nan_spelling_NA": (b"a,b\nNA,1\n", [], 5, "row 1"),
+    "non_numeric": (b"a,b\n1,hello\n", [], 5, "line 2, column 'b'"),
+    "nan_spelling_nan": (b"a,b\nNaN,1\n", [], 5, "line 2"),
+    "nan_spelling_empty": (b"a,b\n,1\n", [], 5, "line 2"),
+    "nan_spelling_NA": (b"a,b\nNA,1\n", [], 5, "line 2"),
     "nan_with_allow_nan": (b"a,b\nNaN,1\n,2\n", ["--allow-nan"], 0, ""),
     "beyond_float32": (b"a,b\n1e39,1\n", [], 5, "float32"),
     "empty_file": (b"", [], 5, "empty"),
     "header_only": (b"a,b\n", [], 5, "no data rows"),
-    "ragged_rows": (b"a,b\n1,2\n3\n", [], 5, "row 2"),
+    "ragged_rows": (b"a,b\n1,2\n3\n", [], 5, "line 3"),
     "unbalanced_quotes": (b'a,b\n"1,2\n3,4\n', [], 5, "quote"),
     "semicolon_delimiter": (b"a;b\n1;2\n", [], 5, "--delimiter ';'"),
     "semicolon_with_option": (b"a;b\n1;2\n", ["--delimiter", ";"], 0, ""),
@@ -88,7 +88,7 @@ CSV_CASES: dict[str, tuple[bytes, list[str], int, str]] = {
     ),
     "binary_garbage": (bytes(range(256)) * 16, [], 5, "not a text csv"),
     # a last, unterminated data line holding only a UTF-8 BOM (found by test_fuzz_data)
-    "bom_only_unterminated_row": (b"a,b\n\xef\xbb\xbf", [], 5, "row 1"),
+    "bom_only_unterminated_row": (b"a,b\n\xef\xbb\xbf", [], 5, "line 2"),
     # a carriage return inside the header line (found by test_fuzz_data: csv.Error escapes)
     "lone_cr_in_header": (b"a\rz,b\n1,2\n", [], 5, "header"),
     "header_with_millions_of_fields": (b",".join([b"c"] * 3_000_000) + b"\n1\n", [], 5, "4 MiB"),
@@ -96,7 +96,7 @@ CSV_CASES: dict[str, tuple[bytes, list[str], int, str]] = {
         b"a,b\n" + b",".join([b"1"] * 5_000_000) + b"\n",
         [],
         5,
-        "row 1",
+        "line 2",
     ),
 }
 

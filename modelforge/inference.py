@@ -1,4 +1,6 @@
-"""Public prediction API: ``predict``, ``iter_predict``, ``predict_to`` and ``explain``.
+"""Public prediction API: ``predict``, ``iter_predict``, ``predict_to`` and ``explain``
+(re-exported as ``modelforge.predict``, ``modelforge.iter_predict``, ``modelforge.predict_to``
+and ``modelforge.explain_predict``).
 
 The CLI's ``modelforge predict`` is ``predict_to``; Python users call ``predict`` for a
 DataFrame / dict of arrays, or ``iter_predict`` to stream batches. MODEL is a path or a
@@ -9,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +22,13 @@ from modelforge.data.cast import check_policy
 from modelforge.data.formats import STDIO, output_format
 from modelforge.data.inline import data_from_json, frame_plan
 from modelforge.data.readers import DataPlan, ReadOptions, open_data
-from modelforge.data.writers import OutputValue, flatten, open_writer
+from modelforge.data.writers import (
+    OutputValue,
+    check_clashes,
+    flatten,
+    open_writer,
+    planned_names,
+)
 from modelforge.engine.runner import DEFAULT_BATCH_SIZE, Runner, fixed_batch, prefetch, rebatch
 from modelforge.engine.session import SessionConfig
 from modelforge.errors import DataError, UsageError
@@ -181,26 +187,46 @@ def _collect_warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
-def _read_options(
-    fmt: str | None,
-    maps: dict[str, list[str]] | None,
-    columns: list[str] | None,
-    keep: list[str] | None,
-    cast: str,
-    allow_nan: bool,
-    encoding: str | None,
-    delimiter: str | None,
-) -> ReadOptions:
-    return ReadOptions(
-        fmt=fmt,
-        maps=dict(maps or {}),
-        columns=columns,
-        keep=list(keep or []),
-        policy=check_policy(cast),
-        allow_nan=allow_nan,
-        encoding=encoding,
-        delimiter=delimiter,
-    )
+@dataclass(frozen=True)
+class PredictOptions:
+    """How data is read, mapped and batched: shared by ``predict``, ``iter_predict``,
+    ``predict_to`` and ``explain`` (each also takes these as keyword arguments)."""
+
+    fmt: str | None = None  # input format (default: from the extension; stdin: CSV)
+    maps: dict[str, list[str]] | None = None  # input name -> columns (--map)
+    columns: list[str] | None = None  # ordered columns of the single 2-D input
+    keep: list[str] | None = None  # columns copied to the output, never fed
+    cast: str = "safe"  # safe | strict | force
+    allow_nan: bool = False
+    encoding: str | None = None
+    delimiter: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    outputs: list[str] | None = None  # model outputs to produce (default: all)
+    data_json: str | None = None  # inline JSON instead of INPUT files (--data)
+
+    @classmethod
+    def build(cls, options: PredictOptions | None, kw: dict[str, Any]) -> PredictOptions:
+        """``options`` with the keyword arguments ``kw`` applied; unknown keys are a
+        TypeError, as for any function."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in kw if k not in names]
+        if unknown:
+            raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
+        return dataclasses.replace(options or cls(), **kw)
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(
+            fmt=self.fmt,
+            maps=dict(self.maps or {}),
+            columns=self.columns,
+            keep=list(self.keep or []),
+            policy=check_policy(self.cast),
+            allow_nan=self.allow_nan,
+            encoding=self.encoding,
+            delimiter=self.delimiter,
+        )
 
 
 def _plan(
@@ -231,6 +257,22 @@ def _check_rows(plan: DataPlan, rows: int) -> None:
         )
 
 
+def _check_planned_clashes(
+    schema: ModelSchema, chosen: list[str], keep: list[str], ofmt: str
+) -> None:
+    """Refuse a kept column named like an output column before anything runs (names that
+    only the data can tell, e.g. ZipMap keys, are checked again by the writer)."""
+    if not keep:
+        return
+    names = [
+        (n, spec.name)
+        for spec in schema.outputs
+        if spec.name in chosen
+        for n in (planned_names(spec, ofmt) or [])
+    ]
+    check_clashes(keep, names, ofmt)
+
+
 def _batches(plan: DataPlan, runner: Runner) -> Iterator[Any]:
     it = plan.batches()
     if os.environ.get("MODELFORGE_PREFETCH", "0") == "1":
@@ -242,42 +284,36 @@ def predict_to(
     model: str | os.PathLike[str],
     inputs: list[str] | None = None,
     output: str | None = None,
+    options: PredictOptions | None = None,
     *,
-    fmt: str | None = None,
     out_format: str | None = None,
-    maps: dict[str, list[str]] | None = None,
-    columns: list[str] | None = None,
-    keep: list[str] | None = None,
-    cast: str = "safe",
-    allow_nan: bool = False,
-    encoding: str | None = None,
-    delimiter: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    outputs: list[str] | None = None,
     session_config: SessionConfig | None = None,
     no_upgrade: bool = False,
-    data_json: str | None = None,
     stdin: IO[bytes] | None = None,
     stdout: IO[bytes] | None = None,
     progress: Progress | None = None,
     temp_path: str | None = None,
+    **kw: Any,
 ) -> PredictSummary:
     """Predict from files (or stdin) to a file (atomically) or stdout; returns a summary.
 
-    ``temp_path``: the temp file to write before the final rename (default: a fresh name
-    in the output's folder).
+    ``options`` (or keyword arguments named as its fields: ``columns=``, ``keep=``, ...)
+    say how the data is read. ``temp_path``: the temp file to write before the final
+    rename (default: a fresh name in the output's folder).
     """
     t0 = time.perf_counter()
+    opts = PredictOptions.build(options, kw)
     cfg = session_config or SessionConfig()
     out_path = None if output in (None, STDIO) else output
-    ofmt = output_format(out_path, out_format or ("jsonl" if data_json and not out_path else None))
-    options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
+    json_default = "jsonl" if opts.data_json and not out_path else None
+    ofmt = output_format(out_path, out_format or json_default)
     with _collect_warnings() as warnings:
         lm = load(model)
         session, upgraded = open_session(lm, cfg, no_upgrade)
         assert lm.schema is not None
-        runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
-        plan = _plan(lm, inputs or None, options, stdin, data_json)
+        runner = Runner(session, lm.schema, outputs=opts.outputs, batch_size=opts.batch_size)
+        plan = _plan(lm, inputs or None, opts.read_options(), stdin, opts.data_json)
+        _check_planned_clashes(lm.schema, runner.outputs, plan.mapping.keep, ofmt)
         writer = open_writer(out_path, ofmt, stdout=stdout, temp_path=temp_path)
         rows = batches = 0
         columns_out: list[str] = []
@@ -325,33 +361,25 @@ def _opset(lm: LoadedModel) -> int:
 def explain(
     model: str | os.PathLike[str],
     inputs: list[str] | None = None,
+    options: PredictOptions | None = None,
     *,
-    fmt: str | None = None,
-    maps: dict[str, list[str]] | None = None,
-    columns: list[str] | None = None,
-    keep: list[str] | None = None,
-    cast: str = "safe",
-    allow_nan: bool = False,
-    encoding: str | None = None,
-    delimiter: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    outputs: list[str] | None = None,
-    data_json: str | None = None,
     stdin: IO[bytes] | None = None,
+    **kw: Any,
 ) -> ExplainResult:
     """The resolved mapping, dtypes, shapes, casts and batch plan; the model is not run."""
     from modelforge.engine.runner import select_outputs
 
-    options = _read_options(fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter)
+    opts = PredictOptions.build(options, kw)
     lm = load(model, parse=True)
-    plan = _plan(lm, inputs or None, options, stdin, data_json)
+    plan = _plan(lm, inputs or None, opts.read_options(), stdin, opts.data_json)
     assert lm.schema is not None
-    chosen = select_outputs(lm.schema, outputs)
+    chosen = select_outputs(lm.schema, opts.outputs)
     fixed = fixed_batch(lm.schema)
     feeds = []
     for b in plan.mapping.bindings:
         d = b.to_dict()
-        d["cast"] = f"{cast}: data -> {b.dtype}" + ("" if not allow_nan else " (NaN allowed)")
+        nan = " (NaN allowed)" if opts.allow_nan else ""
+        d["cast"] = f"{opts.cast}: data -> {b.dtype}{nan}"
         feeds.append(d)
     return ExplainResult(
         model={**lm.location.to_dict(), "opset": _opset(lm)},
@@ -359,7 +387,7 @@ def explain(
         feeds=feeds,
         outputs=[o.to_dict() for o in lm.schema.outputs if o.name in chosen],
         batch={
-            "batch_size": fixed or batch_size,
+            "batch_size": fixed or opts.batch_size,
             "fixed_batch": fixed,
             "streaming": plan.fmt not in ("npz", "json"),
         },
@@ -377,31 +405,27 @@ class PredictionBatch:
 def iter_predict(
     model: str | os.PathLike[str],
     data: Any = None,
+    options: PredictOptions | None = None,
     *,
     providers: list[str] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    outputs: list[str] | None = None,
     no_upgrade: bool = False,
     session_config: SessionConfig | None = None,
-    **read: Any,
+    **kw: Any,
 ) -> Iterator[PredictionBatch]:
     """Stream predictions batch by batch. ``data``: path(s), DataFrame, array or dict.
 
-    ``read`` takes fmt, maps, columns, keep, cast, allow_nan, encoding, delimiter.
+    ``options`` or keyword arguments named as its fields (fmt, maps, columns, keep, cast,
+    allow_nan, encoding, delimiter, batch_size, outputs) say how the data is read.
     """
     cfg = session_config or SessionConfig(providers=providers)
-    options = _read_options(
-        read.pop("fmt", None), read.pop("maps", None), read.pop("columns", None),
-        read.pop("keep", None), read.pop("cast", "safe"), read.pop("allow_nan", False),
-        read.pop("encoding", None), read.pop("delimiter", None),
-    )  # fmt: skip
-    if read:
-        raise TypeError(f"unexpected arguments: {', '.join(read)}")
+    opts = PredictOptions.build(options, kw)
+    if opts.data_json is not None:
+        raise TypeError("data_json is for predict_to and explain; pass the data as data=")
     lm = load(model)
     session, _ = open_session(lm, cfg, no_upgrade)
     assert lm.schema is not None
-    runner = Runner(session, lm.schema, outputs=outputs, batch_size=batch_size)
-    plan = _plan(lm, data, options, None, None)
+    runner = Runner(session, lm.schema, outputs=opts.outputs, batch_size=opts.batch_size)
+    plan = _plan(lm, data, opts.read_options(), None, None)
     rows = 0
     for batch in _batches(plan, runner):
         rows += batch.rows
@@ -454,14 +478,3 @@ def _is_array_path(data: Any) -> bool:
 
 
 explain_predict = explain  # the name re-exported as modelforge.explain_predict
-
-
-class _CallableModule(types.ModuleType):
-    """``import modelforge.predict`` binds the package attribute ``predict`` to this module;
-    making the module callable keeps ``modelforge.predict(model, data)`` working either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return predict(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
