@@ -6,7 +6,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, global_options, parse_key_values, run, split_csv_option
+from modelforge.cli.common import (
+    CustomOpsOpt,
+    DimOpt,
+    JsonOpt,
+    ModelArg,
+    OptLevelOpt,
+    ProviderOptionOpt,
+    ThreadsOpt,
+    global_options,
+    parse_key_values,
+    run,
+    split_csv_option,
+)
 
 if TYPE_CHECKING:
     from modelforge.bench import BenchReport
@@ -203,21 +215,19 @@ def _parse_batch_sizes(value: str | None) -> tuple[int, ...] | None:
 
 def bench_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    model: ModelArg,
     provider: Annotated[
         list[str] | None,
-        typer.Option("--provider", help="Execution provider to measure (cpu, cuda, ...); repeat."),
+        typer.Option(
+            "--provider",
+            metavar="P",
+            help="Execution provider to measure (cpu, cuda, ...); "
+            "repeat to measure several side by side.",
+        ),
     ] = None,
-    provider_option: Annotated[
-        list[str] | None,
-        typer.Option("--provider-option", help="KEY=VALUE option for the first provider."),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="onnxruntime intra-op threads (0 = default).")
-    ] = None,
-    opt_level: Annotated[
-        str | None, typer.Option("--opt-level", help="disable, basic, extended or all.")
-    ] = None,
+    provider_option: ProviderOptionOpt = None,
+    threads: ThreadsOpt = None,
+    opt_level: OptLevelOpt = None,
     runs: Annotated[
         int | None,
         typer.Option("--runs", help="Timed runs per batch size, over all rounds."),
@@ -236,10 +246,7 @@ def bench_cmd(
         str | None,
         typer.Option("--batch-sizes", help="Batch sizes for symbolic batch dims (1,8,64,512)."),
     ] = None,
-    dim: Annotated[
-        list[str] | None,
-        typer.Option("--dim", help="NAME=VALUE for another symbolic dimension; repeat."),
-    ] = None,
+    dim: DimOpt = None,
     data: Annotated[
         str | None,
         typer.Option("--data", help="Real inputs: a data file (as for predict) or inline JSON."),
@@ -257,10 +264,7 @@ def bench_cmd(
         typer.Option("--compare", help="Second model, measured interleaved; reports ratios."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for synthesized inputs.")] = 0,
-    custom_ops: Annotated[
-        list[str] | None,
-        typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
-    ] = None,
+    custom_ops: CustomOpsOpt = None,
     no_upgrade: Annotated[
         bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
     ] = False,

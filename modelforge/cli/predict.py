@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import JsonOpt, global_options, parse_key_values, run, split_csv_option
+from modelforge.cli.common import (
+    CustomOpsOpt,
+    JsonOpt,
+    ModelArg,
+    OptLevelOpt,
+    ProviderOpt,
+    ProviderOptionOpt,
+    ThreadsOpt,
+    global_options,
+    parse_key_values,
+    run,
+    split_csv_option,
+)
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
@@ -92,7 +104,7 @@ def _parse_maps(items: list[str] | None) -> dict[str, list[str]]:
 
 def predict_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Model path or store reference (NAME[:VERSION]).")],
+    model: ModelArg,
     inputs: Annotated[
         list[str] | None, typer.Argument(help="Input files; '-' or none reads stdin (CSV).")
     ] = None,
@@ -139,30 +151,17 @@ def predict_cmd(
     outputs: Annotated[
         str | None, typer.Option("--outputs", help="Comma-separated model outputs to write.")
     ] = None,
-    provider: Annotated[
-        list[str] | None,
-        typer.Option("--provider", help="Execution provider (cpu, cuda, ...), priority order."),
-    ] = None,
-    provider_option: Annotated[
-        list[str] | None,
-        typer.Option("--provider-option", help="KEY=VALUE option for the first provider."),
-    ] = None,
+    provider: ProviderOpt = None,
+    provider_option: ProviderOptionOpt = None,
     fallback: Annotated[
         bool, typer.Option("--fallback", help="Fall back to available providers with a warning.")
     ] = False,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="onnxruntime intra-op threads.")
-    ] = None,
-    opt_level: Annotated[
-        str | None, typer.Option("--opt-level", help="disable, basic, extended or all.")
-    ] = None,
+    threads: ThreadsOpt = None,
+    opt_level: OptLevelOpt = None,
     no_upgrade: Annotated[
         bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
     ] = False,
-    custom_ops: Annotated[
-        list[str] | None,
-        typer.Option("--custom-ops", help="Custom-op library to load (runs its code); repeat."),
-    ] = None,
+    custom_ops: CustomOpsOpt = None,
     memory_limit: Annotated[
         int | None,
         typer.Option(
