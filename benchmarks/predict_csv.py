@@ -163,8 +163,16 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="mf-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.workdir:  # kept: reuse the generated data on the next run
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        run_in(work, args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
+            run_in(Path(tmp), args)
+
+
+def run_in(work: Path, args: argparse.Namespace) -> None:
     data = work / f"data_{args.rows}.csv"
     if not data.exists():
         make_data(data, args.rows)

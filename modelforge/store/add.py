@@ -20,11 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelforge.errors import InvalidModelError, ResourceLimitError, StoreError, UsageError
+from modelforge.errors import InvalidModelError, StoreError, UsageError
 from modelforge.model.external import check_external_data
 from modelforge.model.files import check_regular_file, read_capped
 from modelforge.model.load import parse_model_bytes
-from modelforge.model.validate import LIMIT_CODES
 from modelforge.store.admission import AdmissionReport, admit
 from modelforge.store.layout import Store, fsync_dir, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION
@@ -361,21 +360,7 @@ def add_model(
             timeout_s=timeout_s,
             memory_mb=memory_mb,
         )
-        first_code = staged.report.first_failure_code()
-        if not staged.report.ok and not force and first_code in LIMIT_CODES:
-            raise ResourceLimitError(
-                f"model '{escape(info.path)}' could not be validated: {staged.report.reasons()}",
-                hint="raise --timeout / --memory-limit (MODELFORGE_TIMEOUT / MODELFORGE_MEMORY_MB) "
-                "if the model is legitimately slow or large; otherwise the file is hostile",
-                code=first_code,
-            )
-        if not staged.report.ok and not force:
-            raise InvalidModelError(
-                f"model '{escape(info.path)}' failed validation: {staged.report.reasons()}",
-                hint="fix the model (see 'modelforge validate FILE'), or store it anyway with "
-                "--force",
-                code="validation_failed",
-            )
+        staged.report.refuse_unless_ok(f"model '{escape(info.path)}'", force=force)
         from modelforge.model.schema import extract_schema
 
         meta: dict[str, Any] = {

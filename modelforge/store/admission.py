@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelforge.errors import InvalidModelError, ResourceLimitError
+from modelforge.model.validate import LIMIT_CODES
+
 
 @dataclass
 class AdmissionReport:
@@ -21,6 +24,29 @@ class AdmissionReport:
 
     def reasons(self) -> str:
         return "; ".join(self.failures) if self.failures else "no reason recorded"
+
+    def refuse_unless_ok(self, what: str, *, force: bool) -> None:
+        """Raise the error that keeps a failing model out of the store (unless ``force``).
+
+        A resource limit (timeout, memory cap, crash) is exit 8: the model could not be
+        checked at all. Any other failure is exit 4.
+        """
+        if self.ok or force:
+            return
+        code = self.first_failure_code()
+        if code in LIMIT_CODES:
+            raise ResourceLimitError(
+                f"{what} could not be validated: {self.reasons()}",
+                hint="raise --timeout / --memory-limit (MODELFORGE_TIMEOUT / "
+                "MODELFORGE_MEMORY_MB) if the model is legitimately slow or large; otherwise "
+                "the file is hostile",
+                code=code,
+            )
+        raise InvalidModelError(
+            f"{what} failed validation: {self.reasons()}",
+            hint="fix the model (see 'modelforge validate FILE'), or store it anyway with --force",
+            code="validation_failed",
+        )
 
 
 def admit(

@@ -303,12 +303,7 @@ def import_archive(
 
         check_external_data(model, model_path.parent)
         report = admit(model_path, timeout_s=timeout_s, memory_mb=memory_mb)
-        if not report.ok and not force:
-            raise InvalidModelError(
-                f"imported model failed validation: {report.reasons()}",
-                hint="import it anyway with --force",
-                code="validation_failed",
-            )
+        report.refuse_unless_ok("imported model", force=force)
         files = [
             {
                 "path": f["path"],
