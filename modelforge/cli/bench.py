@@ -9,8 +9,11 @@ import typer
 from modelforge.cli.common import (
     CustomOpsOpt,
     DimOpt,
+    JobMemoryLimitOpt,
+    JobTimeoutOpt,
     JsonOpt,
     ModelArg,
+    NoUpgradeOpt,
     OptLevelOpt,
     ProviderOptionOpt,
     ThreadsOpt,
@@ -265,26 +268,9 @@ def bench_cmd(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for synthesized inputs.")] = 0,
     custom_ops: CustomOpsOpt = None,
-    no_upgrade: Annotated[
-        bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
-    ] = False,
-    memory_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--memory-limit",
-            metavar="MB",
-            help="Address-space cap in MiB for the forked child (default: "
-            "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            help="Stop after S seconds (default: none; $MODELFORGE_TIMEOUT does not apply).",
-        ),
-    ] = None,
+    no_upgrade: NoUpgradeOpt = False,
+    memory_limit: JobMemoryLimitOpt = None,
+    timeout: JobTimeoutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure cold start, latency and throughput per provider.

@@ -84,6 +84,27 @@ RtolOpt = Annotated[
 AtolOpt = Annotated[
     float, typer.Option("--atol", metavar="X", help="Absolute tolerance for parity.")
 ]
+NoUpgradeOpt = Annotated[
+    bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
+]
+# predict and bench: the whole job runs in one forked child (engine/forked.py)
+JobMemoryLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--memory-limit",
+        metavar="MB",
+        help="Address-space cap in MiB for the forked child (default: "
+        "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
+    ),
+]
+JobTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="S",
+        help="Stop after S seconds (default: none; $MODELFORGE_TIMEOUT does not apply).",
+    ),
+]
 TimeoutOpt = Annotated[
     float | None,
     typer.Option(

@@ -9,8 +9,11 @@ import typer
 
 from modelforge.cli.common import (
     CustomOpsOpt,
+    JobMemoryLimitOpt,
+    JobTimeoutOpt,
     JsonOpt,
     ModelArg,
+    NoUpgradeOpt,
     OptLevelOpt,
     ProviderOpt,
     ProviderOptionOpt,
@@ -158,27 +161,10 @@ def predict_cmd(
     ] = False,
     threads: ThreadsOpt = None,
     opt_level: OptLevelOpt = None,
-    no_upgrade: Annotated[
-        bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
-    ] = False,
+    no_upgrade: NoUpgradeOpt = False,
     custom_ops: CustomOpsOpt = None,
-    memory_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--memory-limit",
-            metavar="MB",
-            help="Address-space cap in MiB for the forked child (default: "
-            "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
-        ),
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            metavar="S",
-            help="Stop after S seconds (default: none; $MODELFORGE_TIMEOUT does not apply).",
-        ),
-    ] = None,
+    memory_limit: JobMemoryLimitOpt = None,
+    timeout: JobTimeoutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.
