@@ -17,6 +17,7 @@ from modelforge.model.external import check_external_data
 from modelforge.model.load import parse_model_bytes
 from modelforge.model.schema import extract_schema
 from tests import builders
+from tests.fuzzing import mutate
 
 settings.register_profile("fuzz", max_examples=5000, deadline=None)
 settings.register_profile(
@@ -45,18 +46,4 @@ def test_random_bytes(tmp_path_factory, data):
 
 @given(st.data())
 def test_mutated_valid_model(tmp_path_factory, data):
-    raw = bytearray(SEED)
-    for _ in range(data.draw(st.integers(1, 8))):
-        op = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-        if not raw:
-            break
-        pos = data.draw(st.integers(0, len(raw) - 1))
-        if op == "flip":
-            raw[pos] ^= data.draw(st.integers(1, 255))
-        elif op == "truncate":
-            del raw[pos:]
-        elif op == "insert":
-            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
-        else:
-            del raw[pos : pos + data.draw(st.integers(1, 16))]
-    _load_or_refuse(bytes(raw), tmp_path_factory.getbasetemp())
+    _load_or_refuse(mutate(SEED, data, max_ops=8, max_chunk=16), tmp_path_factory.getbasetemp())

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import modelforge
 from modelforge.errors import ModelForgeError
 from tests import builders
+from tests.fuzzing import mutate
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]  # tmp_path is reused
 settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_health_check=_QUIET)
@@ -58,21 +59,7 @@ SEED_NPY = _npy(np.arange(6, dtype=np.float32).reshape(3, 2))
 
 
 def _mutate(seed: bytes, data) -> bytes:
-    raw = bytearray(seed)
-    for _ in range(data.draw(st.integers(1, 6))):
-        if not raw:
-            break
-        pos = data.draw(st.integers(0, len(raw) - 1))
-        op = data.draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-        if op == "flip":
-            raw[pos] ^= data.draw(st.integers(1, 255))
-        elif op == "truncate":
-            del raw[pos:]
-        elif op == "insert":
-            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=12))
-        else:
-            del raw[pos : pos + data.draw(st.integers(1, 12))]
-    return bytes(raw)
+    return mutate(seed, data)
 
 
 @given(st.lists(CSV_ALPHABET, max_size=60).map(b"".join))
