@@ -162,6 +162,14 @@ def rebuild_error(info: dict[str, Any]) -> ModelForgeError:
     )
 
 
+class InternalError(ModelForgeError):
+    """A bug in ModelForge itself (not the user's model, data or arguments): exit 1, and the
+    traceback of the original exception is shown with ``--debug``."""
+
+    exit_code = ExitCode.INTERNAL
+    default_code = "internal_error"
+
+
 class ChildProcessBug(RuntimeError):
     """An unexpected exception (a bug) in a guarded child; its traceback shows with --debug."""
 
