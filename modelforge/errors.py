@@ -5,7 +5,8 @@ Every user-facing failure is a :class:`ModelForgeError` with a stable string ``c
 optional ``hint`` (the fix). The class decides the process exit code; the CLI maps errors
 to exit codes here and nowhere else.
 
-Anything that is not a ModelForgeError is a bug: the CLI lets it keep its traceback.
+Anything that is not a ModelForgeError is a bug: the CLI reports it as InternalError (exit
+1) and shows its traceback with ``--debug``.
 """
 
 from __future__ import annotations
@@ -163,24 +164,35 @@ def rebuild_error(info: dict[str, Any]) -> ModelForgeError:
 
 
 class InternalError(ModelForgeError):
-    """A bug in ModelForge itself (not the user's model, data or arguments): exit 1, and the
-    traceback of the original exception is shown with ``--debug``."""
+    """A bug in ModelForge itself (not the user's model, data or arguments): exit 1.
+
+    ``traceback`` holds the text of the original traceback when it happened in a child
+    process; the CLI shows it (or the live traceback) only with ``--debug``."""
 
     exit_code = ExitCode.INTERNAL
     default_code = "internal_error"
+    traceback: str = ""
 
 
-class ChildProcessBug(RuntimeError):
-    """An unexpected exception (a bug) in a guarded child; its traceback shows with --debug."""
+class Interrupted(ModelForgeError):
+    """Ctrl-C: exit 130; in JSON mode the envelope says ``interrupted``."""
 
-    def __init__(self, summary: str, child_traceback: str = "") -> None:
-        super().__init__(summary)
-        self.child_traceback = child_traceback
+    exit_code = ExitCode.INTERRUPTED
+    default_code = "interrupted"
+
+
+class ChildStartError(ModelForgeError):
+    """The guarded child process could not be started (fork failed, the interpreter could
+    not import ModelForge, the work could not be sent to it): a problem of the
+    environment or the caller, never a verdict on the model file."""
+
+    exit_code = ExitCode.LIMIT
+    default_code = "child_start_failed"
 
 
 EXIT_CODE_TABLE: list[tuple[int, str]] = [
     (ExitCode.OK, "success"),
-    (ExitCode.INTERNAL, "internal error (a bug; the traceback is shown)"),
+    (ExitCode.INTERNAL, "internal error (a bug; --debug shows the traceback)"),
     (ExitCode.USAGE, "usage error: bad option, invalid name or reference"),
     (ExitCode.NOT_FOUND, "model, version, alias or file not found"),
     (ExitCode.INVALID_MODEL, "model file unreadable, malformed, unsafe or invalid"),

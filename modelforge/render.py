@@ -18,14 +18,38 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
 from modelforge.errors import ModelForgeError
 from modelforge.text import escape
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+class ProgressHandle(Protocol):
+    """What ``Renderer.progress`` yields: report work done, change the total or fields."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def update(
+        self, completed: int | None = None, total: int | None = None, **fields: Any
+    ) -> None: ...
+
+
+class _NoProgress:
+    """The handle when no display is shown (piped stderr, --quiet, --json)."""
+
+    def advance(self, n: int = 1) -> None:
+        return None
+
+    def update(self, completed: int | None = None, total: int | None = None, **fields: Any) -> None:
+        return None
+
+
+_NO_PROGRESS = _NoProgress()
 
 ENVELOPE_VERSION = 1
 LOGGER_NAME = "modelforge"
@@ -108,7 +132,7 @@ class Renderer:
         self._err_console: Console | None = None
         self._handler: _CollectHandler | None = None
         self.emitted = False
-        self._progress_width = 0
+        self._live: Any = None  # the rich Progress being shown, if any
 
     # streams ------------------------------------------------------------------------
     @property
@@ -180,7 +204,11 @@ class Renderer:
     # messages (stderr) --------------------------------------------------------------
     def _message(self, prefix: str, text: str, style: str) -> None:
         line = f"{prefix}{text}" if prefix else text
-        if _use_color(self.stderr):
+        if self._live is not None:  # above the progress display, which stays at the bottom
+            from rich.text import Text
+
+            self._live.console.print(Text(line, style=style if _use_color(self.stderr) else ""))
+        elif _use_color(self.stderr):
             from rich.text import Text
 
             self.err_console().print(Text(line, style=style))
@@ -198,15 +226,33 @@ class Renderer:
             return
         self._message("", text, "dim")
 
-    def progress(self, text: str) -> None:
-        """Redraw one status line on stderr in place (terminals only, not with --quiet);
-        ``progress("")`` clears it. Nothing goes to stdout."""
-        if self.quiet or not self.stderr_is_terminal:
-            return
-        pad = " " * max(0, self._progress_width - len(text))
-        self.stderr.write("\r" + text + pad + ("\r" if not text else ""))
-        self.stderr.flush()
-        self._progress_width = len(text)
+    def progress(
+        self, description: str, *, total: int | None = None, unit: str = "rows"
+    ) -> AbstractContextManager[ProgressHandle]:
+        """A progress display on stderr for the duration of a ``with`` block.
+
+        A ``rich.progress`` bar with percentage and ETA when ``total`` is known, else a
+        spinner; both show the count and the rate (``unit``/s). Shown only when stderr is
+        a terminal and not ``--quiet`` and not ``--json``; otherwise the handle does
+        nothing. The display is always removed when the block ends (also on errors and
+        Ctrl-C), and messages written meanwhile appear above it. Nothing goes to stdout.
+        """
+        if self.quiet or self.json_mode or not self.stderr_is_terminal:
+            return nullcontext(_NO_PROGRESS)
+        return self._live_progress(description, total, unit)
+
+    @contextmanager
+    def _live_progress(
+        self, description: str, total: int | None, unit: str
+    ) -> Iterator[ProgressHandle]:
+        from modelforge.progress import live_progress
+
+        with live_progress(self.stderr, description, total=total, unit=unit) as (bar, handle):
+            previous, self._live = self._live, bar
+            try:
+                yield handle
+            finally:
+                self._live = previous
 
     def error(self, err: ModelForgeError) -> None:
         """Report an error: one line on stderr, plus the envelope on stdout in JSON mode."""
@@ -230,14 +276,18 @@ class Renderer:
             human(self, result)
         self.emitted = True
 
-    def emit_failure(self, result: Any, err: ModelForgeError, human: Callable[..., None]) -> None:
-        """A check that ran and failed: the report is data, the failure is an error too."""
+    def emit_failure(
+        self, result: Any, err: ModelForgeError, human: Callable[..., None]
+    ) -> NoReturn:
+        """A result that ran and failed (validate, verify): the result is data, so it is
+        rendered (the envelope carries it with ``status: "error"`` and the error), then
+        ``err`` is raised for ``cli.common.run`` to report once and map to its exit code."""
         if self.json_mode:
             self._write_envelope(status="error", result=result, error=err.to_dict())
         else:
             human(self, result)
         self.emitted = True
-        self._message("error: ", escape(str(err)), "bold red")
+        raise err
 
     def _write_envelope(self, *, status: str, result: Any, error: Any) -> None:
         payload = {
@@ -262,6 +312,30 @@ class Renderer:
 
     def line(self, text: str = "") -> None:
         self.stdout.write(text + "\n")
+
+
+BINARY_FORMATS = frozenset({"npy", "npz", "parquet"})
+
+
+def refuse_binary_to_terminal(fmt: str | None, stream: Any = None) -> None:
+    """Refuse to write a binary output format to a terminal, as gzip does: it would only
+    garble the screen. Call where stdout is chosen as the output (``-o -`` or no ``-o``);
+    ``stream`` defaults to ``sys.stdout``. Raises OutputError ``binary_to_terminal``."""
+    if fmt is None or fmt.lower() not in BINARY_FORMATS:
+        return
+    target = sys.stdout if stream is None else stream
+    try:
+        tty = bool(target.isatty())
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        from modelforge.errors import OutputError
+
+        raise OutputError(
+            f"refusing to write binary {fmt.lower()} output to a terminal",
+            hint=f"redirect stdout (> predictions.{fmt.lower()}), pipe it, or pass -o FILE",
+            code="binary_to_terminal",
+        )
 
 
 def table(*columns: str, title: str | None = None) -> Any:

@@ -1,10 +1,23 @@
-"""Shared fixtures: every test gets its own store under tmp_path."""
+"""Shared fixtures: every test gets its own store under tmp_path; hypothesis profiles.
+
+Hypothesis profiles are defined here once: ``ci`` (the default: brief) and ``fuzz``
+(``HYPOTHESIS_PROFILE=fuzz python -m pytest tests/hostile/test_fuzz_data.py`` fuzzes longer).
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from modelforge import paths
+
+# tmp_path is reused across examples on purpose; the fuzzers' inputs are slow to build
+_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=150, deadline=None, suppress_health_check=_QUIET)
+settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -328,3 +328,83 @@ def test_store_reference(tmp_path):
     res = doc["result"]
     assert res["model"]["origin"] == "store" and res["model"]["display"] == "lin:1"
     assert res["compare"]["display"] == "lin:1" and res["ratios"]
+
+
+# ---- the guarded child, messages and progress ------------------------------------------------
+
+
+def test_map_naming_an_input_twice_is_refused_as_for_predict(tmp_path):
+    model = save(linear(), tmp_path / "lin.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,c,d\n1,2,3,4\n")
+    result = runner.invoke(app, ["bench", str(model), *FAST, "--data", str(data),
+                                 "--map", "x=a,b,c,d", "--map", "x=d,c,b,a"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--map names input 'x' twice" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.timeout(120)
+def test_a_child_warning_is_printed_once_by_a_real_process(tmp_path):
+    """The guarded child's warnings travel to the parent, which prints them once (issue:
+    they were printed by the child and again by the renderer)."""
+    model = save(linear(), tmp_path / "lin.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,c,d\n1,2,3,4\n5,6,7,8\n")
+    cmd = [sys.executable, "-m", "modelforge", "bench", str(model), "--runs", "3",
+           "--warmup", "0", "--batch-sizes", "1", "--data", str(data)]  # fmt: skip
+    human = subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+    assert human.returncode == 0, human.stderr
+    assert human.stderr.count("fed 4 columns by position") == 1, human.stderr
+    doc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=100)
+    assert doc.returncode == 0, doc.stderr
+    warnings = json.loads(doc.stdout)["warnings"]
+    assert sum("fed 4 columns by position" in w for w in warnings) == 1
+    assert doc.stderr.count("fed 4 columns by position") == 1
+
+
+def test_isolated_library_bench_returns_the_same_report_type(tmp_path):
+    from modelforge.bench import BenchReport
+
+    model = save(linear(), tmp_path / "lin.onnx")
+    opts = BenchOptions(runs=3, warmup=0, rounds=2, batch_sizes=(1, 2))
+    steps: list[tuple[str, int, int]] = []
+    report = run_bench(str(model), opts, isolate=True, progress=lambda *s: steps.append(s))
+    assert isinstance(report, BenchReport)
+    assert [b.batch_size for b in report.results[0].batches] == [1, 2]
+    assert report.results[0].batches[0].latency_ms.count == 3
+    assert report.to_dict()["results"][0]["batches"][1]["input_shapes"] == {"x": [2, 4]}
+    total = steps[0][2]
+    assert total == 1 * (2 + 2) + 2 * 2  # prepare, 2 cold rounds, warm-up, 2 rounds x 2 sizes
+    assert [s[1] for s in steps] == list(range(total))
+    assert steps[0][0].startswith("preparing model") and steps[-1][0].startswith("round 2/2")
+
+
+def _crash_session(*_args, **_kwargs):
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def test_a_crash_in_the_isolated_bench_is_exit_8(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELFORGE_SANDBOX_START", "fork")  # the patch must reach the child
+    monkeypatch.setattr("modelforge.bench.core._run_once", _crash_session)
+    model = save(linear(), tmp_path / "lin.onnx")
+    result = runner.invoke(app, ["bench", str(model), *FAST, "--batch-sizes", "1"])
+    assert result.exit_code == 8
+    assert result.stderr.startswith("error: bench crashed the child process with SIGSEGV")
+    assert result.stdout == ""
+
+
+def test_progress_is_shown_on_a_terminal_and_cleared(tmp_path, monkeypatch):
+    from modelforge.render import Renderer
+
+    monkeypatch.setattr(Renderer, "stderr_is_terminal", property(lambda self: True))
+    model = save(linear(), tmp_path / "lin.onnx")
+    result = runner.invoke(app, ["bench", str(model), *FAST, "--batch-sizes", "1"])
+    assert result.exit_code == 0, result.stderr
+    assert "bench" in result.stderr and " steps" in result.stderr
+    tail = result.stderr[result.stderr.rindex("\x1b[?25h") :]  # the cursor is shown again
+    assert tail.replace("\x1b[1A", "").replace("\x1b[2K", "") == "\x1b[?25h\r"  # then erased
+    assert "steps" not in result.stdout
+    quiet = runner.invoke(app, ["-q", "bench", str(model), *FAST, "--batch-sizes", "1"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -16,10 +16,32 @@ from modelforge.errors import DataError, UsageError
 
 
 def read(data: bytes, targets=None, keep=(), *, policy="safe", allow_nan=False, **kw):
+    """Read through the CSV reader, then cast in the one place every format is cast."""
+    from modelforge.data.cast import cast_column
+
     r = CsvReader(io.BytesIO(data), "t.csv", **kw)
     targets = targets if targets is not None else {c: "float32" for c in r.columns}
-    batches = list(r.batches(targets, list(keep), policy=policy, allow_nan=allow_nan))
-    cols = {c: np.concatenate([b.columns[c] for b in batches]) for c in targets}
+    wanted = list(dict.fromkeys([*targets, *keep]))
+    batches, parts = [], {c: [] for c in targets}
+    for b in r.batches(wanted, targets):
+        b.keep = {c: b.columns.pop(c) for c in keep}
+        for c, dtype in targets.items():
+
+            def where(row, col, b=b, c=c):
+                return f"input '{b.source}' line {b.line_of(row)}, column '{c}'"
+
+            parts[c].append(
+                cast_column(
+                    b.columns[c],
+                    dtype,
+                    policy=policy,
+                    allow_nan=allow_nan,
+                    where=where,
+                    what=f"column '{c}'",
+                )  # fmt: skip
+            )
+        batches.append(b)
+    cols = {c: np.concatenate(v) for c, v in parts.items()}
     return r, batches, cols
 
 
@@ -56,7 +78,7 @@ def test_float32_round_trip_through_writer(values):
     arr = np.array(values, dtype=np.float32)
     buf = io.BytesIO()
     w = open_writer(None, "csv", stdout=buf)
-    w.write({}, [OutputValue("y", arr)])
+    w.write({}, [OutputValue("y", arr)], len(arr))
     w.close()
     _, _, cols = read(buf.getvalue())
     assert cols["y"].tobytes() == arr.tobytes() or np.array_equal(cols["y"], arr)
@@ -153,3 +175,17 @@ def test_tsv_and_empty_header_names():
     assert r.columns == ["column_1", "x\tq"]
     r2, _, cols2 = read(b"a\tb\n1\t2\n", fmt="tsv")
     assert cols2["b"].tolist() == [2.0]
+
+
+@pytest.mark.parametrize("regular", [True, False])
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_line_numbers_stay_right_after_many_clean_blocks(regular, eol):
+    """Clean blocks are not scanned for newlines (one record per line): the count must
+    still be exact for an error many blocks later, for files and pipes alike."""
+    rows = [b"a,b"] + [f"{i},{i}.5".encode() for i in range(2000)] + [b"7,x"]
+    data = eol.join(rows) + eol
+    e = err(data, block_size=512, regular=regular)
+    assert e.code == "non_numeric" and "line 2002, column 'b'" in e.message
+    quoted = [b"a,b"] + [f'"{i}",{i}'.encode() for i in range(500)] + [b"7,x"]
+    e = err(b"\n".join(quoted) + b"\n", block_size=512, regular=regular)
+    assert "line 502, column 'b'" in e.message

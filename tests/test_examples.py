@@ -530,7 +530,7 @@ def _failure_cases(tmp: Path) -> list[tuple[str, list[str], int, str]]:
             "dimensions for input",
             [
                 "validate",
-                m(tmp / "fixed.onnx"),
+                m(tmp / "linear.onnx"),  # 4 features; x8.npz has 6
                 "--inputs",
                 m(tmp / "x8.npz"),
                 "--expected",

@@ -7,9 +7,8 @@ Run briefly in CI (hypothesis' default profile); raise max_examples locally to f
 from __future__ import annotations
 
 import contextlib
-import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from modelforge.errors import ModelForgeError
@@ -18,12 +17,6 @@ from modelforge.model.load import parse_model_bytes
 from modelforge.model.schema import extract_schema
 from tests import builders
 from tests.fuzzing import mutate
-
-settings.register_profile("fuzz", max_examples=5000, deadline=None)
-settings.register_profile(
-    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SEED = builders.linear().SerializeToString()
 

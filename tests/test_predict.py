@@ -16,6 +16,8 @@ from modelforge.inference import explain, iter_predict, predict, predict_to
 from tests import builders
 from tests import predict_builders as pb
 
+FEATURES = ["f0", "f1", "f2", "f3"]
+
 
 @pytest.fixture
 def lin(tmp_path):
@@ -56,7 +58,10 @@ def test_output_formats_round_trip(lin, tmp_path, ofmt):
     elif ofmt == "parquet":
         import pyarrow.parquet as pq
 
-        got = np.array(pq.read_table(out).column("y").to_pylist(), dtype=np.float32)
+        # one naming rule across tabular formats: y_0, y_1 as in CSV
+        written = pq.read_table(out)
+        assert written.column_names == ["y_0", "y_1"]
+        got = np.stack([written.column(c).to_numpy() for c in ("y_0", "y_1")], axis=1)
     elif ofmt == "jsonl":
         got = pl.read_ndjson(out).select(["y_0", "y_1"]).to_numpy().astype(np.float32)
     else:
@@ -392,3 +397,28 @@ def test_rebatch_carries_remainders_with_kept_columns():
     assert [(b.start, b.rows) for b in got] == [(0, 3), (3, 6)]
     assert got[1].feeds["x"].tolist() == [3, 4, 5, 6, 7, 8]
     assert list(got[1].keep["id"]) == list("defghi")
+
+
+def test_public_api_lives_in_inference_and_takes_options(tmp_path):
+    lin = builders.save(builders.linear(4, 1), tmp_path / "lin1.onnx")
+    import modelforge
+    from modelforge import inference
+
+    assert modelforge.predict is inference.predict
+    assert modelforge.PredictOptions is inference.PredictOptions
+    p = pb.features_csv(tmp_path, id=["a", "b", "c"])
+    opts = inference.PredictOptions(columns=FEATURES, keep=["id"], batch_size=2)
+    by_options = modelforge.predict(lin, p, options=opts)
+    by_keywords = modelforge.predict(lin, p, columns=FEATURES, keep=["id"], batch_size=2)
+    assert by_options.equals(by_keywords) and list(by_options.columns) == ["id", "y_0"]
+    s = modelforge.predict_to(lin, [str(p)], str(tmp_path / "o.csv"), opts, outputs=["y"])
+    assert s.runs == 2 and s.outputs == ["y"] and s.columns == ["id", "y_0"]
+    with pytest.raises(TypeError, match="colums"):
+        modelforge.predict(lin, p, colums=FEATURES)
+
+
+@pytest.mark.parametrize("case", pb.REGISTRY, ids=lambda c: c.name)
+def test_registry_model(case, tmp_path):
+    """Every model of the predict registry, fed its data, passes its check."""
+    model = case.build(tmp_path / f"{case.name}.onnx")
+    case.check(predict(model, case.data()))

@@ -329,7 +329,9 @@ def test_store_reference_is_resolved_and_trusted(tmp_path):
     src = with_external_data(tmp_path / "src")
     added = runner.invoke(app, ["models", "add", str(src), "--name", "ext"])
     assert added.exit_code == 0, added.stderr
-    report = validate_model("ext:1")
+    import modelforge
+
+    report = modelforge.validate_model("ext:1")  # the public API resolves the reference
     assert report.model == "ext:1"
     assert report.ok, report.failed  # the store's hard-linked blobs are accepted
     result = runner.invoke(app, ["validate", "ext", "--json"])
@@ -393,7 +395,7 @@ def test_crash_in_a_check_keeps_earlier_results(tmp_path):
     """A segfault inside onnx (simulated in the shapes check) fails that check only.
 
     Runs in a fresh interpreter: the patched check must reach a forked child, and forking
-    is only safe from a parent without native thread pools (see engine/sandbox.py).
+    is only safe from a parent without native thread pools (see engine/isolate.py).
     """
     import subprocess
     import sys

@@ -25,262 +25,38 @@ models measured side by side) and summarised the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelforge.bench.feeds import MAX_FEED_BYTES, ModelInputs, prepare_inputs
+from modelforge.bench.feeds import ModelInputs, prepare_inputs
+from modelforge.bench.options import DEFAULT_DURATION_S, BenchOptions
+from modelforge.bench.report import BatchResult, BenchReport, Ratio, TargetResult
 from modelforge.bench.stats import (
-    SPREAD_LIMIT,
-    Histogram,
-    LatencyStats,
     RoundStats,
     histogram,
     latency_stats,
     median,
-    rounded,
 )
-from modelforge.errors import UsageError
 
 if TYPE_CHECKING:
     from onnx import ModelProto
 
-    from modelforge.bench.env import Environment
+    from modelforge.engine.isolate import Limits
     from modelforge.engine.session import Session, SessionConfig
     from modelforge.inference import LoadedModel
     from modelforge.model.schema import ModelSchema
 
-DEFAULT_DURATION_S = 1.0  # steady state per target and batch size, over all rounds
-DEFAULT_WARMUP = 5
-DEFAULT_ROUNDS = 5
 MAX_SAMPLES_PER_SLOT = 1_000_000
 
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """What to measure and how; every field is reported with the results."""
-
-    providers: tuple[str, ...] = ("cpu",)
-    provider_options: dict[str, str] = field(default_factory=dict)  # first provider only
-    threads: int | None = None
-    opt_level: str | None = None
-    runs: int | None = None  # timed runs per target and batch size, over all rounds
-    duration_s: float | None = None  # or seconds per target and batch size (default 1 s)
-    warmup: int = DEFAULT_WARMUP
-    rounds: int = DEFAULT_ROUNDS
-    batch_sizes: tuple[int, ...] | None = None  # None: 1, 8, 64, 512
-    dims: dict[str, int] = field(default_factory=dict)
-    data: str | None = None  # data file (any predict format) or inline JSON
-    maps: dict[str, list[str]] = field(default_factory=dict)  # --map INPUT=COL,... for data
-    columns: list[str] | None = None  # --columns for data (single 2-D input)
-    compare: str | None = None  # a second model, measured interleaved with the first
-    seed: int = 0
-    custom_ops: tuple[str, ...] = ()
-    no_upgrade: bool = False
-    max_feed_bytes: int = MAX_FEED_BYTES
-
-    def check(self) -> None:
-        """Reject impossible settings with one clear line (before anything is loaded)."""
-        from modelforge.engine.session import OPT_LEVELS
-
-        def bad(msg: str, hint: str | None = None) -> UsageError:
-            return UsageError(msg, hint=hint, code="invalid_option")
-
-        if self.runs is not None and self.duration_s is not None:
-            raise bad("--runs and --duration cannot be combined", "pass one of them")
-        if self.runs is not None and self.runs < 1:
-            raise bad("--runs must be at least 1")
-        if self.duration_s is not None and not (
-            math.isfinite(self.duration_s) and self.duration_s > 0
-        ):
-            raise bad("--duration must be a positive number of seconds")
-        if self.warmup < 0:
-            raise bad("--warmup must be 0 or more")
-        if self.rounds < 1:
-            raise bad("--rounds must be at least 1")
-        if self.batch_sizes is not None and (
-            not self.batch_sizes or any(b < 1 for b in self.batch_sizes)
-        ):
-            raise bad("--batch-sizes must list positive integers", "e.g. --batch-sizes 1,8,64")
-        if self.threads is not None and self.threads < 0:
-            raise bad("--threads must be 0 (onnxruntime default) or more")
-        if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
-            raise bad(
-                f"unknown optimisation level '{self.opt_level}'",
-                "use one of: " + ", ".join(OPT_LEVELS),
-            )
-        if not self.providers:
-            raise bad("no execution provider given", "e.g. --provider cpu")
-
-    @property
-    def effective_rounds(self) -> int:
-        return min(self.rounds, self.runs) if self.runs is not None else self.rounds
-
-    def session_config(self, provider: str) -> SessionConfig:
-        from modelforge.engine.providers import canonical
-        from modelforge.engine.session import SessionConfig
-
-        first = canonical(provider) == canonical(self.providers[0])
-        return SessionConfig(
-            providers=[provider],
-            provider_options=dict(self.provider_options) if first else {},
-            threads=self.threads,
-            opt_level=self.opt_level,
-            custom_ops=self.custom_ops,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        mode = "runs" if self.runs is not None else "duration"
-        return {
-            "mode": mode,
-            "runs": self.runs,
-            "duration_s": None if self.runs is not None else self.duration_s or DEFAULT_DURATION_S,
-            "warmup": self.warmup,
-            "rounds_requested": self.rounds,
-            "rounds": self.effective_rounds,
-            "batch_sizes": list(self.batch_sizes) if self.batch_sizes else None,
-            "dims": dict(self.dims),
-            "data": self.data,
-            "maps": dict(self.maps),
-            "columns": self.columns,
-            "seed": self.seed,
-            "providers": list(self.providers),
-            "provider_options": dict(self.provider_options),
-            "threads": self.threads,
-            "opt_level": self.opt_level or "all",
-            "custom_ops": list(self.custom_ops),
-            "spread_limit": SPREAD_LIMIT,
-            "timer": "time.perf_counter_ns around each InferenceSession.run, GC paused",
-        }
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """Steady state at one batch size for one target."""
-
-    batch_size: int
-    rows_per_run: int
-    input_shapes: dict[str, list[int]]
-    latency_ms: LatencyStats  # all timed runs pooled
-    median_latency_rounds_ms: RoundStats  # per round: median latency
-    throughput_rounds: RoundStats  # per round: rows per second
-    histogram: Histogram
-
-    @property
-    def throughput(self) -> float:
-        return self.throughput_rounds.median
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_size": self.batch_size,
-            "rows_per_run": self.rows_per_run,
-            "input_shapes": self.input_shapes,
-            "latency_ms": self.latency_ms.to_dict(),
-            "median_latency_rounds_ms": self.median_latency_rounds_ms.to_dict(),
-            "throughput_rows_per_s": self.throughput_rounds.to_dict(),
-            "histogram": self.histogram.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class TargetResult:
-    """One model on one execution provider."""
-
-    model: str  # "model" or "compare"
-    ref: str
-    path: str
-    provider: str
-    providers_used: list[str]
-    session: dict[str, Any]  # the SessionConfig: threads, opt level, provider options
-    upgraded_to_opset: int | None
-    inputs: dict[str, Any]
-    load_ms: RoundStats
-    session_ms: RoundStats
-    cold_start_ms: RoundStats  # load + session creation
-    first_inference_ms: RoundStats
-    batches: list[BatchResult]
-
-    def batch(self, size: int) -> BatchResult | None:
-        return next((b for b in self.batches if b.batch_size == size), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "ref": self.ref,
-            "path": self.path,
-            "provider": self.provider,
-            "providers_used": self.providers_used,
-            "session": self.session,
-            "upgraded_to_opset": self.upgraded_to_opset,
-            "inputs": self.inputs,
-            "cold_start_ms": {
-                "load": self.load_ms.to_dict(),
-                "session": self.session_ms.to_dict(),
-                "total": self.cold_start_ms.to_dict(),
-            },
-            "first_inference_ms": self.first_inference_ms.to_dict(),
-            "batches": [b.to_dict() for b in self.batches],
-        }
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """compare / model for one metric, measured side by side (>1: compare is larger)."""
-
-    provider: str
-    metric: str
-    batch_size: int | None
-    model: float
-    compare: float
-    per_round: RoundStats | None
-
-    @property
-    def ratio(self) -> float:
-        if self.per_round is not None:
-            return self.per_round.median
-        return self.compare / self.model if self.model else float("inf")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "metric": self.metric,
-            "batch_size": self.batch_size,
-            "model": rounded(self.model),
-            "compare": rounded(self.compare),
-            "ratio": round(self.ratio, 4),
-            "per_round": None if self.per_round is None else self.per_round.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class BenchReport:
-    model: dict[str, Any]
-    compare: dict[str, Any] | None
-    settings: dict[str, Any]
-    environment: Environment
-    results: list[TargetResult]
-    ratios: list[Ratio]
-    untrustworthy: list[str]  # metrics whose per-round spread is above the limit
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "compare": self.compare,
-            "settings": self.settings,
-            "environment": self.environment.to_dict(),
-            "results": [r.to_dict() for r in self.results],
-            "ratios": [r.to_dict() for r in self.ratios],
-            "untrustworthy": self.untrustworthy,
-            "seconds": round(self.seconds, 3),
-        }
+# progress(message, steps done, total steps): one step per prepared target, cold-start round,
+# warm-up and timed slot
+Progress = Callable[[str, int, int], None]
 
 
 # measurement ------------------------------------------------------------------------------
@@ -441,8 +217,43 @@ def run_bench(
     options: BenchOptions | None = None,
     *,
     progress: Progress | None = None,
+    isolate: bool = False,
+    limits: Limits | None = None,
 ) -> BenchReport:
-    """Benchmark ``model`` (and ``options.compare``) on each requested provider."""
+    """Benchmark ``model`` (and ``options.compare``) on each requested provider.
+
+    ``isolate=True`` runs the whole benchmark in a guarded child
+    (:func:`modelforge.engine.isolate.run_isolated`, ``limits`` default
+    ``Limits.for_jobs()``): a model that crashes onnxruntime is a ResourceLimitError
+    (exit 8) instead of taking the caller down; ``progress`` is still called here.
+    """
+    if isolate:
+        from modelforge.engine.isolate import Limits, run_isolated
+
+        raw = run_isolated(
+            _isolated_bench, model, options, what="bench", limits=limits or Limits.for_jobs(),
+            on_progress=None if progress is None else (lambda m: progress(str(m[0]), m[1], m[2])),
+        )  # fmt: skip
+        return raw if isinstance(raw, BenchReport) else BenchReport.from_raw(raw)
+    return _run_bench(model, options, progress)
+
+
+def _send_progress(message: str, done: int, total: int) -> None:
+    from modelforge.engine.isolate import progress
+
+    progress([message, done, total])
+
+
+def _isolated_bench(model: str, options: BenchOptions | None) -> Any:
+    """In the guarded child: the exact report, as JSON-able dicts (see BenchReport.from_raw).
+    When the guard runs in process (no child possible) the report itself is returned."""
+    from modelforge.engine.isolate import in_child
+
+    report = _run_bench(model, options, _send_progress)
+    return dataclasses.asdict(report) if in_child() else report
+
+
+def _run_bench(model: str, options: BenchOptions | None, progress: Progress | None) -> BenchReport:
     from modelforge.bench.env import environment
     from modelforge.engine.providers import (
         available_providers,
@@ -456,7 +267,13 @@ def run_bench(
     opts = options or BenchOptions()
     opts.check()
     started = time.perf_counter()
-    say = progress or (lambda _msg: None)
+    step = [0, 0]  # done, total
+
+    def say(message: str) -> None:
+        if progress is not None:
+            progress(message, step[0], step[1])
+        step[0] += 1
+
     providers = list(dict.fromkeys(canonical(p) for p in opts.providers))
     for provider in providers:  # unavailable providers fail before anything runs
         try:
@@ -477,6 +294,11 @@ def run_bench(
         for m in models:
             targets.append(_Target(m, provider, opts.session_config(provider), opts.no_upgrade))
 
+    rounds = opts.effective_rounds
+    sizes = list(dict.fromkeys(s for m in models for s in m.inputs.sizes))
+    slots = sum(1 for size in sizes for t in targets if size in t.model.inputs.feeds)
+    step[1] = len(targets) * (2 + rounds) + rounds * slots
+
     # 1. preparation: every target runs every batch size once (errors surface here)
     for t in targets:
         say(f"preparing {t.name}")
@@ -485,7 +307,6 @@ def run_bench(
             _run_once(t, t.model.inputs.feeds[size], f"batch {size}")
         t.session = None
 
-    rounds = opts.effective_rounds
     # 2. cold starts, interleaved
     with _quiet_repeats():
         for rnd in range(rounds):
@@ -499,7 +320,6 @@ def run_bench(
         for size in t.model.inputs.sizes:
             for _ in range(opts.warmup):
                 _run_once(t, t.model.inputs.feeds[size], f"warm-up, batch {size}")
-    sizes = list(dict.fromkeys(s for m in models for s in m.inputs.sizes))
     per_round_runs = _split_runs(opts.runs, rounds) if opts.runs is not None else None
     seconds = None if opts.runs is not None else (opts.duration_s or DEFAULT_DURATION_S) / rounds
     for rnd in range(rounds):

@@ -5,8 +5,8 @@
   (scalars only) runs one "row" per run.
 * Synthesized inputs follow :mod:`modelforge.model.synth` (``--dim NAME=VALUE`` for the other
   symbolic dims); ``--dim`` may not name a batch dimension (that is ``--batch-sizes``).
-* ``--data FILE`` goes through the one reader entry point
-  (:func:`modelforge.data.readers.open_data`, same formats and mapping rules as predict);
+* ``--data FILE`` goes through predict's plan (:func:`modelforge.inference.make_plan`:
+  same formats, mapping and cast rules);
   only as many rows as the largest batch size are read, and when the file has fewer rows
   they are repeated to fill the batch.
 """
@@ -105,15 +105,12 @@ def _read_rows(
     """Up to ``need`` rows of feeds from a data file (or inline JSON), coerced to the schema."""
     import numpy as np
 
-    from modelforge.data.readers import ReadOptions, open_data
+    from modelforge.data.options import PredictOptions
+    from modelforge.inference import make_plan
 
-    options = ReadOptions(maps=dict(maps or {}), columns=columns)
-    if data.lstrip().startswith("{"):
-        from modelforge.inference import data_from_json
-
-        plan = data_from_json(data, schema, options)
-    else:
-        plan = open_data([data], schema, options, stored=lm.stored_columns)
+    inline = data.lstrip().startswith("{")
+    options = PredictOptions(maps=maps, columns=columns, data_json=data if inline else None)
+    plan = make_plan(lm, None if inline else data, options)
     parts: list[dict[str, np.ndarray]] = []
     rows = 0
     batches = plan.batches()
@@ -130,7 +127,7 @@ def _read_rows(
             close()
     if rows == 0:
         raise DataError(
-            f"no rows to benchmark in {', '.join(safe(s) for s in plan.sources)}",
+            f"no rows to benchmark in {', '.join(safe(s) for s in plan.names)}",
             hint="pass data with at least one row",
             code="no_rows",
         )

@@ -74,7 +74,9 @@ def root(
 ) -> None:
     """ModelForge: a local store, validator, inspector and batch predictor for ONNX models."""
     from modelforge import paths
+    from modelforge.cli.common import install_unraisable_hook
 
+    install_unraisable_hook(debug)
     paths.set_store_override(store)
     ctx.obj = GlobalOptions(debug=debug, quiet=quiet, verbose=verbose)
 
@@ -83,12 +85,12 @@ def root(
 # running one command builds only that command (Typer's per-command set-up costs ~5 ms each).
 # tests/test_cli_app.py checks that each summary is its command's docstring summary.
 COMMANDS: dict[str, str] = {
-    "models": "Manage the local model store: add, list, show, tag, verify, export, import.",
+    "models": "Manage the local model store: add, set, list, show, tag, verify, export, import.",
     "validate": (
         "Check a model: file, parse, external data, structure, shapes, runtime, session, run."
     ),
     "inspect": "Show a model's metadata, inputs/outputs, initializers, ops and external data.",
-    "predict": "Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.",
+    "predict": "Run a model on CSV, TSV, NPY, NPZ, Parquet, JSON Lines or JSON data.",
     "bench": "Measure cold start, latency and throughput per provider.",
     "convert": "Convert a model to another opset; written only if outputs stay the same.",
     "providers": "List the execution providers this onnxruntime build offers, with short names.",
@@ -103,6 +105,7 @@ def load_command(name: str) -> Any:
     holder = typer.Typer(
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
+        add_completion=False,  # --install-completion belongs to the top level only
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     module.register(holder)
@@ -114,8 +117,86 @@ def load_command(name: str) -> Any:
     return built
 
 
+# Root options accepted after the command too (`predict m d.csv --debug`): name -> takes a value
+GLOBAL_OPTIONS: dict[str, bool] = {
+    "--store": True,
+    "--debug": False,
+    "--quiet": False,
+    "-q": False,
+    "--verbose": False,
+    "-v": False,
+}
+
+
+def _is_global(token: str) -> bool:
+    if token in GLOBAL_OPTIONS or token.startswith("--store="):
+        return True
+    return len(token) > 2 and token[0] == "-" and token[1] != "-" and set(token[1:]) == {"v"}
+
+
+def _leaf_value_options(command: Any) -> tuple[set[str], set[str]]:
+    """The option names of ``command`` (and of its subcommands) that take a value, and all
+    of its option names: a leaf's own ``-v`` or a value like ``-o -q`` is left alone."""
+    valued: set[str] = set()
+    names: set[str] = set()
+    stack = [command]
+    while stack:
+        cmd = stack.pop()
+        for param in getattr(cmd, "params", []):
+            opts = [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]
+            names.update(opts)
+            if getattr(param, "param_type_name", "") == "option" and not (
+                getattr(param, "is_flag", False) or getattr(param, "count", False)
+            ):
+                valued.update(opts)
+        stack.extend(getattr(cmd, "commands", {}).values())
+    return valued, names
+
+
+def hoist_global_options(args: list[str], command: Any) -> tuple[list[str], list[str]]:
+    """Split the tokens after the command name into root options (to be moved before it)
+    and the command's own tokens; nothing after ``--`` moves."""
+    valued, names = _leaf_value_options(command)
+    moved: list[str] = []
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            kept.extend(args[i:])
+            break
+        if token in names or token.split("=", 1)[0] in names:
+            kept.append(token)
+            if token in valued and i + 1 < len(args):
+                kept.append(args[i + 1])
+                i += 1
+        elif _is_global(token):
+            moved.append(token)
+            if GLOBAL_OPTIONS.get(token) and i + 1 < len(args):
+                moved.append(args[i + 1])
+                i += 1
+        else:
+            kept.append(token)
+        i += 1
+    return moved, kept
+
+
+def _command_index(args: list[str]) -> int | None:
+    """Where the command name is among the root's arguments."""
+    i = 0
+    while i < len(args):
+        if args[i] == "--store":
+            i += 2
+        elif args[i].startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
+
+
 class LazyGroup(TyperGroup):
-    """The root group: lists COMMANDS without importing them, builds one on demand."""
+    """The root group: lists COMMANDS without importing them, builds one on demand,
+    suggests close matches for a mistyped command and accepts root options after it."""
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
@@ -129,9 +210,29 @@ class LazyGroup(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl(list(COMMANDS.items()))
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        at = _command_index(args)
+        if at is not None and args[at] in COMMANDS and not ctx.resilient_parsing:
+            moved, kept = hoist_global_options(args[at + 1 :], load_command(args[at]))
+            args = [*args[:at], *moved, args[at], *kept]
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-") and not ctx.resilient_parsing:
+            from difflib import get_close_matches
+
+            matches = get_close_matches(name, list(COMMANDS))
+            hint = " Did you mean " + ", ".join(f"'{m}'" for m in matches) + "?"
+            ctx.fail(f"No such command '{name}'." + (hint if matches else ""))
+        return super().resolve_command(ctx, args)
+
 
 app.info.cls = LazyGroup
 
 
 def main() -> None:
+    from modelforge.cli.common import install_unraisable_hook
+
+    install_unraisable_hook()
     app()

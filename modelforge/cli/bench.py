@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import (
-    CustomOpsOpt,
-    DimOpt,
-    JobMemoryLimitOpt,
-    JobTimeoutOpt,
-    JsonOpt,
-    ModelArg,
-    NoUpgradeOpt,
-    OptLevelOpt,
-    ProviderOptionOpt,
-    ThreadsOpt,
-    global_options,
-    parse_key_values,
-    run,
-    split_csv_option,
+from modelforge.cli.common import DimOpt, JsonOpt, ModelArg, NoUpgradeOpt, run, split_csv_option
+from modelforge.cli.options import (
+    JobLimitsArgs,
+    MappingArgs,
+    SessionArgs,
+    option_groups,
 )
+from modelforge.text import safe
 
 if TYPE_CHECKING:
     from modelforge.bench import BenchReport
-    from modelforge.engine.sandbox import Limits
     from modelforge.render import Renderer
 
 _BLOCKS = " ▏▎▍▌▋▊▉█"
@@ -81,8 +73,7 @@ def histogram_lines(hist: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(out: Renderer, report: BenchReport) -> None:
-    from modelforge.render import table
+def _render_header(out: Renderer, report: BenchReport) -> None:
     from modelforge.text import safe
 
     s, env = report.settings, report.environment
@@ -101,6 +92,11 @@ def render_report(out: Renderer, report: BenchReport) -> None:
         f"settings threads {threads}, opt level {s['opt_level']}, provider options {options}; "
         f"{s['rounds']} rounds, warm-up {s['warmup']}, {steady} per batch size"
     )
+
+
+def _render_cold(out: Renderer, report: BenchReport) -> None:
+    from modelforge.render import table
+
     compare = report.compare is not None
 
     first = ["model"] if compare else []
@@ -121,6 +117,11 @@ def render_report(out: Renderer, report: BenchReport) -> None:
         )
     out.print(cold)
 
+
+def _render_steady(out: Renderer, report: BenchReport) -> None:
+    from modelforge.render import table
+
+    compare = report.compare is not None
     steady_t = table(*(["model"] if compare else []), "provider", "batch", "p50", "p90", "p99",
                      "max", "rows/s [min–max]", "runs", "spread",
                      title="steady state (latency per run)")  # fmt: skip
@@ -143,13 +144,9 @@ def render_report(out: Renderer, report: BenchReport) -> None:
             )
     out.print(steady_t)
 
-    for r in report.results:
-        b = r.batches[0]
-        who = f"{r.model} on {r.provider}" if compare else r.provider
-        out.line(f"latency distribution, {who}, batch {b.batch_size} ({b.latency_ms.count} runs)")
-        for line in histogram_lines(b.histogram.to_dict()):
-            out.line(line)
-        out.line()
+
+def _render_ratios(out: Renderer, report: BenchReport) -> None:
+    from modelforge.render import table
 
     if report.ratios:
         rt = table("provider", "metric", "batch", "model", "compare", "compare/model", "[min–max]",
@@ -163,6 +160,23 @@ def render_report(out: Renderer, report: BenchReport) -> None:
                        show(q.model), show(q.compare), f"{q.ratio:.3f}", rng,
                        "-" if pr is None else _spread(pr))  # fmt: skip
         out.print(rt)
+
+
+def render_report(out: Renderer, report: BenchReport) -> None:
+    """The human report: settings, cold start, steady state, histograms, ratios, trust."""
+    _render_header(out, report)
+    _render_cold(out, report)
+    _render_steady(out, report)
+    compare = report.compare is not None
+    for r in report.results:
+        b = r.batches[0]
+        who = f"{r.model} on {r.provider}" if compare else r.provider
+        out.line(f"latency distribution, {who}, batch {b.batch_size} ({b.latency_ms.count} runs)")
+        for line in histogram_lines(b.histogram.to_dict()):
+            out.line(line)
+        out.line()
+    _render_ratios(out, report)
+    s = report.settings
     if report.untrustworthy:
         out.line(
             f"spread too wide to trust (marked !: per-round values differ by more than "
@@ -172,22 +186,6 @@ def render_report(out: Renderer, report: BenchReport) -> None:
         for item in report.untrustworthy:
             out.line(f"  - {item}")
     out.line(f"done in {report.seconds:.1f} s")
-
-
-class _Progress:
-    """One status line on stderr, redrawn in place by the Renderer (terminals only)."""
-
-    def __init__(self, out: Renderer) -> None:
-        self.out = out
-        self.shown = False
-
-    def __call__(self, msg: str) -> None:
-        self.out.progress(msg[:100])
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self.out.progress("")
 
 
 def _parse_batch_sizes(value: str | None) -> tuple[int, ...] | None:
@@ -216,9 +214,8 @@ def _parse_batch_sizes(value: str | None) -> tuple[int, ...] | None:
     return tuple(dict.fromkeys(sizes))
 
 
-def bench_cmd(
-    ctx: typer.Context,
-    model: ModelArg,
+@dataclass(frozen=True)
+class BenchSessionArgs(SessionArgs):
     provider: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,50 +224,61 @@ def bench_cmd(
             help="Execution provider to measure (cpu, cuda, ...); "
             "repeat to measure several side by side.",
         ),
-    ] = None,
-    provider_option: ProviderOptionOpt = None,
-    threads: ThreadsOpt = None,
-    opt_level: OptLevelOpt = None,
+    ] = None
+
+
+@dataclass(frozen=True)
+class MeasureArgs:
+    """How much to measure: runs or duration, warm-up, rounds, batch sizes, seed."""
+
     runs: Annotated[
-        int | None,
-        typer.Option("--runs", help="Timed runs per batch size, over all rounds."),
-    ] = None,
+        int | None, typer.Option("--runs", help="Timed runs per batch size, over all rounds.")
+    ] = None
     duration: Annotated[
         float | None,
         typer.Option("--duration", help="Seconds per batch size, over all rounds (default 1)."),
-    ] = None,
+    ] = None
     warmup: Annotated[
         int, typer.Option("--warmup", help="Untimed runs per batch size before timing.")
-    ] = 5,
+    ] = 5
     rounds: Annotated[
         int, typer.Option("--rounds", help="Interleaved rounds (noise shows as spread).")
-    ] = 5,
+    ] = 5
     batch_sizes: Annotated[
         str | None,
         typer.Option("--batch-sizes", help="Batch sizes for symbolic batch dims (1,8,64,512)."),
-    ] = None,
+    ] = None
+    seed: Annotated[int, typer.Option("--seed", help="Seed for synthesized inputs.")] = 0
+
+    def build(self) -> dict[str, Any]:
+        """Keyword arguments for BenchOptions (which checks them)."""
+        return {
+            "runs": self.runs, "duration_s": self.duration, "warmup": self.warmup,
+            "rounds": self.rounds, "batch_sizes": _parse_batch_sizes(self.batch_sizes),
+            "seed": self.seed,
+        }  # fmt: skip
+
+
+@option_groups(
+    measure=MeasureArgs, session=BenchSessionArgs, mapping=MappingArgs, limits=JobLimitsArgs
+)
+def bench_cmd(
+    ctx: typer.Context,
+    model: ModelArg,
+    measure: MeasureArgs,
+    session: BenchSessionArgs,
+    mapping: MappingArgs,
+    limits: JobLimitsArgs,
     dim: DimOpt = None,
     data: Annotated[
         str | None,
         typer.Option("--data", help="Real inputs: a data file (as for predict) or inline JSON."),
     ] = None,
-    map_: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="INPUT=COL[,COL...] mapping for --data; repeat."),
-    ] = None,
-    columns: Annotated[
-        str | None,
-        typer.Option("--columns", help="Ordered --data columns for the single 2-D input."),
-    ] = None,
     compare: Annotated[
         str | None,
         typer.Option("--compare", help="Second model, measured interleaved; reports ratios."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for synthesized inputs.")] = 0,
-    custom_ops: CustomOpsOpt = None,
     no_upgrade: NoUpgradeOpt = False,
-    memory_limit: JobMemoryLimitOpt = None,
-    timeout: JobTimeoutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure cold start, latency and throughput per provider.
@@ -284,56 +292,22 @@ def bench_cmd(
         from modelforge.bench import BenchOptions, run_bench
         from modelforge.model.synth import parse_dims
 
+        cfg = session.build()
         opts = BenchOptions(
-            providers=tuple(provider or ("cpu",)),
-            provider_options=parse_key_values(provider_option, "--provider-option"),
-            threads=threads,
-            opt_level=opt_level,
-            runs=runs,
-            duration_s=duration,
-            warmup=warmup,
-            rounds=rounds,
-            batch_sizes=_parse_batch_sizes(batch_sizes),
-            dims=parse_dims(dim),
-            data=data,
-            maps={k: split_csv_option(v) or [] for k, v in parse_key_values(map_, "--map").items()},
-            columns=split_csv_option(columns),
-            compare=compare,
-            seed=seed,
-            custom_ops=tuple(custom_ops or ()),
-            no_upgrade=no_upgrade,
-        )
+            providers=tuple(cfg.providers or ("cpu",)), provider_options=cfg.provider_options,
+            threads=cfg.threads, opt_level=cfg.opt_level, custom_ops=cfg.custom_ops,
+            **measure.build(), dims=parse_dims(dim), data=data, **mapping.build(),
+            compare=compare, no_upgrade=no_upgrade,
+        )  # fmt: skip
         opts.check()
-        quiet = global_options(ctx).quiet
-        bar_ = _Progress(out) if out.stderr_is_terminal and not quiet else None
+        lim = limits.build()
+        with out.progress("bench", unit="steps") as bar:
 
-        def work() -> dict[str, Any]:
-            try:
-                report = run_bench(model, opts, progress=bar_)
-            finally:
-                if bar_ is not None:
-                    bar_.done()
-            try:
-                out.emit(report, render_report)
-            except SystemExit:  # rich ends with SystemExit(1) when stdout's reader is gone
-                raise BrokenPipeError(32, "Broken pipe") from None
-            return {}
+            def step(message: str, done: int, total: int) -> None:
+                bar.update(completed=done, total=total, description=safe(message, 40))
 
-        from modelforge.engine.forked import forked_limits
-
-        _isolated(work, forked_limits(memory_limit, timeout))
-
-
-def _isolated(work: Any, limits: Limits | None = None) -> None:
-    """Run ``work`` in predict's forked child when possible, so that a model that crashes
-    onnxruntime ends with one error line (exit 8) instead of killing the CLI. The child
-    writes the result itself (stdout and stderr are inherited)."""
-    from modelforge.engine.forked import can_fork, run_forked
-
-    if not can_fork():
-        work()
-        return
-    run_forked(work, cleanup=[], what="bench", limits=limits)
+            report = run_bench(model, opts, progress=step, isolate=True, limits=lim)
+        out.emit(report, render_report)
 
 
 def register(app: typer.Typer) -> None:

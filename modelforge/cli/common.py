@@ -37,9 +37,19 @@ JsonOpt = Annotated[
 
 
 # Options shared by several commands: declared once so that names and help stay the same.
+def _complete_model(ctx: typer.Context, incomplete: str) -> list[str]:
+    from modelforge.cli.complete import complete_model
+
+    return complete_model(ctx, incomplete)
+
+
 ModelArg = Annotated[
     str,
-    typer.Argument(help="Model path or store reference (NAME[:VERSION|:ALIAS]).", metavar="MODEL"),
+    typer.Argument(
+        help="Model path or store reference (NAME[:VERSION|:ALIAS]).",
+        metavar="MODEL",
+        autocompletion=_complete_model,
+    ),
 ]
 ProviderOpt = Annotated[
     list[str] | None,
@@ -87,13 +97,13 @@ AtolOpt = Annotated[
 NoUpgradeOpt = Annotated[
     bool, typer.Option("--no-upgrade", help="Do not upgrade too-old opsets in memory.")
 ]
-# predict and bench: the whole job runs in one forked child (engine/forked.py)
+# predict and bench: the whole job runs in one guarded child (engine/isolate.py)
 JobMemoryLimitOpt = Annotated[
     int | None,
     typer.Option(
         "--memory-limit",
         metavar="MB",
-        help="Address-space cap in MiB for the forked child (default: "
+        help="Address-space cap in MiB for the guarded child (default: "
         "$MODELFORGE_MEMORY_MB, else min(8192, 75% of RAM); at least 4096; 0 = none).",
     ),
 ]
@@ -143,9 +153,53 @@ def _silence_broken_pipe() -> None:
         pass
 
 
+_debug_unraisable = False
+
+
+def _unraisable(hook_args: Any) -> None:
+    """Ctrl-C or a closed pipe during garbage collection (``Exception ignored in:
+    <generator ...>``) is not worth a traceback; anything else keeps Python's report."""
+    if not _debug_unraisable and issubclass(
+        hook_args.exc_type, (KeyboardInterrupt, BrokenPipeError)
+    ):
+        return
+    sys.__unraisablehook__(hook_args)
+
+
+def install_unraisable_hook(debug: bool = False) -> None:
+    """Called once at the CLI edge (``main``); ``--debug`` keeps every report."""
+    global _debug_unraisable
+    _debug_unraisable = debug
+    sys.unraisablehook = _unraisable
+
+
+def _print_traceback(err: BaseException) -> None:
+    import traceback
+
+    traceback.print_exception(err, file=sys.stderr)
+    child_tb = getattr(err, "traceback", "")
+    if isinstance(child_tb, str) and child_tb:
+        sys.stderr.write("traceback in the child process:\n" + child_tb.rstrip("\n") + "\n")
+
+
+def _report(out: Renderer, err: ModelForgeError, debug: bool) -> int:
+    if debug:
+        _print_traceback(err)
+    out.error(err)
+    return int(err.exit_code)
+
+
 @contextmanager
 def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Iterator[Renderer]:
-    """Run one command body: render errors, choose the exit code, keep stdout clean."""
+    """Run one command body: render errors, choose the exit code, keep stdout clean.
+
+    The one mapping from outcomes to exit codes: a ModelForgeError (also one raised by
+    ``Renderer.emit_failure`` after rendering a failed result) is its code; Ctrl-C is
+    ``interrupted`` (130), with an envelope in JSON mode; a closed stdout ends quietly (0);
+    anything else is a bug, InternalError (1). Tracebacks only with ``--debug``.
+    """
+    from modelforge.errors import InternalError, Interrupted
+
     opts = global_options(ctx)
     out = Renderer(
         command, json_mode=json_mode, quiet=opts.quiet, verbose=opts.verbose, debug=opts.debug
@@ -155,32 +209,23 @@ def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Ite
     try:
         yield out
     except ModelForgeError as err:
-        if opts.debug:
-            import traceback
-
-            traceback.print_exc(file=sys.stderr)
-        out.error(err)
-        code = err.exit_code
+        code = _report(out, err, opts.debug)
     except BrokenPipeError:
         _silence_broken_pipe()
         code = ExitCode.OK
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        code = ExitCode.INTERRUPTED
+    except KeyboardInterrupt as exc:
+        if opts.debug:
+            _print_traceback(exc)
+        code = _report(out, Interrupted("interrupted (Ctrl-C)"), False)
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # a bug: say so, keep the traceback behind --debug
-        if opts.debug:
-            child_tb = getattr(exc, "child_traceback", "")
-            if child_tb:
-                sys.stderr.write("traceback in the child process:\n" + child_tb)
-            raise
-        bug = ModelForgeError(
+        bug = InternalError(
             f"internal error: {type(exc).__name__}: {exc}",
             hint="this is a bug in ModelForge; rerun with --debug for the traceback and report it",
-            code="internal_error",
         )
-        bug.exit_code = ExitCode.INTERNAL
+        if opts.debug:
+            _print_traceback(exc)
         out.error(bug)
         code = ExitCode.INTERNAL
     finally:

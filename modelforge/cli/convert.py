@@ -51,12 +51,13 @@ def convert_cmd(
     Example: modelforge convert old.onnx --opset 17 -o new.onnx
     """
     with run(ctx, "convert", json_out) as out:
-        from modelforge.model.convert import convert_model
+        from modelforge.api import convert_model
 
-        result = convert_model(
-            model, opset, output, rtol, atol,
-            timeout_s=timeout, memory_mb=memory_limit,
-        )  # fmt: skip
+        with out.progress(f"converting to opset {opset}", unit="steps"):  # a spinner
+            result = convert_model(
+                model, opset, output, rtol, atol,
+                timeout_s=timeout, memory_mb=memory_limit,
+            )  # fmt: skip
         out.emit(result, render_convert)
 
 

@@ -17,8 +17,21 @@ from modelforge.cli.common import (
 from modelforge.render import Renderer, table
 from modelforge.text import human_bytes, safe
 
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option("--columns", help="Ordered CSV columns feeding a single 2-D input: a,b,c."),
+]
+ColumnsFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns-from",
+        metavar="DATA",
+        help="Take --columns from the header of a CSV or Parquet file.",
+    ),
+]
+
 app = typer.Typer(
-    help="Manage the local model store: add, list, show, tag, verify, export, import.",
+    help="Manage the local model store: add, set, list, show, tag, verify, export, import.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -34,15 +47,31 @@ def _created(meta: dict[str, Any]) -> str:
 
 
 def _opsets(opsets: dict[str, int]) -> str:
-    return ", ".join(f"{v}" if d == "ai.onnx" else f"{d} {v}" for d, v in opsets.items())
+    from modelforge.model.opset import format_opsets
+
+    return format_opsets(opsets)
 
 
 # add ------------------------------------------------------------------------------------
 def _render_add(out: Renderer, r: Any) -> None:
     if r.symlink_resolved_to:
         out.info(f"note: '{safe(r.source)}' is a symlink to '{safe(r.symlink_resolved_to)}'")
-    if r.forced:
+    if r.forced and r.created:
         out.warning(f"stored {r.ref} with --force although validation failed")
+    if r.not_applied:
+        out.warning(
+            f"the same bytes are already stored as {r.ref}; not applied: "
+            f"{', '.join(r.not_applied)} (change them with 'modelforge models set {r.ref} "
+            + " ".join(f"{o} ..." for o in r.not_applied)
+            + "')"
+        )
+    if r.renumbered_from is not None:
+        out.info(
+            f"note: version {r.renumbered_from} of the archive is taken in this store; "
+            f"imported as {r.ref}"
+        )
+    for note in r.notes:
+        out.warning(safe(note, 400))
     verb = "added" if r.created else "already stored as"
     aliases = f" (aliases: {', '.join(r.aliases)})" if r.aliases else ""
     out.line(f"{verb} {r.ref}{aliases}  {human_bytes(r.size)}  sha256 {r.sha256[:12]}")
@@ -63,10 +92,8 @@ def add_cmd(
     label: Annotated[
         list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE label (repeat).")
     ] = None,
-    columns: Annotated[
-        str | None,
-        typer.Option("--columns", help="Ordered CSV columns feeding a single 2-D input: a,b,c."),
-    ] = None,
+    columns: ColumnsOpt = None,
+    columns_from: ColumnsFromOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
     timeout: TimeoutOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -74,7 +101,7 @@ def add_cmd(
 ) -> None:
     """Validate a model and store it as a new version.
 
-    Example: modelforge models add iris.onnx --name iris --alias prod --columns a,b,c,d
+    Example: modelforge models add iris.onnx --name iris --alias prod --columns-from train.csv
     """
     with run(ctx, "models add", json_out) as out:
         from modelforge.store.add import add_model
@@ -87,6 +114,7 @@ def add_cmd(
             description=description,
             labels=parse_key_values(label, "--label"),
             columns=split_csv_option(columns),
+            columns_from=columns_from,
             force=force,
             timeout_s=timeout,
             memory_mb=memory_limit,
@@ -105,16 +133,24 @@ def _render_list(out: Renderer, r: Any) -> None:
         )
         return
     t = table("NAME", "VERSION", "ALIASES", "SIZE", "OPSET", "CREATED")
+    forced = 0
     for m in r.models:
+        mark = " (forced)" if m.meta.get("forced") else ""
+        forced += 1 if mark else 0
         t.add_row(
             m.name,
-            str(m.version),
+            f"{m.version}{mark}",
             ", ".join(m.aliases),
             human_bytes(m.size),
             _opsets((m.meta.get("onnx") or {}).get("opset_imports", {})),
             _created(m.meta),
         )
     out.print(t)
+    if forced:
+        out.info(
+            f"{forced} version(s) marked (forced) were stored with --force although validation "
+            "failed; 'modelforge models show NAME:VERSION' says which checks"
+        )
 
 
 @app.command("list")
@@ -134,6 +170,32 @@ def list_cmd(
 
 
 def _render_show(out: Renderer, mv: Any) -> None:
+    out.print(_show_fields(mv))
+    meta = mv.meta
+    out.print(_show_io(meta.get("schema") or {}))
+    report = meta.get("validation")
+    if report:
+        v = table("CHECK", "STATUS", "MESSAGE", title="validation at add time")
+        for c in report.get("checks", []):
+            v.add_row(safe(c.get("name")), safe(c.get("status")), safe(c.get("message"), 160))
+        out.print(v)
+    if meta.get("forced"):
+        failed = [
+            f"{c.get('name')} ({c.get('code')})"
+            for c in (report or {}).get("checks", [])
+            if c.get("status") == "fail"
+        ]
+        out.warning(
+            f"{mv.ref} was stored with --force although validation failed"
+            + (f": {safe(', '.join(failed), 300)}" if failed else "")
+        )
+    history = meta.get("metadata_history") or []
+    if history:
+        out.info(f"metadata changed {len(history)} time(s) since it was added, last at "
+                 f"{safe(history[-1].get('at'))} (see --json)")  # fmt: skip
+
+
+def _show_fields(mv: Any) -> Any:
     meta = mv.meta
     onnx_info = meta.get("onnx") or {}
     rows = [
@@ -147,6 +209,7 @@ def _render_show(out: Renderer, mv: Any) -> None:
         ("description", meta.get("description") or "-"),
         ("labels", ", ".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items()) or "-"),
         ("columns", ", ".join(meta.get("columns") or []) or "-"),
+        ("forced", _forced_text(meta)),
         ("ir_version", str(onnx_info.get("ir_version"))),
         ("opsets", _opsets(onnx_info.get("opset_imports", {}))),
         (
@@ -161,29 +224,33 @@ def _render_show(out: Renderer, mv: Any) -> None:
         t.add_row(k, safe(v, 300))
     for k, v in (onnx_info.get("metadata_props") or {}).items():
         t.add_row(f"meta:{safe(k, 60)}", safe(v, 200))
-    out.print(t)
-    schema = meta.get("schema") or {}
+    return t
+
+
+def _show_io(schema: dict[str, Any]) -> Any:
+    from modelforge.model.schema import format_shape
+
     io_table = table("KIND", "NAME", "TYPE", "SHAPE")
     for kind in ("inputs", "outputs"):
         for spec in schema.get(kind, []):
-            shape = spec.get("shape")
-            shape_txt = (
-                "?"
-                if shape is None
-                else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-            )
             io_table.add_row(
-                kind[:-1], safe(spec.get("name"), 80), safe(spec.get("type")), safe(shape_txt)
+                kind[:-1],
+                safe(spec.get("name"), 80),
+                safe(spec.get("type")),
+                safe(format_shape(spec.get("shape"))),
             )
-    out.print(io_table)
-    report = meta.get("validation")
-    if report:
-        v = table("CHECK", "STATUS", "MESSAGE", title="validation at add time")
-        for c in report.get("checks", []):
-            v.add_row(safe(c.get("name")), safe(c.get("status")), safe(c.get("message"), 160))
-        out.print(v)
-    if meta.get("forced"):
-        out.warning(f"{mv.ref} was stored with --force although validation failed")
+    return io_table
+
+
+def _forced_text(meta: dict[str, Any]) -> str:
+    if not meta.get("forced"):
+        return "no"
+    failed = [
+        str(c.get("name"))
+        for c in (meta.get("validation") or {}).get("checks", [])
+        if c.get("status") == "fail"
+    ]
+    return "yes: failed " + (", ".join(failed) if failed else "(not recorded)")
 
 
 @app.command("show")
@@ -201,6 +268,71 @@ def show_cmd(
         from modelforge.store.layout import Store
 
         out.emit(find(Store(), ref), _render_show)
+
+
+def _render_set(out: Renderer, r: Any) -> None:
+    if not r.changed:
+        out.line(f"{r.ref}: nothing changed (already recorded)")
+        return
+    for key, change in r.changed.items():
+        out.line(f"{r.ref} {key}: {safe(_short(change['old']), 200)} -> "
+                 f"{safe(_short(change['new']), 200)}")  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    if value in (None, [], {}):
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+@app.command("set")
+def set_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    columns: ColumnsOpt = None,
+    columns_from: ColumnsFromOpt = None,
+    clear_columns: Annotated[
+        bool, typer.Option("--clear-columns", help="Remove the stored column map.")
+    ] = False,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE label to set (repeat).")
+    ] = None,
+    unset_label: Annotated[
+        list[str] | None, typer.Option("--unset-label", metavar="KEY", help="Label to remove.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a version's columns, description or labels (stored files never change).
+
+    Example: modelforge models set iris:1 --columns-from train.csv --label team=ml
+    """
+    with run(ctx, "models set", json_out) as out:
+        from modelforge.errors import UsageError
+        from modelforge.store.edit import set_metadata
+
+        cols = split_csv_option(columns)
+        if columns_from is not None:
+            if cols is not None:
+                raise UsageError(
+                    "--columns and --columns-from cannot be combined", code="invalid_option"
+                )
+            from modelforge.store.columns import header_columns
+
+            cols = header_columns(columns_from)
+        result = set_metadata(
+            ref,
+            columns=cols,
+            clear_columns=clear_columns,
+            description=description,
+            labels=parse_key_values(label, "--label"),
+            remove_labels=list(unset_label or []),
+        )
+        out.emit(result, _render_set)
 
 
 @app.command("path")
@@ -221,164 +353,5 @@ def path_cmd(
         out.emit({"ref": mv.ref, "path": str(mv.model_path)}, lambda o, r: o.line(r["path"]))
 
 
-# rm / tag / untag ---------------------------------------------------------------------------
-@app.command("rm")
-def rm_cmd(
-    ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS, or NAME (latest).")],
-    all_versions: Annotated[
-        bool, typer.Option("--all", help="Remove every version of NAME.")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Remove one version, or every version with --all.
-
-    Example: modelforge models rm iris:1
-    """
-    with run(ctx, "models rm", json_out) as out:
-        from modelforge.errors import UsageError
-        from modelforge.store.ops import remove
-
-        if all_versions and not yes:
-            import sys
-
-            if not sys.stdin.isatty():
-                raise UsageError(
-                    f"refusing to remove every version of '{safe(ref)}' without confirmation",
-                    hint="pass --yes",
-                    code="confirmation_needed",
-                )
-            if not typer.confirm(f"Remove every version of {safe(ref)}?", err=True):
-                raise UsageError("nothing removed", code="aborted")
-        result = remove(ref, all_versions=all_versions)
-        out.emit(result, lambda o, r: o.line("removed " + ", ".join(r.removed)))
-
-
-@app.command("tag")
-def tag_cmd(
-    ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION (or NAME for latest).")],
-    alias: Annotated[str, typer.Argument(help="Alias, e.g. prod.")],
-    json_out: JsonOpt = False,
-) -> None:
-    """Point an alias at a version (moves it if it exists).
-
-    Example: modelforge models tag iris:3 prod
-    """
-    with run(ctx, "models tag", json_out) as out:
-        from modelforge.store.ops import tag
-
-        def render(o: Renderer, r: Any) -> None:
-            moved = f" (was {r.previous})" if r.previous not in (None, r.version) else ""
-            o.line(f"{r.name}:{r.alias} -> {r.version}{moved}")
-
-        out.emit(tag(ref, alias), render)
-
-
-@app.command("untag")
-def untag_cmd(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
-    json_out: JsonOpt = False,
-) -> None:
-    """Remove an alias.
-
-    Example: modelforge models untag iris prod
-    """
-    with run(ctx, "models untag", json_out) as out:
-        from modelforge.store.ops import untag
-
-        out.emit(
-            untag(name, alias),
-            lambda o, r: o.line(f"removed alias {r.name}:{r.alias} (was {r.previous})"),
-        )
-
-
-# verify -------------------------------------------------------------------------------------
-def _render_verify(out: Renderer, r: Any) -> None:
-    for p in r.problems:
-        out.line(f"{safe(p['ref'])}  {safe(p['file'])}: {safe(p['problem'], 300)}")
-    status = "ok" if r.ok else f"{len(r.problems)} problem(s)"
-    out.line(f"verified {len(r.checked)} version(s), {r.files_checked} file(s): {status}")
-
-
-@app.command("verify")
-def verify_cmd(
-    ctx: typer.Context,
-    ref: Annotated[str | None, typer.Argument(help="A model or version (default: all).")] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Re-hash stored files; exit 9 when anything is missing or corrupt.
-
-    Example: modelforge models verify iris
-    """
-    with run(ctx, "models verify", json_out) as out:
-        from modelforge.errors import CheckFailedError
-        from modelforge.store.ops import verify
-
-        result = verify(ref)
-        if result.ok:
-            out.emit(result, _render_verify)
-        else:
-            first = result.problems[0]
-            raise_err = CheckFailedError(
-                f"store verification found {len(result.problems)} problem(s), first: "
-                f"{first['ref']} {first['file']}: {first['problem']}",
-                hint="restore the files, or remove the damaged versions with "
-                "'modelforge models rm'",
-                code="verify_failed",
-            )
-            out.emit_failure(result, raise_err, _render_verify)
-            raise typer.Exit(int(raise_err.exit_code))
-
-
-# export / import ------------------------------------------------------------------------------
-@app.command("export")
-def export_cmd(
-    ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Archive to write (.tar.gz).")],
-    json_out: JsonOpt = False,
-) -> None:
-    """Export a version with its metadata to a .tar.gz archive.
-
-    Example: modelforge models export iris:prod -o iris.tar.gz
-    """
-    with run(ctx, "models export", json_out) as out:
-        from modelforge.store.archive import export_version
-
-        out.emit(
-            export_version(ref, output),
-            lambda o, r: o.line(f"exported {r.ref} to {r.output} ({human_bytes(r.size)})"),
-        )
-
-
-@app.command("import")
-def import_cmd(
-    ctx: typer.Context,
-    archive: Annotated[str, typer.Argument(help="A .tar.gz made by 'models export'.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Store under this name.")] = None,
-    version: Annotated[int | None, typer.Option("--version")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
-    timeout: TimeoutOpt = None,
-    memory_limit: MemoryLimitOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Import an exported version (hashes verified, model validated again).
-
-    Example: modelforge models import iris.tar.gz --name iris
-    """
-    with run(ctx, "models import", json_out) as out:
-        from modelforge.store.archive import import_archive
-
-        result = import_archive(
-            archive,
-            name=name,
-            version=version,
-            force=force,
-            timeout_s=timeout,
-            memory_mb=memory_limit,
-        )
-        out.emit(result, _render_add)
+# rm, tag, untag, verify, export and import live in models_ops (registered on the same app)
+from modelforge.cli import models_ops as _ops  # noqa: E402, F401

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -18,33 +17,25 @@ from modelforge.cli.common import (
     ProviderOpt,
     ProviderOptionOpt,
     ThreadsOpt,
-    global_options,
     parse_key_values,
     run,
     split_csv_option,
 )
+from modelforge.cli.options import parse_maps
 
 if TYPE_CHECKING:
     from modelforge.render import Renderer
 
 
-def _shape(shape: Any) -> str:
-    """[N, 4] as people write it; "?" for an unknown dimension, "unknown" for no shape."""
-    from modelforge.text import safe
-
-    if shape is None:
-        return "[unknown]"
-    return "[" + ", ".join("?" if d is None else safe(str(d), 40) for d in shape) + "]"
-
-
 def _render_explain(out: Renderer, res: Any) -> None:
+    from modelforge.model.schema import format_shape
     from modelforge.text import safe
 
     m, d = res.model, res.data
     out.line(f"model   {safe(m['path'], 300)} (opset {m['opset']})")
     out.line(f"data    {', '.join(safe(s) for s in d['sources'])} [{d['format']}]")
     for f in res.feeds:
-        shape = _shape(f["shape"])
+        shape = format_shape(f["shape"])
         cols = ", ".join(safe(c, 60) for c in f["columns"][:12])
         more = f" … ({len(f['columns'])} columns)" if len(f["columns"]) > 12 else ""
         out.line(f"input   {safe(f['input'])} {f['dtype']} {shape} <- {cols}{more}")
@@ -56,53 +47,14 @@ def _render_explain(out: Renderer, res: Any) -> None:
     if unused:
         out.line("unused  " + ", ".join(safe(c) for c in unused[:20]))
     for o in res.outputs:
-        out.line(f"output  {safe(o['name'])} {safe(o['type'])} {_shape(o['shape'])}")
+        out.line(f"output  {safe(o['name'])} {safe(o['type'])} {format_shape(o['shape'])}")
     b = res.batch
+    if b["mode"] == "whole":
+        out.line(f"mode    whole: one run on the whole tensors ({b['reason']})")
+        return
     fixed = " (fixed by the model)" if b["fixed_batch"] else ""
+    out.line(f"mode    rows: batches of {b['batch_size']} rows{fixed} ({b['reason']})")
     out.line(f"batches {b['batch_size']} rows{fixed}; streaming: {b['streaming']}")
-
-
-class _ProgressLine:
-    """rows, rows/s and ETA on stderr (through the Renderer), redrawn at most 5 times a
-    second."""
-
-    def __init__(self, out: Renderer) -> None:
-        self.out = out
-        self.t0 = time.monotonic()
-        self.last = 0.0
-
-    def __call__(self, rows: int, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.2:
-            return
-        self.last = now
-        rate = rows / max(now - self.t0, 1e-9)
-        eta = ""
-        if total and done:
-            left = (now - self.t0) * (total - done) / done
-            eta = f", ETA {left:.0f} s"
-        self.out.progress(f"{rows:,} rows, {rate:,.0f} rows/s{eta}")
-
-    def done(self) -> None:
-        if self.last:
-            self.out.progress("")
-
-
-def _parse_maps(items: list[str] | None) -> dict[str, list[str]]:
-    from modelforge.errors import UsageError
-    from modelforge.text import escape
-
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        for key, value in parse_key_values([item], "--map").items():
-            if key in out:
-                raise UsageError(
-                    f"--map names input '{escape(key)}' twice",
-                    hint=f"list its columns once: --map {escape(key)}=a,b,c",
-                    code="invalid_option",
-                )
-            out[key] = split_csv_option(value) or []
-    return out
 
 
 def predict_cmd(
@@ -115,7 +67,8 @@ def predict_cmd(
         str | None, typer.Option("--output", "-o", help="Output file (default: stdout).")
     ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl.")
+        str | None,
+        typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl json."),
     ] = None,
     out_format: Annotated[
         str | None,
@@ -135,6 +88,10 @@ def predict_cmd(
     ] = None,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the mapping and batch plan; do not run.")
+    ] = False,
+    whole: Annotated[
+        bool,
+        typer.Option("--whole", help="Run once on the whole arrays instead of batches of rows."),
     ] = False,
     cast: Annotated[
         str, typer.Option("--cast", help="Cast policy: safe (lossless), strict or force.")
@@ -167,10 +124,12 @@ def predict_cmd(
     timeout: JobTimeoutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.
+    """Run a model on CSV, TSV, NPY, NPZ, Parquet, JSON Lines or JSON data.
 
     Predictions go to -o FILE (written atomically) or stream to stdout. With --json the
-    summary envelope goes to stdout, so -o is required.
+    summary envelope goes to stdout, so -o is required. Rows are fed in batches whenever
+    the inputs share a row dimension; otherwise (tensor models) the model runs once on the
+    whole arrays (--explain says which, --whole forces it).
 
     Example: modelforge predict iris.onnx flowers.csv --keep id -o predictions.csv
     """
@@ -184,26 +143,32 @@ def predict_cmd(
                 hint="add -o predictions.csv, or drop --json",
                 code="json_needs_output",
             )
-        from modelforge.inference import PredictOptions
+        if not explain and output in (None, "-"):
+            from modelforge.render import refuse_binary_to_terminal
+
+            refuse_binary_to_terminal(out_format)
+        from modelforge.data.options import PredictOptions
 
         read = PredictOptions(
             fmt=fmt,
-            maps=_parse_maps(map_),
+            maps=parse_maps(map_),
             columns=split_csv_option(columns),
             keep=split_csv_option(keep),
-            cast=cast,
+            cast=cast,  # type: ignore[arg-type]  # PredictOptions validates it
             allow_nan=allow_nan,
             encoding=encoding,
             delimiter=delimiter,
             batch_size=batch_size,
             outputs=split_csv_option(outputs),
             data_json=data,
+            whole=whole,
         )
         if explain:
             from modelforge.inference import explain as explain_fn
 
             out.emit(explain_fn(model, inputs, read), _render_explain)
             return
+        from modelforge.engine.isolate import Limits
         from modelforge.engine.session import SessionConfig
         from modelforge.inference import predict_to
 
@@ -215,33 +180,21 @@ def predict_cmd(
             opt_level=opt_level,
             custom_ops=tuple(custom_ops or ()),
         )
-        opts = global_options(ctx)
-        bar = _ProgressLine(out) if out.stderr_is_terminal and not opts.quiet else None
-        from pathlib import Path
+        with out.progress("predicting", unit="rows") as bar:
 
-        from modelforge.data.writers import temp_name
-        from modelforge.engine.forked import can_fork, forked_limits, run_forked
+            def show(p: dict[str, Any]) -> None:
+                bar.update(completed=p["rows"], total=p.get("total_rows"))
 
-        limits = forked_limits(memory_limit, timeout)
-
-        target = None if output in (None, "-") else output
-        tmp = temp_name(target) if target else None
-
-        def job() -> dict[str, Any]:
-            return predict_to(
+            summary = predict_to(
                 model, inputs, output, read, out_format=out_format, session_config=cfg,
-                no_upgrade=no_upgrade, progress=bar, temp_path=tmp,
+                no_upgrade=no_upgrade, progress=show, isolate=True,
+                limits=Limits.for_jobs(memory_limit, timeout),
             ).to_dict()  # fmt: skip
+        from modelforge.text import plural
 
-        if can_fork():
-            summary = run_forked(job, cleanup=[Path(tmp)] if tmp else [], limits=limits)
-            out.warnings.extend(w for w in summary.get("warnings", []) if w not in out.warnings)
-        else:
-            summary = job()
-        if bar is not None:
-            bar.done()
         out.info(
-            f"{summary['rows']:,} rows in {summary['batches']} batches, "
+            f"{plural(summary['rows'], 'row')} in {plural(summary['runs'], 'onnxruntime run')} "
+            f"({summary['mode']} mode), "
             f"{summary['seconds']:.2f} s; providers used: {', '.join(summary['providers_used'])}",
             verbose_only=True,
         )

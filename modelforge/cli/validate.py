@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import (
-    AtolOpt,
-    CustomOpsOpt,
-    DimOpt,
-    JsonOpt,
-    MemoryLimitOpt,
-    ModelArg,
-    ProviderOpt,
-    ProviderOptionOpt,
-    RtolOpt,
-    TimeoutOpt,
-    parse_key_values,
-    run,
-)
+from modelforge.cli.common import AtolOpt, DimOpt, JsonOpt, ModelArg, RtolOpt, run
+from modelforge.cli.options import CheckLimitsArgs, ProviderArgs, option_groups
 from modelforge.model.validate import (  # light: no onnx import
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -27,6 +16,7 @@ from modelforge.model.validate import (  # light: no onnx import
 )
 
 if TYPE_CHECKING:
+    from modelforge.errors import ModelForgeError
     from modelforge.render import Renderer
 
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
@@ -48,34 +38,64 @@ def render_report(out: Renderer, report: Any) -> None:
     )
 
 
-def validate_cmd(
-    ctx: typer.Context,
-    model: ModelArg,
-    provider: ProviderOpt = None,
-    provider_option: ProviderOptionOpt = None,
-    require_provider: Annotated[
-        bool, typer.Option("--require-provider", help="Fail if the session falls back to CPU.")
-    ] = False,
-    dim: DimOpt = None,
+def _failure(report: Any) -> ModelForgeError:
+    """The error of a report that failed: the first failed (or, with --strict, warned)
+    check. One stopped by the timeout, the memory cap or a crash is a resource-limit error
+    (exit 8: raising --timeout / --memory-limit may help), not a finding (exit 9)."""
+    from modelforge.errors import CheckFailedError, ResourceLimitError
+
+    bad = report.failed or report.warned
+    first = bad[0] if bad else None
+    what = "failed" if report.failed else "warned (--strict)"
+    limit_hit = first is not None and first.status == "fail" and first.code in LIMIT_CODES
+    return (ResourceLimitError if limit_hit else CheckFailedError)(
+        f"validation of '{report.model}' {what}: "
+        + (f"{first.name}: {first.message}" if first else ""),
+        hint=first.hint if first else None,
+        code=first.code if first else "check_failed",
+    )
+
+
+@dataclass(frozen=True)
+class ParityArgs:
+    """The output checks: onnx.reference parity, golden outputs, tolerances."""
+
     reference: Annotated[
         bool, typer.Option("--reference", help="Compare with onnx.reference outputs.")
-    ] = False,
+    ] = False
     inputs: Annotated[
         str | None,
         typer.Option("--inputs", metavar="F.npz", help=".npz of inputs for a golden-output check."),
-    ] = None,
+    ] = None
     expected: Annotated[
         str | None,
         typer.Option(
             "--expected", metavar="F.npz", help=".npz of expected outputs (with --inputs)."
         ),
-    ] = None,
-    rtol: RtolOpt = DEFAULT_RTOL,
-    atol: AtolOpt = DEFAULT_ATOL,
+    ] = None
+    rtol: RtolOpt = DEFAULT_RTOL
+    atol: AtolOpt = DEFAULT_ATOL
+
+    def build(self) -> dict[str, Any]:
+        """ValidateOptions keyword arguments (checked by validate_model)."""
+        return {
+            "reference": self.reference, "inputs": self.inputs, "expected": self.expected,
+            "rtol": self.rtol, "atol": self.atol,
+        }  # fmt: skip
+
+
+@option_groups(session=ProviderArgs, parity=ParityArgs, limits=CheckLimitsArgs)
+def validate_cmd(
+    ctx: typer.Context,
+    model: ModelArg,
+    session: ProviderArgs,
+    parity: ParityArgs,
+    limits: CheckLimitsArgs,
+    require_provider: Annotated[
+        bool, typer.Option("--require-provider", help="Fail if the session falls back to CPU.")
+    ] = False,
+    dim: DimOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too.")] = False,
-    custom_ops: CustomOpsOpt = None,
-    timeout: TimeoutOpt = None,
-    memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a model: file, parse, external data, structure, shapes, runtime, session, run.
@@ -85,50 +105,27 @@ def validate_cmd(
     Example: modelforge validate model.onnx --reference --dim batch=4
     """
     with run(ctx, "validate", json_out) as out:
-        from modelforge.errors import CheckFailedError, ResourceLimitError
+        from modelforge.api import validate_model
         from modelforge.model.synth import parse_dims
-        from modelforge.model.validate import ValidateOptions, validate_model
+        from modelforge.model.validate import ValidateOptions
 
+        cfg, lim = session.build(), limits.build()
         opts = ValidateOptions(
-            providers=provider or None,
-            provider_options=parse_key_values(provider_option, "--provider-option"),
-            require_provider=require_provider,
-            dims=parse_dims(dim),
-            reference=reference,
-            inputs=inputs,
-            expected=expected,
-            rtol=rtol,
-            atol=atol,
-            strict=strict,
-            custom_ops=tuple(custom_ops or ()),
-            timeout_s=timeout,
-            memory_mb=memory_limit,
-        )
-        if out.stderr_is_terminal and not out.quiet and not json_out:
-            # a transient spinner on stderr naming the running check; nothing stays behind
-            with out.err_console().status("validating...") as status:
-                report = validate_model(
-                    model, opts, progress=lambda s: status.update(f"checking {s}...")
-                )
-        else:
-            report = validate_model(model, opts)
-        if report.ok:
-            out.emit(report, render_report)
-            return
-        bad = report.failed or report.warned
-        first = bad[0] if bad else None
-        what = "failed" if report.failed else "warned (--strict)"
-        # a check stopped by the timeout, the memory cap or a crash is a resource-limit error
-        # (exit 8: raising --timeout / --memory-limit may help), not a finding (exit 9)
-        limit_hit = first is not None and first.status == "fail" and first.code in LIMIT_CODES
-        err = (ResourceLimitError if limit_hit else CheckFailedError)(
-            f"validation of '{report.model}' {what}: "
-            + (f"{first.name}: {first.message}" if first else ""),
-            hint=first.hint if first else None,
-            code=first.code if first else "check_failed",
-        )
-        out.emit_failure(report, err, render_report)
-        raise typer.Exit(int(err.exit_code))
+            providers=cfg.providers, provider_options=cfg.provider_options,
+            custom_ops=cfg.custom_ops, require_provider=require_provider,
+            dims=parse_dims(dim), strict=strict, **parity.build(),
+            timeout_s=lim.timeout_s or 0, memory_mb=lim.memory_mb or 0,
+        )  # fmt: skip
+        with out.progress("validating", unit="checks") as bar:
+
+            def step(check: str) -> None:
+                bar.update(description=f"checking {check}")
+                bar.advance()
+
+            report = validate_model(model, opts, progress=step)
+        if not report.ok:
+            out.emit_failure(report, _failure(report), render_report)
+        out.emit(report, render_report)
 
 
 def register(app: typer.Typer) -> None:

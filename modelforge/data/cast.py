@@ -9,7 +9,16 @@
 * ``force``: numpy-style casts (float -> int truncates).
 
 In every policy a value outside the target float range is an error (never a silent inf),
-and NaN/empty/infinite cells are errors unless ``allow_nan``.
+and complex data never feeds a real input unless ``force``.
+
+Missing values, one rule for every format: a missing value is an empty CSV/TSV cell, a
+null (Parquet, JSON Lines, DataFrames, ``None`` in arrays) or NaN; for numeric and bool
+inputs the text spellings ``NA``, ``N/A``, ``null``, ``None``, ``nil``, ``?`` too. Without
+``allow_nan`` any missing (or infinite) value is refused naming the cell. With it, float
+inputs get NaN and string inputs get ""; integer and bool inputs have no missing value, so
+they are still refused (the hint says to fill the values, not to pass --allow-nan).
+
+:func:`cast_column` is the one entry point (text Series from CSV or typed arrays).
 
 ``where(row, col)`` turns an index inside the batch into "row 12, column 'b'" for messages.
 """
@@ -31,6 +40,7 @@ POLICIES: tuple[str, ...] = ("safe", "strict", "force")
 Where = Callable[[int, int], str]
 
 _NAN_HINT = "clean the data, or pass --allow-nan to pass NaN/empty cells to the model"
+_FILL_HINT = "fill the missing values (integer and bool inputs cannot hold NaN)"
 # spellings of "missing" in exported data: treated like an empty cell (NaN policy applies)
 NA_TEXT = frozenset({"na", "n/a", "#n/a", "null", "none", "nil", "?"})
 _INF_TEXT = frozenset({"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
@@ -83,6 +93,40 @@ def check_finite(arr: np.ndarray, where: Where, allow_nan: bool) -> None:
         _fail(arr, bad, where, "missing or non-finite value (NaN/inf)", _NAN_HINT, "nan_value")
 
 
+def cast_column(
+    values: Any,
+    dtype: str,
+    *,
+    policy: CastPolicy,
+    allow_nan: bool,
+    where: Where,
+    what: str,
+    finite: bool = False,
+) -> np.ndarray:
+    """The one place data is cast onto an input's dtype: a polars text Series (CSV/TSV
+    cells) or a typed array (NPY/NPZ/Parquet/JSON Lines/frames, or CSV parsed fast).
+    ``finite``: the reader already saw that every value is finite (skips that scan)."""
+    if finite and getattr(values, "dtype", None) == dtype:
+        return values  # type: ignore[no-any-return]
+    if type(values).__module__.startswith("polars"):
+        import polars as pl
+
+        if values.dtype == pl.String:
+            return coerce_text(values, dtype, policy=policy, allow_nan=allow_nan, where=where)
+        from modelforge.data.tabular import series_to_numpy
+
+        values = series_to_numpy(values)
+    return coerce_array(values, dtype, policy=policy, allow_nan=allow_nan, where=where, what=what)
+
+
+def _missing_int(where: str, target: str) -> DataError:
+    return DataError(
+        f"missing value at {where}: {target} inputs cannot hold a missing value",
+        hint=_FILL_HINT,
+        code="nan_value",
+    )
+
+
 def coerce_array(
     arr: np.ndarray, dtype: str, *, policy: CastPolicy, allow_nan: bool, where: Where, what: str
 ) -> np.ndarray:
@@ -90,7 +134,7 @@ def coerce_array(
     import numpy as np
 
     if dtype == "str":
-        return _to_strings(arr, policy, where, what)
+        return _to_strings(arr, policy, where, what, allow_nan)
     target = np.dtype(dtype)
     src = arr.dtype
     if src.kind in "OUS":
@@ -118,7 +162,17 @@ def coerce_array(
         return arr
     if policy == "strict":
         _refuse_kind(src, target, what)
-    if src.kind == "f":
+    if src.kind == "c" and target.kind != "c":
+        if policy != "force":
+            raise DataError(
+                f"{what} expects {target.name} but the data ({where(0, 0)}) is complex "
+                f"({src.name}); the imaginary part would be dropped",
+                hint="pass the real part (array.real), or --cast force to drop it",
+                code="dtype_mismatch",
+            )
+        with np.errstate(all="ignore"):
+            return _forced_real(arr, target)
+    if src.kind == "f" and target.kind not in "iub":  # integer targets refuse NaN below
         check_finite(arr, where, allow_nan)
     hint_lossy = "fix the data, or pass --cast force to cast like numpy"
     with np.errstate(invalid="ignore", over="ignore"):
@@ -154,8 +208,8 @@ def coerce_array(
                         arr,
                         ~np.isfinite(arr),
                         where,
-                        f"NaN/inf cannot become {target.name}",
-                        "fix the data",
+                        f"missing or infinite value: {target.name} inputs cannot hold NaN/inf",
+                        _FILL_HINT,
                         "nan_value",
                     )
                 out_range = (arr < info.min) | (arr > info.max)
@@ -194,6 +248,10 @@ def coerce_array(
             if src.kind == "b":
                 return arr.astype(target)
         if target.kind == "b":
+            if src.kind == "f" and not np.isfinite(arr).all():
+                _fail(arr, ~np.isfinite(arr), where,
+                      "missing or infinite value: bool inputs cannot hold NaN/inf",
+                      _FILL_HINT, "nan_value")  # fmt: skip
             if policy == "safe" and src.kind in "iuf":
                 not01 = (arr != 0) & (arr != 1)
                 if not01.any():
@@ -212,6 +270,14 @@ def coerce_array(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _forced_real(arr: np.ndarray, target: np.dtype[Any]) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return arr.real.astype(target)
+
+
 def _refuse_kind(src: Any, target: Any, what: str) -> None:
     raise DataError(
         f"{what} expects {getattr(target, 'name', target)} but the data is {src.name}",
@@ -220,7 +286,9 @@ def _refuse_kind(src: Any, target: Any, what: str) -> None:
     )
 
 
-def _to_strings(arr: np.ndarray, policy: CastPolicy, where: Where, what: str) -> np.ndarray:
+def _to_strings(
+    arr: np.ndarray, policy: CastPolicy, where: Where, what: str, allow_nan: bool
+) -> np.ndarray:
     import numpy as np
 
     kind = arr.dtype.kind
@@ -232,7 +300,19 @@ def _to_strings(arr: np.ndarray, policy: CastPolicy, where: Where, what: str) ->
         except UnicodeDecodeError:
             raise DataError(f"{what}: bytes are not valid UTF-8", code="encoding_error") from None
     if kind == "O":
-        for i, v in enumerate(arr.reshape(-1)):
+        flat = arr.reshape(-1)
+        missing = [i for i, v in enumerate(flat) if v is None]
+        if missing:
+            if not allow_nan:
+                raise DataError(
+                    f"missing value at {where(*_cell(arr, missing[0]))}",
+                    hint=_NAN_HINT,
+                    code="nan_value",
+                )
+            arr = arr.copy()
+            arr.reshape(-1)[missing] = ""
+            flat = arr.reshape(-1)
+        for i, v in enumerate(flat):
             if not isinstance(v, str):
                 raise DataError(
                     f"non-text value for string {what} at {where(*_cell(arr, i))}",
@@ -265,12 +345,18 @@ def coerce_text(
         )
 
     if dtype == "str":
+        s = s.set(s == "", None)  # an empty cell, quoted or not, is a missing value
         if s.null_count() and not allow_nan:
             i = int(s.is_null().arg_true()[0])
             raise DataError(f"empty cell at {where(i, 0)}", hint=_NAN_HINT, code="nan_value")
         return s.fill_null("").to_numpy()
     text = s.str.strip_chars()
-    text = text.set(text.str.to_lowercase().is_in(list(NA_TEXT)).fill_null(False), None)
+    missing = text.str.to_lowercase().is_in(list(NA_TEXT)) | (text == "")
+    text = text.set(missing.fill_null(False), None)
+    target = np.dtype(dtype)
+    if text.null_count() and target.kind in "iub":
+        i = int(text.is_null().arg_true()[0])
+        raise _missing_int(where(i, 0), target.name)
     if text.null_count() and not allow_nan:
         i = int(text.is_null().arg_true()[0])
         cell = s[i]
@@ -284,7 +370,6 @@ def coerce_text(
             hint=_NAN_HINT,
             code="nan_value",
         )
-    target = np.dtype(dtype)
     nonnull = text.is_not_null()
     if target.kind == "f":
         parsed = text.cast(pl.Float64, strict=False)
@@ -329,18 +414,10 @@ def coerce_text(
                 where=lambda r, c: where(r, 0),
                 what=f"{target.name} input",
             )
-        if as_int.null_count():  # allow_nan with empty cells: no integer NaN exists
-            fail(
-                as_int.is_null(),
-                f"empty cell cannot become {target.name}",
-                "fix the data",
-                "nan_value",
-                s,
-            )
         return coerce_array(
             as_int.to_numpy(),
             dtype,
-            policy="safe",
+            policy="force" if policy == "force" else "safe",
             allow_nan=False,
             where=lambda r, c: where(r, 0),
             what=f"{target.name} input",
@@ -354,8 +431,6 @@ def coerce_text(
         bad = ~known & nonnull
         if bad.any():
             fail(bad, "not a boolean (true/false)", "fix the cell", "non_boolean", s)
-        if low.null_count():
-            fail(low.is_null(), "empty cell cannot become bool", "fix the data", "nan_value", s)
         return low.is_in(["true", "1"]).to_numpy()
     raise DataError(
         f"inputs of dtype {target.name} cannot be fed from text columns",

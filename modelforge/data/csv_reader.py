@@ -3,8 +3,9 @@
 The stream is read in blocks of a few MB; each block is cut at the last newline outside
 quotes (quote parity), and parsed by polars with an explicit schema built from the model's
 input dtypes. Blocks that look wrong (a polars error, empty cells, NaN/inf) are parsed a
-second time as text and converted by :mod:`modelforge.data.cast`, which names the row and
-column of the first bad cell. Limits keep hostile files cheap: the header line is capped
+second time as text and handed on as text: :mod:`modelforge.data.cast` converts them under
+the cast policy (the same code as for every format) and names the line and column of the
+first bad cell. Limits keep hostile files cheap: the header line is capped
 at 4 MiB / 65,536 columns and a record at 64 MiB.
 """
 
@@ -15,12 +16,10 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from modelforge.data.batch import ColumnBatch
-from modelforge.data.cast import CastPolicy, coerce_text
 from modelforge.errors import DataError, UsageError
 from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
-    import numpy as np
     import polars as pl
 
 BLOCK_SIZE = 16 * 1024 * 1024
@@ -55,9 +54,14 @@ class CsvReader:
         delimiter: str | None = None,
         encoding: str | None = None,
         block_size: int = BLOCK_SIZE,
+        regular: bool = False,
     ) -> None:
         self.stream = stream
         self.name = escape(name)
+        # a regular file is read with read(n), which fills the whole request in one copy;
+        # a pipe with read1(n), which returns what has arrived (rows answered as they come)
+        self._read = stream.read if regular else getattr(stream, "read1", stream.read)
+        self._known_lines: int | None = None  # set by batches() when it counted them
         self.delim = delimiter if delimiter is not None else ("\t" if fmt == "tsv" else ",")
         if self.delim in ("\\t", "tab"):
             self.delim = "\t"
@@ -72,6 +76,7 @@ class CsvReader:
         if encoding and not _is_utf8(encoding):
             self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         self._buf = b""
+        self._block_quotes = 0
         self._eof = False
         self.consumed = 0  # bytes of the (transcoded) stream handed to the parser
         self.lines = 1  # physical lines before the current block (the header is line 1)
@@ -83,8 +88,7 @@ class CsvReader:
         """Append up to ``want`` bytes to the buffer; False at end of stream."""
         if self._eof:
             return False
-        read1 = getattr(self.stream, "read1", None)
-        raw = read1(want) if read1 is not None else self.stream.read(want)
+        raw = self._read(want)
         if not raw:
             self._eof = True
             if self._decoder is not None:
@@ -281,10 +285,13 @@ class CsvReader:
                         code="unbalanced_quote",
                     )
                 block = _drop_trailing_blank_lines(block)
+            self._known_lines = None
             if not block.isspace():
+                self._block_quotes = quotes
                 yield block
             self.consumed += len(block)
-            self.lines += block.count(b"\n")
+            known, self._known_lines = self._known_lines, None
+            self.lines += known if known is not None else block.count(b"\n")
             if not ahead:
                 chunk = self._chunk()
 
@@ -349,16 +356,11 @@ class CsvReader:
         )
 
     # batches ------------------------------------------------------------------------
-    def batches(
-        self,
-        targets: dict[str, str],
-        keep: list[str],
-        *,
-        policy: CastPolicy,
-        allow_nan: bool,
-        start: int = 0,
-    ) -> Iterator[ColumnBatch]:
-        """Stream blocks; ``targets`` maps used columns to numpy dtype names."""
+    def batches(self, wanted: list[str], dtypes: dict[str, str]) -> Iterator[ColumnBatch]:
+        """Stream blocks of the ``wanted`` columns. ``dtypes`` (column -> numpy dtype the
+        column feeds) lets a clean block be parsed straight to that dtype; any other block
+        comes back as text (polars String Series), cast later by
+        :func:`modelforge.data.cast.cast_column` like every other format."""
         import polars as pl
 
         kinds = {
@@ -367,14 +369,19 @@ class CsvReader:
             "int64": pl.Int64,
             "int32": pl.Int32,
         }
-        wanted = list(dict.fromkeys([*targets, *keep]))
         fast_schema: dict[str, Any] = {
-            c: (kinds[targets[c]] if targets.get(c) in _FAST else pl.String) for c in self.columns
+            c: (kinds[dtypes[c]] if dtypes.get(c) in _FAST else pl.String) for c in self.columns
         }
         text_schema: dict[str, Any] = {c: pl.String for c in self.columns}
+        fast_ok = bool(dtypes) and all(t in _FAST for t in dtypes.values())
+        arrays: dict[str, Any] | None = None
         row0 = 0
+        # a block whose wanted columns all parse as numbers needs no UTF-8 check (numbers
+        # are ASCII; other columns are never decoded); any other block is checked first
+        numeric_only = fast_ok and set(wanted) <= set(dtypes)
         for block in self._blocks():
-            self._utf8_error(block, self.consumed, self.lines)
+            if not numeric_only:
+                self._utf8_error(block, self.consumed, self.lines)
             self._check_long_lines(block)
             if block.startswith(_BOM):  # polars would drop these bytes silently
                 self._check_fields(block)
@@ -385,13 +392,17 @@ class CsvReader:
                     code="csv_parse_error",
                 )
             df: pl.DataFrame | None = None
-            if all(t in _FAST for t in targets.values()):
+            if fast_ok:
                 try:
                     df = self._parse(block, fast_schema, wanted)
                 except pl.exceptions.PolarsError:
                     df = None
-            cols = self._fast_columns(df, targets, allow_nan) if df is not None else None
-            if cols is None:
+                arrays = self._clean(df, dtypes) if df is not None else None
+                if arrays is None:
+                    df = None
+            if df is None:
+                if numeric_only:
+                    self._utf8_error(block, self.consumed, self.lines)
                 self._check_fields(block)
                 try:
                     df = self._parse(block, text_schema, wanted)
@@ -402,40 +413,36 @@ class CsvReader:
                         hint="check the delimiter and quoting",
                         code="csv_parse_error",
                     ) from None
-                cols = {}
-                for c, dtype in targets.items():
-                    cols[c] = coerce_text(
-                        df.get_column(c),
-                        dtype,
-                        policy=policy,
-                        allow_nan=allow_nan,
-                        where=self._where(block, c),
-                    )
-            assert df is not None
-            n = df.height
-            keep_cols = {c: df.get_column(c) for c in keep}
+                cols: dict[str, Any] = {c: df.get_column(c) for c in wanted}
+                finite: frozenset[str] = frozenset()
+            else:
+                finite = frozenset(dtypes)  # _clean saw every value: no NaN, no inf
+                assert arrays is not None  # set with df by the fast parse
+                cols = {c: arrays[c] if c in arrays else df.get_column(c) for c in wanted}
+                if not self._block_quotes:
+                    # a clean block without quotes holds one record per line (a blank
+                    # line would have been a null row): no need to count its newlines
+                    self._known_lines = df.height
             yield ColumnBatch(
                 source=self.name,
-                start=start,
-                rows=n,
+                start=row0,
+                rows=df.height,
                 columns=cols,
-                keep=keep_cols,
                 file_row=row0,
-                coerced=True,
                 bytes_read=self.consumed + len(block),
+                line_of=self._line_of(block),
+                finite=finite,
             )
-            start += n
-            row0 += n
+            row0 += df.height
 
-    def _where(self, block: bytes, column: str):  # type: ignore[no-untyped-def]
-        """Messages name the physical line of record ``row`` of ``block`` (header = 1)."""
-        name, base = self.name, self.lines
+    def _line_of(self, block: bytes):  # type: ignore[no-untyped-def]
+        """Record ``row`` of ``block`` (0-based) -> its physical line (header = 1)."""
+        base, delim = self.lines, self.delim
 
-        def where(row: int, col: int) -> str:
-            line = base + _record_line(block, row, self.delim)
-            return f"input '{name}' line {line}, column '{safe(column)}'"
+        def line_of(row: int) -> int:
+            return base + _record_line(block, row, delim)
 
-        return where
+        return line_of
 
     def _parse(self, block: bytes, schema: dict[str, Any], wanted: list[str]) -> pl.DataFrame:
         import polars as pl
@@ -453,21 +460,19 @@ class CsvReader:
         )
 
     @staticmethod
-    def _fast_columns(
-        df: pl.DataFrame, targets: dict[str, str], allow_nan: bool
-    ) -> dict[str, np.ndarray] | None:
-        """Column arrays when the fast parse needs no second look (no empties, NaN, inf)."""
+    def _clean(df: pl.DataFrame, dtypes: dict[str, str]) -> dict[str, Any] | None:
+        """The arrays of a fast parse that needs no second look (no empty cells, no NaN
+        or inf: those go through the text path, whose messages name the cell); None
+        otherwise."""
         import numpy as np
 
         if any(df.null_count().row(0)):
             return None
-        cols = {c: df.get_column(c).to_numpy() for c in targets}
-        for _c, arr in cols.items():
-            if arr.dtype.kind == "f":
-                bad = np.isinf(arr).any() if allow_nan else not np.isfinite(arr).all()
-                if bad:
-                    return None
-        return cols
+        arrays = {c: df.get_column(c).to_numpy() for c in dtypes}
+        for c, dtype in dtypes.items():
+            if dtype.startswith("float") and not np.isfinite(arrays[c]).all():
+                return None
+        return arrays
 
 
 def _record_line(block: bytes, record: int, delim: str) -> int:

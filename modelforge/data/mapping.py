@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modelforge.data.batch import Batch, ColumnBatch
-from modelforge.data.cast import CastPolicy, coerce_array
+from modelforge.data.cast import CastPolicy, cast_column
 from modelforge.errors import DataError, UsageError
+from modelforge.model.schema import format_shape
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -126,16 +127,26 @@ def resolve_tabular(
     warnings: list[str] = []
 
     def bind(spec: TensorSpec, cols: list[str], how: str) -> None:
+        missing = [c for c in cols if c not in found]
+        if missing:
+            hint = _delimiter_hint(columns) or (
+                "rename the columns, or pass --columns/--map to map them explicitly"
+                if how == "stored column map"
+                else "fix the mapping or rename the column"
+            )
+            which = (
+                f"column '{safe(missing[0])}'"
+                if len(missing) == 1
+                else f"columns {_cols_list(missing, 8)}"
+            )
+            raise DataError(
+                f"input '{safe(spec.name)}' expects {spec.dtype} {spec.shape_str()}; {which} "
+                f"({how}) {'is' if len(missing) == 1 else 'are'} missing from {safe(source)} "
+                f"(found: {_cols_list(columns)})",
+                hint=hint,
+                code="missing_column",
+            )
         for c in cols:
-            if c not in found:
-                hint = _delimiter_hint(columns) or "fix the mapping or rename the column"
-                raise DataError(
-                    f"input '{safe(spec.name)}' expects {spec.dtype} {spec.shape_str()}; column "
-                    f"'{safe(c)}' ({how}) is missing from {safe(source)} "
-                    f"(found: {_cols_list(columns)})",
-                    hint=hint,
-                    code="missing_column",
-                )
             if c in keep:
                 raise UsageError(
                     f"column '{safe(c)}' is both fed ({how}) and in --keep", code="invalid_option"
@@ -288,58 +299,65 @@ def resolve_arrays(
     return Mapping(bindings, [], unused, warnings)
 
 
-def check_shape(spec_shape: list[Any] | None, arr: np.ndarray, what: str) -> None:
-    """Fixed dims (other than the batch dim) must match before onnxruntime sees the data."""
+def check_shape(
+    spec_shape: list[Any] | None, arr: np.ndarray, what: str, *, first: bool = False
+) -> None:
+    """Fixed dims (other than the batch dim, unless ``first``) must match before
+    onnxruntime sees the data."""
     if spec_shape is None:
         return
     if arr.ndim != len(spec_shape):
         raise DataError(
-            f"{what} expects rank {len(spec_shape)} {_shape_str(spec_shape)} but the data has "
-            f"shape {list(arr.shape)}",
+            f"{what} expects rank {len(spec_shape)} {format_shape(spec_shape)} but the data has "
+            f"shape {list(arr.shape)}" + (" (a single scalar)" if arr.ndim == 0 else ""),
             hint="reshape the data to the input's shape",
             code="shape_mismatch",
         )
     for i, (want, got) in enumerate(zip(spec_shape, arr.shape, strict=False)):
-        if i > 0 and isinstance(want, int) and want != got:
+        if (i > 0 or first) and isinstance(want, int) and want >= 0 and want != got:
             raise DataError(
-                f"{what} expects {_shape_str(spec_shape)} but the data has shape "
+                f"{what} expects {format_shape(spec_shape)} but the data has shape "
                 f"{list(arr.shape)} (dimension {i})",
                 hint="reshape the data, or feed other columns",
                 code="shape_mismatch",
             )
 
 
-def _shape_str(shape: list[Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def assemble(mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_nan: bool) -> Batch:
-    """Turn one ColumnBatch into feeds of exactly the model's dtypes and shapes."""
+def assemble(
+    mapping: Mapping,
+    batch: ColumnBatch,
+    *,
+    policy: CastPolicy,
+    allow_nan: bool,
+    whole: bool = False,
+) -> Batch:
+    """Turn one ColumnBatch into feeds of exactly the model's dtypes and shapes (``whole``:
+    the arrays are the whole tensors, so every fixed dimension is checked, none reshaped)."""
     import numpy as np
 
     feeds: dict[str, np.ndarray] = {}
     for b in mapping.bindings:
         what = f"input '{safe(b.input)}'"
-        arrays = []
-        for c in b.columns:
-            arr = batch.columns[c]
-            if not batch.coerced:
-                arr = coerce_array(
-                    arr,
-                    b.dtype,
-                    policy=policy,
-                    allow_nan=allow_nan,
-                    where=_where(batch, b, c),
-                    what=what,
-                )
-            arrays.append(arr)
+        arrays = [
+            cast_column(
+                batch.columns[c],
+                b.dtype,
+                policy=policy,
+                allow_nan=allow_nan,
+                where=_where(batch, b, c),
+                what=what,
+                finite=c in batch.finite,
+            )
+            for c in b.columns
+        ]
         if b.layout == "matrix":
             feed = np.stack(arrays, axis=1) if arrays else np.empty((batch.rows, 0))
         else:
             feed = arrays[0]
             last = b.shape[-1] if b.shape else None
             if (
-                b.shape is not None
+                not whole
+                and b.shape is not None
                 and len(b.shape) == feed.ndim + 1
                 and not (isinstance(last, int) and last != 1)
             ):
@@ -353,20 +371,24 @@ def assemble(mapping: Mapping, batch: ColumnBatch, *, policy: CastPolicy, allow_
             and b.shape[1] > 1
         ):
             raise DataError(
-                f"{what} expects {b.dtype} {_shape_str(b.shape)} but column "
+                f"{what} expects {b.dtype} {format_shape(b.shape)} but column "
                 f"'{safe(b.columns[0])}' holds one value per row",
                 hint=f"map {b.shape[1]} columns: --map {safe(b.input)}=a,b,... or --columns",
                 code="shape_mismatch",
             )
         if feed.dtype.kind in "US" and b.dtype == "str":
             feed = feed.astype(object) if feed.dtype.kind == "S" else feed
-        check_shape(b.shape, feed, what)
-        feeds[b.input] = np.ascontiguousarray(feed)
+        check_shape(b.shape, feed, what, first=whole)
+        feeds[b.input] = feed if feed.flags.c_contiguous else np.ascontiguousarray(feed)
     return Batch(batch.start, batch.rows, feeds, dict(batch.keep), batch.bytes_read)
 
 
 def _where(batch: ColumnBatch, b: InputBinding, column: str):  # type: ignore[no-untyped-def]
     def where(row: int, col: int) -> str:
+        if batch.line_of is not None:
+            return (
+                f"input '{safe(batch.source)}' line {batch.line_of(row)}, column '{safe(column)}'"
+            )
         place = f"'{safe(batch.source)}' row {batch.file_row + row + 1}"
         if b.layout == "matrix" or b.source in ("name", "--map", "stored column map"):
             return f"{place}, column '{safe(column)}'"

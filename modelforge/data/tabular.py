@@ -1,4 +1,4 @@
-"""Parquet and JSON Lines readers: typed columns, streamed, coerced later by the mapper."""
+"""Parquet and JSON Lines readers: typed columns, streamed; cast later in one place."""
 
 from __future__ import annotations
 
@@ -36,12 +36,21 @@ def series_to_numpy(s: pl.Series) -> np.ndarray:
             )
         return arr
     if s.dtype == pl.String:
-        return s.to_numpy().astype(object)
-    return s.to_numpy()
+        return s.to_numpy().astype(object)  # nulls stay None: missing values
+    if s.dtype == pl.Boolean and s.null_count():
+        return np.array(s.to_list(), dtype=object)
+    return s.to_numpy()  # numeric nulls become NaN: missing values
 
 
 class ParquetReader:
-    def __init__(self, source: str | IO[bytes], name: str) -> None:
+    """A Parquet file (or stream): its columns, its row count, and batches of the wanted
+    columns. ``row_groups`` restricts it to those row groups (in that order), so a cluster
+    task can predict one slice of one file. Columns that pandas recorded as its index
+    (``__index_level_0__`` and named indexes in the ``pandas`` metadata) are not data."""
+
+    def __init__(
+        self, source: str | IO[bytes], name: str, row_groups: list[int] | None = None
+    ) -> None:
         import pyarrow.parquet as pq
 
         self.name = name
@@ -53,29 +62,61 @@ class ParquetReader:
                 hint="check the file, or pass --format",
                 code="invalid_parquet",
             ) from None
-        self.columns = list(self.file.schema_arrow.names)
-        self.total_rows = self.file.metadata.num_rows
+        meta = self.file.metadata
+        groups = meta.num_row_groups
+        if row_groups is not None:
+            bad = [g for g in row_groups if not 0 <= g < groups]
+            if bad:
+                raise DataError(
+                    f"'{safe(name)}' has {groups} row group(s); row group {bad[0]} does not exist",
+                    hint=f"pass row groups between 0 and {groups - 1}",
+                    code="invalid_row_group",
+                )
+        self.row_groups = list(range(groups)) if row_groups is None else list(row_groups)
+        index = _pandas_index_columns(self.file.schema_arrow)
+        self.columns = [c for c in self.file.schema_arrow.names if c not in index]
+        self.total_rows = sum(meta.row_group(g).num_rows for g in self.row_groups)
 
-    def batches(self, wanted: list[str], batch_rows: int, start: int = 0) -> Iterator[ColumnBatch]:
+    def batches(
+        self, wanted: list[str], dtypes: dict[str, str], batch_rows: int = 65_536
+    ) -> Iterator[ColumnBatch]:
         import polars as pl
 
         row0 = 0
-        try:
-            for rb in self.file.iter_batches(batch_size=batch_rows, columns=wanted):
-                df = pl.from_arrow(rb)
-                assert isinstance(df, pl.DataFrame)
-                cols = {c: series_to_numpy(df.get_column(c)) for c in df.columns}
-                yield ColumnBatch(self.name, start, df.height, cols, file_row=row0)
-                start += df.height
-                row0 += df.height
-        except DataError:
-            raise
-        except Exception as exc:  # corrupt pages surface while reading
-            raise DataError(
-                f"'{safe(self.name)}' cannot be read near row {row0 + 1}: {safe(str(exc), 120)}",
-                hint="the Parquet file may be truncated or corrupt",
-                code="invalid_parquet",
-            ) from None
+        it = self.file.iter_batches(
+            batch_size=batch_rows, row_groups=self.row_groups, columns=wanted
+        )
+        while True:
+            try:  # only pyarrow's decoding: corrupt pages surface here
+                rb = next(it, None)
+            except Exception as exc:  # pyarrow raises ArrowInvalid/OSError/...
+                raise DataError(
+                    f"'{safe(self.name)}' cannot be read near row {row0 + 1}: "
+                    f"{safe(str(exc), 120)}",
+                    hint="the Parquet file may be truncated or corrupt",
+                    code="invalid_parquet",
+                ) from None
+            if rb is None:
+                return
+            df = pl.from_arrow(rb)
+            assert isinstance(df, pl.DataFrame)
+            cols = {c: series_to_numpy(df.get_column(c)) for c in df.columns}
+            yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
+            row0 += df.height
+
+
+def _pandas_index_columns(schema: Any) -> set[str]:
+    import json
+
+    raw = (schema.metadata or {}).get(b"pandas")
+    if not raw:
+        return set()
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return set()
+    cols = meta.get("index_columns") if isinstance(meta, dict) else None
+    return {c for c in cols or [] if isinstance(c, str)}
 
 
 class JsonlReader:
@@ -176,7 +217,7 @@ class JsonlReader:
             code="invalid_json",
         )
 
-    def batches(self, wanted: list[str], start: int = 0) -> Iterator[ColumnBatch]:
+    def batches(self, wanted: list[str], dtypes: dict[str, str]) -> Iterator[ColumnBatch]:
         row0 = 0
         line0 = self._first_line
         df: pl.DataFrame | None = self._first_df
@@ -190,8 +231,7 @@ class JsonlReader:
                     code="missing_column",
                 )
             cols = {c: series_to_numpy(df.get_column(c)) for c in wanted}
-            yield ColumnBatch(self.name, start, df.height, cols, file_row=row0)
-            start += df.height
+            yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
             row0 += df.height
             block, line0 = self._next_block()
             df = self._parse(block, line0) if block.strip() else None

@@ -1,17 +1,19 @@
-"""Batched inference over a Session: exact-size batches for fixed batch dims, output
-conversion (ZipMap lists of dicts -> 2-D arrays with keys), ``--outputs`` selection."""
+"""Running a Session on feeds: batches of rows (exact-size batches for fixed batch dims,
+padding the last one) or one run on whole tensors; output conversion (ZipMap lists of
+dicts -> 2-D arrays with keys; sequences, maps and optionals kept as they are);
+``--outputs`` selection; a reader thread that overlaps parsing with inference."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelforge.data.batch import Batch
-from modelforge.data.writers import OutputValue
+from modelforge.data.batch import Batch, OutputValue
 from modelforge.engine.session import translate_error
-from modelforge.errors import DataError, OutputError, UsageError
+from modelforge.errors import DataError, UsageError
 from modelforge.log import info
-from modelforge.text import safe
+from modelforge.text import plural, safe
 
 if TYPE_CHECKING:
     from modelforge.engine.session import Session
@@ -51,24 +53,31 @@ def select_outputs(schema: ModelSchema, wanted: list[str] | None) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-def to_output(name: str, value: Any) -> OutputValue:
-    """onnxruntime's value for one output -> OutputValue (ZipMap becomes [N, K] + keys)."""
+def to_output(name: str, value: Any, zipmap: bool = False) -> OutputValue:
+    """onnxruntime's value for one output -> OutputValue. A ZipMap output (a list of dicts,
+    ``zipmap``: declared seq(map(...))) becomes [N, K] + keys; a sequence of tensors stays a
+    list of arrays, a map a dict, an empty optional None."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
         return OutputValue(name, value)
-    if isinstance(value, list) and (not value or isinstance(value[0], dict)):
+    if isinstance(value, list) and (
+        (zipmap and not value) or (value and all(isinstance(v, dict) for v in value))
+    ):
         keys = list(value[0].keys()) if value else []
         arr = np.array([[row[k] for k in keys] for row in value], dtype=np.float32)
         return OutputValue(name, arr.reshape(len(value), len(keys)), keys)
-    raise OutputError(
-        f"output '{safe(name)}' is a {type(value).__name__}, which cannot be written as rows",
-        hint="select tensor outputs with --outputs",
-        code="unsupported_output",
-    )
+    if isinstance(value, list):
+        return OutputValue(name, [np.asarray(v) for v in value])
+    if isinstance(value, dict) or value is None:
+        return OutputValue(name, value)
+    return OutputValue(name, np.asarray(value))
 
 
 class Runner:
+    """Runs one session. ``whole``: the model runs once on whole tensors (no row batches,
+    no fixed-batch padding)."""
+
     def __init__(
         self,
         session: Session,
@@ -76,14 +85,30 @@ class Runner:
         *,
         outputs: list[str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        whole: bool = False,
     ) -> None:
         if batch_size < 1:
             raise UsageError("--batch-size must be at least 1", code="invalid_option")
         self.session = session
         self.outputs = select_outputs(schema, outputs)
-        self.fixed = fixed_batch(schema)
+        self._zipmap = {o.name for o in schema.outputs if o.type.startswith("seq(map(")}
+        self.fixed = None if whole else fixed_batch(schema)
         self.batch_size = self.fixed or batch_size
         self.runs = 0
+
+    def _run(self, feeds: dict[str, Any], doing: str) -> list[OutputValue]:
+        try:
+            values = self.session.inner.run(self.outputs, feeds)
+        except Exception as exc:  # onnxruntime raises pybind exception types
+            raise translate_error(exc, doing) from None
+        self.runs += 1
+        return [
+            to_output(n, v, n in self._zipmap) for n, v in zip(self.outputs, values, strict=True)
+        ]
+
+    def run_whole(self, feeds: dict[str, Any]) -> list[OutputValue]:
+        """One run on the whole tensors."""
+        return self._run(feeds, "running the model on the whole input tensors")
 
     def run(self, batch: Batch) -> list[OutputValue]:
         step = self.batch_size
@@ -94,9 +119,8 @@ class Runner:
             feeds_all = _pad(feeds_all, pad)
             info(
                 f"the model needs batches of exactly {self.fixed} rows: padded the last "
-                f"{rows} row{'s' if rows != 1 else ''} with {pad} "
-                f"cop{'y' if pad == 1 else 'ies'} of row {batch.start + rows}; the padding's "
-                "outputs are dropped"
+                f"{plural(rows, 'row')} with {plural(pad, 'copy', 'copies')} of row "
+                f"{batch.start + rows}; the padding's outputs are dropped"
             )
         total = rows + pad
         parts: list[list[OutputValue]] = []
@@ -107,19 +131,13 @@ class Runner:
                 if (lo == 0 and hi == total)
                 else {k: v[lo:hi] for k, v in feeds_all.items()}
             )
-            try:
-                values = self.session.inner.run(self.outputs, feeds)
-            except Exception as exc:  # onnxruntime raises pybind exception types
-                first = batch.start + lo + 1
-                last = batch.start + min(hi, rows)
-                err = translate_error(exc, f"running the model on rows {first}-{last}")
-                raise err from None
-            self.runs += 1
-            parts.append([to_output(n, v) for n, v in zip(self.outputs, values, strict=False)])
+            first = batch.start + lo + 1
+            last = batch.start + min(hi, rows)
+            parts.append(self._run(feeds, f"running the model on rows {first}-{last}"))
         out = (
             parts[0]
             if len(parts) == 1
-            else [_concat([p[i] for p in parts]) for i in range(len(self.outputs))]
+            else [_concat([p[i] for p in parts], rows) for i in range(len(self.outputs))]
         )
         return [_drop_padding(o, total, rows) for o in out] if pad else out
 
@@ -133,22 +151,42 @@ def _pad(feeds: dict[str, Any], pad: int) -> dict[str, Any]:
 def _drop_padding(out: OutputValue, total: int, rows: int) -> OutputValue:
     """Rows ``rows..total`` came from padding: slice them off per-row outputs (ZipMap lists
     are arrays by now, see to_output)."""
-    arr = out.array
-    if arr.ndim >= 1 and arr.shape[0] == total:
-        return OutputValue(out.name, arr[:rows], out.keys)
+    if out.per_row(total):
+        return OutputValue(out.name, out.value[:rows], out.keys)
     return out
 
 
-def _concat(values: list[OutputValue]) -> OutputValue:
+def _concat(values: list[OutputValue], rows: int) -> OutputValue:
+    """Join per-row outputs of the runs of one batch (others are left for the writer to
+    refuse, with the first run's value)."""
     import numpy as np
 
     first = values[0]
-    return OutputValue(first.name, np.concatenate([v.array for v in values]), first.keys)
+    if not all(v.kind == "tensor" and v.value.ndim >= 1 for v in values):
+        return first
+    return OutputValue(first.name, np.concatenate([v.value for v in values]), first.keys)
 
 
 def rebatch(batches: Iterator[Batch], multiple: int) -> Iterator[Batch]:
     """Regroup batches so that each holds a multiple of ``multiple`` rows (fixed batch dims);
     the remainder is carried into the next batch, row order unchanged."""
+    with closing_iter(batches):
+        yield from _rebatch(batches, multiple)
+
+
+@contextlib.contextmanager
+def closing_iter(it: Any) -> Iterator[Any]:
+    """Close ``it`` on the way out when it can be closed (a generator; not a list iterator),
+    so a source is released deterministically (Ctrl-C, errors), not by the GC later."""
+    try:
+        yield it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _rebatch(batches: Iterator[Batch], multiple: int) -> Iterator[Batch]:
     carry: Batch | None = None
     for b in batches:
         if carry is not None:
@@ -208,20 +246,27 @@ def prefetch(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for b in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(("batch", b), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("batch", b)):
                     return
-            q.put(("end", None))
+            put(("end", None))
         except BaseException as exc:  # handed to the consumer, raised there
-            q.put(("error", exc))
+            put(("error", exc))
+        finally:  # close the source here, in its own thread, deterministically
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=work, name="modelforge-reader", daemon=True)
     thread.start()

@@ -1,13 +1,20 @@
 """Creating onnxruntime sessions (separate from running them), and translating its errors.
 
 onnxruntime's own C++ log lines never reach the terminal: sessions log at FATAL only, and
-every onnxruntime exception becomes a one-line ModelForge error.
+every onnxruntime exception becomes a one-line ModelForge error. Nothing onnxruntime prints
+while a session is created reaches stdout (its Python "EP Error ... Falling back" banner is
+captured, and fd 1 points at stderr meanwhile): stdout carries predictions only. A provider
+that fails to initialise is an error naming it and onnxruntime's reason, unless
+``fallback`` (then a warning says so).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +117,7 @@ _CPP_LOCATION = re.compile(r"\S+\.(?:cc|cpp|h):\d+ (?:[\w:<>~,*& ]+\([^()]*\)(?:
 
 
 _OLD_OPSET = re.compile(r"Could not find an implementation for (\w+)\((\d+)\)")
+_DOUBLE_ZIPMAP = re.compile(r"Type 'tensor\(double\)' of input parameter .* of operator \(ZipMap\)")
 
 
 def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
@@ -118,7 +126,7 @@ def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
         return exc
     msg = first_line(exc)
     kind = type(exc).__name__
-    from modelforge.engine.sandbox import is_allocation_failure
+    from modelforge.engine.isolate import is_allocation_failure
 
     if is_allocation_failure(exc):  # e.g. std::bad_alloc while constant-folding at creation
         return ResourceLimitError(
@@ -135,6 +143,15 @@ def translate_error(exc: BaseException, doing: str) -> ModelForgeError:
             "'modelforge convert MODEL --opset 13 -o new.onnx' (predict upgrades automatically "
             "unless --no-upgrade)",
             code="opset_too_old",
+        )
+    if _DOUBLE_ZIPMAP.search(str(exc)):
+        return InvalidModelError(
+            f"onnxruntime rejected the model while {doing}: its ZipMap gets double "
+            "probabilities, which ZipMap does not accept",
+            hint="the model was converted from float64 data (e.g. to_onnx(pipe, df[:1]) on a "
+            "float64 frame): convert with X[:1].astype(numpy.float32), or pass "
+            "initial_types=[('X', FloatTensorType([None, F]))], or options={'zipmap': False}",
+            code="session_failed",
         )
     if kind in ("InvalidGraph", "InvalidProtobuf", "NoSuchFile", "ModelLoaded"):
         return InvalidModelError(
@@ -208,10 +225,59 @@ def create_session(
             "session.model_external_initializers_file_folder_path", os.fspath(external_data_dir)
         )
     source = model if isinstance(model, bytes) else os.fspath(model)
+    printed = io.StringIO()
     try:
-        inner = ort.InferenceSession(
-            source, sess_options=so, providers=plan.providers, provider_options=plan.options
-        )
+        with contextlib.redirect_stdout(printed), _stdout_fd_to_stderr():
+            inner = ort.InferenceSession(
+                source, sess_options=so, providers=plan.providers, provider_options=plan.options
+            )
     except Exception as exc:  # onnxruntime raises pybind exception types
         raise translate_error(exc, "creating the onnxruntime session") from None
+    _check_providers(inner, plan, cfg, printed.getvalue())
+    inner.disable_fallback()  # a provider failing mid-run raises instead of printing to stdout
     return Session(inner=inner, plan=plan, config=cfg)
+
+
+def _check_providers(inner: Any, plan: ProviderPlan, cfg: SessionConfig, printed: str) -> None:
+    """onnxruntime silently falls back to CPU when a provider fails to initialise: that is
+    an error naming the provider and the reason, unless ``fallback``."""
+    used = set(inner.get_providers())
+    lost = [p for p in plan.providers if p not in used]
+    if not lost:
+        return
+    names = ", ".join(short_name(p) for p in lost)
+    reason = next((ln for ln in printed.splitlines() if ln.startswith("EP Error")), "")
+    reason = truncate(escape(reason.removeprefix("EP Error").strip()), 300)
+    message = f"provider {names} failed to initialise" + (f": {reason}" if reason else "")
+    if cfg.fallback:
+        from modelforge.log import warn
+
+        warn(f"{message}; fell back to {', '.join(short_name(p) for p in used)}")
+        return
+    from modelforge.errors import ProviderUnavailableError
+
+    raise ProviderUnavailableError(
+        message,
+        hint="check the provider's libraries and drivers, or pass --fallback to use the "
+        "available providers",
+        code="provider_failed",
+    )
+
+
+@contextlib.contextmanager
+def _stdout_fd_to_stderr() -> Iterator[None]:
+    """Point fd 1 at stderr while onnxruntime's C++ code may print."""
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,25 +1,25 @@
-"""In-memory opset upgrade for models whose opset is too old for onnxruntime's kernels."""
+"""In-memory opset upgrade for models whose opset is too old for onnxruntime's kernels.
+
+The conversion itself is :func:`modelforge.model.opset.convert_version` (the one wrapper
+around ``onnx.version_converter``, shared with ``modelforge convert``).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modelforge.engine.session import Session, SessionConfig, create_session
 from modelforge.errors import InvalidModelError, ModelForgeError
 from modelforge.log import warn
+from modelforge.model.opset import default_opset
 
 if TYPE_CHECKING:
     from onnx import ModelProto
 
+__all__ = ["CANDIDATES", "create_upgrading", "default_opset"]
+
 CANDIDATES = (7, 9, 11, 13, 15, 17, 19, 21)
-
-
-def default_opset(model: ModelProto) -> int:
-    for op in model.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            return int(op.version)
-    return 0
 
 
 def create_upgrading(
@@ -40,13 +40,16 @@ def create_upgrading(
         if exc.code != "opset_too_old" or no_upgrade:
             raise
         first = exc
-    from onnx import defs, version_converter
+    from onnx import defs
+
+    from modelforge.model.opset import convert_version
 
     current = default_opset(model)
     newest = defs.onnx_opset_version()
     for target in [t for t in CANDIDATES if current < t <= newest]:
-        converted = _convert(model, target, version_converter)
-        if converted is None:
+        try:
+            converted = convert_version(model, target)
+        except Exception:  # the converter raises plain RuntimeError/ValueError
             continue
         try:
             session = create_session(converted.SerializeToString(), cfg, external_data_dir=folder)
@@ -64,32 +67,3 @@ def create_upgrading(
         hint="re-export the model with a newer opset",
         code="opset_too_old",
     )
-
-
-def _convert(model: ModelProto, target: int, converter: Any) -> ModelProto | None:
-    """Convert; if the converter trips over symbolic dims, convert a copy whose symbolic
-    dims are pinned to 1 and put the original dims back on the graph inputs/outputs."""
-    try:
-        return converter.convert_version(model, target)  # type: ignore[no-any-return]
-    except Exception:  # the converter raises plain RuntimeError/ValueError
-        pass
-    pinned = type(model)()
-    pinned.CopyFrom(model)
-    saved: dict[str, Any] = {}
-    for vi in [*pinned.graph.input, *pinned.graph.output]:
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            saved[vi.name] = type(vi.type)()
-            saved[vi.name].CopyFrom(vi.type)
-            for d in vi.type.tensor_type.shape.dim:
-                if not d.HasField("dim_value"):
-                    d.dim_value = 1
-    del pinned.graph.value_info[:]
-    try:
-        converted = converter.convert_version(pinned, target)
-    except Exception:  # the converter raises plain RuntimeError/ValueError
-        return None
-    for vi in [*converted.graph.input, *converted.graph.output]:
-        if vi.name in saved:
-            vi.type.CopyFrom(saved[vi.name])
-    del converted.graph.value_info[:]
-    return converted  # type: ignore[no-any-return]

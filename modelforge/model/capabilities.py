@@ -4,7 +4,7 @@ onnxruntime has no API for this (onnxruntime#14932) and a hand-kept table goes s
 every release, so ModelForge asks onnxruntime itself: it builds tiny Identity models stamped
 with a candidate IR version or opset and tries to create a session, binary-searching for the
 largest value accepted. The probes run once per onnxruntime version, in a guarded child
-process (:mod:`modelforge.engine.sandbox`), and the answer is cached as JSON in
+process (:mod:`modelforge.engine.isolate`), and the answer is cached as JSON in
 ``paths.cache_dir()`` (written atomically).
 
 The *minimum* opset at which onnxruntime has kernels for a given op cannot be derived this
@@ -74,11 +74,10 @@ def _accepts(ir_version: int, opsets: dict[str, int]) -> bool:
 
     so = ort.SessionOptions()
     so.log_severity_level = 4
+    model = _identity_bytes(ir_version, opsets)  # outside the try: a bug here must surface
     try:
-        ort.InferenceSession(
-            _identity_bytes(ir_version, opsets), so, providers=["CPUExecutionProvider"]
-        )
-    except Exception:  # onnxruntime raises its own pybind exception types
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises its own pybind exception types: "not accepted"
         return False
     return True
 
@@ -182,13 +181,15 @@ def runtime_capabilities(*, refresh: bool = False) -> RuntimeCapabilities:
         cached = _read_cache(path, ort_version)
         if cached is not None:
             return cached
-    from modelforge.engine.sandbox import in_child, run_guarded
+    from modelforge.engine.isolate import Limits, in_child, run_isolated
 
     if in_child():  # already guarded: probe here instead of nesting another child
         found = _probe()
     else:
-        found = run_guarded(
-            _probe, timeout_s=60, what="probing the installed onnxruntime's opset support"
+        found = run_isolated(
+            _probe,
+            limits=Limits.for_checks(timeout_s=60),
+            what="probing the installed onnxruntime's opset support",
         )
     caps = RuntimeCapabilities(
         onnxruntime_version=ort_version,

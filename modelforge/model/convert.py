@@ -28,10 +28,15 @@ from modelforge.errors import (
     RuntimeFailure,
     UsageError,
 )
+from modelforge.model.opset import default_opset, require_default_opset
 from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
     from onnx import ModelProto
+
+    from modelforge.model.open import OpenedModel
+
+__all__ = ["ConvertResult", "convert_model", "convert_opset", "default_opset"]
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-5
@@ -61,60 +66,19 @@ class ConvertResult:
         }
 
 
-def default_opset(model: ModelProto) -> int:
-    for op in model.opset_import:
-        if op.domain in ("", "ai.onnx"):
-            return int(op.version)
-    raise InvalidModelError(
-        "the model imports no ai.onnx opset, so there is nothing to convert",
-        code="no_default_opset",
-    )
-
-
-def _with_concrete_dims(model: ModelProto) -> ModelProto:
-    """A copy whose symbolic dims are distinct concrete sizes (one per name).
-
-    Some version-converter adapters (Add/Mul 6 -> 7 broadcasting) insist on integer dims;
-    distinct odd sizes keep equal names equal and different names different.
-    """
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    sizes: dict[str, int] = {}
-    for vi in list(copy.graph.input) + list(copy.graph.output) + list(copy.graph.value_info):
-        if not vi.type.HasField("tensor_type"):
-            continue
-        for d in vi.type.tensor_type.shape.dim:
-            if not d.HasField("dim_value"):
-                key = d.dim_param or f"?{len(sizes)}"
-                d.dim_value = sizes.setdefault(key, 1009 + 2 * len(sizes))
-    return copy
-
-
-def _restore_io_types(converted: ModelProto, original: ModelProto) -> None:
-    by_name = {vi.name: vi for vi in list(original.graph.input) + list(original.graph.output)}
-    for vi in list(converted.graph.input) + list(converted.graph.output):
-        if vi.name in by_name:
-            vi.type.CopyFrom(by_name[vi.name].type)
-    del converted.graph.value_info[:]
-
-
 def convert_opset(model: ModelProto, opset: int) -> ModelProto:
     """Convert the ai.onnx opset in memory, keeping metadata, docs and producer."""
     import onnx
-    from onnx import version_converter
 
-    source = default_opset(model)
+    from modelforge.model.checks.context import raised_by_dependency
+    from modelforge.model.opset import convert_version
+
+    source = require_default_opset(model)
     try:
-        try:
-            converted = version_converter.convert_version(model, opset)
-        except Exception as first:
-            if "param instead of an int" not in str(first):
-                raise
-            converted = version_converter.convert_version(_with_concrete_dims(model), opset)
-            _restore_io_types(converted, model)
+        converted = convert_version(model, opset)
     except Exception as exc:  # the converter raises RuntimeError / ConvertError
+        if not raised_by_dependency(exc):
+            raise
         text = " ".join(str(exc).split())[:300]
         raise InvalidModelError(
             f"onnx.version_converter cannot convert the model from opset {source} to "
@@ -144,25 +108,24 @@ def _ort_outputs(data: bytes, feeds: dict[str, Any], base: Path | None) -> list[
 
 def _convert_child(
     source: str, opset: int, tmp_model: str, data_name: str | None, rtol: float, atol: float,
-    trusted: bool,
+    trusted: bool, expected_sha256: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     import onnx
 
     from modelforge.errors import ModelForgeError
-    from modelforge.model.checks.parity import compare
-    from modelforge.model.external import check_external_data
-    from modelforge.model.load import load_model
-    from modelforge.model.schema import extract_schema
+    from modelforge.model.checks.context import raised_by_dependency
+    from modelforge.model.checks.parity import compare, reference_unavailable
+    from modelforge.model.open import open_model
     from modelforge.model.synth import synthesize_inputs
 
-    base = Path(source).parent
-    model = load_model(source)
-    files = check_external_data(model, base, allow_hardlinks=trusted)
+    opened = open_model(source, trusted=trusted, expected_sha256=expected_sha256, parse=True)
+    model = opened.parse()
+    files = opened.external
     if files:
         from modelforge.model.external_load import load_checked_external_data
 
         load_checked_external_data(model, files)
-    from_opset = default_opset(model)
+    from_opset = require_default_opset(model)
     converted = convert_opset(model, opset)
     try:
         onnx.checker.check_model(converted)
@@ -172,7 +135,7 @@ def _convert_child(
             hint="try another target opset",
             code="conversion_failed",
         ) from None
-    feeds = synthesize_inputs(extract_schema(model))
+    feeds = synthesize_inputs(opened.ensure_schema())
     converted_bytes = converted.SerializeToString()
     try:
         orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
@@ -183,10 +146,11 @@ def _convert_child(
         try:
             orig_out = list(ReferenceEvaluator(model).run(None, feeds))
         except Exception as exc:  # onnx.reference lacks many ops
+            if not raised_by_dependency(exc):
+                raise
             raise RuntimeFailure(
                 "cannot check parity: onnxruntime cannot run the original model "
-                f"({ort_err.message}) and neither can onnx.reference "
-                f"({escape(' '.join(str(exc).split()))[:200]})",
+                f"({ort_err.message}), and {reference_unavailable(exc)}",
                 hint="convert with another tool, then check with 'modelforge validate "
                 "--inputs/--expected'",
                 code="parity_unavailable",
@@ -226,7 +190,7 @@ def _convert_child(
 
 
 def convert_model(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | OpenedModel,
     opset: int,
     output: str | os.PathLike[str],
     rtol: float = DEFAULT_RTOL,
@@ -236,19 +200,23 @@ def convert_model(
     timeout_s: float | None = None,
     memory_mb: int | None = None,
 ) -> ConvertResult:
-    """Convert ``model`` to ``opset`` and write it to ``output`` if results are unchanged."""
-    from modelforge.engine.sandbox import run_guarded
+    """Convert ``model`` (a path or an OpenedModel) to ``opset`` and write it to ``output``
+    if results are unchanged. Store references are resolved by :func:`modelforge.convert_model`.
+    """
+    from modelforge.engine.isolate import Limits, run_isolated
     from modelforge.model.files import check_regular_file
+    from modelforge.model.open import OpenedModel
 
     if opset < 1:
         raise UsageError("--opset must be a positive integer", code="invalid_option")
     if rtol < 0 or atol < 0:
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
-    from modelforge.store.resolve import resolve_model
-
-    location = resolve_model(model)
-    trusted = trusted or location.trusted
-    info = check_regular_file(location.path)
+    expected_sha256 = None
+    if isinstance(model, OpenedModel):
+        trusted = trusted or model.trusted
+        expected_sha256 = model.sha256
+        model = model.path
+    info = check_regular_file(model)
     out = Path(output).absolute()
     folder = out.parent
     if not folder.is_dir():
@@ -269,9 +237,9 @@ def convert_model(
     tmp_dir = tempfile.mkdtemp(prefix=f".{out.name}.", dir=folder)
     tmp_model = os.path.join(tmp_dir, out.name)
     try:
-        found = run_guarded(
+        found = run_isolated(
             _convert_child, os.fspath(info.path), opset, tmp_model, data_name, rtol, atol,
-            trusted, timeout_s=timeout_s, memory_mb=memory_mb,
+            trusted, expected_sha256, limits=Limits.for_checks(timeout_s, memory_mb),
             what=f"converting '{escape(info.path.name)}' to opset {opset}",
         )  # fmt: skip
         written_data = os.path.join(tmp_dir, data_name)

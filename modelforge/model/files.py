@@ -8,7 +8,6 @@ swap between the check and the open is caught), and reads at most a capped numbe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -61,7 +60,9 @@ def check_regular_file(path: str | os.PathLike[str], *, what: str = "model file"
     except FileNotFoundError:
         raise NotFoundError(
             f"{what} '{escape(p)}' does not exist",
-            hint="check the path, or use a store reference such as NAME or NAME:VERSION",
+            hint="check the path, or use a store reference such as NAME or NAME:VERSION"
+            if what == "model file"
+            else "check the path",
             code="file_not_found",
         ) from None
     except OSError as exc:
@@ -136,18 +137,3 @@ def read_capped(
             code="file_too_large",
         )
     return data
-
-
-def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1024 * 1024) -> tuple[str, int]:
-    """Hash a regular file; returns (hex digest, size)."""
-    check_regular_file(path, what="file")
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size

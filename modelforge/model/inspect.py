@@ -1,20 +1,26 @@
 """``inspect``: everything about a model file, fast — no onnxruntime, no external weights.
 
-The file is parsed in-process with :func:`modelforge.model.load.load_model` (capped read,
-never follows external data); external-data files are only ``stat``-ed through
-:func:`check_external_data`. onnxruntime is never imported here.
+The file is opened with :func:`modelforge.model.open.open_model` (capped read, hashed,
+never follows external data) and parsed in-process; external-data files are only
+``stat``-ed through :func:`check_external_data`, and a problem with them is reported, not
+raised. onnxruntime is never imported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelforge.model.checks.graph import walk_graphs
+from modelforge.model.opset import domain_name, opset_imports
 from modelforge.model.schema import extract_schema
+
+if TYPE_CHECKING:
+    from modelforge.model.open import OpenedModel
+
+LARGEST_SHOWN = 5  # initializers named one by one in the summary
 
 # fixed bytes per element by TensorProto.DataType (strings: counted from their data)
 _ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8,
@@ -62,43 +68,67 @@ def _numel(dims: Any) -> int:
     return n
 
 
-def _initializer_stats(model: Any) -> dict[str, Any]:
+def _tensor_bytes(t: Any) -> int:
+    n = _numel(t.dims)
+    if t.data_type in _ITEMSIZE:
+        return n * _ITEMSIZE[t.data_type]
+    if t.data_type in _PACKED_4BIT:
+        return (n + 1) // 2
+    return sum(len(s) for s in t.string_data)
+
+
+def _initializer_stats(model: Any, largest: int = LARGEST_SHOWN) -> dict[str, Any]:
+    """Count, parameters, bytes per dtype, total bytes and the ``largest`` biggest tensors
+    (a DenseNet has ~900 initializers: they are summarised, never listed one by one)."""
     from modelforge.model.schema import elem_name
 
-    count, params = 0, 0
+    count, params, total = 0, 0, 0
     by_dtype: dict[str, dict[str, int]] = {}
+    sizes: list[tuple[int, str, str, list[int]]] = []
     tensors = list(model.graph.initializer)
     tensors += [s.values for s in model.graph.sparse_initializer]
     for t in tensors:
         count += 1
-        n = _numel(t.dims)
-        params += n
-        if t.data_type in _ITEMSIZE:
-            nbytes = n * _ITEMSIZE[t.data_type]
-        elif t.data_type in _PACKED_4BIT:
-            nbytes = (n + 1) // 2
-        else:
-            nbytes = sum(len(s) for s in t.string_data)
+        params += _numel(t.dims)
+        nbytes = _tensor_bytes(t)
+        total += nbytes
         entry = by_dtype.setdefault(elem_name(t.data_type), {"count": 0, "bytes": 0})
         entry["count"] += 1
         entry["bytes"] += nbytes
-    return {"count": count, "parameters": params, "by_dtype": by_dtype}
+        sizes.append((nbytes, t.name, elem_name(t.data_type), [int(d) for d in t.dims]))
+    sizes.sort(key=lambda e: (-e[0], e[1]))
+    return {
+        "count": count,
+        "parameters": params,
+        "bytes": total,
+        "by_dtype": by_dtype,
+        "largest": [
+            {"name": name, "dtype": dtype, "shape": dims, "bytes": nbytes}
+            for nbytes, name, dtype, dims in sizes[:largest]
+        ],
+    }
 
 
-def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> ModelInspection:
-    """Read and summarise a model file or store reference (never loads external weights)."""
+def inspect_model(
+    model: str | os.PathLike[str] | OpenedModel, *, trusted: bool = False, label: str | None = None
+) -> ModelInspection:
+    """Read and summarise a model file or an OpenedModel (never loads external weights).
+
+    Store references are resolved by :func:`modelforge.inspect_model` (``modelforge.api``);
+    ``label`` is what the report calls the model (default: its path).
+    """
     from modelforge.errors import ModelForgeError
     from modelforge.model.external import check_external_data
-    from modelforge.model.files import read_capped
-    from modelforge.model.load import parse_model_bytes
-    from modelforge.store.resolve import resolve_model
+    from modelforge.model.open import OpenedModel, open_model
 
-    location = resolve_model(model)
-    trusted = trusted or location.trusted
-    path = location.path
-    data = read_capped(path)  # one read: the hash and the parse see the same bytes
-    proto = parse_model_bytes(data, str(path))
-    digest, size = hashlib.sha256(data).hexdigest(), len(data)
+    opened = (
+        model
+        if isinstance(model, OpenedModel)
+        else open_model(model, trusted=trusted, auto_parse=False)
+    )
+    trusted = trusted or opened.trusted
+    path = opened.path
+    proto = opened.parse_unchecked()  # one read: the hash and the parse see the same bytes
     schema = extract_schema(proto)
     ops: dict[str, Counter[str]] = {}
     nodes, subgraphs = 0, 0
@@ -106,10 +136,10 @@ def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> Mo
         subgraphs += 1 if depth else 0
         for node in graph.node:
             nodes += 1
-            ops.setdefault(node.domain or "ai.onnx", Counter())[node.op_type] += 1
+            ops.setdefault(domain_name(node.domain), Counter())[node.op_type] += 1
     for fn in proto.functions:
         for node in fn.node:
-            ops.setdefault(node.domain or "ai.onnx", Counter())[node.op_type] += 1
+            ops.setdefault(domain_name(node.domain), Counter())[node.op_type] += 1
     local_fn_domains = {fn.domain for fn in proto.functions}
     custom = sorted(d for d in ops if d not in STANDARD_DOMAINS and d not in local_fn_domains)
     external: list[dict[str, Any]] = []
@@ -121,12 +151,12 @@ def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> Mo
     except ModelForgeError as err:
         ext_error = err.message
     return ModelInspection(
-        ref=location.display,
-        path=str(path.absolute()),
-        size=size,
-        sha256=digest,
+        ref=label or str(path),
+        path=str(path),
+        size=opened.size,
+        sha256=opened.sha256,
         ir_version=int(proto.ir_version),
-        opset_import={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
+        opset_import=opset_imports(proto),
         producer_name=proto.producer_name,
         producer_version=proto.producer_version,
         domain=proto.domain,
@@ -138,7 +168,7 @@ def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> Mo
         outputs=[s.to_dict() for s in schema.outputs],
         overridable_initializers=[s.to_dict() for s in schema.overridable],
         initializers=_initializer_stats(proto),
-        ops={d: dict(c.most_common()) for d, c in sorted(ops.items())},
+        ops={d: dict(c.most_common()) for d, c in sorted(ops.items(), key=_domain_order)},
         node_count=nodes,
         subgraph_count=subgraphs,
         function_count=len(proto.functions),
@@ -147,3 +177,7 @@ def inspect_model(model: str | os.PathLike[str], *, trusted: bool = False) -> Mo
         external_data_error=ext_error,
         custom_domains=custom,
     )
+
+
+def _domain_order(item: tuple[str, Any]) -> tuple[int, str]:
+    return (0, "") if item[0] == "ai.onnx" else (1, item[0])

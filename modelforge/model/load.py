@@ -6,11 +6,9 @@ External data is never loaded here: tensors stay as references, checked separate
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import InvalidModelError
-from modelforge.model.files import read_capped
 from modelforge.text import escape
 
 if TYPE_CHECKING:
@@ -46,6 +44,97 @@ def sniff(data: bytes) -> tuple[str, str] | None:
     return None
 
 
+_TEXT_BYTES = frozenset(b"\t\n\r") | frozenset(range(0x20, 0x7F))
+
+
+def looks_like_text(data: bytes) -> str | None:
+    """ "a CSV/text file" or "a text file" when the first KiBs are plain text (a binary
+    ModelProto always holds control bytes: field tags, lengths); else None."""
+    head = data[:4096]
+    if not head or any(b not in _TEXT_BYTES and b < 0x80 for b in head):
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the 4 KiB boundary
+            return None
+    first = head.split(b"\n", 1)[0]
+    return "a CSV/text file" if any(c in first for c in (b",", b"\t", b";")) else "a text file"
+
+
+# protobuf's parser refuses messages nested deeper than this (ModelProto itself is level 1)
+PROTOBUF_DEPTH_LIMIT = 100
+_DEPTH_SCAN_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    value, shift = 0, 0
+    while pos < end and shift <= 63:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+    return None
+
+
+def message_depth(data: bytes, descriptor: Any, limit: int = PROTOBUF_DEPTH_LIMIT) -> int | None:
+    """How deep message fields nest in serialized ``data`` of message type ``descriptor``,
+    walking the wire format iteratively (guided by the descriptor, so only real message
+    fields count). Stops as soon as the depth passes ``limit``; None when the bytes are
+    not well-formed protobuf (then depth is not the reason a parse failed)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    message_type = FieldDescriptor.TYPE_MESSAGE
+    stack = [(descriptor, 0, len(data), 1)]
+    deepest = 1
+    while stack:
+        desc, pos, end, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        fields = desc.fields_by_number
+        while pos < end:
+            key = _varint(data, pos, end)
+            if key is None:
+                return None
+            tag, pos = key
+            wire = tag & 7
+            if wire == 0:
+                skipped = _varint(data, pos, end)
+                if skipped is None:
+                    return None
+                pos = skipped[1]
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                length = _varint(data, pos, end)
+                if length is None or length[1] + length[0] > end:
+                    return None
+                size, pos = length
+                field = fields.get(tag >> 3)
+                if field is not None and field.type == message_type:
+                    stack.append((field.message_type, pos, pos + size, depth + 1))
+                pos += size
+            else:
+                return None  # groups are not used by ONNX
+        if pos != end:
+            return None
+    return deepest
+
+
+def _too_deep(data: bytes, reason: str) -> bool:
+    if "MaxDepth" in reason or "recursion" in reason.lower():
+        return True  # older protobuf runtimes said so
+    if len(data) > _DEPTH_SCAN_MAX_BYTES:
+        return False
+    from onnx import ModelProto
+
+    depth = message_depth(data, ModelProto.DESCRIPTOR)
+    return depth is not None and depth > PROTOBUF_DEPTH_LIMIT
+
+
 def _looks_like_tensor(data: bytes) -> bool:
     from google.protobuf.message import DecodeError
     from onnx import TensorProto
@@ -69,6 +158,14 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
             f"model file '{where}' is empty", hint="re-export the model", code="empty_file"
         )
     found = sniff(data)
+    text = looks_like_text(data) if found is None else None
+    if text is not None:
+        raise InvalidModelError(
+            f"model file '{where}' looks like {text}, not an ONNX model",
+            hint="the model comes first: modelforge predict MODEL DATA (pass a binary .onnx "
+            "file as the model)",
+            code="not_onnx",
+        )
     if found is not None:
         raise InvalidModelError(
             f"model file '{where}' is {found[0]}, not an ONNX model", hint=found[1], code="not_onnx"
@@ -84,7 +181,7 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
                 code="not_onnx",
             ) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "MaxDepth" in reason or "recursion" in reason.lower():
+        if _too_deep(data, reason):
             raise InvalidModelError(
                 f"model file '{where}' nests messages (subgraphs of If/Loop/Scan, or attributes) "
                 "deeper than the protobuf parser's limit of 100 levels",
@@ -117,9 +214,3 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
             code="bad_ir_version",
         )
     return model
-
-
-def load_model(path: str | os.PathLike[str]) -> ModelProto:
-    """Read and parse an .onnx file safely (regular file, size cap, no external data)."""
-    data = read_capped(path)
-    return parse_model_bytes(data, os.fspath(path))

@@ -46,6 +46,13 @@ ELEM_TYPES: dict[int, tuple[str, str | None]] = {
 Dim = int | str | None
 
 
+def format_shape(shape: list[Dim] | tuple[Dim, ...] | None) -> str:
+    """The one way shapes are shown: ``[N, 4]``; an unknown dim is ``?``, an unknown rank ``?``."""
+    if shape is None:
+        return "?"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 def elem_name(elem_type: int) -> str:
     return ELEM_TYPES.get(elem_type, (f"unknown({elem_type})", None))[0]
 
@@ -105,9 +112,7 @@ class TensorSpec:
         return None if self.shape is None else len(self.shape)
 
     def shape_str(self) -> str:
-        if self.shape is None:
-            return "?"
-        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return format_shape(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "dtype": self.dtype, "shape": self.shape}
@@ -159,18 +164,3 @@ def extract_schema(model: ModelProto) -> ModelSchema:
         (overridable if vi.name in init_names else inputs).append(spec_from_value_info(vi))
     outputs = [spec_from_value_info(vi) for vi in g.output]
     return ModelSchema(inputs=inputs, outputs=outputs, overridable=overridable)
-
-
-def schema_from_dict(data: dict[str, Any]) -> ModelSchema:
-    """Rebuild a schema stored in metadata (inverse of ``ModelSchema.to_dict``)."""
-
-    def spec(d: dict[str, Any]) -> TensorSpec:
-        return TensorSpec(
-            name=d["name"], type=d["type"], dtype=d.get("dtype"), shape=d.get("shape")
-        )
-
-    return ModelSchema(
-        inputs=[spec(d) for d in data.get("inputs", [])],
-        outputs=[spec(d) for d in data.get("outputs", [])],
-        overridable=[spec(d) for d in data.get("overridable_initializers", [])],
-    )

@@ -15,7 +15,7 @@ Checks, in order (each runs only when its prerequisites passed; otherwise it is 
 9. ``parity``          (opt-in) onnx.reference and/or golden ``--inputs``/``--expected``
 
 Check 1 runs in this process (``stat`` only). Checks 2-9 run in ONE guarded child process
-(:func:`modelforge.engine.sandbox.run_guarded`): each finished check is streamed back as
+(:func:`modelforge.engine.isolate.run_isolated`): each finished check is streamed back as
 it completes, so when onnx/onnxruntime crashes, hangs or exhausts the memory cap, the
 checks before it are kept and the check that was running fails with code ``crashed``,
 ``timeout`` or ``memory_limit``.
@@ -28,112 +28,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import ModelForgeError, NotFoundError, ResourceLimitError, UsageError
-from modelforge.model.checks.graph import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES
+from modelforge.model.checks.types import (
+    CHECK_ORDER,
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    LIMIT_CODES,
+    PREREQUISITES,
+    STATUSES,
+    Check,
+    ValidateOptions,
+    checks_to_run,
+)
 from modelforge.text import escape
 
-CHECK_ORDER = (
-    "file",
-    "parse",
-    "external_data",
-    "structure",
-    "shapes",
-    "runtime_compat",
-    "session",
-    "smoke",
-    "parity",
-)
-PREREQUISITES: dict[str, tuple[str, ...]] = {
-    "file": (),
-    "parse": ("file",),
-    "external_data": ("parse",),
-    "structure": ("parse", "external_data"),
-    "shapes": ("structure",),
-    "runtime_compat": ("parse",),
-    "session": ("external_data", "structure", "runtime_compat"),
-    "smoke": ("session",),
-    "parity": ("session",),
-}
-STATUSES = ("pass", "warn", "fail", "skip")
-DEFAULT_RTOL = 1e-3
-DEFAULT_ATOL = 1e-5
-# failure codes that mean a resource limit stopped a check (the CLI exits 8 for them, not 9)
-LIMIT_CODES = frozenset({"timeout", "memory_limit", "crashed"})
+if TYPE_CHECKING:
+    from modelforge.model.open import OpenedModel
 
-
-@dataclass(frozen=True)
-class Check:
-    """One check's outcome. ``code`` is stable (scripts match on it)."""
-
-    name: str
-    status: str  # pass | warn | fail | skip
-    code: str
-    message: str
-    hint: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "hint": self.hint,
-            "details": self.details,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Check:
-        return cls(
-            name=str(data["name"]),
-            status=str(data["status"]),
-            code=str(data["code"]),
-            message=str(data["message"]),
-            hint=data.get("hint"),
-            details=dict(data.get("details") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class ValidateOptions:
-    providers: list[str] | None = None
-    provider_options: dict[str, str] = field(default_factory=dict)
-    require_provider: bool = False
-    dims: dict[str, int] = field(default_factory=dict)
-    reference: bool = False
-    inputs: str | None = None  # .npz of inputs
-    expected: str | None = None  # .npz of golden outputs
-    rtol: float = DEFAULT_RTOL
-    atol: float = DEFAULT_ATOL
-    strict: bool = False
-    custom_ops: tuple[str, ...] = ()
-    timeout_s: float | None = None
-    memory_mb: int | None = None
-    max_nodes: int = DEFAULT_MAX_NODES
-    max_depth: int = DEFAULT_MAX_DEPTH
-    stop_after: str | None = None  # the last check to run, e.g. "smoke" for models add
-    trusted: bool = False  # store origin: hard-linked external data is allowed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "providers": self.providers or ["cpu"],
-            "provider_options": self.provider_options,
-            "require_provider": self.require_provider,
-            "dims": self.dims,
-            "reference": self.reference,
-            "inputs": self.inputs,
-            "expected": self.expected,
-            "rtol": self.rtol,
-            "atol": self.atol,
-            "strict": self.strict,
-            "custom_ops": list(self.custom_ops),
-            "max_nodes": self.max_nodes,
-            "max_depth": self.max_depth,
-            "stop_after": self.stop_after,
-            "trusted": self.trusted,
-        }
+__all__ = [
+    "CHECK_ORDER",
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
+    "LIMIT_CODES",
+    "PREREQUISITES",
+    "Check",
+    "ValidateOptions",
+    "ValidationReport",
+    "check_options",
+    "checks_to_run",
+    "validate_model",
+]
 
 
 @dataclass(frozen=True)
@@ -181,18 +107,6 @@ class ValidationReport:
         }
 
 
-def checks_to_run(stop_after: str | None) -> tuple[str, ...]:
-    if stop_after is None:
-        return CHECK_ORDER
-    if stop_after not in CHECK_ORDER:
-        raise UsageError(
-            f"unknown check '{escape(stop_after)}' for stop_after",
-            hint="use one of: " + ", ".join(CHECK_ORDER),
-            code="invalid_option",
-        )
-    return CHECK_ORDER[: CHECK_ORDER.index(stop_after) + 1]
-
-
 def _file_check(path: Path) -> Check:
     from modelforge.model.files import MAX_MODEL_BYTES, check_regular_file
     from modelforge.text import human_bytes
@@ -228,7 +142,9 @@ def _file_check(path: Path) -> Check:
     return Check("file", "pass", "ok", f"regular file, {human_bytes(info.size)}", None, details)
 
 
-def _check_option_files(opts: ValidateOptions) -> None:
+def check_options(opts: ValidateOptions) -> None:
+    """Refuse bad options (usage errors, exit 2) and missing option files (exit 3)."""
+    checks_to_run(opts.stop_after)
     if (opts.inputs is None) != (opts.expected is None):
         raise UsageError(
             "--inputs and --expected go together",
@@ -254,31 +170,38 @@ def _check_option_files(opts: ValidateOptions) -> None:
 
 
 def validate_model(
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | OpenedModel,
     options: ValidateOptions | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    label: str | None = None,
 ) -> ValidationReport:
     """Run the checks on a model file; never raises for problems of the model itself.
 
-    ``model`` is a path or a store reference (``name``, ``name:3``, ``name:prod``); files of
-    the store are trusted (their external data may be hard links to the store's blobs).
-    ``progress`` (optional) is called with the name of each check as it starts.
+    ``model`` is a path or an :class:`~modelforge.model.open.OpenedModel` (then the checks
+    read the same bytes again in the guarded child and refuse them if their sha256 changed;
+    a trusted, store-owned model may keep hard-linked external data). Store references are
+    resolved by :func:`modelforge.validate_model` (``modelforge.api``), not here. ``label``
+    names the model in the report (default: its path). ``progress`` (optional) is called
+    with the name of each check as it starts.
     Raises NotFoundError when the model (or an option file) does not exist and UsageError
     for bad options; everything wrong with the model is a failed check in the report.
     """
-    from modelforge.engine.sandbox import resolve_limits, run_guarded
-    from modelforge.store.resolve import resolve_model
+    from modelforge.engine.isolate import Limits, run_isolated
+    from modelforge.model.open import OpenedModel
 
     opts = options or ValidateOptions()
     wanted = checks_to_run(opts.stop_after)
-    _check_option_files(opts)
-    location = resolve_model(model)
-    if location.trusted and not opts.trusted:
-        opts = replace(opts, trusted=True)
-    limits = resolve_limits(opts.timeout_s, opts.memory_mb)
+    check_options(opts)
+    expected_sha256: str | None = None
+    if isinstance(model, OpenedModel):
+        path, expected_sha256 = model.path, model.sha256
+        if model.trusted and not opts.trusted:
+            opts = replace(opts, trusted=True)
+    else:
+        path = Path(os.fspath(model)).absolute()
+    limits = Limits.for_checks(opts.timeout_s, opts.memory_mb)
     started = time.monotonic()
-    path = location.path
     results: dict[str, Check] = {"file": _file_check(path)}
     extra: dict[str, Any] = {}
     state: dict[str, str | None] = {"running": None}
@@ -299,13 +222,13 @@ def validate_model(
         from modelforge.model.checks.runner import run_checks
 
         try:
-            final_extra = run_guarded(
+            final_extra = run_isolated(
                 run_checks,
                 os.fspath(path),
                 replace(opts, timeout_s=None, memory_mb=None),
                 list(wanted),
-                timeout_s=limits.timeout_s if limits.timeout_s is not None else 0,
-                memory_mb=limits.memory_mb if limits.memory_mb is not None else 0,
+                expected_sha256,
+                limits=limits,
                 what=f"validating '{escape(path.name)}'",
                 on_progress=on_progress,
             )
@@ -337,7 +260,7 @@ def validate_model(
         opts.strict and any(c.status == "warn" for c in checks)
     )
     return ValidationReport(
-        model=location.display,
+        model=label or str(path),
         checks=checks,
         ok=ok,
         strict=opts.strict,

@@ -20,14 +20,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelforge.errors import InvalidModelError, StoreError, UsageError
-from modelforge.model.external import check_external_data
-from modelforge.model.files import check_regular_file, read_capped
-from modelforge.model.load import parse_model_bytes
+from modelforge.errors import InvalidModelError, StoreCorruptError, StoreError, UsageError
+from modelforge.model.external import ExternalFile
+from modelforge.model.files import check_regular_file
+from modelforge.model.open import open_model
 from modelforge.store.admission import AdmissionReport, admit
+from modelforge.store.columns import (
+    check_columns_fit,
+    column_notes,
+    header_columns,
+    validate_columns,
+)
 from modelforge.store.layout import Store, fsync_dir, write_json_atomic
-from modelforge.store.metadata import META_SCHEMA_VERSION
-from modelforge.store.names import validate_alias, validate_name
+from modelforge.store.metadata import META_SCHEMA_VERSION, load_meta
+from modelforge.store.names import validate_alias, validate_labels, validate_name
 from modelforge.text import escape
 
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
@@ -47,6 +53,10 @@ class AddResult:
     source: str
     symlink_resolved_to: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
+    # options the call asked for that were not applied (the bytes were already stored)
+    not_applied: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # advice, e.g. a missing column map
+    renumbered_from: int | None = None  # import: the archive's version, when not kept
 
     @property
     def ref(self) -> str:
@@ -66,6 +76,9 @@ class AddResult:
             "source": self.source,
             "symlink_resolved_to": self.symlink_resolved_to,
             "files": self.files,
+            "not_applied": self.not_applied,
+            "notes": self.notes,
+            "renumbered_from": self.renumbered_from,
             "validation": self.validation,
         }
 
@@ -77,40 +90,6 @@ def write_failed(st: Store, exc: OSError) -> StoreError:
         hint="free disk space or fix permissions, then retry; no partial version was stored",
         code="store_write_failed",
     )
-
-
-def _validate_labels(labels: dict[str, str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in (labels or {}).items():
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}", key):
-            raise UsageError(
-                f"invalid label key '{escape(key)}'",
-                hint="label keys are 1-64 letters, digits, '.', '_', '/', '-'",
-                code="invalid_label",
-            )
-        if len(value) > 1024:
-            raise UsageError(f"label '{key}' is longer than 1024 characters", code="invalid_label")
-        out[key] = value
-    return out
-
-
-def _validate_columns(columns: list[str] | None) -> list[str] | None:
-    if columns is None:
-        return None
-    cols = [c.strip() for c in columns]
-    if not cols or any(not c for c in cols):
-        raise UsageError(
-            "--columns needs a comma-separated list of column names",
-            hint="e.g. --columns sepal_length,sepal_width",
-            code="invalid_columns",
-        )
-    dupes = sorted({c for c in cols if cols.count(c) > 1})
-    if dupes:
-        raise UsageError(
-            f"--columns names {', '.join(map(escape, dupes))} more than once",
-            code="invalid_columns",
-        )
-    return cols
 
 
 def _copy_hashed(src: Path, dst: Path, expect_size: int | None = None) -> tuple[str, int]:
@@ -161,12 +140,11 @@ def content_id(files: list[dict[str, Any]]) -> str:
 
 
 def onnx_summary(model: Any) -> dict[str, Any]:
-    opsets: dict[str, int] = {}
-    for op in model.opset_import:
-        opsets[op.domain or "ai.onnx"] = int(op.version)
+    from modelforge.model.opset import opset_imports
+
     return {
         "ir_version": int(model.ir_version),
-        "opset_imports": opsets,
+        "opset_imports": opset_imports(model),
         "producer_name": model.producer_name,
         "producer_version": model.producer_version,
         "domain": model.domain,
@@ -210,10 +188,10 @@ class _Staged:
 
 
 def stage_files(
-    st: Store, source: Path, data: bytes, model: Any, base_dir: Path, *, trusted: bool = False
+    st: Store, source: Path, data: bytes, model: Any, externals: list[ExternalFile]
 ) -> _Staged:
-    """Copy the model bytes and its external-data files into a fresh staging directory."""
-    externals = check_external_data(model, base_dir, allow_hardlinks=trusted)
+    """Copy the model bytes and its (already checked) external-data files into a fresh
+    staging directory."""
     model_file = _stored_name(source, {e.location for e in externals})
     stage = st.new_staging_dir("add")
     try:
@@ -259,21 +237,25 @@ def commit(
     *,
     version: int | None,
     aliases: list[str],
-) -> tuple[int, bool]:
-    """Publish a staged version under the lock. Returns (version, created)."""
+    prefer: int | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """Publish a staged version under the lock. Returns (version, None) for a new version,
+    or (version, its metadata) when the same contents were already stored.
+
+    ``version``: exactly this number (an error if taken or retired). ``prefer``: this
+    number if it is free and was never used (an import keeps the archive's number),
+    else the next free one."""
     cid = content_id(staged.files)
     with st.lock():
         existing = st.versions(name)
         for v in existing:
-            from modelforge.store.metadata import load_meta
-
             try:
                 other = load_meta(st.version_dir(name, v) / "meta.json")
-            except Exception:  # corrupt versions are verify's business, not a duplicate
-                continue
+            except (StoreCorruptError, FileNotFoundError):
+                continue  # a damaged version is verify's business, not a duplicate
             if other.get("content_id") == cid and version in (None, v):
                 _set_aliases(st, name, v, aliases)
-                return v, False
+                return v, other
         removed = st.removed_versions(name)
         if version is not None:
             if version in removed:
@@ -291,6 +273,14 @@ def commit(
                     code="version_exists",
                 )
             chosen = version
+        elif (
+            prefer is not None
+            and prefer >= 1
+            and prefer not in existing
+            and prefer not in removed
+            and not st.version_dir(name, prefer).exists()
+        ):
+            chosen = prefer
         else:
             chosen = max([0, *existing, *removed]) + 1
             while st.version_dir(name, chosen).exists():  # a damaged dir without meta.json
@@ -305,7 +295,7 @@ def commit(
         os.rename(staged.directory, st.version_dir(name, chosen))
         fsync_dir(st.name_dir(name))
         _set_aliases(st, name, chosen, aliases)
-    return chosen, True
+    return chosen, None
 
 
 def _set_aliases(st: Store, name: str, version: int, aliases: list[str]) -> None:
@@ -317,6 +307,25 @@ def _set_aliases(st: Store, name: str, version: int, aliases: list[str]) -> None
     write_json_atomic(st.aliases_path(name), dict(sorted(current.items())))
 
 
+def not_applied(
+    existing: dict[str, Any],
+    *,
+    description: str | None,
+    labels: dict[str, str],
+    columns: list[str] | None,
+) -> list[str]:
+    """Options asked for that differ from what the already-stored version records."""
+    out = []
+    if columns is not None and list(existing.get("columns") or []) != columns:
+        out.append("--columns")
+    if description is not None and existing.get("description") != description:
+        out.append("--description")
+    stored_labels = existing.get("labels") or {}
+    if any(stored_labels.get(k) != v for k, v in labels.items()):
+        out.append("--label")
+    return out
+
+
 def add_model(
     path: str | os.PathLike[str],
     name: str,
@@ -326,6 +335,7 @@ def add_model(
     description: str | None = None,
     labels: dict[str, str] | None = None,
     columns: list[str] | None = None,
+    columns_from: str | os.PathLike[str] | None = None,
     force: bool = False,
     store: Store | None = None,
     timeout_s: float | None = None,
@@ -333,25 +343,37 @@ def add_model(
 ) -> AddResult:
     """Check, validate and store a model file (and its external data) as a new version.
 
+    ``columns_from``: take ``columns`` from the header of a CSV or Parquet file.
     ``timeout_s`` / ``memory_mb`` limit the guarded validation (None: MODELFORGE_TIMEOUT /
     MODELFORGE_MEMORY_MB, then the defaults); hitting one is a ResourceLimitError (exit 8).
+    When the same bytes are already stored under ``name``, nothing new is written: the
+    aliases are applied, and options that would change metadata are listed in
+    ``not_applied`` (change them with :func:`modelforge.store.edit.set_metadata`).
     """
     name = validate_name(name)
     alias_list = list(dict.fromkeys(validate_alias(a) for a in aliases))
-    label_map = _validate_labels(labels)
-    cols = _validate_columns(columns)
+    label_map = validate_labels(labels)
+    if columns_from is not None:
+        if columns is not None:
+            raise UsageError(
+                "--columns and --columns-from cannot be combined", code="invalid_option"
+            )
+        columns = header_columns(columns_from)
+    cols = validate_columns(columns)
     if version is not None and version < 1:
         raise UsageError("--version must be 1 or more", code="invalid_version")
     st = store or Store()
     info = check_regular_file(path)
-    data = read_capped(info.resolved)
-    model = parse_model_bytes(data, str(info.path))
+    # external data sits next to the path as given, like validate, inspect, predict and
+    # onnxruntime itself resolve it (not next to a symlinked model's target)
+    opened = open_model(info.path, parse=True)
+    model = opened.parse()
+    schema = opened.ensure_schema()
+    check_columns_fit(schema, cols)
     try:
         st.init()
         st.clean_stale_staging()
-        # external data sits next to the path as given, like validate, inspect, predict and
-        # onnxruntime itself resolve it (not next to a symlinked model's target)
-        staged = stage_files(st, info.path, data, model, info.path.parent)
+        staged = stage_files(st, info.path, opened.data, model, opened.external)
     except OSError as exc:
         raise write_failed(st, exc) from None
     try:
@@ -361,8 +383,6 @@ def add_model(
             memory_mb=memory_mb,
         )
         staged.report.refuse_unless_ok(f"model '{escape(info.path)}'", force=force)
-        from modelforge.model.schema import extract_schema
-
         meta: dict[str, Any] = {
             "schema_version": META_SCHEMA_VERSION,
             "name": name,
@@ -376,29 +396,38 @@ def add_model(
             "model_file": staged.model_file,
             "files": staged.files,
             "onnx": onnx_summary(model),
-            "schema": extract_schema(model).to_dict(),
+            "schema": schema.to_dict(),
             "tool_versions": tool_versions(),
             "forced": bool(force and not staged.report.ok),
             "validation": staged.report.data,
         }
-        chosen, created = commit(st, staged, name, meta, version=version, aliases=alias_list)
+        chosen, existing = commit(st, staged, name, meta, version=version, aliases=alias_list)
     except OSError as exc:
         raise write_failed(st, exc) from None
     finally:
         shutil.rmtree(staged.directory, ignore_errors=True)
     vdir = st.version_dir(name, chosen)
     main = staged.files[0]
+    skipped = (
+        not_applied(existing, description=description, labels=label_map, columns=cols)
+        if existing is not None
+        else []
+    )
+    stored_cols = (existing or meta).get("columns")
     return AddResult(
         name=name,
         version=chosen,
-        created=created,
+        created=existing is None,
         path=str(vdir / "files" / staged.model_file),
         sha256=main["sha256"],
         size=sum(f["size"] for f in staged.files),
         aliases=sorted(a for a, v in st.aliases(name).items() if v == chosen),
-        forced=bool(force and not staged.report.ok),
-        validation=staged.report.data,
+        forced=bool((existing or meta).get("forced")),
+        validation=(existing or meta).get("validation"),
         source=str(info.path),
         symlink_resolved_to=str(info.resolved) if info.is_symlink else None,
         files=[{k: f[k] for k in ("path", "sha256", "size")} for f in staged.files],
+        not_applied=skipped,
+        # a --columns that was not applied is reported once, by not_applied
+        notes=[] if "--columns" in skipped else column_notes(schema, stored_cols),
     )

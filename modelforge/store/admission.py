@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from modelforge.errors import InvalidModelError, ResourceLimitError
-from modelforge.model.validate import LIMIT_CODES
+from modelforge.model.checks.types import LIMIT_CODES
 
 
 @dataclass

@@ -32,9 +32,10 @@ from modelforge.errors import (
 )
 from modelforge.model.files import check_regular_file
 from modelforge.store.catalog import find
+from modelforge.store.columns import validate_columns
 from modelforge.store.layout import Store
 from modelforge.store.metadata import META_SCHEMA_VERSION, upgrade_meta
-from modelforge.store.names import validate_alias, validate_name
+from modelforge.store.names import validate_alias, validate_labels, validate_name
 from modelforge.text import escape, human_bytes
 
 MANIFEST = "modelforge-export.json"
@@ -67,6 +68,7 @@ def export_version(
             hint="create it first",
             code="output_dir_missing",
         )
+    _check_stored_files(mv)
     manifest = {
         "format": EXPORT_FORMAT,
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -98,6 +100,28 @@ def export_version(
     return ExportResult(
         ref=mv.ref, output=str(out), size=out.stat().st_size, files=len(mv.meta["files"])
     )
+
+
+def _check_stored_files(mv: Any) -> None:
+    """Refuse to export a damaged version (its archive would only fail at import)."""
+    from modelforge.store.layout import hash_file
+
+    hint = f"run 'modelforge models verify {mv.ref}' to see every damaged file"
+    for f in mv.meta["files"]:
+        src = mv.directory / "files" / f["path"]
+        if not src.is_file():
+            raise StoreCorruptError(
+                f"stored file '{escape(f['path'])}' of {mv.ref} is missing; nothing exported",
+                hint=hint,
+                code="stored_file_missing",
+            )
+        if hash_file(src)[0] != f["sha256"]:
+            raise StoreCorruptError(
+                f"stored file '{escape(f['path'])}' of {mv.ref} does not match its recorded "
+                "sha256; nothing exported",
+                hint=hint,
+                code="sha256_mismatch",
+            )
 
 
 def _bad_manifest(field: str) -> InvalidModelError:
@@ -272,13 +296,10 @@ def import_archive(
     memory_mb: int | None = None,
 ) -> Any:
     """Import an export archive as a new version (validated again: archives are untrusted)."""
-    from modelforge.model.load import load_model
-    from modelforge.model.schema import extract_schema
+    from modelforge.model.open import open_model
     from modelforge.store.add import (
         AddResult,
         _Staged,
-        _validate_columns,
-        _validate_labels,
         commit,
         onnx_summary,
         tool_versions,
@@ -298,10 +319,8 @@ def import_archive(
         aliases = [validate_alias(a) for a in raw_aliases if isinstance(a, str)]
         model_file = str(meta.get("model_file", ""))
         model_path = stage / "files" / model_file
-        model = load_model(model_path)
-        from modelforge.model.external import check_external_data
-
-        check_external_data(model, model_path.parent)
+        opened = open_model(model_path, parse=True)  # external data checked in the stage
+        model = opened.parse()
         report = admit(model_path, timeout_s=timeout_s, memory_mb=memory_mb)
         report.refuse_unless_ok("imported model", force=force)
         files = [
@@ -323,12 +342,12 @@ def import_archive(
             "source_path": _text(meta.get("source_path")),
             "source_resolved": None,
             "description": _text(meta.get("description"), allow_none=True),
-            "labels": _checked(_validate_labels, _mapping(meta.get("labels"), "labels")),
-            "columns": _checked(_validate_columns, _string_list(meta.get("columns"), "columns")),
+            "labels": _checked(validate_labels, _mapping(meta.get("labels"), "labels")),
+            "columns": _checked(validate_columns, _string_list(meta.get("columns"), "columns")),
             "model_file": model_file,
             "files": files,
             "onnx": onnx_summary(model),
-            "schema": extract_schema(model).to_dict(),
+            "schema": opened.ensure_schema().to_dict(),
             "tool_versions": tool_versions(),
             "forced": bool(force and not report.ok),
             "validation": report.data,
@@ -350,14 +369,18 @@ def import_archive(
             else:
                 kept_aliases.append(alias)
         staged = _Staged(stage, model_file, files, model, None)
-        chosen, created = commit(st, staged, target, meta, version=version, aliases=kept_aliases)
+        origin_version = meta["imported_from"]["version"]
+        chosen, existing_meta = commit(
+            st, staged, target, meta, version=version, aliases=kept_aliases,
+            prefer=origin_version,
+        )  # fmt: skip
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     main = next(f for f in files if f["path"] == model_file)
     return AddResult(
         name=target,
         version=chosen,
-        created=created,
+        created=existing_meta is None,
         path=str(st.version_dir(target, chosen) / "files" / model_file),
         sha256=main["sha256"],
         size=sum(int(f["size"]) for f in files),
@@ -366,4 +389,5 @@ def import_archive(
         validation=report.data,
         source=str(info.path),
         files=[{k: f[k] for k in ("path", "sha256", "size")} for f in files],
+        renumbered_from=origin_version if origin_version not in (None, chosen) else None,
     )

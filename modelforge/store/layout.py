@@ -67,6 +67,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fsync_dir(path.parent)
 
 
+def hash_file(path: str | os.PathLike[str], *, chunk: int = 4 * 1024 * 1024) -> tuple[str, int]:
+    """sha256 hex digest and size of a stored file (read in chunks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
 def read_json(path: Path, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:

@@ -94,7 +94,17 @@ class ModelVersion:
             "opset_imports": onnx_info.get("opset_imports", {}),
             "created_at": self.meta.get("created_at"),
             "description": self.meta.get("description"),
+            "forced": bool(self.meta.get("forced")),
+            "failed_checks": self.failed_checks,
         }
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """Checks that failed at add time (non-empty only for versions stored with --force)."""
+        checks = (self.meta.get("validation") or {}).get("checks") or []
+        return [
+            str(c.get("name")) for c in checks if isinstance(c, dict) and c.get("status") == "fail"
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,4 @@
-"""Model names, aliases and references (``NAME``, ``NAME:3``, ``NAME:ALIAS``)."""
+"""Model names, aliases, references (``NAME``, ``NAME:3``, ``NAME:ALIAS``) and label keys."""
 
 from __future__ import annotations
 
@@ -6,12 +6,27 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from modelforge.errors import InvalidNameError
+from modelforge.errors import InvalidNameError, UsageError
 from modelforge.text import escape, truncate
 
 NAME_RULE = "^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(NAME_RULE)
 RESERVED_ALIASES = frozenset({"latest"})
+# names Windows cannot use for a file or folder, with or without an extension
+WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"}
+    | {f"com{i}" for i in range(1, 10)}
+    | {f"lpt{i}" for i in range(1, 10)}
+)
+
+
+def _windows_problem(norm: str) -> str | None:
+    if norm.endswith("."):
+        return "it ends with '.', which Windows drops from file names"
+    stem = norm.split(".", 1)[0]
+    if stem in WINDOWS_RESERVED:
+        return f"'{stem.upper()}' is a device name on Windows and cannot be a file name there"
+    return None
 
 
 def _check(value: str, what: str) -> str:
@@ -24,6 +39,12 @@ def _check(value: str, what: str) -> str:
             f"invalid {what} '{shown}': it must match {NAME_RULE}",
             hint="use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter "
             "or digit, e.g. iris-classifier",
+        )
+    problem = _windows_problem(norm)
+    if problem is not None:
+        raise InvalidNameError(
+            f"invalid {what} '{truncate(escape(norm), 80)}': {problem}",
+            hint="pick another name (stores must be portable between systems)",
         )
     return norm
 
@@ -73,3 +94,18 @@ def parse_ref(ref: str) -> Ref:
             )
         return Ref(name, version)
     return Ref(name, validate_alias(sel))
+
+
+def validate_labels(labels: dict[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (labels or {}).items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}", key):
+            raise UsageError(
+                f"invalid label key '{escape(key)}'",
+                hint="label keys are 1-64 letters, digits, '.', '_', '/', '-'",
+                code="invalid_label",
+            )
+        if len(value) > 1024:
+            raise UsageError(f"label '{key}' is longer than 1024 characters", code="invalid_label")
+        out[key] = value
+    return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -10,7 +9,7 @@ from typing import Any
 
 from modelforge.errors import ModelNotFoundError, StoreCorruptError
 from modelforge.store.catalog import find, open_version
-from modelforge.store.layout import Store, write_json_atomic
+from modelforge.store.layout import Store, hash_file, write_json_atomic
 from modelforge.store.names import parse_ref, validate_alias, validate_name
 
 
@@ -65,6 +64,18 @@ def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) 
         _drop_empty_name(st, name)
         freed = st.gc_blobs()
     return RemoveResult(removed=removed, blobs_freed=freed)
+
+
+def aliases_removed_by(
+    ref: str, *, all_versions: bool = False, store: Store | None = None
+) -> list[str]:
+    """The aliases (``name:alias``) that :func:`remove` with the same arguments would drop."""
+    st = store or Store()
+    if all_versions:
+        name = validate_name(ref.partition(":")[0])
+        return [f"{name}:{a}" for a in sorted(st.aliases(name))]
+    mv = find(st, ref)
+    return [f"{mv.name}:{a}" for a in mv.aliases]
 
 
 @dataclass(frozen=True)
@@ -132,16 +143,6 @@ class VerifyResult:
         }
 
 
-def _hash(path: os.PathLike[str]) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1024 * 1024):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
-
-
 def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResult:
     """Re-hash every file of one version (``ref``) or of the whole store."""
     st = store or Store()
@@ -201,7 +202,7 @@ def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResul
             if not path.is_file():
                 problems.append({"ref": ref_text, "file": f["path"], "problem": "missing"})
                 continue
-            digest, size = _hash(path)
+            digest, size = hash_file(path)
             if size != f.get("size"):
                 problems.append(
                     {

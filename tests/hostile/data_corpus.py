@@ -121,7 +121,7 @@ def npy_cases(tmp: str) -> dict[str, tuple[str, bytes, int, str]]:
         "wrong_dtype_strings": ("s.npy", npy(np.array([["a", "b"]])), 5, "x"),
         "wrong_shape": ("sh.npy", npy(np.ones((2, 3), np.float32)), 5, "x"),
         "wrong_rank": ("r.npy", npy(np.ones((2, 2, 2), np.float32)), 5, "x"),
-        "zero_d": ("z.npy", npy(np.array(1.0, np.float32)), 5, "0-d"),
+        "zero_d": ("z.npy", npy(np.array(1.0, np.float32)), 5, "single scalar"),
         "zero_rows": ("zr.npy", npy(np.zeros((0, 2), np.float32)), 5, "no rows"),
         "truncated_data": ("td.npy", npy(GOOD_ROWS)[:-3], 5, "trunc"),
         "truncated_header": ("th.npy", npy(GOOD_ROWS)[:20], 5, ""),

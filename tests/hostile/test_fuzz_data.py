@@ -8,11 +8,10 @@ Brief in CI (hypothesis' "ci" profile); fuzz longer locally:
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import modelforge
@@ -20,10 +19,6 @@ from modelforge.errors import ModelForgeError
 from tests import builders
 from tests.fuzzing import mutate
 
-_QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]  # tmp_path is reused
-settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_health_check=_QUIET)
-settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_QUIET)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 pytestmark = pytest.mark.timeout(300)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from modelforge.engine.sandbox import DEFAULT_TIMEOUT_S, default_memory_mb
+from modelforge.engine.isolate import DEFAULT_TIMEOUT_S, default_memory_mb
 from tests import builders
 from tests.hostile.harness import assert_ok, assert_refused, cli, mf, store_entries
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import DataError
-from modelforge.model.validate import Check
+from modelforge.model.checks.context import raised_by_dependency
+from modelforge.model.checks.types import Check
 from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def compare(name: str, got: Any, want: Any, rtol: float, atol: float) -> dict[st
     if not isinstance(got, np.ndarray) or not isinstance(want, np.ndarray):
         try:
             equal = bool(got == want)
-        except Exception:
+        except (TypeError, ValueError):  # e.g. an ambiguous array truth value
             equal = False
         entry.update(ok=equal, note="non-tensor output compared for equality")
         return entry
@@ -90,7 +91,25 @@ def compare(name: str, got: Any, want: Any, rtol: float, atol: float) -> dict[st
     return entry
 
 
-def _run_reference(ctx: Any) -> list[Any]:
+def reference_unavailable(exc: BaseException) -> str:
+    """One complete line saying why onnx.reference cannot run the model (its messages span
+    several lines; a missing operator is named, not cut off mid-sentence)."""
+    import re
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    found = re.search(
+        r"No registered implementation for operator '([^']*)' and domain '([^']*)'", text
+    )
+    if found:
+        op, domain = found.group(1), found.group(2) or "ai.onnx"
+        return (
+            f"onnx.reference has no implementation of {safe(domain, 60)} operator "
+            f"'{safe(op, 60)}', so it cannot run this model"
+        )
+    return f"onnx.reference cannot run this model: {safe(text, 300)}"
+
+
+def _reference(ctx: Any) -> Any:
     import onnx
     from onnx.reference import ReferenceEvaluator
 
@@ -101,13 +120,36 @@ def _run_reference(ctx: Any) -> list[Any]:
         model = onnx.ModelProto()
         model.CopyFrom(ctx.model)
         load_checked_external_data(model, ctx.external_files)
-    return list(ReferenceEvaluator(model).run(None, ctx.feeds))
+    return ReferenceEvaluator(model)
 
 
-def _golden(ctx: Any) -> tuple[list[dict[str, Any]], list[str]]:
+def _run_golden(ctx: Any, feeds: dict[str, Any]) -> list[Any]:
+    """Run onnxruntime on the golden inputs in batches the model accepts (a fixed batch
+    dimension gets exact-size runs, the last one padded), like predict does."""
+    from modelforge.data.batch import Batch
+    from modelforge.engine.runner import Runner, fixed_batch
+
+    if fixed_batch(ctx.schema) is None:
+        from modelforge.engine.session import translate_error
+
+        try:
+            return list(ctx.session.inner.run(None, feeds))
+        except Exception as exc:  # onnxruntime raises pybind exception types
+            raise translate_error(exc, "running the model on --inputs") from None
+    rows = {int(v.shape[0]) for v in feeds.values() if getattr(v, "ndim", 0) >= 1}
+    if len(rows) != 1:
+        raise DataError(
+            "the --inputs arrays have different numbers of rows "
+            f"({', '.join(map(str, sorted(rows)))}), so they cannot be fed in batches",
+            hint="give every input array the same first dimension",
+            code="parity_inputs_mismatch",
+        )
+    values = Runner(ctx.session, ctx.schema).run(Batch(0, rows.pop(), feeds, {}, 0))
+    return [v.value for v in values]
+
+
+def _golden(ctx: Any) -> tuple[list[dict[str, Any]], list[str], dict[str, Any], dict[str, Any]]:
     import numpy as np
-
-    from modelforge.engine.session import translate_error
 
     opts = ctx.opts
     inputs = load_npz(opts.inputs, "--inputs")
@@ -127,7 +169,7 @@ def _golden(ctx: Any) -> tuple[list[dict[str, Any]], list[str]]:
         if spec.dtype not in (None, "str") and arr.dtype != np.dtype(spec.dtype):
             arr = arr.astype(spec.dtype)
         feeds[name] = arr
-    outs = [o.name for o in ctx.session.inner.get_outputs()]
+    outs = [o.name for o in ctx.schema.outputs]
     unknown = [k for k in expected if k not in outs]
     if unknown:
         raise DataError(
@@ -136,60 +178,79 @@ def _golden(ctx: Any) -> tuple[list[dict[str, Any]], list[str]]:
             hint="name the arrays after the model outputs",
             code="parity_outputs_mismatch",
         )
-    try:
-        got = ctx.session.inner.run(None, feeds)
-    except Exception as exc:
-        raise translate_error(exc, "running the model on --inputs") from None
+    got = _run_golden(ctx, feeds)
     results = [
         {**compare(name, value, expected[name], opts.rtol, opts.atol), "against": "expected"}
         for name, value in zip(outs, got, strict=False)
         if name in expected
     ]
     not_compared = [o for o in outs if o not in expected]
-    return results, not_compared
+    return results, not_compared, feeds, expected
+
+
+def _error_text(r: dict[str, Any]) -> str:
+    if "max_abs" in r:
+        return f"max abs error {r['max_abs']:.3g}, max rel error {r['max_rel']:.3g}"
+    return str(r.get("note") or f"{r.get('mismatched', '?')} values differ")
+
+
+def _reference_vs_expected(
+    ctx: Any, evaluator: Any, feeds: dict[str, Any], expected: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """onnx.reference on the golden inputs against --expected (None: it cannot run them)."""
+    try:
+        ref = list(evaluator.run(None, feeds))
+    except Exception as exc:  # onnx.reference lacks many ops
+        if not raised_by_dependency(exc):
+            raise
+        return None
+    names = [s.name for s in ctx.schema.outputs]
+    return [
+        {**compare(n, value, expected[n], ctx.opts.rtol, ctx.opts.atol), "against": "expected"}
+        for n, value in zip(names, ref, strict=False)
+        if n in expected
+    ]
 
 
 def check_parity(ctx: Any) -> Check:
     opts = ctx.opts
     results: list[dict[str, Any]] = []
     notes: list[str] = []
+    evaluator = None
     if opts.reference:
         if ctx.feeds is None or ctx.outputs is None:
             notes.append("reference comparison not run: no smoke-run outputs")
         else:
             try:
-                ref = _run_reference(ctx)
+                evaluator = _reference(ctx)
+                ref = list(evaluator.run(None, ctx.feeds))
             except Exception as exc:  # onnx.reference lacks many ops (ai.onnx.ml, contrib)
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                notes.append(f"onnx.reference cannot run this model: {safe(reason, 160)}")
+                if not raised_by_dependency(exc):
+                    raise  # a bug of ours (or a ModelForgeError) is not a reference limitation
+                evaluator = None
+                notes.append(reference_unavailable(exc))
             else:
                 names = [s.name for s in ctx.schema.outputs]
                 for name, got, want in zip(names, ctx.outputs, ref, strict=False):
                     results.append(
                         {**compare(name, got, want, opts.rtol, opts.atol), "against": "reference"}
                     )
+    ref_expected: list[dict[str, Any]] | None = None
     if opts.inputs:
-        golden, not_compared = _golden(ctx)
+        golden, not_compared, feeds, expected = _golden(ctx)
         results.extend(golden)
         if not_compared:
             notes.append("not in --expected: " + ", ".join(safe(n, 40) for n in not_compared))
-    details = {"outputs": results, "rtol": opts.rtol, "atol": opts.atol, "notes": notes}
-    bad = [r for r in results if not r.get("ok")]
-    if bad:
-        r = bad[0]
-        err = (
-            f"max abs error {r['max_abs']:.3g}, max rel error {r['max_rel']:.3g}"
-            if "max_abs" in r
-            else str(r.get("note") or f"{r.get('mismatched', '?')} values differ")
-        )
-        return Check(
-            "parity", "fail", "parity_mismatch",
-            f"output '{safe(r['name'], 80)}' differs from the {r['against']} outputs: {err} "
-            f"(rtol {opts.rtol:g}, atol {opts.atol:g})",
-            "the conversion changed the results; check the exporter's opset and options, or "
-            "loosen --rtol/--atol if the difference is expected",
-            details,
-        )  # fmt: skip
+        if evaluator is not None:
+            ref_expected = _reference_vs_expected(ctx, evaluator, feeds, expected)
+    details: dict[str, Any] = {
+        "outputs": results, "rtol": opts.rtol, "atol": opts.atol, "notes": notes,
+    }  # fmt: skip
+    if ref_expected is not None:
+        details["reference_vs_expected"] = ref_expected
+    verdict = _verdict(results, ref_expected, bool(opts.inputs), opts, details)
+    if verdict is not None:
+        return verdict
     if not results:
         return Check(
             "parity", "warn", "parity_not_compared",
@@ -201,3 +262,61 @@ def check_parity(ctx: Any) -> Check:
     if notes:
         text += "; " + "; ".join(notes)
     return Check("parity", "pass", "ok", text, None, details)
+
+
+def _verdict(
+    results: list[dict[str, Any]],
+    ref_expected: list[dict[str, Any]] | None,
+    golden: bool,
+    opts: Any,
+    details: dict[str, Any],
+) -> Check | None:
+    """A failed or disagreeing comparison, said the way it is: onnxruntime against the
+    golden outputs, and onnxruntime against onnx.reference (which is itself wrong for some
+    old-opset models, so a disagreement with it is not proof the model is wrong)."""
+    tol = f"(rtol {opts.rtol:g}, atol {opts.atol:g})"
+    bad_expected = [r for r in results if r["against"] == "expected" and not r.get("ok")]
+    bad_reference = [r for r in results if r["against"] == "reference" and not r.get("ok")]
+    ref_ok = ref_expected is not None and all(r.get("ok") for r in ref_expected)
+    if bad_expected:
+        r = bad_expected[0]
+        also = (
+            "; onnx.reference matches --expected, so onnxruntime's result is the odd one out"
+            if ref_ok
+            else ""
+        )
+        return Check(
+            "parity", "fail", "parity_mismatch",
+            f"output '{safe(r['name'], 80)}' differs from the expected outputs: "
+            f"{_error_text(r)} {tol}{also}",
+            "the conversion changed the results; check the exporter's opset and options, or "
+            "loosen --rtol/--atol if the difference is expected",
+            details,
+        )  # fmt: skip
+    if not bad_reference:
+        return None
+    r = bad_reference[0]
+    disagree = (
+        f"onnxruntime and onnx.reference disagree on output '{safe(r['name'], 80)}' on "
+        f"synthesized inputs: {_error_text(r)} {tol}"
+    )
+    if golden:
+        judged = (
+            "onnx.reference does not, so onnx.reference is wrong for this model"
+            if ref_expected is not None and not ref_ok
+            else "so onnx.reference is likely wrong for this model"
+        )
+        return Check(
+            "parity", "warn", "reference_disagrees",
+            f"{disagree}; onnxruntime matches the --expected outputs, {judged}",
+            "trust the golden comparison; onnx.reference is wrong for some old-opset models "
+            "(drop --reference to silence this)",
+            details,
+        )  # fmt: skip
+    return Check(
+        "parity", "fail", "parity_mismatch",
+        f"{disagree}; without golden outputs it cannot tell which one is right",
+        "pass --inputs/--expected with outputs from the source framework to tell which is "
+        "right (onnx.reference itself is wrong for some old-opset models)",
+        details,
+    )  # fmt: skip

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelforge.engine import sandbox
+from modelforge.engine import isolate
 from modelforge.errors import ModelForgeError
-from modelforge.model.checks.context import ORT_SOURCE, Check, Ctx, one_line
+from modelforge.model.checks.context import Check, Ctx, one_line, raised_by_dependency
 from modelforge.model.checks.session import check_session, check_smoke
 from modelforge.model.checks.static import (
     check_external,
@@ -20,7 +20,7 @@ from modelforge.model.checks.static import (
     check_shapes,
     check_structure,
 )
-from modelforge.model.validate import PREREQUISITES, ValidateOptions
+from modelforge.model.checks.types import PREREQUISITES, ValidateOptions
 
 
 def _parity(ctx: Ctx) -> Check:
@@ -45,15 +45,14 @@ def _run_one(name: str, ctx: Ctx) -> Check:
     try:
         return CHECKS[name](ctx)
     except ModelForgeError as err:
-        message = ORT_SOURCE.sub("", err.message)
-        return Check(name, "fail", err.code, message, err.hint, dict(err.details))
+        return Check(name, "fail", err.code, err.message, err.hint, dict(err.details))
     except RecursionError:
         return Check(
             name, "fail", "nesting_too_deep", "the model is nested too deeply to check",
             "the file is malformed or hostile",
         )  # fmt: skip
     except Exception as exc:
-        if sandbox.is_allocation_failure(exc):
+        if isolate.is_allocation_failure(exc):
             return Check(
                 name, "fail", "memory_limit",
                 f"onnx/onnxruntime could not allocate memory under the address-space cap: "
@@ -61,6 +60,8 @@ def _run_one(name: str, ctx: Ctx) -> Check:
                 "the model asks for absurd allocations, or is legitimately large: then raise "
                 "--memory-limit (MODELFORGE_MEMORY_MB)",
             )  # fmt: skip
+        if not raised_by_dependency(exc):
+            raise  # a bug in ModelForge itself: the parent reports it as one (exit 1)
         import traceback
 
         return Check(
@@ -70,9 +71,11 @@ def _run_one(name: str, ctx: Ctx) -> Check:
         )  # fmt: skip
 
 
-def run_checks(path: str, opts: ValidateOptions, wanted: list[str]) -> dict[str, Any]:
+def run_checks(
+    path: str, opts: ValidateOptions, wanted: list[str], expected_sha256: str | None = None
+) -> dict[str, Any]:
     """Entry point in the guarded child: run checks 2.. in order, streaming each result."""
-    ctx = Ctx(path=path, opts=opts)
+    ctx = Ctx(path=path, opts=opts, expected_sha256=expected_sha256)
     ctx.results["file"] = Check("file", "pass", "ok", "")
     for name in wanted:
         if name == "file":
@@ -83,8 +86,8 @@ def run_checks(path: str, opts: ValidateOptions, wanted: list[str]) -> dict[str,
         if any(ctx.results.get(p) is None or ctx.results[p].status in ("fail", "skip")
                for p in prereq):  # fmt: skip
             continue
-        sandbox.progress({"stage": name})
+        isolate.progress({"stage": name})
         check = _run_one(name, ctx)
         ctx.results[name] = check
-        sandbox.progress({"check": check.to_dict(), "extra": ctx.extra})
+        isolate.progress({"check": check.to_dict(), "extra": ctx.extra})
     return ctx.extra

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelforge.engine import sandbox
+from modelforge.engine import isolate
 from modelforge.errors import ModelForgeError
 from modelforge.model.checks.context import Check, Ctx
 from modelforge.text import safe
@@ -90,7 +90,7 @@ def check_smoke(ctx: Ctx) -> Check:
     try:
         outputs = ctx.session.inner.run(None, feeds)
     except Exception as exc:
-        if sandbox.is_allocation_failure(exc):
+        if isolate.is_allocation_failure(exc):
             raise
         raise translate_error(exc, "running the model on synthesized inputs") from None
     run_ms = (time.perf_counter() - start) * 1000

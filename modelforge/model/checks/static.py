@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelforge.model.checks.context import Check, Ctx, one_line, opsets
 from modelforge.model.checks.graph import structure_problems, walk_graphs
+from modelforge.model.opset import format_opsets
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -19,25 +20,49 @@ if TYPE_CHECKING:
 # ---- 2. parse ---------------------------------------------------------------------------------
 
 
-def check_parse(ctx: Ctx) -> Check:
-    from modelforge.model.files import read_capped
-    from modelforge.model.load import parse_model_bytes
+def duplicate_opsets(model: ModelProto) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Domains imported more than once: (same version repeated, conflicting versions).
 
-    data = read_capped(ctx.path)
-    model = parse_model_bytes(data, ctx.path)
-    counts = Counter((o.domain or "ai.onnx") for o in model.opset_import)
+    skl2onnx 1.20 writes the default-domain import twice with the same version for every
+    regressor; onnx.checker and onnxruntime accept that, so it is only worth a warning.
+    """
+    seen: dict[str, list[int]] = {}
+    for o in model.opset_import:
+        seen.setdefault(canonical(o.domain), []).append(int(o.version))
+    repeated = {d: v for d, v in seen.items() if len(v) > 1}
+    conflicting = {d: v for d, v in repeated.items() if len(set(v)) > 1}
+    same = {d: v for d, v in repeated.items() if d not in conflicting}
+    return same, conflicting
+
+
+def canonical(domain: str) -> str:
+    return "ai.onnx" if domain in ("", "ai.onnx") else domain
+
+
+def check_parse(ctx: Ctx) -> Check:
+    from modelforge.model.open import open_model
+
+    opened = open_model(
+        ctx.path,
+        trusted=ctx.opts.trusted,
+        expected_sha256=ctx.expected_sha256,
+        auto_parse=False,
+    )
+    model = opened.parse_unchecked()
     info: dict[str, Any] = {
         "ir_version": int(model.ir_version),
         "opset_import": opsets(model),
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
     }
     ctx.extra["model_info"] = info
-    dup = [d for d, n in counts.items() if n > 1]
-    if dup:
+    same, conflicting = duplicate_opsets(model)
+    if conflicting:
+        dom, versions = next(iter(conflicting.items()))
         return Check(
             "parse", "fail", "duplicate_opset_import",
-            f"domain '{safe(dup[0], 80)}' is imported {counts[dup[0]]} times in opset_import",
-            "each domain may appear once in opset_import; re-export the model", info,
+            f"domain '{safe(dom, 80)}' is imported with conflicting versions "
+            f"{', '.join(map(str, versions))} in opset_import",
+            "each domain may have one opset version; re-export the model", info,
         )  # fmt: skip
     if not model.opset_import:
         return Check(
@@ -49,8 +74,19 @@ def check_parse(ctx: Ctx) -> Check:
     ctx.schema = extract_schema(model)
     ctx.extra["schema"] = ctx.schema.to_dict()
     ctx.model = model
-    ctx.model_bytes = data
-    listed = ", ".join(f"{safe(d, 60)} {v}" for d, v in info["opset_import"].items())
+    ctx.model_bytes = opened.data
+    listed = format_opsets(info["opset_import"])
+    if same:
+        dom, versions = next(iter(same.items()))
+        info["duplicate_opset_import"] = same
+        return Check(
+            "parse", "warn", "repeated_opset_import",
+            f"ONNX IR {model.ir_version}; opsets {listed}; domain '{safe(dom, 80)}' is "
+            f"imported {len(versions)} times with the same version {versions[0]} "
+            "(onnx and onnxruntime accept this; skl2onnx 1.20 writes it)",
+            "harmless; to clean the file, keep one entry per domain in model.opset_import",
+            info,
+        )  # fmt: skip
     return Check("parse", "pass", "ok", f"ONNX IR {model.ir_version}; opsets {listed}", None, info)
 
 

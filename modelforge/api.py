@@ -1,0 +1,98 @@
+"""The public API edge for model operations: MODEL is a path or a store reference.
+
+``modelforge.validate_model("iris:prod")``, ``modelforge.inspect_model(...)`` and
+``modelforge.convert_model(...)`` resolve the reference here, once, with
+:func:`modelforge.store.open.open_stored` (store versions are checked against their
+recorded sha256), then call the store-agnostic functions of :mod:`modelforge.model`.
+The CLI calls these same functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelforge.model.convert import ConvertResult
+    from modelforge.model.inspect import ModelInspection
+    from modelforge.model.open import OpenedModel
+    from modelforge.model.validate import ValidateOptions, ValidationReport
+    from modelforge.store.resolve import ModelLocation
+
+
+def validate_model(
+    model: str | os.PathLike[str] | ModelLocation | OpenedModel,
+    options: ValidateOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Run validate's checks on a path or store reference (see
+    :func:`modelforge.model.validate.validate_model`). The model is read (and a store
+    version's hash checked) here; onnx and onnxruntime run only in the guarded child."""
+    from modelforge.model.open import OpenedModel
+    from modelforge.model.validate import check_options
+    from modelforge.model.validate import validate_model as validate_opened
+    from modelforge.store.open import open_location
+    from modelforge.store.resolve import ModelLocation, resolve_model
+
+    if isinstance(model, OpenedModel):
+        return validate_opened(model, options, progress=progress)
+    if options is not None:  # bad options are usage errors before the model is read
+        check_options(options)
+    loc = model if isinstance(model, ModelLocation) else resolve_model(model)
+    if loc.origin != "store":
+        # a file that is not a regular file, empty or too big is a failed 'file' check
+        return validate_opened(loc.path, options, progress=progress, label=loc.display)
+    opened = open_location(loc, auto_parse=False)
+    return validate_opened(opened, options, progress=progress, label=loc.display)
+
+
+def inspect_model(
+    model: str | os.PathLike[str] | ModelLocation | OpenedModel, *, trusted: bool = False
+) -> ModelInspection:
+    """Summarise a path or store reference (see :func:`modelforge.model.inspect.inspect_model`)."""
+    from modelforge.model.inspect import inspect_model as inspect_opened
+    from modelforge.model.open import OpenedModel
+
+    if isinstance(model, OpenedModel):
+        return inspect_opened(model, trusted=trusted)
+    loc, opened = _open(model, auto_parse=False)
+    return inspect_opened(opened, trusted=trusted, label=loc.display)
+
+
+def convert_model(
+    model: str | os.PathLike[str] | ModelLocation | OpenedModel,
+    opset: int,
+    output: str | os.PathLike[str],
+    rtol: float | None = None,
+    atol: float | None = None,
+    *,
+    trusted: bool = False,
+    timeout_s: float | None = None,
+    memory_mb: int | None = None,
+) -> ConvertResult:
+    """Convert a path or store reference (see :func:`modelforge.model.convert.convert_model`)."""
+    from modelforge.model.convert import DEFAULT_ATOL, DEFAULT_RTOL
+    from modelforge.model.convert import convert_model as convert_opened
+    from modelforge.model.open import OpenedModel
+
+    opened = model if isinstance(model, OpenedModel) else _open(model, auto_parse=False)[1]
+    return convert_opened(
+        opened,
+        opset,
+        output,
+        DEFAULT_RTOL if rtol is None else rtol,
+        DEFAULT_ATOL if atol is None else atol,
+        trusted=trusted,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+    )
+
+
+def _open(
+    model: str | os.PathLike[str] | ModelLocation, *, auto_parse: bool
+) -> tuple[ModelLocation, OpenedModel]:
+    from modelforge.store.open import open_stored
+
+    return open_stored(model, auto_parse=auto_parse)

@@ -1,0 +1,59 @@
+"""The one options object for reading, mapping, casting and batching input data."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from modelforge.data.cast import CastPolicy, check_policy
+from modelforge.errors import UsageError
+
+DEFAULT_BATCH_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How data is read, mapped, cast and batched: shared by ``predict``, ``iter_predict``,
+    ``predict_to``, ``explain`` and the server/cluster fronts (each also takes these as
+    keyword arguments). Validated once, when built."""
+
+    fmt: str | None = None  # input format (default: from the extension; stdin: sniffed/CSV)
+    maps: dict[str, list[str]] | None = None  # input name -> columns (--map)
+    columns: list[str] | None = None  # ordered columns of the single 2-D input
+    keep: list[str] | None = None  # columns copied to the output, never fed
+    cast: CastPolicy = "safe"  # safe | strict | force
+    allow_nan: bool = False
+    encoding: str | None = None
+    delimiter: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    outputs: list[str] | None = None  # model outputs to produce (default: all)
+    data_json: str | None = None  # inline JSON instead of INPUT files (--data)
+    whole: bool = False  # run once on the whole arrays (--whole), not in batches of rows
+
+    def __post_init__(self) -> None:
+        check_policy(self.cast)
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1", code="invalid_option")
+        if self.fmt is not None:
+            from modelforge.data.formats import normalize_format
+
+            object.__setattr__(self, "fmt", normalize_format(self.fmt))
+        object.__setattr__(self, "maps", dict(self.maps or {}))
+        object.__setattr__(self, "keep", list(self.keep or []))
+
+    @property
+    def keep_columns(self) -> list[str]:
+        return list(self.keep or [])
+
+    @classmethod
+    def build(cls, options: PredictOptions | None, kw: dict[str, Any]) -> PredictOptions:
+        """``options`` with the keyword arguments ``kw`` applied; unknown keys are a
+        TypeError, as for any function."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in kw if k not in names]
+        if unknown:
+            raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
+        if options is not None and not kw:
+            return options
+        return dataclasses.replace(options or cls(), **kw)

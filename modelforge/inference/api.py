@@ -1,0 +1,180 @@
+"""Prediction for Python callers: ``predict`` (everything at once), ``iter_predict``
+(batch by batch) and ``explain`` (the plan, without running the model)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelforge.data.options import PredictOptions
+
+if TYPE_CHECKING:
+    from modelforge.data.batch import OutputValue
+    from modelforge.engine.session import SessionConfig
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    model: dict[str, Any]
+    data: dict[str, Any]
+    feeds: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    batch: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def explain(
+    model: str | os.PathLike[str],
+    inputs: Any = None,
+    options: PredictOptions | None = None,
+    *,
+    stdin: Any = None,
+    **kw: Any,
+) -> ExplainResult:
+    """The resolved mapping, dtypes, shapes, casts, run mode and batch plan; the model is
+    not run."""
+    from modelforge.engine.runner import fixed_batch, select_outputs
+    from modelforge.engine.upgrade import default_opset
+    from modelforge.inference.core import make_plan
+    from modelforge.inference.model import load
+
+    opts = PredictOptions.build(options, kw)
+    lm = load(model, parse=True)
+    plan = make_plan(lm, inputs or None, opts, stdin)
+    plan.close()
+    assert lm.schema is not None
+    chosen = select_outputs(lm.schema, opts.outputs)
+    whole = plan.mode == "whole"
+    fixed = None if whole else fixed_batch(lm.schema)
+    feeds = []
+    for b in plan.mapping.bindings:
+        d = b.to_dict()
+        nan = " (NaN allowed)" if opts.allow_nan else ""
+        d["cast"] = f"{opts.cast}: data -> {b.dtype}{nan}"
+        feeds.append(d)
+    return ExplainResult(
+        model={**lm.location.to_dict(), "opset": default_opset(lm.parse())},
+        data=plan.to_dict(),
+        feeds=feeds,
+        outputs=[o.to_dict() for o in lm.schema.outputs if o.name in chosen],
+        batch={
+            "mode": plan.mode,
+            "reason": plan.reason,
+            "batch_size": None if whole else (fixed or opts.batch_size),
+            "fixed_batch": fixed,
+            "streaming": not whole and plan.sources[0].kind == "table",
+        },
+    )
+
+
+@dataclass
+class PredictionBatch:
+    start: int
+    rows: int
+    outputs: list[OutputValue]
+    keep: dict[str, Any]
+
+
+def iter_predict(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    options: PredictOptions | None = None,
+    *,
+    providers: list[str] | None = None,
+    no_upgrade: bool = False,
+    session_config: SessionConfig | None = None,
+    **kw: Any,
+) -> Iterator[PredictionBatch]:
+    """Stream predictions batch by batch. ``data``: path(s), a Source, DataFrame, array or
+    dict. ``options`` or keyword arguments named as its fields (fmt, maps, columns, keep,
+    cast, allow_nan, encoding, delimiter, batch_size, outputs, whole) say how the data is
+    read. A model run on whole tensors yields one batch holding its outputs as they are."""
+    from contextlib import closing
+
+    from modelforge.engine.runner import Runner, rebatch
+    from modelforge.engine.session import SessionConfig
+    from modelforge.inference.core import _no_rows, make_plan
+    from modelforge.inference.model import load, open_session
+
+    cfg = session_config or SessionConfig(providers=providers)
+    opts = PredictOptions.build(options, kw)
+    if opts.data_json is not None:
+        raise TypeError("data_json is for predict_to and explain; pass the data as data=")
+    lm = load(model)
+    session, _ = open_session(lm, cfg, no_upgrade)
+    assert lm.schema is not None
+    plan = make_plan(lm, data, opts)
+    whole = plan.mode == "whole"
+    try:
+        runner = Runner(
+            session, lm.schema, outputs=opts.outputs, batch_size=opts.batch_size, whole=whole
+        )
+    except BaseException:
+        plan.close()
+        raise
+    if whole:
+        batch = plan.whole()
+        yield PredictionBatch(0, batch.rows, runner.run_whole(batch.feeds), batch.keep)
+        return
+    rows = 0
+    it = plan.batches()
+    if runner.fixed and runner.fixed > 1:
+        it = rebatch(it, runner.fixed)
+    with closing(it):  # type: ignore[type-var]
+        for batch in it:
+            rows += batch.rows
+            yield PredictionBatch(batch.start, batch.rows, runner.run(batch), batch.keep)
+    if rows == 0:
+        _no_rows(plan)
+
+
+def predict(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    *,
+    as_frame: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Predict everything at once.
+
+    Returns a pandas DataFrame (kept columns, then output columns named as in the CSV
+    output) for tabular data, or a dict output name -> array for arrays (NPY/NPZ, numpy,
+    dicts; ZipMap outputs add ``<name>_keys``; a sequence output is a list of arrays).
+    ``as_frame`` forces either form.
+    """
+    import numpy as np
+
+    parts: list[PredictionBatch] = list(iter_predict(model, data, **kwargs))
+    tabular = not (isinstance(data, (dict, np.ndarray)) or _is_array_path(data))
+    if as_frame is None:
+        as_frame = tabular
+    if as_frame:
+        import pandas as pd
+        import polars as pl
+
+        from modelforge.data.writers import _frame
+
+        frames = [_frame(p.keep, p.outputs, neutralise=False) for p in parts]
+        if not frames:
+            return pd.DataFrame()
+        return pl.concat(frames).to_pandas()
+    out: dict[str, Any] = {}
+    if parts:
+        for i, o in enumerate(parts[0].outputs):
+            if o.kind != "tensor" or len(parts) == 1:
+                out[o.name] = o.value
+            else:
+                out[o.name] = np.concatenate([p.outputs[i].value for p in parts])
+            if o.keys is not None:
+                out[f"{o.name}_keys"] = np.asarray(o.keys)
+    return out
+
+
+def _is_array_path(data: Any) -> bool:
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data).lower().endswith((".npy", ".npz", ".json"))
+    return False
