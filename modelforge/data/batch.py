@@ -28,6 +28,7 @@ class ColumnBatch:
     bytes_read: int = 0  # progress: bytes of the source consumed so far
     line_of: Any = None  # row -> 1-based physical line (CSV), for messages
     finite: frozenset[str] = frozenset()  # columns the reader already saw are all finite
+    frame: Any = None  # the polars DataFrame the ``finite`` columns came from (CSV fast path)
 
 
 @dataclass

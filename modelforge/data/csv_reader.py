@@ -432,6 +432,7 @@ class CsvReader:
                 bytes_read=self.consumed + len(block),
                 line_of=self._line_of(block),
                 finite=finite,
+                frame=df if finite else None,
             )
             row0 += df.height
 
