@@ -316,6 +316,8 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
                 "the same length at each level"
             ) from None
         if dtype.kind != "f":
+            if arr.dtype.kind in "fO" and dtype.kind in "iu":  # maybe ints past int64
+                arr = _big_ints(name, datatype, data, dtype)
             if arr.size and arr.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
                 raise bad_request(
                     f"input '{clip(name)}' is {datatype} but its data holds "
@@ -333,3 +335,19 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
             f"input '{clip(name)}' has {arr.size} values but shape {shape} needs {count}"
         )
     return arr.reshape(shape)
+
+
+def _big_ints(name: str, datatype: str, data: Any, dtype: Any) -> np.ndarray:
+    """Integers numpy did not keep as integers (UINT64 past int64): check each is an int."""
+    import numpy as np
+
+    try:
+        probe = np.asarray(data, dtype=object)
+        if not all(type(v) is int for v in probe.reshape(-1)):
+            raise ValueError
+        return np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(
+            f"input '{clip(name)}' is {datatype} but its data holds non-integer or "
+            "out-of-range values"
+        ) from None
