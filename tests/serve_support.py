@@ -135,7 +135,7 @@ def fixed_model() -> onnx.ModelProto:
     return _model(graph)
 
 
-def slow_model(width: int = 256, depth: int = 24) -> onnx.ModelProto:
+def slow_model(width: int = 512, depth: int = 64) -> onnx.ModelProto:
     """x float32 [N, width] through ``depth`` MatMuls + Tanh: time grows with N."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(

@@ -146,6 +146,8 @@ class Registry:
             on_batch=stats.batch_ran,
             label=label,
         )
+        n = len(opened.sessions)
+        stats.watch(lambda: n - len(batcher.free), lambda: len(batcher.queue))
         if opts.warmup:
             feeds = core.warmup_feeds(opened.schema)
             if feeds is not None:

@@ -59,6 +59,13 @@ class Metrics:
         self.in_flight = Gauge(
             "modelforge_requests_in_flight", "Requests being served", labels, registry=r
         )
+        self.busy = Gauge(
+            "modelforge_instances_busy", "Session instances running a batch", labels,
+            registry=r,
+        )
+        self.queued = Gauge(
+            "modelforge_queue_size", "Requests waiting for an instance", labels, registry=r
+        )
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -97,6 +104,13 @@ class VersionStats:
             self._compute = metrics.compute.labels(*labels)
             self._batch = metrics.batch.labels(*labels)
             self.in_flight = metrics.in_flight.labels(*labels)
+
+    def watch(self, busy: Any, queued: Any) -> None:
+        """Gauges read at scrape time from the batcher (callables returning numbers)."""
+        if self._metrics is not None:
+            labels = (self.name, str(self.version))
+            self._metrics.busy.labels(*labels).set_function(busy)
+            self._metrics.queued.labels(*labels).set_function(queued)
 
     def batch_ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One session run of ``rows`` rows (called from the worker thread): ``input_ns``
