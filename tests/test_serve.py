@@ -15,7 +15,7 @@ from modelforge.store.add import add_model
 from modelforge.store.layout import Store
 from modelforge.store.ops import tag
 from tests import builders
-from tests.model_zoo import expand_bomb, zipmap_classifier
+from tests.model_zoo import expand_bomb, nan_output, zipmap_classifier
 from tests.serve_support import TYPES, fixed_model, save, start_server, types_model, wait_until
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -36,10 +36,21 @@ def env(tmp_path_factory):
         "fixed": save(fixed_model(), root / "fixed.onnx"),
         "bomb": save(expand_bomb(), root / "bomb.onnx"),
         "zipmap": zipmap_classifier(root / "zipmap.onnx"),
+        "nan": save(nan_output(), root / "nan.onnx"),
     }
     server = start_server(
-        ["lin", *map(str, files.values()), "--grpc-port", "0", "--max-request-size", "1",
-         "--poll-interval", "0.2", "--max-batch-size", "16"],
+        [
+            "lin",
+            *map(str, files.values()),
+            "--grpc-port",
+            "0",
+            "--max-request-size",
+            "1",
+            "--poll-interval",
+            "0.2",
+            "--max-batch-size",
+            "16",
+        ],
         env={"MODELFORGE_HOME": str(store_root)},
     )
     yield {"server": server, "store": st, "files": files, "root": root}
@@ -109,26 +120,34 @@ def test_model_metadata_datatypes_and_versions(srv):
 def test_json_without_content_type_nested_and_flat(env, srv):
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     for data in (x.tolist(), x.ravel().tolist()):
-        body = {"id": "r-1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
-                                         "data": data}]}
+        body = {
+            "id": "r-1",
+            "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": data}],
+        }
         # http.client sends no Content-Type: JSON must still be taken as JSON
         status, out = jreq(env["server"], "POST", "/v2/models/lin/infer", body)
         assert status == 200, out
         assert out["id"] == "r-1" and out["model_name"] == "lin" and out["model_version"] == "2"
         y = np.array(out["outputs"][0]["data"], dtype=np.float32).reshape(
-            out["outputs"][0]["shape"])
+            out["outputs"][0]["shape"]
+        )
         np.testing.assert_allclose(y, lin_expected(env, 2, x), rtol=1e-6)
 
 
 def test_versions_and_aliases(env, srv):
     x = np.ones((1, 4), dtype=np.float32)
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.tolist()}]}
-    for path, version in (("/v2/models/lin/versions/1", 1), ("/v2/models/lin/versions/2", 2),
-                          ("/v2/models/lin/versions/prod", 1), ("/v2/models/lin", 2)):
+    for path, version in (
+        ("/v2/models/lin/versions/1", 1),
+        ("/v2/models/lin/versions/2", 2),
+        ("/v2/models/lin/versions/prod", 1),
+        ("/v2/models/lin", 2),
+    ):
         status, out = jreq(srv, "POST", path + "/infer", body)
         assert status == 200 and out["model_version"] == str(version), (path, out)
-        np.testing.assert_allclose(out["outputs"][0]["data"],
-                                   lin_expected(env, version, x).ravel(), rtol=1e-6)
+        np.testing.assert_allclose(
+            out["outputs"][0]["data"], lin_expected(env, version, x).ravel(), rtol=1e-6
+        )
     status, out = jreq(srv, "POST", "/v2/models/lin/versions/9/infer", body)
     assert status == 404 and "no version 9" in out["error"]
     status, out = jreq(srv, "POST", "/v2/models/lin/versions/canary/infer", body)
@@ -142,8 +161,10 @@ def test_tritonclient_http_binary_default_and_json(env, srv):
     a = np.random.default_rng(1).normal(size=(3, 3)).astype(np.float32)
     b = np.random.default_rng(2).normal(size=(3, 3)).astype(np.float32)
     for binary in (True, False):
-        ins = [httpclient.InferInput("a", [3, 3], "FP32"), httpclient.InferInput("b", [3, 3],
-                                                                                  "FP32")]
+        ins = [
+            httpclient.InferInput("a", [3, 3], "FP32"),
+            httpclient.InferInput("b", [3, 3], "FP32"),
+        ]
         ins[0].set_data_from_numpy(a, binary_data=binary)
         ins[1].set_data_from_numpy(b, binary_data=binary)
         res = client.infer("add_two", ins, request_id="t1")
@@ -161,15 +182,25 @@ def test_tritonclient_http_binary_default_and_json(env, srv):
 def _types_inputs(rows=2):
     rng = np.random.default_rng(3)
     values = {}
-    for k, t in TYPES.items():
+    for k in TYPES:
         if k == "s":
-            values[k] = np.array([["a", "bé"], ["", "xyz"]][:rows] * 1, dtype=object)
+            values[k] = np.array([["a", "bé"], ["", "xyz"]][:rows], dtype=object)
         elif k == "b":
             values[k] = rng.integers(0, 2, size=(rows, 2)).astype(bool)
         else:
-            dtype = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i8": np.int8,
-                     "i16": np.int16, "i32": np.int32, "i64": np.int64, "u8": np.uint8,
-                     "u16": np.uint16, "u32": np.uint32, "u64": np.uint64}[k]
+            dtype = {
+                "f32": np.float32,
+                "f64": np.float64,
+                "f16": np.float16,
+                "i8": np.int8,
+                "i16": np.int16,
+                "i32": np.int32,
+                "i64": np.int64,
+                "u8": np.uint8,
+                "u16": np.uint16,
+                "u32": np.uint32,
+                "u64": np.uint64,
+            }[k]
             values[k] = (rng.normal(size=(rows, 2)) * 50).astype(dtype)
     return values
 
@@ -181,8 +212,9 @@ def test_every_datatype_binary(srv):
     values = _types_inputs()
     ins = []
     for k, v in values.items():
-        inp = httpclient.InferInput(f"in_{k}", list(v.shape), np_to_triton_dtype(v.dtype)
-                                    if k != "s" else "BYTES")
+        inp = httpclient.InferInput(
+            f"in_{k}", list(v.shape), np_to_triton_dtype(v.dtype) if k != "s" else "BYTES"
+        )
         inp.set_data_from_numpy(v)
         ins.append(inp)
     res = client.infer("types", ins)
@@ -196,25 +228,48 @@ def test_every_datatype_binary(srv):
 
 def test_every_datatype_json_and_fp16_refused(srv):
     values = _types_inputs()
-    dt = {"f32": "FP32", "f64": "FP64", "f16": "FP16", "i8": "INT8", "i16": "INT16",
-          "i32": "INT32", "i64": "INT64", "u8": "UINT8", "u16": "UINT16", "u32": "UINT32",
-          "u64": "UINT64", "b": "BOOL", "s": "BYTES"}
-    inputs = [{"name": f"in_{k}", "shape": [2, 2], "datatype": dt[k],
-               "data": v.tolist()} for k, v in values.items()]
+    dt = {
+        "f32": "FP32",
+        "f64": "FP64",
+        "f16": "FP16",
+        "i8": "INT8",
+        "i16": "INT16",
+        "i32": "INT32",
+        "i64": "INT64",
+        "u8": "UINT8",
+        "u16": "UINT16",
+        "u32": "UINT32",
+        "u64": "UINT64",
+        "b": "BOOL",
+        "s": "BYTES",
+    }
+    inputs = [
+        {"name": f"in_{k}", "shape": [2, 2], "datatype": dt[k], "data": v.tolist()}
+        for k, v in values.items()
+    ]
     status, out = jreq(srv, "POST", "/v2/models/types/infer", {"inputs": inputs})
     assert status == 400 and "in_f16" in out["error"] and "FP16" in out["error"]
     assert "binary" in out["error"]
     # FP16 sent binary, everything else JSON; FP16 output asked binary, the rest JSON
     f16 = values["f16"].tobytes()
-    inputs = [i if i["name"] != "in_f16" else {**i, "data": None, "parameters":
-              {"binary_data_size": len(f16)}} for i in inputs]
+    inputs = [
+        i
+        if i["name"] != "in_f16"
+        else {**i, "data": None, "parameters": {"binary_data_size": len(f16)}}
+        for i in inputs
+    ]
     for i in inputs:
         if i["data"] is None:
             del i["data"]
     outputs = [{"name": f"out_{k}", "parameters": {"binary_data": k == "f16"}} for k in dt]
     head = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
-    status, hdrs, body = request(srv, "POST", "/v2/models/types/infer", head + f16,
-                                 {"Inference-Header-Content-Length": str(len(head))})
+    status, hdrs, body = request(
+        srv,
+        "POST",
+        "/v2/models/types/infer",
+        head + f16,
+        {"Inference-Header-Content-Length": str(len(head))},
+    )
     assert status == 200, body
     hlen = int(hdrs["inference-header-content-length"])
     meta = json.loads(body[:hlen])
@@ -279,11 +334,16 @@ def test_bad_requests_are_400_naming_the_problem(srv, body, words):
 
 
 def test_missing_input_and_malformed_json(srv):
-    status, out = jreq(srv, "POST", "/v2/models/add_two/infer", {"inputs": [
-        {"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    status, out = jreq(
+        srv,
+        "POST",
+        "/v2/models/add_two/infer",
+        {"inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
+    )
     assert status == 400 and "lacks input 'b'" in out["error"]
-    status, _, body = request(srv, "POST", "/v2/models/lin/infer", b'{"inputs": [',
-                              {"Content-Type": "application/json"})
+    status, _, body = request(
+        srv, "POST", "/v2/models/lin/infer", b'{"inputs": [', {"Content-Type": "application/json"}
+    )
     assert status == 400 and "not valid JSON" in json.loads(body)["error"]
 
 
@@ -299,8 +359,9 @@ def test_body_over_limit_refused_from_content_length(srv):
     import socket
 
     with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=10) as sock:
-        sock.sendall(b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b" " * 65536
         try:
             for _ in range(20):
@@ -309,6 +370,27 @@ def test_body_over_limit_refused_from_content_length(srv):
             pass  # the server may close before we are done sending
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
+
+
+def test_json_nesting_is_bounded(srv):
+    deep = b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ' + (
+        b"[" * 5000 + b"]" * 5000 + b"}]}"
+    )
+    status, _, body = request(srv, "POST", "/v2/models/lin/infer", deep)
+    assert status == 400 and "error" in json.loads(body)
+
+
+def test_non_finite_outputs(srv):
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 10]}]}
+    status, _, raw = request(srv, "POST", "/v2/models/nan/infer", json.dumps(body).encode())
+    assert status == 200 and b"NaN" in raw and b"-Infinity" in raw
+    data = json.loads(raw)["outputs"][0]["data"]  # Python's json (and tritonclient) read them
+    assert np.isnan(data[0]) and data[1] == float("-inf")
+    client = httpclient.InferenceServerClient(srv.hostport)
+    inp = httpclient.InferInput("x", [1, 2], "FP32")
+    inp.set_data_from_numpy(np.array([[1, 10]], dtype=np.float32))
+    y = client.infer("nan", [inp]).as_numpy("y")
+    assert np.isnan(y[0, 0]) and y[0, 1] == -np.inf
 
 
 def test_paths_and_methods(srv):
@@ -320,14 +402,27 @@ def test_paths_and_methods(srv):
 # -- binary edge cases ------------------------------------------------------------------
 def _binary(srv, head, blob, hlen=None, path="/v2/models/lin/infer"):
     h = json.dumps(head).encode()
-    return request(srv, "POST", path, h + blob,
-                   {"Inference-Header-Content-Length": str(len(h) if hlen is None else hlen)})
+    return request(
+        srv,
+        "POST",
+        path,
+        h + blob,
+        {"Inference-Header-Content-Length": str(len(h) if hlen is None else hlen)},
+    )
 
 
 def test_binary_edge_cases(srv):
     x = np.arange(4, dtype=np.float32).reshape(1, 4).tobytes()
-    head = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-                        "parameters": {"binary_data_size": 16}}]}
+    head = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": [1, 4],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 16},
+            }
+        ]
+    }
     status, _, body = _binary(srv, head, x[:10])  # truncated
     assert status == 400 and b"only 10 bytes" in body
     wrong = {"inputs": [{**head["inputs"][0], "parameters": {"binary_data_size": 12}}]}
@@ -349,33 +444,44 @@ def test_bytes_length_prefix_checked(srv):
     rows = [b"ab", b"c"] * 2
     good = b"".join(struct.pack("<I", len(v)) + v for v in rows)
     bad = struct.pack("<I", 99) + b"ab"
-    values = _types_inputs(rows=1)
-    inputs = [{"name": f"in_{k}", "shape": [1, 2], "datatype": "FP32"} for k in ()]
-    del inputs
     for blob, ok in ((good[: len(good) // 2], True), (bad, False)):
-        head = {"inputs": [{"name": "in_s", "shape": [1, 2], "datatype": "BYTES",
-                            "parameters": {"binary_data_size": len(blob)}}]}
+        head = {
+            "inputs": [
+                {
+                    "name": "in_s",
+                    "shape": [1, 2],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ]
+        }
         status, _, body = _binary(srv, head, blob, path="/v2/models/types/infer")
         # the other inputs are missing: a good BYTES blob gets past decoding to that error
         assert status == 400
         assert (b"lacks input" in body) == ok, body
-    assert values
 
 
 def test_raw_single_input_body(env, srv):
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    status, hdrs, body = request(srv, "POST", "/v2/models/lin/infer", x.tobytes(),
-                                 {"Inference-Header-Content-Length": "0"})
+    status, hdrs, body = request(
+        srv, "POST", "/v2/models/lin/infer", x.tobytes(), {"Inference-Header-Content-Length": "0"}
+    )
     assert status == 200, body
     hl = int(hdrs["inference-header-content-length"])
     meta = json.loads(body[:hl])
     y = np.frombuffer(body[hl:], dtype=np.float32).reshape(meta["outputs"][0]["shape"])
     np.testing.assert_allclose(y, lin_expected(env, 2, x), rtol=1e-6)
-    status, _, body = request(srv, "POST", "/v2/models/add_two/infer", x.tobytes(),
-                              {"Inference-Header-Content-Length": "0"})
+    status, _, body = request(
+        srv,
+        "POST",
+        "/v2/models/add_two/infer",
+        x.tobytes(),
+        {"Inference-Header-Content-Length": "0"},
+    )
     assert status == 400 and b"one input" in body
-    status, _, body = request(srv, "POST", "/v2/models/lin/infer", b"123",
-                              {"Inference-Header-Content-Length": "0"})
+    status, _, body = request(
+        srv, "POST", "/v2/models/lin/infer", b"123", {"Inference-Header-Content-Length": "0"}
+    )
     assert status == 400 and b"multiple" in body
 
 
@@ -409,8 +515,12 @@ def test_repository_index_unload_load(srv):
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}]}
     status, out = jreq(srv, "POST", "/v2/models/fixed/infer", body)
     assert status == 503 and "load" in out["error"]
-    status, out = jreq(srv, "POST", "/v2/repository/models/fixed/load",
-                       {"parameters": {"file:1/model.onnx": "AAAA"}})
+    status, out = jreq(
+        srv,
+        "POST",
+        "/v2/repository/models/fixed/load",
+        {"parameters": {"file:1/model.onnx": "AAAA"}},
+    )
     assert status == 403 and "refused" in out["error"]
     assert jreq(srv, "POST", "/v2/repository/models/fixed/load")[0] == 200
     assert jreq(srv, "GET", "/v2/models/fixed/ready")[0] == 200
@@ -442,8 +552,10 @@ def test_concurrent_clients_get_exactly_their_rows(srv):
     def worker(chunk):
         client = httpclient.InferenceServerClient(srv.hostport)
         for a, b, want in chunk:
-            ins = [httpclient.InferInput("a", list(a.shape), "FP32"),
-                   httpclient.InferInput("b", list(b.shape), "FP32")]
+            ins = [
+                httpclient.InferInput("a", list(a.shape), "FP32"),
+                httpclient.InferInput("b", list(b.shape), "FP32"),
+            ]
             ins[0].set_data_from_numpy(a)
             ins[1].set_data_from_numpy(b)
             outs = None if want is None else [httpclient.InferRequestedOutput(want)]
@@ -496,8 +608,11 @@ def test_alias_moves_under_load(env, srv):
         for t in threads:
             t.join(30)
     assert not bad, bad[:3]
-    wait_until(lambda: jreq(srv, "POST", "/v2/models/lin/versions/prod/infer", body)[1]
-               ["model_version"] == "1")
+    wait_until(
+        lambda: (
+            jreq(srv, "POST", "/v2/models/lin/versions/prod/infer", body)[1]["model_version"] == "1"
+        )
+    )
 
 
 def test_memory_blowup_in_onnxruntime_is_503_and_server_lives(srv):
@@ -550,8 +665,9 @@ def test_grpc_every_datatype(srv):
     values = _types_inputs()
     ins = []
     for k, v in values.items():
-        inp = grpcclient.InferInput(f"in_{k}", list(v.shape),
-                                    "BYTES" if k == "s" else np_to_triton_dtype(v.dtype))
+        inp = grpcclient.InferInput(
+            f"in_{k}", list(v.shape), "BYTES" if k == "s" else np_to_triton_dtype(v.dtype)
+        )
         inp.set_data_from_numpy(v)
         ins.append(inp)
     res = client.infer("types", ins)

@@ -24,8 +24,18 @@ def slow(tmp_path_factory):
     root = tmp_path_factory.mktemp("slow")
     path = save(slow_model(), root / "slow.onnx")
     server = start_server(
-        [str(path), "--instances", "1", "--threads", "1", "--max-queue", "6",
-         "--max-batch-size", "64"],
+        [
+            str(path),
+            "--instances",
+            "1",
+            "--threads",
+            "1",
+            "--max-queue",
+            "6",
+            "--max-batch-size",
+            "64",
+            "--access-log",
+        ],
         env={"MODELFORGE_HOME": str(root / "store")},
     )
     yield {"server": server, "path": path}
@@ -33,13 +43,27 @@ def slow(tmp_path_factory):
 
 
 def infer(server, x, timeout=60):
-    body = json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": x.nbytes}}],
-                       "parameters": {"binary_data_output": True}}).encode()
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=timeout)
     try:
-        conn.request("POST", "/v2/models/slow/infer", body + x.tobytes(),
-                     {"Inference-Header-Content-Length": str(len(body))})
+        conn.request(
+            "POST",
+            "/v2/models/slow/infer",
+            body + x.tobytes(),
+            {"Inference-Header-Content-Length": str(len(body))},
+        )
         resp = conn.getresponse()
         data = resp.read()
         if resp.status != 200:
@@ -77,8 +101,9 @@ def gauge(server, name) -> float:
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    )
 
 
 def busy(server) -> float:
@@ -91,11 +116,12 @@ def test_queued_requests_merge_into_one_run_with_their_own_rows(slow):
     t, box = _busy(server)
     wait_until(lambda: busy(server) >= 1)
     rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(int(rng.integers(1, 4)), WIDTH)).astype(np.float32)
-          for _ in range(5)]
+    xs = [rng.normal(size=(int(rng.integers(1, 4)), WIDTH)).astype(np.float32) for _ in range(5)]
     results: dict[int, tuple] = {}
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, infer(server, xs[i])))
-               for i in range(len(xs))]
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, infer(server, xs[i])))
+        for i in range(len(xs))
+    ]
     for th in threads:
         th.start()
     for th in threads + [t]:
@@ -156,3 +182,4 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slow):
         t.join(60)
     assert [box[0][0] for _, box in runs] == [200, 200, 200]
     assert server.proc.wait(15) == 0
+    wait_until(lambda: '"POST /v2/models/slow/infer" 200' in server.stderr())  # --access-log

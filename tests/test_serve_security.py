@@ -27,17 +27,43 @@ def secure(tmp_path_factory):
     root = tmp_path_factory.mktemp("secure")
     cert, key = root / "cert.pem", root / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     st = Store(root / "store")
     add_model(save(builders.linear(4, 1), root / "lin.onnx"), "lin", store=st)
     add_model(save(slow_model(), root / "slow.onnx"), "slow", store=st)
     server = start_server(
-        ["--tls-cert", str(cert), "--tls-key", str(key), "--request-timeout", "0.3",
-         "--instances", "1", "--poll-interval", "0.2"],
+        [
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--request-timeout",
+            "0.3",
+            "--instances",
+            "1",
+            "--poll-interval",
+            "0.2",
+        ],
         env={"MODELFORGE_HOME": str(root / "store"), "MODELFORGE_SERVE_TOKEN": TOKEN},
     )
     yield {"server": server, "cert": cert, "store": st, "root": root}
@@ -46,8 +72,9 @@ def secure(tmp_path_factory):
 
 def call(env, method, path, body=None, token=TOKEN, headers=None):
     ctx = ssl.create_default_context(cafile=str(env["cert"]))
-    conn = http.client.HTTPSConnection("127.0.0.1", env["server"].info["port"], context=ctx,
-                                       timeout=30)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", env["server"].info["port"], context=ctx, timeout=30
+    )
     hdrs = dict(headers or {})
     if token:
         hdrs["Authorization"] = f"Bearer {token}"
@@ -84,26 +111,48 @@ def test_whole_store_served_and_new_names_appear(secure):
     names = {m["name"] for m in secure["server"].info["models"]}
     assert names == {"lin", "slow"}
     assert call(secure, "GET", "/v2/models/lin2")[0] == 404
-    add_model(save(builders.linear(4, 3), secure["root"] / "lin2.onnx"), "lin2",
-              store=secure["store"])
-    status, _, meta = wait_until(lambda: (r := call(secure, "GET", "/v2/models/lin2"))[0] == 200
-                                 and r, timeout=30)
+    add_model(
+        save(builders.linear(4, 3), secure["root"] / "lin2.onnx"), "lin2", store=secure["store"]
+    )
+    status, _, meta = wait_until(
+        lambda: (r := call(secure, "GET", "/v2/models/lin2"))[0] == 200 and r, timeout=30
+    )
     assert meta["outputs"][0]["shape"] == [-1, 3]
 
 
 def test_request_timeout_is_503(secure):
     x = np.ones((4096, 512), dtype=np.float32)
-    head = json.dumps({"inputs": [{"name": "x", "shape": [4096, 512], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-    status, headers, body = call(secure, "POST", "/v2/models/slow/infer", head + x.tobytes(),
-                                 headers={"Inference-Header-Content-Length": str(len(head))})
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [4096, 512],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    status, headers, body = call(
+        secure,
+        "POST",
+        "/v2/models/slow/infer",
+        head + x.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
     assert status == 503 and "timeout" in body["error"]
     assert "retry-after" in headers
 
 
 def _cli(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "modelforge", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "modelforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_cli_errors_before_serving(tmp_path, isolated_store):

@@ -131,14 +131,26 @@ def serve_cmd(
             raise UsageError(f"--batching must be auto, on or off (got '{batching}')")
         quiet = quiet or global_options(ctx).quiet
         opts = ServeOptions(
-            host=host, port=port, grpc_port=grpc_port, name=name, instances=instances,
-            threads=threads, batching=batching,  # type: ignore[arg-type]
-            max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay,
-            max_queue=max_queue, request_timeout_s=request_timeout or None,
+            host=host,
+            port=port,
+            grpc_port=grpc_port,
+            name=name,
+            instances=instances,
+            threads=threads,
+            batching=batching,  # type: ignore[arg-type]
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout or None,
             max_request_bytes=max_request_size * 1024 * 1024,
-            token=token or os.environ.get(TOKEN_ENV) or None, tls_cert=tls_cert,
-            tls_key=tls_key, access_log=access_log, quiet=quiet, json_ready=json_out,
-            poll_interval_s=poll_interval, warmup=not no_warmup,
+            token=token or os.environ.get(TOKEN_ENV) or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            access_log=access_log,
+            quiet=quiet,
+            json_ready=json_out,
+            poll_interval_s=poll_interval,
+            warmup=not no_warmup,
             session=SessionConfig(
                 providers=provider or None,
                 provider_options=parse_key_values(provider_option, "--provider-option"),
@@ -150,8 +162,14 @@ def serve_cmd(
             if json_out:  # one compact line, so that scripts can read it with readline()
                 from modelforge.render import ENVELOPE_VERSION, to_jsonable
 
-                envelope = {"modelforge": ENVELOPE_VERSION, "command": "serve", "status": "ok",
-                            "result": to_jsonable(info), "error": None, "warnings": []}
+                envelope = {
+                    "modelforge": ENVELOPE_VERSION,
+                    "command": "serve",
+                    "status": "ok",
+                    "result": to_jsonable(info),
+                    "error": None,
+                    "warnings": [],
+                }
                 sys.stdout.write(json.dumps(envelope, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
                 out.emitted = True

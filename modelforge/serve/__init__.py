@@ -14,5 +14,25 @@ Layout (a front like ``cli/``; it calls the same core):
 * :mod:`.grpc_server` the gRPC GRPCInferenceService (optional ``grpc`` extra);
 * :mod:`.server`    the uvicorn runner and the supervisor process.
 
-Nothing here is imported by ``modelforge --help``.
+Nothing here is imported by ``modelforge --help``. Public API: :func:`create_app`,
+:func:`serve` and :class:`ServeOptions` (also ``modelforge.create_app``,
+``modelforge.serve_models``, ``modelforge.ServeOptions``).
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_API = {
+    "create_app": "modelforge.serve.app",
+    "serve": "modelforge.serve.server",
+    "ServeOptions": "modelforge.serve.options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelforge.serve' has no attribute {name!r}")
+    return getattr(import_module(module), name)

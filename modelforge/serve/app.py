@@ -67,8 +67,14 @@ class ServeApp:
             await self._error(send, err)
         if self.options.access_log:
             ms = (time.perf_counter_ns() - started) / 1e6
-            access.info('%s "%s %s" %d %.2fms', _client(scope), scope["method"],
-                        clip(scope["path"], 200), status, ms)
+            access.info(
+                '%s "%s %s" %d %.2fms',
+                _client(scope),
+                scope["method"],
+                clip(scope["path"], 200),
+                status,
+                ms,
+            )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -101,7 +107,11 @@ class ServeApp:
 
     # -- plumbing ----------------------------------------------------------------------
     async def _send(
-        self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        ctype: bytes = JSON,
         extra: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
@@ -159,14 +169,21 @@ class ServeApp:
         if coding in (b"gzip", b"deflate"):
             body = _inflate(body, coding, limit)
         elif coding != b"identity":
-            raise HttpError(415, f"Content-Encoding '{clip(coding.decode('latin-1'))}' is not "
-                                 "supported (use gzip, deflate or none)")
+            raise HttpError(
+                415,
+                f"Content-Encoding '{clip(coding.decode('latin-1'))}' is not "
+                "supported (use gzip, deflate or none)",
+            )
         return body
 
     # -- routing -----------------------------------------------------------------------
     async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> int:
         method = scope["method"]
-        parts = [p for p in scope["path"].split("/") if p]
+        path = scope["path"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):  # mounted under a prefix in another ASGI app
+            path = path[len(root) :]
+        parts = [p for p in path.split("/") if p]
         if parts[:1] == ["metrics"] and len(parts) == 1:
             self._authorize(scope)
             _method(method, "GET")
@@ -199,13 +216,17 @@ class ServeApp:
         reason = "shutting down" if self.shutting_down else "loading models"
         raise unavailable(f"the server is not ready ({reason})")
 
-    async def _models(self, scope: dict[str, Any], receive: Receive, send: Send,
-                      rest: list[str]) -> int:
+    async def _models(
+        self, scope: dict[str, Any], receive: Receive, send: Send, rest: list[str]
+    ) -> int:
         method = scope["method"]
         if rest == ["stats"]:
             _method(method, "GET")
-            stats = [sv.stats.to_dict() for m in self.registry.models.values()
-                     for sv in m.loaded.values()]
+            stats = [
+                sv.stats.to_dict()
+                for m in self.registry.models.values()
+                for sv in m.loaded.values()
+            ]
             return await self._json(send, {"model_stats": stats})
         if not rest:
             raise not_found("name a model: v2/models/{name}")
@@ -224,8 +245,9 @@ class ServeApp:
         if action == "ready":
             sv = self.registry.peek(name, version)
             if sv is None or self.shutting_down:
-                raise unavailable(f"model '{clip(name)}' version {clip(version or 'latest')} "
-                                  "is not loaded")
+                raise unavailable(
+                    f"model '{clip(name)}' version {clip(version or 'latest')} is not loaded"
+                )
             return await self._json(send, {"name": name, "ready": True})
         if action == "stats":
             model = self.registry.model(name)
@@ -242,8 +264,9 @@ class ServeApp:
             return await self._json(send, triton.model_config(sv, self.options))
         return await self._json(send, triton.model_metadata(self.registry.model(name), sv))
 
-    async def _repository(self, scope: dict[str, Any], receive: Receive, send: Send,
-                          rest: list[str]) -> int:
+    async def _repository(
+        self, scope: dict[str, Any], receive: Receive, send: Send, rest: list[str]
+    ) -> int:
         _method(scope["method"], "POST")
         body = await self._body(scope, receive)
         req = _json_object(body) if body.strip() else {}
@@ -268,8 +291,9 @@ class ServeApp:
             return await self._json(send, {})
         raise not_found(f"no endpoint at '{clip(scope['path'])}'")
 
-    async def _infer(self, scope: dict[str, Any], receive: Receive, send: Send, name: str,
-                     version: str | None) -> int:
+    async def _infer(
+        self, scope: dict[str, Any], receive: Receive, send: Send, name: str, version: str | None
+    ) -> int:
         t0 = time.perf_counter_ns()
         if self.shutting_down:
             raise unavailable("the server is shutting down")
@@ -279,8 +303,12 @@ class ServeApp:
         try:
             body = await self._body(scope, receive)
             hlen = _header(scope, b"inference-header-content-length")
-            req = decode_http(body, None if hlen is None else hlen.decode("latin-1"),
-                              sv.opened.inputs, sv.opened.outputs)
+            req = decode_http(
+                body,
+                None if hlen is None else hlen.decode("latin-1"),
+                sv.opened.inputs,
+                sv.opened.outputs,
+            )
             t1 = time.perf_counter_ns()
             work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
             result = await sv.batcher.infer(work, self.options.request_timeout_s)
@@ -291,12 +319,16 @@ class ServeApp:
                 status = await self._send(send, 200, enc.body)
             else:
                 status = await self._send(
-                    send, 200, enc.body, b"application/octet-stream",
+                    send,
+                    200,
+                    enc.body,
+                    b"application/octet-stream",
                     [(b"inference-header-content-length", str(enc.header_length).encode())],
                 )
             t3 = time.perf_counter_ns()
-            stats.request_done(True, req.rows, t3 - t0, work.queue_ns, t1 - t0,
-                               work.infer_ns, t3 - t2)
+            stats.request_done(
+                True, req.rows, t3 - t0, work.queue_ns, t1 - t0, work.infer_ns, t3 - t2
+            )
             return status
         except HttpError as err:
             stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
@@ -319,8 +351,9 @@ def _client(scope: dict[str, Any]) -> str:
 
 def _method(method: str, allowed: str) -> None:
     if method != allowed:
-        raise HttpError(405, f"use {allowed} for this endpoint (got {clip(method)})",
-                        {"allow": allowed})
+        raise HttpError(
+            405, f"use {allowed} for this endpoint (got {clip(method)})", {"allow": allowed}
+        )
 
 
 def _too_big(n: int, limit: int) -> HttpError:

@@ -156,41 +156,55 @@ class Batcher:
             index = self.free.pop()
             rows = sum(w.rows for w in batch)
             wait = (
-                self.batching
-                and self.delay_s > 0
-                and batch[0].contended
-                and rows < self.max_batch
+                self.batching and self.delay_s > 0 and batch[0].contended and rows < self.max_batch
             )
-            asyncio.get_running_loop().create_task(self._execute(index, batch, wait))
-
-    async def _execute(self, index: int, batch: list[Work], wait: bool) -> None:
-        loop = asyncio.get_running_loop()
-        try:
+            loop = asyncio.get_running_loop()
             if wait:
-                await asyncio.sleep(self.delay_s)
-                self._top_up(batch)
-            start = time.perf_counter_ns()
-            for w in batch:
-                w.queue_ns = start - w.enqueued_ns
-            outcome = await loop.run_in_executor(self.executor, self._run_batch, index, batch)
-            for w, res in zip(batch, outcome, strict=True):
-                fut = w.future
-                if fut is None or fut.done():
-                    continue
-                if isinstance(res, BaseException):
-                    fut.set_exception(res)
-                else:
-                    fut.set_result(res)
-        except BaseException as exc:  # a bug here must reach every waiting request
-            for w in batch:
-                if w.future is not None and not w.future.done():
-                    w.future.set_exception(exc)
-            raise
-        finally:
-            self._done(len(batch))
-            self.free.append(index)
-            if not self.closed or self.queue:
-                self._pump()
+                loop.call_later(self.delay_s, self._submit, loop, index, batch, True)
+            else:
+                self._submit(loop, index, batch, False)
+
+    def _submit(
+        self, loop: asyncio.AbstractEventLoop, index: int, batch: list[Work], top_up: bool
+    ) -> None:
+        """Hand a batch to the instance's thread; its completion comes back through
+        ``call_soon_threadsafe`` (no task or future wrappers on the hot path)."""
+        if top_up:
+            self._top_up(batch)
+        start = time.perf_counter_ns()
+        for w in batch:
+            w.queue_ns = start - w.enqueued_ns
+
+        def work() -> None:
+            try:
+                outcome: list[Result | BaseException] | BaseException = self._run_batch(
+                    index, batch
+                )
+            except BaseException as exc:  # a bug: every waiting request gets it
+                outcome = exc
+            loop.call_soon_threadsafe(self._finish, index, batch, outcome)
+
+        try:
+            self.executor.submit(work)
+        except RuntimeError as exc:  # executor shut down (unloaded meanwhile)
+            self._finish(index, batch, exc)
+
+    def _finish(
+        self, index: int, batch: list[Work], outcome: list[Result | BaseException] | BaseException
+    ) -> None:
+        results = outcome if isinstance(outcome, list) else [outcome] * len(batch)
+        for w, res in zip(batch, results, strict=True):
+            fut = w.future
+            if fut is None or fut.done():
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+        self._done(len(batch))
+        self.free.append(index)
+        if self.queue:
+            self._pump()
 
     # -- in a worker thread --------------------------------------------------------------
     def _run_batch(self, index: int, batch: list[Work]) -> list[Result | BaseException]:
@@ -265,7 +279,8 @@ class Batcher:
         except asyncio.TimeoutError:
             return False
         finally:
-            self.executor.shutdown(wait=False)
+            if not self.queue:
+                self.executor.shutdown(wait=False)
 
 
 def run_failure(exc: BaseException) -> HttpError:

@@ -61,8 +61,7 @@ def decode_http(
         hlen = -1
     if hlen < 0:
         raise bad_request(
-            f"Inference-Header-Content-Length '{clip(header_length)}' is not a non-negative "
-            "integer"
+            f"Inference-Header-Content-Length '{clip(header_length)}' is not a non-negative integer"
         )
     if hlen > len(body):
         raise bad_request(
@@ -123,9 +122,7 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def decode_json(
-    head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port]
-) -> Request:
+def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port]) -> Request:
     head = _dict(head, "the request")
     raw_inputs = head.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:

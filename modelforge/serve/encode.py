@@ -46,8 +46,10 @@ def _json_data(name: str, datatype: str, arr: np.ndarray) -> Any:
             "binary (outputs[].parameters.binary_data: true, or binary_data_output: true)"
         )
     if datatype == "BYTES":
-        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in
-                arr.reshape(-1)]
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+            for v in arr.reshape(-1)
+        ]
     flat = np.ascontiguousarray(arr).reshape(-1)
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         return _NonFinite(flat.tolist())

@@ -71,11 +71,15 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
     for i, t in enumerate(request.inputs):
         port = ports.get(t.name)
         if port is None:
-            raise bad_request(f"the model has no input '{clip(t.name)}' (inputs: "
-                              f"{', '.join(clip(p) for p in ports)})")
+            raise bad_request(
+                f"the model has no input '{clip(t.name)}' (inputs: "
+                f"{', '.join(clip(p) for p in ports)})"
+            )
         if t.datatype != port.datatype:
-            raise bad_request(f"input '{clip(t.name)}' has datatype {clip(t.datatype)}; the "
-                              f"model expects {port.datatype} {expected_shape(port)}")
+            raise bad_request(
+                f"input '{clip(t.name)}' has datatype {clip(t.datatype)}; the "
+                f"model expects {port.datatype} {expected_shape(port)}"
+            )
         shape = [int(d) for d in t.shape]
         if any(d < 0 for d in shape):
             raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
@@ -84,8 +88,9 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         else:
             field = _CONTENTS.get(t.datatype)
             if field is None:
-                raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in "
-                                  "raw_input_contents")
+                raise bad_request(
+                    f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents"
+                )
             values = list(getattr(t.contents, field))
             if t.datatype == "BYTES":
                 try:
@@ -95,8 +100,10 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
             else:
                 arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
             if arr.size != math.prod(shape):
-                raise bad_request(f"input '{clip(t.name)}' has {arr.size} values but shape "
-                                  f"{shape} needs {math.prod(shape)}")
+                raise bad_request(
+                    f"input '{clip(t.name)}' has {arr.size} values but shape "
+                    f"{shape} needs {math.prod(shape)}"
+                )
             arr = arr.reshape(shape)
         check_tensor(port, arr)
         feeds[t.name] = arr
@@ -108,8 +115,10 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
     wanted = []
     for o in request.outputs:
         if o.name not in by_name:
-            raise bad_request(f"the model has no output '{clip(o.name)}' (outputs: "
-                              f"{', '.join(clip(p) for p in by_name)})")
+            raise bad_request(
+                f"the model has no output '{clip(o.name)}' (outputs: "
+                f"{', '.join(clip(p) for p in by_name)})"
+            )
         wanted.append(Wanted(by_name[o.name], True))
     if not wanted:
         wanted = [Wanted(p, True) for p in outputs]
@@ -137,8 +146,10 @@ class _Servicer:
         given = str(md.get("authorization", ""))
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
-            context.abort(self.grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or wrong bearer token (metadata 'authorization: Bearer T')")
+            context.abort(
+                self.grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token (metadata 'authorization: Bearer T')",
+            )
 
     def guard(self, method: str, fn: Any) -> Any:
         def call(request: Any, context: Any) -> Any:
@@ -147,6 +158,7 @@ class _Servicer:
                 return fn(request)
             except HttpError as err:
                 self._abort(context, err)
+
         return call
 
     # -- methods ----------------------------------------------------------------------
@@ -167,8 +179,9 @@ class _Servicer:
     def server_metadata(self, request: Any) -> Any:
         from modelforge import __version__
 
-        return self.pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__,
-                                              extensions=EXTENSIONS)
+        return self.pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
+        )
 
     def model_metadata(self, request: Any) -> Any:
         from modelforge.serve.triton import model_metadata
@@ -177,8 +190,11 @@ class _Servicer:
         meta = model_metadata(self.app.registry.model(request.name), sv)
         T = self.pb.ModelMetadataResponse.TensorMetadata
         return self.pb.ModelMetadataResponse(
-            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
-            inputs=[T(**t) for t in meta["inputs"]], outputs=[T(**t) for t in meta["outputs"]],
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[T(**t) for t in meta["inputs"]],
+            outputs=[T(**t) for t in meta["outputs"]],
         )
 
     def model_config(self, request: Any) -> Any:
@@ -188,8 +204,11 @@ class _Servicer:
         from modelforge.serve.triton import model_config
 
         sv = self._call(self.app.registry.get(request.name, request.version or None))
-        cfg = json_format.ParseDict(model_config(sv, self.app.options),
-                                    model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+        cfg = json_format.ParseDict(
+            model_config(sv, self.app.options),
+            model_config_pb2.ModelConfig(),
+            ignore_unknown_fields=True,
+        )
         return self.pb.ModelConfigResponse(config=cfg)
 
     def model_statistics(self, request: Any) -> Any:
@@ -205,8 +224,9 @@ class _Servicer:
         else:
             svs = [sv for m in reg.models.values() for sv in m.loaded.values()]
         data = {"model_stats": [sv.stats.to_dict() for sv in svs]}
-        return json_format.ParseDict(data, self.pb.ModelStatisticsResponse(),
-                                     ignore_unknown_fields=True)
+        return json_format.ParseDict(
+            data, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
 
     def model_infer(self, request: Any) -> Any:
         import time
@@ -229,31 +249,43 @@ class _Servicer:
             )
             for w in req.wanted:
                 arr, labels = result[w.port.name]
-                out = resp.outputs.add(name=w.port.name, datatype=w.port.datatype,
-                                       shape=list(arr.shape))
+                out = resp.outputs.add(
+                    name=w.port.name, datatype=w.port.datatype, shape=list(arr.shape)
+                )
                 if labels is not None:
                     out.parameters["labels"].string_param = json.dumps(
-                        [v.item() if hasattr(v, "item") else v for v in labels])
+                        [v.item() if hasattr(v, "item") else v for v in labels]
+                    )
                 resp.raw_output_contents.append(tensor_bytes(w.port.datatype, arr))
-            sv.stats.request_done(True, req.rows, time.perf_counter_ns() - t0, work.queue_ns,
-                                  t1 - t0, work.infer_ns, time.perf_counter_ns() - t2)
+            sv.stats.request_done(
+                True,
+                req.rows,
+                time.perf_counter_ns() - t0,
+                work.queue_ns,
+                t1 - t0,
+                work.infer_ns,
+                time.perf_counter_ns() - t2,
+            )
             return resp
         except HttpError as err:
             sv.stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
             raise
 
 
-def start_grpc(app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEventLoop
-               ) -> tuple[Any, int]:
+def start_grpc(
+    app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEventLoop
+) -> tuple[Any, int]:
     """Start the gRPC server on ``options.grpc_port``; returns (server, bound port)."""
     grpc, pb, pb_grpc = _import()
     servicer = _Servicer(app, loop, pb, grpc)
     limit = options.max_request_bytes
     server = grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="mf-grpc"),
-        options=[("grpc.max_receive_message_length", limit),
-                 ("grpc.max_send_message_length", 2**31 - 1),
-                 ("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 0),
+        ],
     )
     methods = {
         "ServerLive": servicer.server_live,
@@ -266,13 +298,19 @@ def start_grpc(app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEvent
         "ModelInfer": servicer.model_infer,
     }
     base = pb_grpc.GRPCInferenceServiceServicer
-    impl = type("Servicer", (base,), {
-        name: (lambda f: lambda self, req, ctx: f(req, ctx))(servicer.guard(name, fn))
-        for name, fn in methods.items()
-    })()
+    impl = type(
+        "Servicer",
+        (base,),
+        {
+            name: (lambda f: lambda self, req, ctx: f(req, ctx))(servicer.guard(name, fn))
+            for name, fn in methods.items()
+        },
+    )()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(impl, server)
-    address = f"{options.host if ':' not in options.host else f'[{options.host}]'}:" \
-              f"{options.grpc_port or 0}"
+    address = (
+        f"{options.host if ':' not in options.host else f'[{options.host}]'}:"
+        f"{options.grpc_port or 0}"
+    )
     if options.tls_cert and options.tls_key:
         with open(options.tls_key, "rb") as k, open(options.tls_cert, "rb") as c:
             creds = grpc.ssl_server_credentials([(k.read(), c.read())])
@@ -282,7 +320,10 @@ def start_grpc(app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEvent
     if not port:
         from modelforge.errors import UsageError
 
-        raise UsageError(f"cannot listen for gRPC on {address}", hint="pick another --grpc-port",
-                         code="cannot_bind")
+        raise UsageError(
+            f"cannot listen for gRPC on {address}",
+            hint="pick another --grpc-port",
+            code="cannot_bind",
+        )
     server.start()
     return server, port

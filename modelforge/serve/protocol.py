@@ -7,7 +7,7 @@ from typing import Any
 
 SERVER_NAME = "modelforge"
 PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 # onnx element type name (as in "tensor(float)") -> OIP datatype
 ONNX_TO_OIP: dict[str, str] = {

@@ -182,8 +182,9 @@ class Registry:
                 except ModelForgeError as exc:
                     model.reason = exc.message
                     raise HttpError(
-                        503, f"model '{clip(model.name)}' version {version} cannot be loaded: "
-                        f"{exc.message}"
+                        503,
+                        f"model '{clip(model.name)}' version {version} cannot be loaded: "
+                        f"{exc.message}",
                     ) from None
                 model.loaded[version] = sv
                 model.reason = ""
@@ -255,8 +256,14 @@ class Registry:
                 state = "UNAVAILABLE" if m.unloaded else ("READY" if v in m.loaded else "UNLOADED")
                 if ready_only and state != "READY":
                     continue
-                out.append({"name": name, "version": str(v), "state": state,
-                            "reason": m.reason if state != "READY" else ""})
+                out.append(
+                    {
+                        "name": name,
+                        "version": str(v),
+                        "state": state,
+                        "reason": m.reason if state != "READY" else "",
+                    }
+                )
         return out
 
     async def load(self, name: str) -> None:

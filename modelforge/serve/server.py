@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -90,13 +91,15 @@ def models_summary(app: Any) -> list[dict[str, Any]]:
     out = []
     for name in sorted(app.registry.models):
         m = app.registry.models[name]
-        out.append({
-            "name": name,
-            "versions": list(m.available),
-            "latest": m.latest,
-            "aliases": dict(m.aliases),
-            "loaded": sorted(m.loaded),
-        })
+        out.append(
+            {
+                "name": name,
+                "versions": list(m.available),
+                "latest": m.latest,
+                "aliases": dict(m.aliases),
+                "loaded": sorted(m.loaded),
+            }
+        )
     return out
 
 
@@ -116,7 +119,7 @@ def run_in_process(
     options = options.validate()
     _configure_logging(options)
     app = create_app(models, options)
-    sock = sock or bind_socket(options.host, options.port)
+    listener = sock or bind_socket(options.host, options.port)
     grpc_server = None
     config = uvicorn.Config(
         app,
@@ -140,7 +143,7 @@ def run_in_process(
             await super().startup(sockets=sockets)
             if self.should_exit:
                 return
-            port = int(sock.getsockname()[1])
+            port = int(listener.getsockname()[1])
             gport = None
             if options.grpc_port is not None:
                 from modelforge.serve.grpc_server import start_grpc
@@ -163,13 +166,18 @@ def run_in_process(
                 on_ready(info)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn's own handler re-raises the signal after shutting down (the process then
+            # dies by SIGTERM); a drained server exits 0 instead. A second Ctrl-C forces.
             app.shutting_down = True
             if grpc_server is not None:
                 grpc_server.stop(grace=options.shutdown_timeout_s)
-            super().handle_exit(sig, frame)
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
 
     server = _Server(config)
-    server.run(sockets=[sock])
+    server.run(sockets=[listener])
     if grpc_server is not None:
         grpc_server.stop(grace=1).wait(2)
     return 0 if server.started else 1
@@ -212,8 +220,11 @@ def check_extra() -> None:
 
     from modelforge.errors import UsageError
 
-    missing = [m for m in ("uvicorn", "orjson", "prometheus_client", "httptools", "uvloop")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("uvicorn", "orjson", "prometheus_client", "httptools", "uvloop")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise UsageError(
             f"modelforge serve needs {', '.join(missing)}, which "
@@ -221,4 +232,3 @@ def check_extra() -> None:
             hint="pip install 'modelforge[serve]' (and 'modelforge[grpc]' for --grpc-port)",
             code="missing_extra",
         )
-

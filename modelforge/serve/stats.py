@@ -27,7 +27,9 @@ class Metrics:
         labels = ["model", "version"]
         r = self.registry
         self.success = Counter(
-            "modelforge_inference_request_success", "Successful inference requests", labels,
+            "modelforge_inference_request_success",
+            "Successful inference requests",
+            labels,
             registry=r,
         )
         self.failure = Counter(
@@ -41,26 +43,40 @@ class Metrics:
             "modelforge_inference_exec_count", "Session runs (batches)", labels, registry=r
         )
         self.request = Histogram(
-            "modelforge_request_duration_seconds", "Request duration, end to end", labels,
-            buckets=_BUCKETS, registry=r,
+            "modelforge_request_duration_seconds",
+            "Request duration, end to end",
+            labels,
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.queue = Histogram(
-            "modelforge_queue_duration_seconds", "Time spent queued before the run", labels,
-            buckets=_BUCKETS, registry=r,
+            "modelforge_queue_duration_seconds",
+            "Time spent queued before the run",
+            labels,
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.compute = Histogram(
-            "modelforge_compute_duration_seconds", "onnxruntime run duration per batch", labels,
-            buckets=_BUCKETS, registry=r,
+            "modelforge_compute_duration_seconds",
+            "onnxruntime run duration per batch",
+            labels,
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.batch = Histogram(
-            "modelforge_batch_size", "Rows per session run", labels, buckets=_BATCH_BUCKETS,
+            "modelforge_batch_size",
+            "Rows per session run",
+            labels,
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
             "modelforge_requests_in_flight", "Requests being served", labels, registry=r
         )
         self.busy = Gauge(
-            "modelforge_instances_busy", "Session instances running a batch", labels,
+            "modelforge_instances_busy",
+            "Session instances running a batch",
+            labels,
             registry=r,
         )
         self.queued = Gauge(
@@ -89,8 +105,14 @@ class VersionStats:
         self.execution_count = 0
         self.stats = {
             k: _pair()
-            for k in ("success", "fail", "queue", "compute_input", "compute_infer",
-                      "compute_output")
+            for k in (
+                "success",
+                "fail",
+                "queue",
+                "compute_input",
+                "compute_infer",
+                "compute_output",
+            )
         }
         self.batches: dict[int, dict[str, dict[str, int]]] = {}
         labels = (name, str(version))
@@ -118,11 +140,14 @@ class VersionStats:
         with self._lock:
             self.execution_count += 1
             b = self.batches.setdefault(
-                rows, {"compute_input": _pair(), "compute_infer": _pair(),
-                       "compute_output": _pair()}
+                rows,
+                {"compute_input": _pair(), "compute_infer": _pair(), "compute_output": _pair()},
             )
-            for key, ns in (("compute_input", input_ns), ("compute_infer", infer_ns),
-                            ("compute_output", output_ns)):
+            for key, ns in (
+                ("compute_input", input_ns),
+                ("compute_infer", infer_ns),
+                ("compute_output", output_ns),
+            ):
                 b[key]["count"] += 1
                 b[key]["ns"] += ns
         if self._metrics is not None:
@@ -131,8 +156,15 @@ class VersionStats:
             self._batch.observe(rows)
 
     def request_done(
-        self, ok: bool, rows: int, total_ns: int, queue_ns: int, input_ns: int,
-        infer_ns: int, output_ns: int, status: int = 200,
+        self,
+        ok: bool,
+        rows: int,
+        total_ns: int,
+        queue_ns: int,
+        input_ns: int,
+        infer_ns: int,
+        output_ns: int,
+        status: int = 200,
     ) -> None:
         with self._lock:
             s = self.stats
@@ -142,8 +174,12 @@ class VersionStats:
             if ok:
                 self.inference_count += rows
                 self.last_inference = time.time_ns() // 1_000_000
-                for k, ns in (("queue", queue_ns), ("compute_input", input_ns),
-                              ("compute_infer", infer_ns), ("compute_output", output_ns)):
+                for k, ns in (
+                    ("queue", queue_ns),
+                    ("compute_input", input_ns),
+                    ("compute_infer", infer_ns),
+                    ("compute_output", output_ns),
+                ):
                     s[k]["count"] += 1
                     s[k]["ns"] += ns
         m = self._metrics

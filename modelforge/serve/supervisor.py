@@ -119,6 +119,7 @@ def supervise(
         if stopping.is_set():
             return
         stopping.set()
+        sock.close()  # the worker keeps its copy until it stops accepting; then: refused
         for w in current:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
