@@ -31,10 +31,10 @@ def _tensor(port: Port, batched: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": port.name,
         "data_type": triton_type(port.datatype),
-        "dims": dims,
+        "dims": dims or [1],
     }
-    if port.zipmap:
-        entry["label_filename"] = ""
+    if not dims:  # Triton spells a per-row scalar as dims [1] reshaped to []
+        entry["reshape"] = {"shape": []}
     return entry
 
 
