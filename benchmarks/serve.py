@@ -8,10 +8,11 @@ run for --duration seconds per cell. Cells are interleaved: for each (model, row
 clients), every server is measured back to back, in rotating order, so that a noisy
 neighbour hits all of them alike. The in-process onnxruntime loop is the ceiling.
 
-The peers run from a separate virtualenv (--peers-venv, default /work/peers-venv) holding
-`kserve`, `mlserver` (with uvloop==0.21.0) and onnxruntime; this script installs nothing,
-and prints which interpreter it used for each server. MLServer's REST server has no binary
-tensor extension (SeldonIO/MLServer#324): its binary cells are "n/a".
+The peers run from their own virtualenvs (this script installs nothing, and prints which
+interpreter it used for each server): --kserve-venv (default /work/peers-venv: `kserve`,
+onnxruntime) and --mlserver-venv (default /work/peers-venv-mlserver: `mlserver`,
+`uvloop==0.21.0`, onnxruntime; MLServer's pydantic pins clash with kserve's). MLServer's
+REST server has no binary tensor extension (SeldonIO/MLServer#324): binary cells are "n/a".
 
     python benchmarks/serve.py                                  # full grid, 3 s cells
     python benchmarks/serve.py --duration 2 --clients 1,8 --rows 1 --formats json   # quick
@@ -56,10 +57,13 @@ def _client(conn) -> None:  # pragma: no cover - runs in a child process
         inp = http.InferInput(inp_name, [rows, FEATURES], "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
         outs = [http.InferRequestedOutput(n, binary_data=binary) for n in out_names]
+        # tritonclient sends JSON without a Content-Type, which KServe takes for binary (400);
+        # every server gets the header, so that the JSON cells measure JSON everywhere
+        headers = None if binary else {"Content-Type": "application/json"}
         lat: list[float] = []
         errors = 0
         try:
-            client.infer(model, [inp], outputs=outs)
+            client.infer(model, [inp], outputs=outs, headers=headers)
         except Exception:
             errors += 1
         while time.time() < start_at:
@@ -68,7 +72,7 @@ def _client(conn) -> None:  # pragma: no cover - runs in a child process
         while time.time() < end:
             t0 = time.perf_counter()
             try:
-                client.infer(model, [inp], outputs=outs)
+                client.infer(model, [inp], outputs=outs, headers=headers)
                 lat.append(time.perf_counter() - t0)
             except Exception:
                 errors += 1
@@ -124,7 +128,7 @@ def _ready(url: str, models: list[str]) -> bool:
         return False
 
 
-def start(kind: str, paths: dict[str, Path], peers_python: str, work: Path):
+def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path):
     port = free_port()
     pairs = [f"{n}={p}" for n, p in paths.items()]
     if kind == "modelforge":
@@ -140,11 +144,11 @@ def start(kind: str, paths: dict[str, Path], peers_python: str, work: Path):
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
     elif kind == "kserve":
-        cmd = [peers_python, str(HERE / "peers" / "kserve_onnx.py"), "--port", str(port), *pairs]
+        cmd = [pythons[kind], str(HERE / "peers" / "kserve_onnx.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
     else:
         cmd = [
-            peers_python,
+            pythons[kind],
             str(HERE / "peers" / "mlserver_onnx.py"),
             "--port",
             str(port),
@@ -196,12 +200,20 @@ def main() -> None:
     ap.add_argument("--formats", default="json,binary")
     ap.add_argument("--models", default="lr,mlp")
     ap.add_argument("--servers", default="modelforge,kserve,mlserver")
-    ap.add_argument("--peers-venv", default="/work/peers-venv")
+    ap.add_argument("--kserve-venv", default="/work/peers-venv")
+    ap.add_argument(
+        "--mlserver-venv",
+        default="/work/peers-venv-mlserver",
+        help="MLServer needs pydantic 1/2 pins that clash with kserve's: own venv",
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     from predict_csv import make_models
 
-    peers_python = str(Path(args.peers_venv) / "bin" / "python")
+    pythons = {
+        "kserve": str(Path(args.kserve_venv) / "bin" / "python"),
+        "mlserver": str(Path(args.mlserver_venv) / "bin" / "python"),
+    }
     clients = [int(c) for c in args.clients.split(",")]
     servers = args.servers.split(",")
     with tempfile.TemporaryDirectory(prefix="mf-serve-bench-") as tmp:
@@ -216,7 +228,7 @@ def main() -> None:
         procs = {}
         try:
             for kind in servers:
-                procs[kind] = start(kind, paths, peers_python, work)
+                procs[kind] = start(kind, paths, pythons, work)
             pool = Pool(max(clients))
             rows_list = [int(r) for r in args.rows.split(",")]
             cells = list(itertools.product(paths, rows_list, args.formats.split(","), clients))

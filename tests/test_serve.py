@@ -393,6 +393,25 @@ def test_non_finite_outputs(srv):
     assert np.isnan(y[0, 0]) and y[0, 1] == -np.inf
 
 
+def test_expect_100_continue_then_one_answer(srv):
+    import socket
+
+    body = json.dumps(_lin_body()).encode()
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        reply = b""
+        while b'"outputs"' not in reply:
+            chunk = sock.recv(4096)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200") and b"content-length" in reply.lower()
+
+
 def test_paths_and_methods(srv):
     assert jreq(srv, "GET", "/v2/models/lin/infer")[0] == 405
     assert jreq(srv, "GET", "/nowhere")[0] == 404

@@ -115,6 +115,7 @@ def run_in_process(
     import uvicorn
 
     from modelforge.serve.app import create_app
+    from modelforge.serve.http_protocol import CoalescingHttpToolsProtocol
 
     options = options.validate()
     _configure_logging(options)
@@ -124,7 +125,7 @@ def run_in_process(
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_level="warning",
