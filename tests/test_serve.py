@@ -393,6 +393,32 @@ def test_non_finite_outputs(srv):
     assert np.isnan(y[0, 0]) and y[0, 1] == -np.inf
 
 
+def test_content_encoding(env, srv):
+    import gzip
+
+    body = json.dumps(_lin_body()).encode()
+    status, _, out = request(
+        srv, "POST", "/v2/models/lin/infer", gzip.compress(body), {"Content-Encoding": "gzip"}
+    )
+    assert status == 200, out
+    np.testing.assert_allclose(
+        json.loads(out)["outputs"][0]["data"],
+        lin_expected(env, 2, np.arange(1, 5, dtype=np.float32).reshape(1, 4)).ravel(),
+        rtol=1e-6,
+    )
+    status, _, out = request(srv, "POST", "/v2/models/lin/infer", body, {"Content-Encoding": "br"})
+    assert status == 415 and b"br" in out
+    status, _, out = request(
+        srv, "POST", "/v2/models/lin/infer", b"notgzip", {"Content-Encoding": "gzip"}
+    )
+    assert status == 400 and b"gzip" in out
+    bomb = gzip.compress(b" " * (3 * 1024 * 1024))  # inflates past the 1 MiB limit
+    status, _, out = request(
+        srv, "POST", "/v2/models/lin/infer", bomb, {"Content-Encoding": "gzip"}
+    )
+    assert status == 413
+
+
 def test_expect_100_continue_then_one_answer(srv):
     import socket
 

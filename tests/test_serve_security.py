@@ -118,6 +118,11 @@ def test_whole_store_served_and_new_names_appear(secure):
         lambda: (r := call(secure, "GET", "/v2/models/lin2"))[0] == 200 and r, timeout=30
     )
     assert meta["outputs"][0]["shape"] == [-1, 3]
+    # a removed version stops being served (404) once the poller sees it
+    from modelforge.store.ops import remove
+
+    remove("lin2:1", store=secure["store"])
+    wait_until(lambda: call(secure, "GET", "/v2/models/lin2/versions/1")[0] == 404, timeout=30)
 
 
 def test_request_timeout_is_503(secure):
@@ -181,6 +186,19 @@ def test_cli_port_in_use(tmp_path):
         s.listen()
         r = _cli("serve", str(path), "--port", str(s.getsockname()[1]))
     assert r.returncode == 2 and "cannot listen" in r.stderr
+
+
+def test_missing_extra_is_one_line_with_the_pip_hint():
+    code = (
+        "import sys\nsys.modules['uvicorn'] = None\nfrom modelforge.cli.app import main\n"
+        "sys.argv = ['modelforge', 'serve']\nmain()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: modelforge serve needs uvicorn, which is not installed Hint: pip install "
+        "'modelforge[serve]' (and 'modelforge[grpc]' for --grpc-port)"
+    ]
 
 
 def test_help_imports_no_server_stack():

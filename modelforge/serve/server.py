@@ -9,6 +9,7 @@ onnxruntime), the parent says so on stderr and starts a new worker on the same s
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -124,7 +125,7 @@ def run_in_process(
     grpc_server = None
     config = uvicorn.Config(
         app,
-        loop="uvloop",
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http=CoalescingHttpToolsProtocol,
         lifespan="on",
         access_log=False,
@@ -221,11 +222,15 @@ def check_extra() -> None:
 
     from modelforge.errors import UsageError
 
-    missing = [
-        m
-        for m in ("uvicorn", "orjson", "prometheus_client", "httptools", "uvloop")
-        if importlib.util.find_spec(m) is None
-    ]
+    def absent(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is None  # blocked on purpose (tests do this)
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    missing = [m for m in ("uvicorn", "orjson", "prometheus_client", "httptools") if absent(m)]
     if missing:
         raise UsageError(
             f"modelforge serve needs {', '.join(missing)}, which "
