@@ -44,6 +44,7 @@ def _client(conn) -> None:  # pragma: no cover - runs in a child process
     import tritonclient.http as http
 
     clients: dict[str, object] = {}
+    conn.send("ready")  # imports done: the pool is not measured while children start up
     while True:
         cmd = conn.recv()
         if cmd is None:
@@ -90,6 +91,9 @@ class Pool:
             p.start()
             self.conns.append(parent)
             self.procs.append(p)
+        for c in self.conns:
+            if c.recv() != "ready":
+                raise SystemExit("a client process failed to start")
 
     def run(self, n: int, cmd: tuple, duration: float) -> tuple[list[float], int]:
         start_at = time.time() + 1.0 + 0.02 * n

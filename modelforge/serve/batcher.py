@@ -100,19 +100,26 @@ class Batcher:
         self._idle.clear()
         self.queue.append(work)
         self._pump()
+        fut = work.future
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, work, timeout)
         try:
-            if timeout is None:
-                return await work.future
-            return await asyncio.wait_for(asyncio.shield(work.future), timeout)
-        except asyncio.TimeoutError:
-            work.cancelled = True
-            raise unavailable(
-                f"{self.label} did not answer within the {timeout:g} s request timeout", 1
-            ) from None
+            return await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             if work.cancelled and work in self.queue:
                 self.queue.remove(work)
                 self._done(1)
+
+    def _expire(self, work: Work, timeout: float) -> None:
+        """The request timed out: answer 503 now; a run already started finishes unseen."""
+        if work.future is not None and not work.future.done():
+            work.cancelled = True
+            work.future.set_exception(
+                unavailable(
+                    f"{self.label} did not answer within the {timeout:g} s request timeout", 1
+                )
+            )
 
     def _done(self, n: int) -> None:
         self.pending -= n
