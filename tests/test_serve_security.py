@@ -57,6 +57,8 @@ def secure(tmp_path_factory):
             str(cert),
             "--tls-key",
             str(key),
+            "--inline-below",
+            "0",
             "--request-timeout",
             "0.3",
             "--instances",

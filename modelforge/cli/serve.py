@@ -77,6 +77,15 @@ def serve_cmd(
         int,
         typer.Option("--max-queue", metavar="N", help="Queued requests per version before 503."),
     ] = 256,
+    inline_below: Annotated[
+        int,
+        typer.Option(
+            "--inline-below",
+            metavar="US",
+            help="A lone request of a model whose runs take under US µs runs on the event "
+            "loop (0 = always in instance threads).",
+        ),
+    ] = 300,
     request_timeout: Annotated[
         float,
         typer.Option("--request-timeout", metavar="S", help="Per-request timeout (0 = none)."),
@@ -141,6 +150,7 @@ def serve_cmd(
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay,
             max_queue=max_queue,
+            inline_below_us=inline_below,
             request_timeout_s=request_timeout or None,
             max_request_bytes=max_request_size * 1024 * 1024,
             token=token or os.environ.get(TOKEN_ENV) or None,

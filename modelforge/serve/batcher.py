@@ -53,6 +53,12 @@ def merge_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
     return tuple((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items())
 
 
+class Load:
+    """Requests inside any batcher of the server (queued or running), counted on the loop."""
+
+    active = 0
+
+
 class Batcher:
     def __init__(
         self,
@@ -64,6 +70,8 @@ class Batcher:
         max_queue: int,
         on_batch: Callable[[int, int, int, int], None] | None = None,
         label: str = "",
+        inline_us: int = 0,
+        load: Load | None = None,
     ) -> None:
         self.version = version
         self.batching = batching
@@ -81,6 +89,10 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.order = [p.name for p in version.outputs]
+        self.inline_ns = inline_us * 1000
+        self.load = load or Load()
+        self._run_ns = 0.0  # moving averages of run time and rows, for the inline rule
+        self._run_rows = 0.0
 
     async def infer(self, work: Work, timeout: float | None) -> Result:
         if self.closed:
@@ -97,14 +109,20 @@ class Batcher:
         work.contended = not self.free
         work.key = merge_key(work.feeds)
         self.pending += 1
+        self.load.active += 1
         self._idle.clear()
         self.queue.append(work)
-        self._pump()
+        try:
+            self._pump()
+        except BaseException:
+            self.load.active -= 1
+            raise
         fut = work.future
         timer = None if timeout is None else loop.call_later(timeout, self._expire, work, timeout)
         try:
             return await fut
         finally:
+            self.load.active -= 1
             if timer is not None:
                 timer.cancel()
             if work.cancelled and work in self.queue:
@@ -182,6 +200,10 @@ class Batcher:
         for w in batch:
             w.queue_ns = start - w.enqueued_ns
 
+        if self._inline(batch):
+            self._finish(index, batch, self._run_batch(index, batch))
+            return
+
         def work() -> None:
             try:
                 outcome: list[Result | BaseException] | BaseException = self._run_batch(
@@ -195,6 +217,25 @@ class Batcher:
             self.executor.submit(work)
         except RuntimeError as exc:  # executor shut down (unloaded meanwhile)
             self._finish(index, batch, exc)
+
+    def _inline(self, batch: list[Work]) -> bool:
+        """A lone request (nothing else queued or running anywhere in the server) for a model
+        whose runs take under ``--inline-below`` µs runs on the event loop thread: the two
+        thread wake-ups of a hand-off cost more than such a run, and there is nothing the
+        loop could do meanwhile. Anything else goes to the instance threads (and batches)."""
+        if not self.inline_ns or self.load.active > 1 or len(batch) != 1 or self.queue:
+            return False
+        if self._run_rows <= 0:
+            return False  # not measured yet: the first run goes to a thread
+        estimate = self._run_ns * max(1.0, batch[0].rows / self._run_rows)
+        return estimate <= self.inline_ns
+
+    def _measured(self, ns: int, rows: int) -> None:
+        if self._run_rows <= 0:
+            self._run_ns, self._run_rows = float(ns), float(rows)
+        else:
+            self._run_ns += 0.2 * (ns - self._run_ns)
+            self._run_rows += 0.2 * (rows - self._run_rows)
 
     def _finish(
         self, index: int, batch: list[Work], outcome: list[Result | BaseException] | BaseException
@@ -227,7 +268,11 @@ class Batcher:
         return [n for n in self.order if n in wanted]
 
     def _run(self, index: int, names: list[str], feeds: dict[str, Any]) -> list[Any]:
-        return self.version.run(index, names, feeds)
+        t0 = time.perf_counter_ns()
+        values = self.version.run(index, names, feeds)
+        first = next(iter(feeds.values()))
+        self._measured(time.perf_counter_ns() - t0, int(first.shape[0]) if first.ndim else 1)
+        return values
 
     def _run_one(self, index: int, w: Work) -> Result | BaseException:
         from modelforge.serve.models import flatten_output

@@ -23,6 +23,7 @@ class ServeOptions:
     max_batch_size: int = 64
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
+    inline_below_us: int = 300  # lone requests of models faster than this run on the loop
     request_timeout_s: float | None = 30.0
     max_request_bytes: int = 64 * MiB
     token: str | None = None
@@ -52,6 +53,7 @@ class ServeOptions:
         need(self.max_batch_size >= 1, "--max-batch-size must be at least 1")
         need(self.max_queue_delay_us >= 0, "--max-queue-delay must be 0 or more microseconds")
         need(self.max_queue >= 1, "--max-queue must be at least 1")
+        need(self.inline_below_us >= 0, "--inline-below must be 0 or more microseconds")
         need(self.max_request_bytes >= 1024, "--max-request-size must be at least 1 KiB")
         need(
             self.request_timeout_s is None or self.request_timeout_s > 0,

@@ -21,7 +21,7 @@ from typing import Any
 
 from modelforge.errors import ModelForgeError
 from modelforge.serve import models as core
-from modelforge.serve.batcher import Batcher
+from modelforge.serve.batcher import Batcher, Load
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.protocol import HttpError, clip, not_found, unavailable
 from modelforge.serve.stats import Metrics, VersionStats
@@ -74,6 +74,7 @@ class Registry:
         self.store = core.open_store(options.store)
         self.models: dict[str, ServedModel] = {}
         self.whole_store = not refs
+        self.traffic = Load()
         self.ready = False
         for ref in refs:
             self._add_ref(ref)
@@ -145,6 +146,8 @@ class Registry:
             max_queue=opts.max_queue,
             on_batch=stats.batch_ran,
             label=label,
+            inline_us=opts.inline_below_us,
+            load=self.traffic,
         )
         n = len(opened.sessions)
         stats.watch(lambda: n - len(batcher.free), lambda: len(batcher.queue))
