@@ -4,9 +4,13 @@ Same models for every server (from benchmarks/predict_csv.py: a scikit-learn
 LogisticRegression with 20 inputs, and an MLP 20 -> 256 -> 256 -> 1), same onnxruntime
 session options (intra-op threads = cores, spinning off). The load comes from tritonclient
 HTTP clients, one per process (a pool started once and reused), all started together and
-run for --duration seconds per cell. Cells are interleaved: for each (model, rows, format,
-clients), every server is measured back to back, in rotating order, so that a noisy
-neighbour hits all of them alike. The in-process onnxruntime loop is the ceiling.
+run for --duration seconds per cell. Each cell reports requests/s, the p99 latency seen by
+the clients, and the server's own CPU time per request (user + system of its whole process
+tree, from /proc): on a small shared machine the load clients take most of the cores, so
+throughput ratios are capped by the harness while CPU per request is not. Cells are
+interleaved: for each (model, rows, format, clients), every server is measured back to
+back, in rotating order, so that a noisy neighbour hits all of them alike. The in-process
+onnxruntime loop is the ceiling.
 
 The peers run from their own virtualenvs (this script installs nothing, and prints which
 interpreter it used for each server): --kserve-venv (default /work/peers-venv: `kserve`,
@@ -178,6 +182,31 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
     return proc, f"127.0.0.1:{port}"
 
 
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def ceiling(path: Path, rows: int, duration: float) -> float:
     import numpy as np
     import onnxruntime as ort
@@ -238,7 +267,7 @@ def main() -> None:
             cells = list(itertools.product(paths, rows_list, args.formats.split(","), clients))
             print(
                 "| model | rows | format | clients | "
-                + " | ".join(f"{s} req/s (p99 ms)" for s in servers)
+                + " | ".join(f"{s} req/s (p99 ms) CPU µs/req" for s in servers)
                 + " | ratio vs best peer | ort alone |"
             )
             print("|" + "---|" * (6 + len(servers)))
@@ -251,14 +280,18 @@ def main() -> None:
                         res[kind] = "n/a"
                         continue
                     cmd = (procs[kind][1], model, io[model][0], io[model][1], rows, fmt == "binary")
+                    cpu0 = _tree_cpu_s(procs[kind][0].pid)
                     lat, errors = pool.run(n, cmd, args.duration)
+                    cpu = _tree_cpu_s(procs[kind][0].pid) - cpu0
                     if errors or not lat:
                         res[kind] = f"errors: {errors}"
                         continue
                     rate = len(lat) / args.duration
                     p99 = statistics.quantiles(lat, n=100)[98] * 1000 if len(lat) > 2 else 0
                     rates[kind] = rate
-                    res[kind] = f"{rate:,.0f} ({p99:.1f})"
+                    # server CPU per request (includes the warm-up request of each client)
+                    us = cpu / (len(lat) + n) * 1e6
+                    res[kind] = f"{rate:,.0f} ({p99:.1f}) {us:,.0f}"
                 peers = [v for k, v in rates.items() if k != "modelforge"]
                 ratio = (
                     f"{rates['modelforge'] / max(peers):.1f}x"
