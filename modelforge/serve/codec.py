@@ -135,44 +135,17 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
         name = item.get("name")
         if not isinstance(name, str):
             raise bad_request(f"inputs[{i}] needs a 'name' (a string)")
-        port = ports.get(name)
-        if port is None:
-            raise bad_request(
-                f"the model has no input '{clip(name)}' (inputs: "
-                f"{', '.join(clip(p) for p in ports)})"
-            )
-        if name in feeds:
-            raise bad_request(f"input '{clip(name)}' is given twice")
-        datatype = item.get("datatype")
-        if datatype not in OIP_SIZE and datatype != "BYTES":
-            raise bad_request(
-                f"input '{clip(name)}' has datatype '{clip(datatype)}', which is not an OIP "
-                "datatype (BOOL, UINT8..64, INT8..64, FP16, FP32, FP64, BYTES, BF16)"
-            )
-        if datatype != port.datatype:
-            raise bad_request(
-                f"input '{clip(name)}' has datatype {datatype}; the model expects "
-                f"{port.datatype} {expected_shape(port)}"
-            )
+        port = port_for(ports, feeds, name, item.get("datatype"))
         shape = _shape(item.get("shape"), name)
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
             raise bad_request(f"'parameters' of input '{clip(name)}' must be an object")
-        size = params.get("binary_data_size")
+        size = _binary_size(params, name, len(blobs) - offset)
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise bad_request(
-                    f"binary_data_size of input '{clip(name)}' must be a non-negative integer"
-                )
-            if offset + size > len(blobs):
-                raise bad_request(
-                    f"input '{clip(name)}' declares binary_data_size {size} but only "
-                    f"{len(blobs) - offset} bytes of binary data follow the JSON header"
-                )
-            arr = _from_bytes(name, datatype, blobs[offset : offset + size], shape)
+            arr = _from_bytes(name, port.datatype, blobs[offset : offset + size], shape)
             offset += size
         elif "data" in item:
-            arr = _from_json(name, datatype, item["data"], shape)
+            arr = _from_json(name, port.datatype, item["data"], shape)
         else:
             raise bad_request(f"input '{clip(name)}' has neither 'data' nor binary_data_size")
         check_tensor(port, arr)
@@ -182,6 +155,55 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             f"the body has {len(blobs) - offset} bytes of binary data that no input's "
             "binary_data_size accounts for"
         )
+    rows = require_all(feeds, inputs)
+    params = head.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise bad_request("the request's 'parameters' must be an object")
+    wanted = _wanted(head.get("outputs"), outputs, bool(params.get("binary_data_output")))
+    rid = head.get("id")
+    return Request(None if rid is None else str(rid), feeds, wanted, rows, params)
+
+
+def port_for(ports: dict[str, Port], feeds: dict[str, Any], name: str, datatype: Any) -> Port:
+    """The port an input names, once, with the datatype the model expects."""
+    port = ports.get(name)
+    if port is None:
+        raise bad_request(
+            f"the model has no input '{clip(name)}' (inputs: {', '.join(clip(p) for p in ports)})"
+        )
+    if name in feeds:
+        raise bad_request(f"input '{clip(name)}' is given twice")
+    if datatype not in OIP_SIZE and datatype != "BYTES":
+        raise bad_request(
+            f"input '{clip(name)}' has datatype '{clip(datatype)}', which is not an OIP "
+            "datatype (BOOL, UINT8..64, INT8..64, FP16, FP32, FP64, BYTES, BF16)"
+        )
+    if datatype != port.datatype:
+        raise bad_request(
+            f"input '{clip(name)}' has datatype {datatype}; the model expects "
+            f"{port.datatype} {expected_shape(port)}"
+        )
+    return port
+
+
+def _binary_size(params: dict[str, Any], name: str, available: int) -> int | None:
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise bad_request(
+            f"binary_data_size of input '{clip(name)}' must be a non-negative integer"
+        )
+    if size > available:
+        raise bad_request(
+            f"input '{clip(name)}' declares binary_data_size {size} but only {available} bytes "
+            "of binary data follow the JSON header"
+        )
+    return int(size)
+
+
+def require_all(feeds: dict[str, np.ndarray], inputs: list[Port]) -> int:
+    """Every input is there and they agree on shared dimensions; returns the row count."""
     missing = [p.name for p in inputs if p.name not in feeds]
     if missing:
         raise bad_request(
@@ -189,13 +211,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             f"{', '.join(repr(clip(m)) for m in missing)} (the model takes: "
             f"{', '.join(clip(p.name) for p in inputs)})"
         )
-    rows = check_together(feeds, inputs)
-    params = head.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise bad_request("the request's 'parameters' must be an object")
-    wanted = _wanted(head.get("outputs"), outputs, bool(params.get("binary_data_output")))
-    rid = head.get("id")
-    return Request(None if rid is None else str(rid), feeds, wanted, rows, params)
+    return check_together(feeds, inputs)
 
 
 def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wanted]:

@@ -54,12 +54,10 @@ def _import() -> tuple[Any, Any, Any]:
 
 
 def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
-    """ModelInferRequest -> codec.Request (raw_input_contents or typed contents)."""
-    import numpy as np
-
-    from modelforge.serve.checks import check_tensor, check_together, expected_shape
-    from modelforge.serve.codec import Request, Wanted, _from_bytes
-    from modelforge.serve.protocol import OIP_NUMPY
+    """ModelInferRequest -> codec.Request (raw_input_contents or typed contents), checked
+    exactly like an HTTP request (same messages)."""
+    from modelforge.serve.checks import check_tensor
+    from modelforge.serve.codec import Request, Wanted, _from_bytes, port_for, require_all
 
     ports = {p.name: p for p in inputs}
     raw = list(request.raw_input_contents)
@@ -69,48 +67,14 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         )
     feeds: dict[str, Any] = {}
     for i, t in enumerate(request.inputs):
-        port = ports.get(t.name)
-        if port is None:
-            raise bad_request(
-                f"the model has no input '{clip(t.name)}' (inputs: "
-                f"{', '.join(clip(p) for p in ports)})"
-            )
-        if t.datatype != port.datatype:
-            raise bad_request(
-                f"input '{clip(t.name)}' has datatype {clip(t.datatype)}; the "
-                f"model expects {port.datatype} {expected_shape(port)}"
-            )
+        port = port_for(ports, feeds, t.name, t.datatype)
         shape = [int(d) for d in t.shape]
         if any(d < 0 for d in shape):
             raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
-        if raw:
-            arr = _from_bytes(t.name, t.datatype, raw[i], shape)
-        else:
-            field = _CONTENTS.get(t.datatype)
-            if field is None:
-                raise bad_request(
-                    f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents"
-                )
-            values = list(getattr(t.contents, field))
-            if t.datatype == "BYTES":
-                try:
-                    arr = np.array([v.decode("utf-8") for v in values], dtype=object)
-                except UnicodeDecodeError:
-                    raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
-            else:
-                arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
-            if arr.size != math.prod(shape):
-                raise bad_request(
-                    f"input '{clip(t.name)}' has {arr.size} values but shape "
-                    f"{shape} needs {math.prod(shape)}"
-                )
-            arr = arr.reshape(shape)
+        arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
         check_tensor(port, arr)
         feeds[t.name] = arr
-    missing = [p.name for p in inputs if p.name not in feeds]
-    if missing:
-        raise bad_request(f"the request lacks input(s) {', '.join(clip(m) for m in missing)}")
-    rows = check_together(feeds, inputs)
+    rows = require_all(feeds, inputs)
     by_name = {p.name: p for p in outputs}
     wanted = []
     for o in request.outputs:
@@ -123,6 +87,31 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
     if not wanted:
         wanted = [Wanted(p, True) for p in outputs]
     return Request(request.id, feeds, wanted, rows)
+
+
+def _from_contents(t: Any, shape: list[int]) -> Any:
+    """A tensor sent in the typed ``contents`` fields instead of raw bytes."""
+    import numpy as np
+
+    from modelforge.serve.protocol import OIP_NUMPY
+
+    field = _CONTENTS.get(t.datatype)
+    if field is None:
+        raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents")
+    values = list(getattr(t.contents, field))
+    if t.datatype == "BYTES":
+        try:
+            arr = np.array([v.decode("utf-8") for v in values], dtype=object)
+        except UnicodeDecodeError:
+            raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
+    else:
+        arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+    if arr.size != math.prod(shape):
+        raise bad_request(
+            f"input '{clip(t.name)}' has {arr.size} values but shape {shape} needs "
+            f"{math.prod(shape)}"
+        )
+    return arr.reshape(shape)
 
 
 class _Servicer:

@@ -116,28 +116,13 @@ def run_in_process(
     import uvicorn
 
     from modelforge.serve.app import create_app
-    from modelforge.serve.http_protocol import CoalescingHttpToolsProtocol
 
     options = options.validate()
     _configure_logging(options)
     app = create_app(models, options)
     listener = sock or bind_socket(options.host, options.port)
     grpc_server = None
-    config = uvicorn.Config(
-        app,
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http=CoalescingHttpToolsProtocol,
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        date_header=False,
-        ssl_certfile=options.tls_cert,
-        ssl_keyfile=options.tls_key,
-        timeout_graceful_shutdown=int(max(1, options.shutdown_timeout_s)),
-        timeout_keep_alive=30,
-        limit_concurrency=None,
-    )
+    config = _uvicorn_config(app, options)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -145,25 +130,12 @@ def run_in_process(
             await super().startup(sockets=sockets)
             if self.should_exit:
                 return
-            port = int(listener.getsockname()[1])
             gport = None
             if options.grpc_port is not None:
                 from modelforge.serve.grpc_server import start_grpc
 
                 grpc_server, gport = start_grpc(app, options, asyncio.get_running_loop())
-            scheme = "https" if options.tls_cert else "http"
-            host = options.host if ":" not in options.host else f"[{options.host}]"
-            info = ReadyInfo(
-                url=f"{scheme}://{host}:{port}",
-                host=options.host,
-                port=port,
-                grpc_port=gport,
-                models=models_summary(app),
-                pid=os.getpid(),
-                worker_pid=os.getpid(),
-                tls=bool(options.tls_cert),
-                restarts=restarts,
-            )
+            info = _ready_info(app, options, listener, gport, restarts)
             if on_ready is not None:
                 on_ready(info)
 
@@ -183,6 +155,47 @@ def run_in_process(
     if grpc_server is not None:
         grpc_server.stop(grace=1).wait(2)
     return 0 if server.started else 1
+
+
+def _uvicorn_config(app: Any, options: ServeOptions) -> Any:
+    import uvicorn
+
+    from modelforge.serve.http_protocol import CoalescingHttpToolsProtocol
+
+    return uvicorn.Config(
+        app,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http=CoalescingHttpToolsProtocol,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        date_header=False,
+        ssl_certfile=options.tls_cert,
+        ssl_keyfile=options.tls_key,
+        timeout_graceful_shutdown=int(max(1, options.shutdown_timeout_s)),
+        timeout_keep_alive=30,
+        limit_concurrency=None,
+    )
+
+
+def _ready_info(
+    app: Any, options: ServeOptions, listener: socket.socket, gport: int | None, restarts: int
+) -> ReadyInfo:
+    port = int(listener.getsockname()[1])
+    scheme = "https" if options.tls_cert else "http"
+    host = options.host if ":" not in options.host else f"[{options.host}]"
+    return ReadyInfo(
+        url=f"{scheme}://{host}:{port}",
+        host=options.host,
+        port=port,
+        grpc_port=gport,
+        models=models_summary(app),
+        pid=os.getpid(),
+        worker_pid=os.getpid(),
+        tls=bool(options.tls_cert),
+        restarts=restarts,
+    )
 
 
 def _configure_logging(options: ServeOptions) -> None:

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from modelforge.errors import ExitCode, ModelForgeError, ResourceLimitError, rebuild_error
+from modelforge.errors import ModelForgeError, ResourceLimitError, rebuild_error
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.server import ReadyInfo, bind_socket, free_port
 
@@ -104,84 +104,102 @@ class _Worker:
         self.ready_event.set()
 
 
-def supervise(
-    refs: list[str], opts: ServeOptions, *, on_ready: Callable[[ReadyInfo], None] | None = None
-) -> int:
-    sock = bind_socket(opts.host, opts.port)
-    if opts.grpc_port == 0:
-        opts = dataclasses.replace(opts, grpc_port=free_port(opts.host))
-    deaths: deque[float] = deque()
-    restarts = 0
-    stopping = threading.Event()
-    current: list[_Worker] = []
+class _Supervisor:
+    def __init__(self, refs: list[str], opts: ServeOptions, on_ready: Any) -> None:
+        self.refs = refs
+        self.sock = bind_socket(opts.host, opts.port)
+        if opts.grpc_port == 0:
+            opts = dataclasses.replace(opts, grpc_port=free_port(opts.host))
+        self.opts = opts
+        self.on_ready = on_ready
+        self.deaths: deque[float] = deque()
+        self.restarts = 0
+        self.stopping = threading.Event()
+        self.worker: _Worker | None = None
+        self.announced = False
 
-    def forward(signum: int, frame: Any) -> None:
-        if stopping.is_set():
+    def forward(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: once, to the worker; stop listening (the worker's copy of the
+        socket closes when it stops accepting, and new connections are then refused)."""
+        if self.stopping.is_set():
             return
-        stopping.set()
-        sock.close()  # the worker keeps its copy until it stops accepting; then: refused
-        for w in current:
-            if w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
+        self.stopping.set()
+        self.sock.close()
+        w = self.worker
+        if w is not None and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGTERM)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    announced = False
-    try:
+    def run(self) -> int:
         while True:
-            worker = _Worker(refs, opts, sock.fileno(), restarts)
-            current[:] = [worker]
-            while not worker.ready_event.wait(0.2) and worker.proc.poll() is None:
-                pass
-            if worker.ready is not None and not announced:
-                announced = True
-                info = ReadyInfo(**{**worker.ready, "pid": os.getpid()})
-                if on_ready is not None:
-                    on_ready(info)
-            elif worker.ready is not None:
-                sys.stderr.write(f"the restarted server worker (pid {worker.proc.pid}) is ready\n")
-                sys.stderr.flush()
+            worker = self._start()
             rc = worker.proc.wait()
             worker.reader.join(timeout=2)
-            if stopping.is_set():
+            if self.stopping.is_set():
                 return 0 if rc in (0, -signal.SIGTERM) else rc
             if worker.ready is None:
                 if worker.error is not None:
                     raise rebuild_error(worker.error)
-                if not announced:
+                if not self.announced:
                     raise ModelForgeError(
                         f"the server worker {_describe(rc)} while loading the models",
                         hint="run 'modelforge validate MODEL' on each model; rerun with "
                         "--debug for details",
                         code="worker_failed",
                     )
-            now = time.monotonic()
-            deaths.append(now)
-            while deaths and now - deaths[0] > RESTART_WINDOW_S:
-                deaths.popleft()
-            if len(deaths) > MAX_RESTARTS:
-                err = ResourceLimitError(
-                    f"the server worker {_describe(rc)}; it died {len(deaths)} times within "
-                    f"{RESTART_WINDOW_S:.0f} s, giving up",
-                    hint="a model crashes onnxruntime or exhausts memory: find it with "
-                    "'modelforge validate MODEL'",
-                    code="worker_crashed",
-                )
-                raise err
-            restarts += 1
-            sys.stderr.write(
-                f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests "
-                f"in flight were lost. Restarting it on the same port (restart {restarts}).\n"
-            )
+            self._died(worker, rc)
+
+    def _start(self) -> _Worker:
+        """Start a worker and wait until it is ready (or gone); announce the first one."""
+        worker = _Worker(self.refs, self.opts, self.sock.fileno(), self.restarts)
+        self.worker = worker
+        while not worker.ready_event.wait(0.2) and worker.proc.poll() is None:
+            pass
+        if worker.ready is not None and not self.announced:
+            self.announced = True
+            if self.on_ready is not None:
+                self.on_ready(ReadyInfo(**{**worker.ready, "pid": os.getpid()}))
+        elif worker.ready is not None:
+            sys.stderr.write(f"the restarted server worker (pid {worker.proc.pid}) is ready\n")
             sys.stderr.flush()
+        return worker
+
+    def _died(self, worker: _Worker, rc: int) -> None:
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and now - self.deaths[0] > RESTART_WINDOW_S:
+            self.deaths.popleft()
+        if len(self.deaths) > MAX_RESTARTS:
+            raise ResourceLimitError(
+                f"the server worker {_describe(rc)}; it died {len(self.deaths)} times within "
+                f"{RESTART_WINDOW_S:.0f} s, giving up",
+                hint="a model crashes onnxruntime or exhausts memory: find it with "
+                "'modelforge validate MODEL'",
+                code="worker_crashed",
+            )
+        self.restarts += 1
+        sys.stderr.write(
+            f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests in "
+            f"flight were lost. Restarting it on the same port (restart {self.restarts}).\n"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        w = self.worker
+        if w is not None and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+        self.sock.close()
+
+
+def supervise(
+    refs: list[str], opts: ServeOptions, *, on_ready: Callable[[ReadyInfo], None] | None = None
+) -> int:
+    """Serve in a supervised worker until SIGTERM/SIGINT; returns the exit status."""
+    sup = _Supervisor(refs, opts, on_ready)
+    old = {s: signal.signal(s, sup.forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return sup.run()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        for w in current:
-            if w.proc.poll() is None:
-                w.proc.kill()
-                w.proc.wait()
-        sock.close()
-
-
-def exit_code_for(err: ModelForgeError) -> int:
-    return int(err.exit_code or ExitCode.INTERNAL)
+        sup.close()
