@@ -93,6 +93,7 @@ def lin_expected(env, version, x):
 
 # -- health and metadata ----------------------------------------------------------------
 def test_health_and_server_metadata(srv):
+    assert srv.info["host"] == "127.0.0.1" and srv.url.startswith("http://127.0.0.1:")
     assert jreq(srv, "GET", "/v2/health/live") == (200, {"live": True})
     assert jreq(srv, "GET", "/v2/health/ready") == (200, {"ready": True})
     status, meta = jreq(srv, "GET", "/v2")

@@ -59,6 +59,8 @@ def secure(tmp_path_factory):
             str(key),
             "--inline-below",
             "0",
+            "--grpc-port",
+            "0",
             "--request-timeout",
             "0.3",
             "--instances",
@@ -107,6 +109,24 @@ def test_tls_and_token_everywhere_but_health(secure):
     with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
         conn.request("GET", "/v2/health/live")
         conn.getresponse().read()
+
+
+def test_grpc_over_tls_needs_the_token(secure):
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(
+        secure["server"].grpc, ssl=True, root_certificates=str(secure["cert"])
+    )
+    assert client.is_server_live()  # health needs no token
+    with pytest.raises(InferenceServerException) as err:
+        client.get_model_metadata("lin")
+    assert "UNAUTHENTICATED" in str(err.value.status())
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert client.get_model_metadata("lin", headers=auth).name == "lin"
+    inp = grpcclient.InferInput("x", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    assert client.infer("lin", [inp], headers=auth).as_numpy("y").shape == (1, 1)
 
 
 def test_whole_store_served_and_new_names_appear(secure):
