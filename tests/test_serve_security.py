@@ -147,6 +147,46 @@ def test_whole_store_served_and_new_names_appear(secure):
     wait_until(lambda: call(secure, "GET", "/v2/models/lin2/versions/1")[0] == 404, timeout=30)
 
 
+def _unservable(path):
+    """A model with a sequence input: the store takes it with force, the server cannot."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    idx = helper.make_tensor_value_info("i", TensorProto.INT64, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("SequenceAt", ["s", "i"], ["y"])], "g", [seq, idx], [y]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_version_that_cannot_load_is_left_out_and_aliases_stay(secure):
+    from modelforge.store.ops import tag
+
+    st = secure["store"]
+    add_model(save(builders.linear(4, 2), secure["root"] / "multi.onnx"), "multi", store=st)
+    tag("multi:1", "prod", store=st)
+    wait_until(lambda: call(secure, "GET", "/v2/models/multi/versions/prod")[0] == 200)
+    add_model(_unservable(secure["root"] / "seq.onnx"), "multi", store=st, force=True)
+    wait_until(lambda: "multi' version 2 cannot be loaded" in secure["server"].stderr())
+    tag("multi:2", "prod", store=st)
+    tag("multi:1", "canary", store=st)  # once canary is served, the poller saw both tags
+    wait_until(lambda: call(secure, "GET", "/v2/models/multi/versions/canary")[0] == 200)
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    ).encode()
+    for path in ("/v2/models/multi/infer", "/v2/models/multi/versions/prod/infer"):
+        status, _, out = call(secure, "POST", path, body)
+        assert status == 200 and out["model_version"] == "1", (path, out)
+    status, _, meta = call(secure, "GET", "/v2/models/multi")
+    assert meta["versions"] == ["1"]
+    assert secure["server"].stderr().count("multi' version 2 cannot be loaded") == 1
+
+
 def test_request_timeout_is_503(secure):
     x = np.ones((4096, 512), dtype=np.float32)
     head = json.dumps(

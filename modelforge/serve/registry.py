@@ -53,6 +53,7 @@ class ServedModel:
     aliases: dict[str, int] = field(default_factory=dict)
     loaded: dict[int, ServedVersion] = field(default_factory=dict)
     unloaded: bool = False  # evicted through the repository API
+    broken: set[int] = field(default_factory=set)  # versions that failed to load while polled
     reason: str = ""
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
@@ -271,6 +272,7 @@ class Registry:
 
     async def load(self, name: str) -> None:
         model = self.model(name)
+        model.broken.clear()
         await asyncio.to_thread(self._refresh, model)
         model.unloaded = False
         for v in model.eager():
@@ -310,17 +312,26 @@ class Registry:
             versions = [model.pinned] if model.pinned in versions else []
             aliases = {}
         aliases = {a: v for a, v in aliases.items() if v in versions}
-        # load new targets before pointing anything at them
+        # load new targets before pointing anything at them; a version that cannot be
+        # loaded is left out (said once), and aliases moved onto it keep their old target
         targets = {*(aliases.values()), *(versions[-1:])}
-        for v in sorted(targets):
+        for v in sorted(targets - model.broken):
             if v not in model.loaded:
                 try:
                     await self._ensure(model, v)
                 except HttpError as exc:
-                    log.warning("%s", exc.message)
-                    return
-        model.available = versions
-        model.aliases = aliases
+                    model.broken.add(v)
+                    log.warning(
+                        "%s; it is not served (fix it, then POST v2/repository/models/%s/load)",
+                        exc.message,
+                        model.name,
+                    )
+        model.available = [v for v in versions if v not in model.broken]
+        model.aliases = {
+            a: v if v not in model.broken else model.aliases[a]
+            for a, v in aliases.items()
+            if v not in model.broken or a in model.aliases
+        }
         for v in [v for v in model.loaded if v not in versions]:
             sv = model.loaded.pop(v)
             asyncio.get_running_loop().create_task(self._drain(sv))
