@@ -263,13 +263,10 @@ def _from_bytes(name: str, datatype: str, data: Any, shape: list[int]) -> np.nda
 
 
 def _bfloat16() -> Any:
-    try:
-        import ml_dtypes
-    except ImportError:
-        raise bad_request(
-            "BF16 tensors need the ml_dtypes package on the server (pip install ml_dtypes)"
-        ) from None
-    return ml_dtypes.bfloat16
+    raise bad_request(
+        "BF16 tensors cannot be served: onnxruntime's Python API takes no bfloat16 arrays "
+        "(convert the model's BF16 inputs to FP16 or FP32)"
+    )
 
 
 def _decode_bytes(name: str, data: bytes, shape: list[int], count: int) -> np.ndarray:
