@@ -50,6 +50,8 @@ def env(tmp_path_factory):
             "0.2",
             "--max-batch-size",
             "16",
+            "--max-queue-delay",
+            "500",  # contended batches wait up to 0.5 ms for more rows (the lifecycle tests: 0)
         ],
         env={"MODELFORGE_HOME": str(store_root)},
     )
