@@ -161,3 +161,17 @@ def slow_model(width: int = 512, depth: int = 64) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def pick_model(width: int = 512, depth: int = 64) -> onnx.ModelProto:
+    """``slow_model``'s chain on x [N, width], then y = GatherElements(t, idx [N, 1]): an
+    index out of range makes onnxruntime fail on that request's rows only."""
+    base = slow_model(width, depth)
+    graph = base.graph
+    graph.node[-1].output[0] = "t"
+    graph.node.append(helper.make_node("GatherElements", ["t", "idx"], ["y"], axis=1))
+    graph.input.append(helper.make_tensor_value_info("idx", TensorProto.INT64, ["N", 1]))
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1]))
+    graph.name = "pick"
+    return base

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.serve_support import save, slow_model, start_server, wait_until
+from tests.serve_support import pick_model, save, slow_model, start_server, wait_until
 
 httpclient = pytest.importorskip("tritonclient.http")
 WIDTH = 512
@@ -23,9 +23,11 @@ SLOW_ROWS = 2048  # ~0.7 s per run on a free core; small requests take ~3 ms
 def slow(tmp_path_factory):
     root = tmp_path_factory.mktemp("slow")
     path = save(slow_model(), root / "slow.onnx")
+    pick = save(pick_model(), root / "pick.onnx")
     server = start_server(
         [
             str(path),
+            str(pick),
             "--instances",
             "1",
             "--threads",
@@ -38,7 +40,7 @@ def slow(tmp_path_factory):
         ],
         env={"MODELFORGE_HOME": str(root / "store")},
     )
-    yield {"server": server, "path": path}
+    yield {"server": server, "path": path, "pick": pick}
     server.stop()
 
 
@@ -135,6 +137,82 @@ def test_queued_requests_merge_into_one_run_with_their_own_rows(slow):
     # requests), and each still got exactly its own rows back (checked above)
     runs = _stats(server)["execution_count"] - before - 1
     assert 1 <= runs < len(xs), runs
+
+
+def _pick(server, x, idx):
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "data": x.ravel().tolist(),
+                },
+                {
+                    "name": "idx",
+                    "shape": list(idx.shape),
+                    "datatype": "INT64",
+                    "data": idx.ravel().tolist(),
+                },
+            ]
+        }
+    ).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=60)
+    try:
+        conn.request("POST", "/v2/models/pick/infer", body)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_one_failing_request_in_a_merged_batch_fails_alone(slow):
+    server = slow["server"]
+    big = np.ones((SLOW_ROWS, WIDTH), dtype=np.float32)
+    box: list = []
+    t = threading.Thread(
+        target=lambda: box.append(_pick(server, big, np.zeros((SLOW_ROWS, 1), dtype=np.int64)))
+    )
+    t.start()
+    wait_until(lambda: _busy_pick(server))
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(2, WIDTH)).astype(np.float32) for _ in range(3)]
+    idxs = [np.array([[1], [2]]), np.array([[999], [0]]), np.array([[3], [4]])]
+    results: dict[int, tuple] = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, _pick(server, xs[i], idxs[i])))
+        for i in range(3)
+    ]
+    for th in threads:
+        th.start()
+    for th in [*threads, t]:
+        th.join(60)
+    assert box[0][0] == 200
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(slow["pick"]), so)
+    for i in (0, 2):
+        status, out = results[i]
+        assert status == 200, out
+        want = sess.run(None, {"x": xs[i], "idx": idxs[i]})[0]
+        np.testing.assert_allclose(
+            np.array(out["outputs"][0]["data"]).reshape(2, 1), want, rtol=1e-4, atol=1e-5
+        )
+    status, out = results[1]
+    assert status == 400 and "onnxruntime" in out["error"], out
+
+
+def _busy_pick(server) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return any(
+        line.startswith('modelforge_instances_busy{model="pick"')
+        and float(line.rsplit(" ", 1)[1]) >= 1
+        for line in text.splitlines()
+    )
 
 
 def test_full_queue_is_503_with_retry_after(slow):

@@ -65,6 +65,15 @@ class ServeApp:
         except HttpError as err:
             status = err.status
             await self._error(send, err)
+        except Exception:  # a bug: the traceback goes to the server's log, not to the client
+            log.exception("internal error serving %s %s", scope["method"], clip(scope["path"]))
+            await self._error(
+                send,
+                HttpError(
+                    500, "internal error (a bug in ModelForge; the server log has the traceback)"
+                ),
+            )
+            status = 500
         if self.options.access_log:
             ms = (time.perf_counter_ns() - started) / 1e6
             access.info(
