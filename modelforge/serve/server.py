@@ -176,6 +176,7 @@ def _uvicorn_config(app: Any, options: ServeOptions) -> Any:
         timeout_graceful_shutdown=int(max(1, options.shutdown_timeout_s)),
         timeout_keep_alive=30,
         limit_concurrency=None,
+        proxy_headers=False,  # X-Forwarded-* is not trusted: no proxy is assumed
     )
 
 
