@@ -336,10 +336,13 @@ class Registry:
             sv = model.loaded.pop(v)
             asyncio.get_running_loop().create_task(self._drain(sv))
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, budget_s: float = 1.0) -> None:
+        """Stop every batcher. Runs after uvicorn's graceful wait (``shutdown_timeout_s``),
+        when the HTTP requests are done already: what is left (gRPC, timed-out runs still
+        inside onnxruntime) gets ``budget_s`` in all, so that exit stays within ~10 s."""
         self.ready = False
         started = time.monotonic()
         for model in self.models.values():
             for sv in model.loaded.values():
-                left = max(0.1, self.options.shutdown_timeout_s - (time.monotonic() - started))
+                left = max(0.05, budget_s - (time.monotonic() - started))
                 await sv.batcher.drain(left)
