@@ -8,6 +8,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -64,6 +65,8 @@ def secure(tmp_path_factory):
             "--request-timeout",
             "0.3",
             "--instances",
+            "2",
+            "--threads",
             "1",
             "--poll-interval",
             "0.2",
@@ -185,6 +188,27 @@ def test_version_that_cannot_load_is_left_out_and_aliases_stay(secure):
     status, _, meta = call(secure, "GET", "/v2/models/multi")
     assert meta["versions"] == ["1"]
     assert secure["server"].stderr().count("multi' version 2 cannot be loaded") == 1
+
+
+def test_two_instances(secure):
+    status, _, cfg = call(secure, "GET", "/v2/models/lin/config")
+    assert cfg["instance_group"][0]["count"] == 2
+    assert cfg["parameters"]["intra_op_thread_count"]["string_value"] == "1"
+    results: list[int] = []
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    ).encode()
+
+    def one():
+        for _ in range(10):
+            results.append(call(secure, "POST", "/v2/models/lin/infer", body)[0])
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [200] * 40
 
 
 def test_request_timeout_is_503(secure):
