@@ -3,10 +3,9 @@
 Everything the server needs from ModelForge's core goes through here, so that a change in
 how models are opened (e.g. ``modelforge.model.open.open_model``) is a change in one place:
 
-* :func:`modelforge.model.files.read_capped` reads the file (regular file, size cap);
-* :func:`modelforge.model.load.parse_model_bytes` + :func:`modelforge.model.external.
-  check_external_data` parse it and refuse external data outside the model folder;
-* :func:`modelforge.model.schema.extract_schema` gives the inputs/outputs;
+* :func:`modelforge.store.open.open_location` (over :func:`modelforge.model.open.open_model`)
+  reads the file with the size cap, checks store versions against their recorded sha256,
+  parses it, refuses external data outside the model folder and extracts the schema;
 * :func:`modelforge.engine.session.session_options` / ``translate_error`` build sessions
   (plus ``session.intra_op.allow_spinning=0``: a spinning pool burns a core per instance);
 * :func:`modelforge.engine.runner.to_output` flattens ZipMap outputs the way predict does;
@@ -15,7 +14,6 @@ how models are opened (e.g. ``modelforge.model.open.open_model``) is a change in
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ if TYPE_CHECKING:
 
     from modelforge.engine.session import SessionConfig
     from modelforge.model.schema import ModelSchema, TensorSpec
+    from modelforge.store.resolve import ModelLocation
 
 
 @dataclass(frozen=True)
@@ -107,38 +106,25 @@ def flatten_output(port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None
 
 
 def open_version(
-    path: str | os.PathLike[str],
+    location: ModelLocation,
     *,
     instances: int,
     threads: int,
     session_config: SessionConfig | None = None,
-    trusted: bool = False,
-    expected_sha256: str | None = None,
 ) -> OpenedVersion:
-    """Read, check and parse the file, then create ``instances`` sessions."""
-    from modelforge.model.external import check_external_data
-    from modelforge.model.files import read_capped
-    from modelforge.model.load import parse_model_bytes
-    from modelforge.model.schema import extract_schema
+    """Open a resolved location through the core's one opener (size cap, external data kept
+    inside the model folder, store versions checked against their recorded sha256), then
+    create ``instances`` sessions."""
+    from modelforge.store.open import open_location
 
-    p = Path(path).absolute()
-    data = read_capped(p)
-    digest = hashlib.sha256(data).hexdigest()
-    if expected_sha256 and digest != expected_sha256:
-        raise InvalidModelError(
-            f"model file '{escape(p)}' does not match its recorded sha256; it is corrupt",
-            hint="restore the file, or re-add the model (modelforge models verify)",
-            code="sha256_mismatch",
-        )
-    proto = parse_model_bytes(data, os.fspath(p))
-    external = check_external_data(proto, p.parent, allow_hardlinks=trusted)
-    schema = extract_schema(proto)
-    del proto
+    opened = open_location(location, parse=True)
+    schema = opened.ensure_schema()
+    opened.proto = None  # the protobuf is not needed once the schema is known
     inputs = [_port(s, output=False) for s in schema.inputs]
     outputs = [_port(s, output=True) for s in schema.outputs]
-    source: Any = os.fspath(p) if external else data
+    source: Any = os.fspath(opened.path) if opened.external else opened.data
     sessions = [_session(source, threads, session_config) for _ in range(instances)]
-    return OpenedVersion(p, digest, schema, inputs, outputs, sessions, threads)
+    return OpenedVersion(opened.path, opened.sha256, schema, inputs, outputs, sessions, threads)
 
 
 def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
@@ -195,12 +181,18 @@ def store_names(store: Any) -> list[str]:
     return [n for n in store.names() if store.versions(n)]
 
 
-def store_version_file(store: Any, name: str, version: int) -> tuple[Path, str | None]:
-    """The .onnx file of a stored version and its recorded sha256."""
-    from modelforge.store.catalog import open_version as open_stored
+def file_location(path: str | os.PathLike[str]) -> ModelLocation:
+    """A plain .onnx path as a location (not store-owned: no hard-linked external data)."""
+    from modelforge.store.resolve import ModelLocation
 
-    mv = open_stored(store, name, version)
-    return mv.model_path, mv.sha256 or None
+    return ModelLocation(path=Path(path).absolute(), ref=os.fspath(path), origin="file")
+
+
+def store_location(store: Any, name: str, version: int) -> ModelLocation:
+    """The location of a stored version, through the one resolver."""
+    from modelforge.store.resolve import resolve_model
+
+    return resolve_model(f"{name}:{version}", store)
 
 
 def open_store(root: str | os.PathLike[str] | None) -> Any:

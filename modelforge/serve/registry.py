@@ -124,17 +124,14 @@ class Registry:
         """Blocking: read, check, create sessions, warm up. Runs in a worker thread."""
         opts = self.options
         if model.origin == "file":
-            path, sha, trusted = model.path, None, False
+            location = core.file_location(model.path)
         else:
-            path, sha = core.store_version_file(self.store, model.name, version)
-            trusted = True
+            location = core.store_location(self.store, model.name, version)
         opened = core.open_version(
-            path,
+            location,
             instances=opts.instances,
             threads=opts.intra_threads,
             session_config=opts.session,
-            trusted=trusted,
-            expected_sha256=sha,
         )
         batching = self._batching(opened)
         stats = VersionStats(model.name, version, self.metrics)
