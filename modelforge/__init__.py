@@ -45,6 +45,9 @@ _API: dict[str, str] = {
     "verify_store": "modelforge.store.ops:verify",
     "export_model": "modelforge.store.archive:export_version",
     "import_model": "modelforge.store.archive:import_archive",
+    "serve_models": "modelforge.serve.server:serve",
+    "create_app": "modelforge.serve.app",
+    "ServeOptions": "modelforge.serve.options",
 }
 
 

@@ -94,6 +94,7 @@ COMMANDS: dict[str, str] = {
     "bench": "Measure cold start, latency and throughput per provider.",
     "convert": "Convert a model to another opset; written only if outputs stay the same.",
     "providers": "List the execution providers this onnxruntime build offers, with short names.",
+    "serve": "Serve models over the KServe v2 / Open Inference Protocol (HTTP, optional gRPC).",
 }
 
 

@@ -1,0 +1,1 @@
+"""Peer servers for benchmarks/serve.py; each runs in a separate virtualenv."""

@@ -1,0 +1,413 @@
+"""The ASGI application: routing, body limits, auth and the OIP endpoints.
+
+A plain ASGI callable (no framework, no pydantic on the request path). Mount it in your own
+ASGI app, or run it with :func:`modelforge.serve.server.serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import zlib
+from typing import Any
+
+from modelforge.serve import encode
+from modelforge.serve.batcher import Work
+from modelforge.serve.codec import decode_http
+from modelforge.serve.options import ServeOptions
+from modelforge.serve.protocol import (
+    EXTENSIONS,
+    SERVER_NAME,
+    HttpError,
+    bad_request,
+    clip,
+    not_found,
+    too_large,
+    unavailable,
+)
+from modelforge.serve.registry import Registry
+from modelforge.serve.stats import Metrics
+
+log = logging.getLogger("modelforge.serve")
+access = logging.getLogger("modelforge.serve.access")
+
+JSON = b"application/json"
+Send = Any
+Receive = Any
+
+
+class ServeApp:
+    """``ServeApp(registry, options)`` is an ASGI application over a :class:`Registry`."""
+
+    def __init__(self, registry: Registry, options: ServeOptions, metrics: Metrics) -> None:
+        self.registry = registry
+        self.options = options
+        self.metrics = metrics
+        self.token = options.token.encode() if options.token else None
+        self.shutting_down = False
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- ASGI entry --------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        started = time.perf_counter_ns()
+        status = 500
+        try:
+            status = await self._dispatch(scope, receive, send)
+        except HttpError as err:
+            status = err.status
+            await self._error(send, err)
+        except Exception:  # a bug: the traceback goes to the server's log, not to the client
+            log.exception("internal error serving %s %s", scope["method"], clip(scope["path"]))
+            await self._error(
+                send,
+                HttpError(
+                    500, "internal error (a bug in ModelForge; the server log has the traceback)"
+                ),
+            )
+            status = 500
+        if self.options.access_log:
+            ms = (time.perf_counter_ns() - started) / 1e6
+            access.info(
+                '%s "%s %s" %d %.2fms',
+                _client(scope),
+                scope["method"],
+                clip(scope["path"], 200),
+                status,
+                ms,
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to the server, which exits non-zero
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        if not self.registry.ready:
+            await asyncio.to_thread(self.registry.load_all_blocking)
+        if self._poller is None and self.options.poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self.registry.poll_forever())
+
+    async def shutdown(self) -> None:
+        self.shutting_down = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(BaseException):
+                await self._poller
+        await self.registry.shutdown()
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        ctype: bytes = JSON,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> int:
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+        if extra:
+            headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def _json(self, send: Send, obj: Any, status: int = 200) -> int:
+        return await self._send(send, status, encode.dumps(obj))
+
+    async def _error(self, send: Send, err: HttpError) -> None:
+        extra = [(k.encode(), v.encode()) for k, v in (err.headers or {}).items()]
+        with contextlib.suppress(Exception):  # the client may be gone
+            await self._send(send, err.status, encode.dumps({"error": err.message}), extra=extra)
+
+    def _authorize(self, scope: dict[str, Any]) -> None:
+        if self.token is None:
+            return
+        given = _header(scope, b"authorization") or b""
+        scheme, _, value = given.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
+            raise HttpError(
+                401,
+                "missing or wrong bearer token (send 'Authorization: Bearer TOKEN')",
+                {"www-authenticate": "Bearer"},
+            )
+
+    async def _body(self, scope: dict[str, Any], receive: Receive) -> bytes:
+        limit = self.options.max_request_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                raise bad_request("Content-Length is not an integer") from None
+            if n > limit:
+                raise _too_big(n, limit)
+        chunks: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise _too_big(total, limit)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        coding = (_header(scope, b"content-encoding") or b"identity").lower()
+        if coding in (b"gzip", b"deflate"):
+            body = _inflate(body, coding, limit)
+        elif coding != b"identity":
+            raise HttpError(
+                415,
+                f"Content-Encoding '{clip(coding.decode('latin-1'))}' is not "
+                "supported (use gzip, deflate or none)",
+            )
+        return body
+
+    # -- routing -----------------------------------------------------------------------
+    async def _dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> int:
+        method = scope["method"]
+        path = scope["path"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):  # mounted under a prefix in another ASGI app
+            path = path[len(root) :]
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["metrics"] and len(parts) == 1:
+            self._authorize(scope)
+            _method(method, "GET")
+            body, ctype = self.metrics.render()
+            return await self._send(send, 200, body, ctype.encode())
+        if parts[:1] != ["v2"]:
+            raise not_found(f"no endpoint at '{clip(scope['path'])}' (the API is under /v2)")
+        rest = parts[1:]
+        if rest[:1] == ["health"] and len(rest) == 2 and rest[1] in ("live", "ready"):
+            _method(method, "GET")
+            return await self._health(send, rest[1])
+        self._authorize(scope)
+        if not rest:
+            _method(method, "GET")
+            from modelforge import __version__
+
+            meta = {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+            return await self._json(send, meta)
+        if rest[0] == "repository":
+            return await self._repository(scope, receive, send, rest[1:])
+        if rest[0] == "models":
+            return await self._models(scope, receive, send, rest[1:])
+        raise not_found(f"no endpoint at '{clip(scope['path'])}'")
+
+    async def _health(self, send: Send, which: str) -> int:
+        if which == "live":
+            return await self._json(send, {"live": True})
+        if self.registry.ready and not self.shutting_down:
+            return await self._json(send, {"ready": True})
+        reason = "shutting down" if self.shutting_down else "loading models"
+        raise unavailable(f"the server is not ready ({reason})")
+
+    async def _models(
+        self, scope: dict[str, Any], receive: Receive, send: Send, rest: list[str]
+    ) -> int:
+        method = scope["method"]
+        if rest == ["stats"]:
+            _method(method, "GET")
+            stats = [
+                sv.stats.to_dict()
+                for m in self.registry.models.values()
+                for sv in m.loaded.values()
+            ]
+            return await self._json(send, {"model_stats": stats})
+        if not rest:
+            raise not_found("name a model: v2/models/{name}")
+        name, tail, version = rest[0], rest[1:], None
+        if tail[:1] == ["versions"]:
+            if len(tail) < 2:
+                raise not_found("name a version: v2/models/{name}/versions/{version}")
+            version, tail = tail[1], tail[2:]
+        action = tail[0] if tail else ""
+        if len(tail) > 1 or action not in ("", "ready", "infer", "config", "stats"):
+            raise not_found(f"no endpoint at '{clip(scope['path'])}'")
+        if action == "infer":
+            _method(method, "POST")
+            return await self._infer(scope, receive, send, name, version)
+        _method(method, "GET")
+        if action == "ready":
+            sv = self.registry.peek(name, version)
+            if sv is None or self.shutting_down:
+                raise unavailable(
+                    f"model '{clip(name)}' version {clip(version or 'latest')} is not loaded"
+                )
+            return await self._json(send, {"name": name, "ready": True})
+        if action == "stats":
+            model = self.registry.model(name)
+            if version is None:
+                stats = [sv.stats.to_dict() for sv in model.loaded.values()]
+            else:
+                v = self.registry.version_number(model, version)
+                stats = [model.loaded[v].stats.to_dict()] if v in model.loaded else []
+            return await self._json(send, {"model_stats": stats})
+        sv = await self.registry.get(name, version)
+        from modelforge.serve import triton
+
+        if action == "config":
+            return await self._json(send, triton.model_config(sv, self.options))
+        return await self._json(send, triton.model_metadata(self.registry.model(name), sv))
+
+    async def _repository(
+        self, scope: dict[str, Any], receive: Receive, send: Send, rest: list[str]
+    ) -> int:
+        _method(scope["method"], "POST")
+        body = await self._body(scope, receive)
+        req = _json_object(body) if body.strip() else {}
+        if rest == ["index"]:
+            return await self._json(send, self.registry.index(bool(req.get("ready"))))
+        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
+            name = rest[1]
+            self.registry.model(name)
+            if rest[2] == "load":
+                params = req.get("parameters") or {}
+                if not isinstance(params, dict):
+                    raise bad_request("'parameters' must be an object")
+                if any(str(k).startswith("file:") for k in params) or "config" in params:
+                    raise HttpError(
+                        403,
+                        "this server loads models from its store only: uploading files or a "
+                        "config through the load request is refused",
+                    )
+                await self.registry.load(name)
+            else:
+                await self.registry.unload(name)
+            return await self._json(send, {})
+        raise not_found(f"no endpoint at '{clip(scope['path'])}'")
+
+    async def _infer(
+        self, scope: dict[str, Any], receive: Receive, send: Send, name: str, version: str | None
+    ) -> int:
+        t0 = time.perf_counter_ns()
+        if self.shutting_down:
+            raise unavailable("the server is shutting down")
+        sv = await self.registry.get(name, version)
+        stats = sv.stats
+        stats.in_flight.inc()
+        try:
+            body = await self._body(scope, receive)
+            hlen = _header(scope, b"inference-header-content-length")
+            req = decode_http(
+                body,
+                None if hlen is None else hlen.decode("latin-1"),
+                sv.opened.inputs,
+                sv.opened.outputs,
+            )
+            t1 = time.perf_counter_ns()
+            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
+            result = await sv.batcher.infer(work, self.options.request_timeout_s)
+            t2 = time.perf_counter_ns()
+            outs = [(w, *result[w.port.name]) for w in req.wanted]
+            enc = encode.encode_response(name, str(sv.version), req.id, outs)
+            if enc.header_length is None:
+                status = await self._send(send, 200, enc.body)
+            else:
+                status = await self._send(
+                    send,
+                    200,
+                    enc.body,
+                    b"application/octet-stream",
+                    [(b"inference-header-content-length", str(enc.header_length).encode())],
+                )
+            t3 = time.perf_counter_ns()
+            stats.request_done(
+                True, req.rows, t3 - t0, work.queue_ns, t1 - t0, work.infer_ns, t3 - t2
+            )
+            return status
+        except HttpError as err:
+            stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
+            raise
+        finally:
+            stats.in_flight.dec()
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _client(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def _method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise HttpError(
+            405, f"use {allowed} for this endpoint (got {clip(method)})", {"allow": allowed}
+        )
+
+
+def _too_big(n: int, limit: int) -> HttpError:
+    err = too_large(
+        f"the request body is {n} bytes, over the {limit}-byte limit (--max-request-size)"
+    )
+    err.headers = {"connection": "close"}
+    return err
+
+
+def _inflate(body: bytes, coding: bytes, limit: int) -> bytes:
+    wbits = 31 if coding == b"gzip" else 15
+    try:
+        d = zlib.decompressobj(wbits)
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        raise bad_request(f"the body is not valid {coding.decode()} data") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise _too_big(limit + 1, limit)
+    return out
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    import orjson
+
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON: {clip(exc, 160)}") from None
+    if not isinstance(value, dict):
+        raise bad_request("the request body must be a JSON object")
+    return value
+
+
+def create_app(
+    models: list[str] | None = None,
+    options: ServeOptions | None = None,
+    *,
+    load: bool = True,
+) -> ServeApp:
+    """An ASGI application serving ``models`` (store references or .onnx paths; none = the
+    whole store). ``load``: load and warm the models now (otherwise at ASGI start-up)."""
+    opts = (options or ServeOptions()).validate()
+    metrics = Metrics()
+    registry = Registry(list(models or []), opts, metrics)
+    if load:
+        registry.load_all_blocking()
+    return ServeApp(registry, opts, metrics)

@@ -1,0 +1,363 @@
+"""OIP inference requests and responses: JSON and the binary tensor data extension.
+
+Decoding never trusts the client: every count, size and offset is checked, and every
+message names the input or output it is about. Tensors are checked against the model's
+ports (:mod:`.checks`) before they reach onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from modelforge.serve.checks import check_tensor, check_together, expected_shape
+from modelforge.serve.protocol import BINARY_ONLY, OIP_NUMPY, OIP_SIZE, bad_request, clip
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelforge.serve.models import Port
+
+
+@dataclass
+class Wanted:
+    """One requested output: its port and whether it goes back binary."""
+
+    port: Port
+    binary: bool
+
+
+@dataclass
+class Request:
+    """A decoded, checked inference request."""
+
+    id: str | None
+    feeds: dict[str, np.ndarray]
+    wanted: list[Wanted]
+    rows: int  # dim 0 of the inputs (1 for scalars)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    import orjson
+
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON: {clip(exc, 160)}") from None
+
+
+def decode_http(
+    body: bytes, header_length: str | None, inputs: list[Port], outputs: list[Port]
+) -> Request:
+    """Decode an HTTP infer body (``Inference-Header-Content-Length`` given or not)."""
+    if header_length is None:
+        return decode_json(_loads(body), memoryview(b""), inputs, outputs)
+    try:
+        hlen = int(header_length)
+    except ValueError:
+        hlen = -1
+    if hlen < 0:
+        raise bad_request(
+            f"Inference-Header-Content-Length '{clip(header_length)}' is not a non-negative integer"
+        )
+    if hlen > len(body):
+        raise bad_request(
+            f"Inference-Header-Content-Length is {hlen} but the body has only {len(body)} bytes"
+        )
+    if hlen == 0:
+        return decode_raw(body, inputs, outputs)
+    view = memoryview(body)
+    return decode_json(_loads(view[:hlen]), view[hlen:], inputs, outputs)
+
+
+def decode_raw(body: bytes, inputs: list[Port], outputs: list[Port]) -> Request:
+    """``Inference-Header-Content-Length: 0``: the body is the single input's raw bytes."""
+
+    if len(inputs) != 1:
+        raise bad_request(
+            f"a raw binary body (Inference-Header-Content-Length: 0) needs a model with one "
+            f"input; this one has {len(inputs)} ({', '.join(clip(p.name) for p in inputs)})"
+        )
+    port = inputs[0]
+    size = OIP_SIZE.get(port.datatype)
+    variable = [i for i, d in enumerate(port.shape) if d < 0]
+    if size is None or len(variable) > 1:
+        raise bad_request(
+            f"input '{clip(port.name)}' ({port.datatype} {port.shape}) cannot be sent as a raw "
+            "body: it needs a fixed-size datatype and at most one variable dimension"
+        )
+    fixed = math.prod(d for d in port.shape if d >= 0) * size
+    if fixed == 0 or len(body) % fixed:
+        raise bad_request(
+            f"the raw body has {len(body)} bytes, not a multiple of the {fixed} bytes one "
+            f"row of input '{clip(port.name)}' takes"
+        )
+    shape = [d if d >= 0 else len(body) // fixed for d in port.shape]
+    if not variable and len(body) != fixed:
+        raise bad_request(f"input '{clip(port.name)}' takes {fixed} bytes; got {len(body)}")
+    arr = _from_bytes(port.name, "BF16" if port.datatype == "BF16" else port.datatype, body, shape)
+    feeds = {port.name: arr}
+    return Request(None, feeds, [Wanted(p, True) for p in outputs], check_together(feeds, inputs))
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise bad_request(
+            f"input '{clip(name)}' needs a 'shape' that is a list of non-negative integers; "
+            f"got {clip(value)}"
+        )
+    if len(value) > 32:
+        raise bad_request(f"input '{clip(name)}' has {len(value)} dimensions; at most 32")
+    return value
+
+
+def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port]) -> Request:
+    head = _dict(head, "the request")
+    raw_inputs = head.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise bad_request("the request needs 'inputs': a non-empty list of tensors")
+    ports = {p.name: p for p in inputs}
+    feeds: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, item in enumerate(raw_inputs):
+        item = _dict(item, f"inputs[{i}]")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise bad_request(f"inputs[{i}] needs a 'name' (a string)")
+        port = port_for(ports, feeds, name, item.get("datatype"))
+        shape = _shape(item.get("shape"), name)
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise bad_request(f"'parameters' of input '{clip(name)}' must be an object")
+        size = _binary_size(params, name, len(blobs) - offset)
+        if size is not None:
+            arr = _from_bytes(name, port.datatype, blobs[offset : offset + size], shape)
+            offset += size
+        elif "data" in item:
+            arr = _from_json(name, port.datatype, item["data"], shape)
+        else:
+            raise bad_request(f"input '{clip(name)}' has neither 'data' nor binary_data_size")
+        check_tensor(port, arr)
+        feeds[name] = arr
+    if offset != len(blobs):
+        raise bad_request(
+            f"the body has {len(blobs) - offset} bytes of binary data that no input's "
+            "binary_data_size accounts for"
+        )
+    rows = require_all(feeds, inputs)
+    params = head.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise bad_request("the request's 'parameters' must be an object")
+    wanted = _wanted(head.get("outputs"), outputs, bool(params.get("binary_data_output")))
+    rid = head.get("id")
+    return Request(None if rid is None else str(rid), feeds, wanted, rows, params)
+
+
+def port_for(ports: dict[str, Port], feeds: dict[str, Any], name: str, datatype: Any) -> Port:
+    """The port an input names, once, with the datatype the model expects."""
+    port = ports.get(name)
+    if port is None:
+        raise bad_request(
+            f"the model has no input '{clip(name)}' (inputs: {', '.join(clip(p) for p in ports)})"
+        )
+    if name in feeds:
+        raise bad_request(f"input '{clip(name)}' is given twice")
+    if datatype not in OIP_SIZE and datatype != "BYTES":
+        raise bad_request(
+            f"input '{clip(name)}' has datatype '{clip(datatype)}', which is not an OIP "
+            "datatype (BOOL, UINT8..64, INT8..64, FP16, FP32, FP64, BYTES, BF16)"
+        )
+    if datatype != port.datatype:
+        raise bad_request(
+            f"input '{clip(name)}' has datatype {datatype}; the model expects "
+            f"{port.datatype} {expected_shape(port)}"
+        )
+    return port
+
+
+def _binary_size(params: dict[str, Any], name: str, available: int) -> int | None:
+    size = params.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise bad_request(
+            f"binary_data_size of input '{clip(name)}' must be a non-negative integer"
+        )
+    if size > available:
+        raise bad_request(
+            f"input '{clip(name)}' declares binary_data_size {size} but only {available} bytes "
+            "of binary data follow the JSON header"
+        )
+    return int(size)
+
+
+def require_all(feeds: dict[str, np.ndarray], inputs: list[Port]) -> int:
+    """Every input is there and they agree on shared dimensions; returns the row count."""
+    missing = [p.name for p in inputs if p.name not in feeds]
+    if missing:
+        raise bad_request(
+            f"the request lacks input{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(clip(m)) for m in missing)} (the model takes: "
+            f"{', '.join(clip(p.name) for p in inputs)})"
+        )
+    return check_together(feeds, inputs)
+
+
+def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wanted]:
+    if value is None:
+        return [Wanted(p, binary_default) for p in outputs]
+    if not isinstance(value, list):
+        raise bad_request("'outputs' must be a list of {\"name\": ...} objects")
+    ports = {p.name: p for p in outputs}
+    out: list[Wanted] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        item = _dict(item, f"outputs[{i}]")
+        name = item.get("name")
+        port = ports.get(name) if isinstance(name, str) else None
+        if port is None:
+            raise bad_request(
+                f"the model has no output '{clip(name)}' (outputs: "
+                f"{', '.join(clip(p) for p in ports)})"
+            )
+        if name in seen:
+            continue
+        seen.add(port.name)
+        params = item.get("parameters") or {}
+        binary = params.get("binary_data", binary_default) if isinstance(params, dict) else None
+        out.append(Wanted(port, bool(binary)))
+    return out
+
+
+def _from_bytes(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndarray:
+    import numpy as np
+
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _decode_bytes(name, bytes(data), shape, count)
+    size = OIP_SIZE[datatype]
+    if len(data) != count * size:
+        raise bad_request(
+            f"input '{clip(name)}' has {len(data)} bytes of binary data but shape {shape} "
+            f"of {datatype} needs {count * size}"
+        )
+    if datatype == "BF16":
+        dtype: Any = _bfloat16()
+    else:
+        dtype = np.dtype(OIP_NUMPY[datatype]).newbyteorder("<")
+    arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if datatype == "BOOL" and arr.size and int(arr.view(np.uint8).max()) > 1:
+        raise bad_request(f"input '{clip(name)}' is BOOL but holds bytes other than 0 and 1")
+    return arr
+
+
+def _bfloat16() -> Any:
+    raise bad_request(
+        "BF16 tensors cannot be served: onnxruntime's Python API takes no bfloat16 arrays "
+        "(convert the model's BF16 inputs to FP16 or FP32)"
+    )
+
+
+def _decode_bytes(name: str, data: bytes, shape: list[int], count: int) -> np.ndarray:
+    import numpy as np
+
+    items: list[str] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data) or len(items) >= count:
+            break
+        (n,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        if pos + n > len(data):
+            raise bad_request(
+                f"BYTES element {len(items)} of input '{clip(name)}' declares {n} bytes but "
+                f"only {len(data) - pos} remain"
+            )
+        try:
+            items.append(data[pos : pos + n].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise bad_request(
+                f"BYTES element {len(items)} of input '{clip(name)}' is not UTF-8 text (the "
+                "model takes ONNX strings)"
+            ) from None
+        pos += n
+    if len(items) != count or pos != len(data):
+        raise bad_request(
+            f"input '{clip(name)}' holds {len(items)} length-prefixed BYTES elements "
+            f"({len(data) - pos} stray bytes) but shape {shape} needs {count}"
+        )
+    return np.array(items, dtype=object).reshape(shape)
+
+
+_JSON_KINDS = {"f": (float, int), "i": (int,), "u": (int,), "b": (bool,)}
+
+
+def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndarray:
+    import numpy as np
+
+    if datatype in BINARY_ONLY:
+        raise bad_request(
+            f"input '{clip(name)}' is {datatype}, which JSON cannot carry; send it as binary "
+            "tensor data (parameters.binary_data_size; tritonclient does this by default)"
+        )
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        arr = np.array(data if isinstance(data, list) else [data], dtype=object).reshape(-1)
+        if not all(isinstance(v, str) for v in arr):
+            raise bad_request(f"input '{clip(name)}' is BYTES: its data must be strings")
+    else:
+        dtype = np.dtype(OIP_NUMPY[datatype])
+        try:
+            arr = np.asarray(data, dtype=dtype if dtype.kind == "f" else None)
+        except (ValueError, TypeError):
+            raise bad_request(
+                f"input '{clip(name)}' data is not a (nested) list of {datatype} numbers with "
+                "the same length at each level"
+            ) from None
+        if dtype.kind != "f":
+            if arr.dtype.kind in "fO" and dtype.kind in "iu":  # maybe ints past int64
+                arr = _big_ints(name, datatype, data, dtype)
+            if arr.size and arr.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
+                raise bad_request(
+                    f"input '{clip(name)}' is {datatype} but its data holds "
+                    f"{'non-boolean' if dtype.kind == 'b' else 'non-integer'} values"
+                )
+            if arr.size and dtype.kind in "iu":
+                info = np.iinfo(dtype)
+                if int(arr.min()) < info.min or int(arr.max()) > info.max:
+                    raise bad_request(
+                        f"input '{clip(name)}' holds values outside the {datatype} range"
+                    )
+            arr = arr.astype(dtype, copy=False)
+    if arr.size != count:
+        raise bad_request(
+            f"input '{clip(name)}' has {arr.size} values but shape {shape} needs {count}"
+        )
+    return arr.reshape(shape)
+
+
+def _big_ints(name: str, datatype: str, data: Any, dtype: Any) -> np.ndarray:
+    """Integers numpy did not keep as integers (UINT64 past int64): check each is an int."""
+    import numpy as np
+
+    try:
+        probe = np.asarray(data, dtype=object)
+        if not all(type(v) is int for v in probe.reshape(-1)):
+            raise ValueError
+        return np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(
+            f"input '{clip(name)}' is {datatype} but its data holds non-integer or "
+            "out-of-range values"
+        ) from None

@@ -1,0 +1,318 @@
+"""gRPC ``inference.GRPCInferenceService`` (KServe v2 / Triton), in the ``grpc`` extra.
+
+The message classes and servicer base come from ``tritonclient.grpc.service_pb2(_grpc)``,
+which are generated from the same proto Triton serves. The gRPC server runs its own thread
+pool; each call hands its work to the HTTP server's event loop (the same registry, batcher
+and statistics), so HTTP and gRPC requests batch together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from modelforge.serve.protocol import EXTENSIONS, SERVER_NAME, HttpError, bad_request, clip
+
+if TYPE_CHECKING:
+    from modelforge.serve.app import ServeApp
+    from modelforge.serve.options import ServeOptions
+
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_OPEN = {"ServerLive", "ServerReady"}
+
+
+def _import() -> tuple[Any, Any, Any]:
+    from modelforge.errors import UsageError
+
+    try:
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+    except ImportError:
+        raise UsageError(
+            "--grpc-port needs grpcio and tritonclient[grpc], which are not installed",
+            hint="pip install 'modelforge[grpc]'",
+            code="missing_extra",
+        ) from None
+    return grpc, service_pb2, service_pb2_grpc
+
+
+def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
+    """ModelInferRequest -> codec.Request (raw_input_contents or typed contents), checked
+    exactly like an HTTP request (same messages)."""
+    from modelforge.serve.checks import check_tensor
+    from modelforge.serve.codec import Request, Wanted, _from_bytes, port_for, require_all
+
+    ports = {p.name: p for p in inputs}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise bad_request(
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+        )
+    feeds: dict[str, Any] = {}
+    for i, t in enumerate(request.inputs):
+        port = port_for(ports, feeds, t.name, t.datatype)
+        shape = [int(d) for d in t.shape]
+        if any(d < 0 for d in shape):
+            raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
+        arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
+        check_tensor(port, arr)
+        feeds[t.name] = arr
+    rows = require_all(feeds, inputs)
+    by_name = {p.name: p for p in outputs}
+    wanted = []
+    for o in request.outputs:
+        if o.name not in by_name:
+            raise bad_request(
+                f"the model has no output '{clip(o.name)}' (outputs: "
+                f"{', '.join(clip(p) for p in by_name)})"
+            )
+        wanted.append(Wanted(by_name[o.name], True))
+    if not wanted:
+        wanted = [Wanted(p, True) for p in outputs]
+    return Request(request.id, feeds, wanted, rows)
+
+
+def _from_contents(t: Any, shape: list[int]) -> Any:
+    """A tensor sent in the typed ``contents`` fields instead of raw bytes."""
+    import numpy as np
+
+    from modelforge.serve.protocol import OIP_NUMPY
+
+    field = _CONTENTS.get(t.datatype)
+    if field is None:
+        raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents")
+    values = list(getattr(t.contents, field))
+    if t.datatype == "BYTES":
+        try:
+            arr = np.array([v.decode("utf-8") for v in values], dtype=object)
+        except UnicodeDecodeError:
+            raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
+    else:
+        arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+    if arr.size != math.prod(shape):
+        raise bad_request(
+            f"input '{clip(t.name)}' has {arr.size} values but shape {shape} needs "
+            f"{math.prod(shape)}"
+        )
+    return arr.reshape(shape)
+
+
+class _Servicer:
+    def __init__(self, app: ServeApp, loop: asyncio.AbstractEventLoop, pb: Any, grpc: Any):
+        self.app = app
+        self.loop = loop
+        self.pb = pb
+        self.grpc = grpc
+        self.token = app.options.token
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def _abort(self, context: Any, err: HttpError) -> None:
+        context.abort(getattr(self.grpc.StatusCode, err.grpc_code()), err.message)
+
+    def _auth(self, context: Any, method: str) -> None:
+        if self.token is None or method in _OPEN:
+            return
+        md = dict(context.invocation_metadata())
+        given = str(md.get("authorization", ""))
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+            context.abort(
+                self.grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token (metadata 'authorization: Bearer T')",
+            )
+
+    def guard(self, method: str, fn: Any) -> Any:
+        def call(request: Any, context: Any) -> Any:
+            self._auth(context, method)
+            try:
+                return fn(request)
+            except HttpError as err:
+                self._abort(context, err)
+
+        return call
+
+    # -- methods ----------------------------------------------------------------------
+    def server_live(self, request: Any) -> Any:
+        return self.pb.ServerLiveResponse(live=True)
+
+    def server_ready(self, request: Any) -> Any:
+        ready = self.app.registry.ready and not self.app.shutting_down
+        return self.pb.ServerReadyResponse(ready=ready)
+
+    def model_ready(self, request: Any) -> Any:
+        try:
+            sv = self.app.registry.peek(request.name, request.version or None)
+        except HttpError:
+            return self.pb.ModelReadyResponse(ready=False)
+        return self.pb.ModelReadyResponse(ready=sv is not None and not self.app.shutting_down)
+
+    def server_metadata(self, request: Any) -> Any:
+        from modelforge import __version__
+
+        return self.pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
+        )
+
+    def model_metadata(self, request: Any) -> Any:
+        from modelforge.serve.triton import model_metadata
+
+        sv = self._call(self.app.registry.get(request.name, request.version or None))
+        meta = model_metadata(self.app.registry.model(request.name), sv)
+        T = self.pb.ModelMetadataResponse.TensorMetadata
+        return self.pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[T(**t) for t in meta["inputs"]],
+            outputs=[T(**t) for t in meta["outputs"]],
+        )
+
+    def model_config(self, request: Any) -> Any:
+        from google.protobuf import json_format
+        from tritonclient.grpc import model_config_pb2
+
+        from modelforge.serve.triton import model_config
+
+        sv = self._call(self.app.registry.get(request.name, request.version or None))
+        cfg = json_format.ParseDict(
+            model_config(sv, self.app.options),
+            model_config_pb2.ModelConfig(),
+            ignore_unknown_fields=True,
+        )
+        return self.pb.ModelConfigResponse(config=cfg)
+
+    def model_statistics(self, request: Any) -> Any:
+        from google.protobuf import json_format
+
+        reg = self.app.registry
+        if request.name:
+            model = reg.model(request.name)
+            svs = list(model.loaded.values())
+            if request.version:
+                v = reg.version_number(model, request.version)
+                svs = [model.loaded[v]] if v in model.loaded else []
+        else:
+            svs = [sv for m in reg.models.values() for sv in m.loaded.values()]
+        data = {"model_stats": [sv.stats.to_dict() for sv in svs]}
+        return json_format.ParseDict(
+            data, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
+
+    def model_infer(self, request: Any) -> Any:
+        import time
+
+        from modelforge.serve.batcher import Work
+        from modelforge.serve.encode import tensor_bytes
+
+        t0 = time.perf_counter_ns()
+        if self.app.shutting_down:
+            raise HttpError(503, "the server is shutting down")
+        sv = self._call(self.app.registry.get(request.model_name, request.model_version or None))
+        try:
+            req = decode_grpc(request, sv.opened.inputs, sv.opened.outputs)
+            t1 = time.perf_counter_ns()
+            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
+            result = self._call(sv.batcher.infer(work, self.app.options.request_timeout_s))
+            t2 = time.perf_counter_ns()
+            resp = self.pb.ModelInferResponse(
+                model_name=request.model_name, model_version=str(sv.version), id=request.id
+            )
+            for w in req.wanted:
+                arr, labels = result[w.port.name]
+                out = resp.outputs.add(
+                    name=w.port.name, datatype=w.port.datatype, shape=list(arr.shape)
+                )
+                if labels is not None:
+                    out.parameters["labels"].string_param = json.dumps(
+                        [v.item() if hasattr(v, "item") else v for v in labels]
+                    )
+                resp.raw_output_contents.append(tensor_bytes(w.port.datatype, arr))
+            sv.stats.request_done(
+                True,
+                req.rows,
+                time.perf_counter_ns() - t0,
+                work.queue_ns,
+                t1 - t0,
+                work.infer_ns,
+                time.perf_counter_ns() - t2,
+            )
+            return resp
+        except HttpError as err:
+            sv.stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
+            raise
+
+
+def start_grpc(
+    app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEventLoop
+) -> tuple[Any, int]:
+    """Start the gRPC server on ``options.grpc_port``; returns (server, bound port)."""
+    grpc, pb, pb_grpc = _import()
+    servicer = _Servicer(app, loop, pb, grpc)
+    limit = options.max_request_bytes
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=16, thread_name_prefix="mf-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    methods = {
+        "ServerLive": servicer.server_live,
+        "ServerReady": servicer.server_ready,
+        "ModelReady": servicer.model_ready,
+        "ServerMetadata": servicer.server_metadata,
+        "ModelMetadata": servicer.model_metadata,
+        "ModelConfig": servicer.model_config,
+        "ModelStatistics": servicer.model_statistics,
+        "ModelInfer": servicer.model_infer,
+    }
+    base = pb_grpc.GRPCInferenceServiceServicer
+    impl = type(
+        "Servicer",
+        (base,),
+        {
+            name: (lambda f: lambda self, req, ctx: f(req, ctx))(servicer.guard(name, fn))
+            for name, fn in methods.items()
+        },
+    )()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(impl, server)
+    address = (
+        f"{options.host if ':' not in options.host else f'[{options.host}]'}:"
+        f"{options.grpc_port or 0}"
+    )
+    if options.tls_cert and options.tls_key:
+        with open(options.tls_key, "rb") as k, open(options.tls_cert, "rb") as c:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if not port:
+        from modelforge.errors import UsageError
+
+        raise UsageError(
+            f"cannot listen for gRPC on {address}",
+            hint="pick another --grpc-port",
+            code="cannot_bind",
+        )
+    server.start()
+    return server, port

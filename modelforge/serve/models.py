@@ -1,0 +1,208 @@
+"""The one bridge between the server and the core: open a model version -> sessions + schema.
+
+Everything the server needs from ModelForge's core goes through here, so that a change in
+how models are opened (e.g. ``modelforge.model.open.open_model``) is a change in one place:
+
+* :func:`modelforge.store.open.open_location` (over :func:`modelforge.model.open.open_model`)
+  reads the file with the size cap, checks store versions against their recorded sha256,
+  parses it, refuses external data outside the model folder and extracts the schema;
+* :func:`modelforge.engine.session.session_options` / ``translate_error`` build sessions
+  (plus ``session.intra_op.allow_spinning=0``: a spinning pool burns a core per instance);
+* :func:`modelforge.engine.runner.to_output` flattens ZipMap outputs the way predict does;
+* :func:`modelforge.model.synth.synthesize_inputs` gives warm-up inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelforge.errors import InvalidModelError
+from modelforge.serve.protocol import oip_datatype
+from modelforge.text import escape
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelforge.engine.session import SessionConfig
+    from modelforge.model.schema import ModelSchema, TensorSpec
+    from modelforge.store.resolve import ModelLocation
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output as the protocol shows it."""
+
+    name: str
+    datatype: str  # OIP datatype; ZipMap outputs are FP32
+    shape: list[int]  # -1 for symbolic/unknown dims
+    onnx_type: str
+    numpy: str | None  # numpy dtype name; None for BYTES/BF16
+    zipmap: bool = False  # seq(map(K, tensor(float))) flattened to [N, K] + labels
+    dims_declared: bool = True  # False: the model declares no rank (shape shows [-1])
+    symbols: tuple[str | None, ...] = ()  # symbolic dim names, per axis (None: fixed/unnamed)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+def _dims(spec: TensorSpec) -> list[int]:
+    if spec.shape is None:
+        return [-1]
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in spec.shape]
+
+
+def _port(spec: TensorSpec, output: bool) -> Port:
+    dt = oip_datatype(spec.type)
+    if dt is not None:
+        symbols = tuple(d if isinstance(d, str) else None for d in (spec.shape or []))
+        return Port(
+            spec.name,
+            dt,
+            _dims(spec),
+            spec.type,
+            spec.dtype if dt not in ("BYTES", "BF16") else None,
+            dims_declared=spec.shape is not None,
+            symbols=symbols,
+        )
+    if output and spec.type.startswith("seq(map(") and "tensor(float)" in spec.type:
+        return Port(spec.name, "FP32", [-1, -1], spec.type, "float32", zipmap=True)
+    what = "output" if output else "input"
+    raise InvalidModelError(
+        f"{what} '{escape(spec.name)}' has type {escape(spec.type)}, which the Open "
+        "Inference Protocol cannot carry",
+        hint="serve a model whose inputs and outputs are tensors (sklearn ZipMap "
+        "probabilities are flattened automatically)",
+        code="unservable_type",
+    )
+
+
+@dataclass
+class OpenedVersion:
+    """A model version ready to serve: its sessions, schema and protocol ports."""
+
+    path: Path
+    sha256: str
+    schema: ModelSchema
+    inputs: list[Port]
+    outputs: list[Port]
+    sessions: list[Any]  # onnxruntime.InferenceSession, one per instance
+    threads: int
+
+    def run(self, index: int, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[Any]:
+        """Run instance ``index``; onnxruntime releases the GIL. Errors are translated by the
+        caller (it knows which requests were in the batch)."""
+        return list(self.sessions[index].run(outputs, feeds))
+
+
+def flatten_output(port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None]:
+    """onnxruntime's value -> (array, labels): ZipMap lists of dicts -> [N, K] + keys."""
+    from modelforge.engine.runner import to_output
+
+    out = to_output(port.name, value)
+    return out.array, (list(out.keys) if out.keys is not None else None)
+
+
+def open_version(
+    location: ModelLocation,
+    *,
+    instances: int,
+    threads: int,
+    session_config: SessionConfig | None = None,
+) -> OpenedVersion:
+    """Open a resolved location through the core's one opener (size cap, external data kept
+    inside the model folder, store versions checked against their recorded sha256), then
+    create ``instances`` sessions."""
+    from modelforge.store.open import open_location
+
+    opened = open_location(location, parse=True)
+    schema = opened.ensure_schema()
+    opened.proto = None  # the protobuf is not needed once the schema is known
+    inputs = [_port(s, output=False) for s in schema.inputs]
+    outputs = [_port(s, output=True) for s in schema.outputs]
+    source: Any = os.fspath(opened.path) if opened.external else opened.data
+    sessions = [_session(source, threads, session_config) for _ in range(instances)]
+    return OpenedVersion(opened.path, opened.sha256, schema, inputs, outputs, sessions, threads)
+
+
+def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
+    import dataclasses
+
+    import onnxruntime as ort
+
+    from modelforge.engine.providers import plan_providers
+    from modelforge.engine.session import (
+        SessionConfig,
+        quiet_onnxruntime,
+        session_options,
+        translate_error,
+    )
+
+    cfg = dataclasses.replace(cfg or SessionConfig(), threads=threads)
+    quiet_onnxruntime()
+    plan = plan_providers(cfg.providers, options=cfg.provider_options, fallback=cfg.fallback)
+    so = session_options(cfg)
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(
+            source, sess_options=so, providers=plan.providers, provider_options=plan.options
+        )
+    except Exception as exc:  # onnxruntime raises pybind exception types
+        raise translate_error(exc, "creating the onnxruntime session") from None
+
+
+def warmup_feeds(schema: ModelSchema) -> dict[str, np.ndarray] | None:
+    """Synthesized one-row inputs for warm-up; None when the inputs cannot be synthesized."""
+    from modelforge.errors import ModelForgeError
+    from modelforge.model.synth import synthesize_inputs
+
+    try:
+        return synthesize_inputs(schema, batch=1)
+    except ModelForgeError:
+        return None
+
+
+def translate_run_error(exc: BaseException, doing: str) -> Exception:
+    from modelforge.engine.session import translate_error
+
+    return translate_error(exc, doing)
+
+
+def store_versions(store: Any, name: str) -> tuple[list[int], dict[str, int]]:
+    """(versions, aliases) of a store name, read fresh (cheap: directory listing + JSON)."""
+    return store.versions(name), store.aliases(name)
+
+
+def store_names(store: Any) -> list[str]:
+    return [n for n in store.names() if store.versions(n)]
+
+
+def file_location(path: str | os.PathLike[str]) -> ModelLocation:
+    """A plain .onnx path as a location (not store-owned: no hard-linked external data)."""
+    from modelforge.store.resolve import ModelLocation
+
+    return ModelLocation(path=Path(path).absolute(), ref=os.fspath(path), origin="file")
+
+
+def store_location(store: Any, name: str, version: int) -> ModelLocation:
+    """The location of a stored version, through the one resolver."""
+    from modelforge.store.resolve import resolve_model
+
+    return resolve_model(f"{name}:{version}", store)
+
+
+def open_store(root: str | os.PathLike[str] | None) -> Any:
+    from modelforge.store.layout import Store
+
+    return Store(root)
+
+
+def resolve(ref: str, store: Any) -> Any:
+    """A MODEL argument -> ModelLocation (path or store reference), via the one resolver."""
+    from modelforge.store.resolve import resolve_model
+
+    return resolve_model(ref, store)
