@@ -101,7 +101,7 @@ def flatten_output(port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None
     """onnxruntime's value -> (array, labels): ZipMap lists of dicts -> [N, K] + keys."""
     from modelforge.engine.runner import to_output
 
-    out = to_output(port.name, value)
+    out = to_output(port.name, value, zipmap=port.zipmap)
     return out.array, (list(out.keys) if out.keys is not None else None)
 
 
