@@ -433,6 +433,22 @@ def iter_predict(
     _check_rows(plan, rows)
 
 
+def iter_feeds(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    options: PredictOptions | None = None,
+    **kw: Any,
+) -> Iterator[Any]:
+    """The feeds ``iter_predict`` would give the model for ``data`` (the same mapping,
+    stored columns and casts), as :class:`~modelforge.data.batch.Batch` objects; the model
+    is not run. Used to record golden examples (``models add --example``) and by ``models
+    diff --data``."""
+    opts = PredictOptions.build(options, kw)
+    lm = load(model, parse=True)
+    plan = _plan(lm, data, opts.read_options(), None, None)
+    yield from plan.batches()
+
+
 def predict(
     model: str | os.PathLike[str],
     data: Any = None,

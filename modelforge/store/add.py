@@ -47,6 +47,7 @@ class AddResult:
     source: str
     symlink_resolved_to: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
+    examples: dict[str, Any] | None = None  # golden examples (store/examples.py summary)
 
     @property
     def ref(self) -> str:
@@ -67,6 +68,7 @@ class AddResult:
             "symlink_resolved_to": self.symlink_resolved_to,
             "files": self.files,
             "validation": self.validation,
+            "examples": self.examples,
         }
 
 
@@ -261,7 +263,9 @@ def commit(
     aliases: list[str],
 ) -> tuple[int, bool]:
     """Publish a staged version under the lock. Returns (version, created)."""
-    cid = content_id(staged.files)
+    from modelforge.store.examples import content_entries
+
+    cid = content_id([*staged.files, *content_entries(meta)])
     with st.lock():
         existing = st.versions(name)
         for v in existing:
@@ -330,8 +334,13 @@ def add_model(
     store: Store | None = None,
     timeout_s: float | None = None,
     memory_mb: int | None = None,
+    example: str | os.PathLike[str] | list[str] | None = None,
+    example_rows: int = 256,
 ) -> AddResult:
     """Check, validate and store a model file (and its external data) as a new version.
+
+    ``example``: a data file (any format predict reads); its first ``example_rows`` rows
+    are mapped as predict maps them, run, and stored as golden examples (store/examples.py).
 
     ``timeout_s`` / ``memory_mb`` limit the guarded validation (None: MODELFORGE_TIMEOUT /
     MODELFORGE_MEMORY_MB, then the defaults); hitting one is a ResourceLimitError (exit 8).
@@ -342,6 +351,10 @@ def add_model(
     cols = _validate_columns(columns)
     if version is not None and version < 1:
         raise UsageError("--version must be 1 or more", code="invalid_version")
+    if example is not None:
+        from modelforge.store.examples import check_rows
+
+        check_rows(example_rows)
     st = store or Store()
     info = check_regular_file(path)
     data = read_capped(info.resolved)
@@ -381,6 +394,21 @@ def add_model(
             "forced": bool(force and not staged.report.ok),
             "validation": staged.report.data,
         }
+        if example is not None:  # golden examples, recorded in a guarded child
+            from modelforge.store import examples as golden
+
+            meta["examples"] = golden.stage_examples(
+                staged.directory,
+                staged.directory / "files" / staged.model_file,
+                example,
+                rows=example_rows,
+                columns=cols,
+                timeout_s=timeout_s,
+                memory_mb=memory_mb,
+            )
+            golden.link_blob(
+                st.blob_path(meta["examples"]["sha256"]), staged.directory / golden.EXAMPLES_FILE
+            )
         chosen, created = commit(st, staged, name, meta, version=version, aliases=alias_list)
     except OSError as exc:
         raise write_failed(st, exc) from None
@@ -401,4 +429,12 @@ def add_model(
         source=str(info.path),
         symlink_resolved_to=str(info.resolved) if info.is_symlink else None,
         files=[{k: f[k] for k in ("path", "sha256", "size")} for f in staged.files],
+        examples=_examples_summary(st.version_dir(name, chosen)),
     )
+
+
+def _examples_summary(vdir: Path) -> dict[str, Any] | None:
+    from modelforge.store.examples import summary
+    from modelforge.store.metadata import load_meta
+
+    return summary(load_meta(vdir / "meta.json"))
