@@ -103,6 +103,7 @@ def validate_cmd(
             custom_ops=tuple(custom_ops or ()),
             timeout_s=timeout,
             memory_mb=memory_limit,
+            **_examples_tolerances(ctx, rtol, atol),
         )
         if out.stderr_is_terminal and not out.quiet and not json_out:
             # a transient spinner on stderr naming the running check; nothing stays behind
@@ -129,6 +130,20 @@ def validate_cmd(
         )
         out.emit_failure(report, err, render_report)
         raise typer.Exit(int(err.exit_code))
+
+
+def _examples_tolerances(ctx: typer.Context, rtol: float, atol: float) -> dict[str, float]:
+    """--rtol/--atol given explicitly apply to the examples check too (its own defaults are
+    tighter: 1e-5 / 1e-6)."""
+    from click.core import ParameterSource
+
+    given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
+    out = {}
+    if ctx.get_parameter_source("rtol") in given:
+        out["examples_rtol"] = rtol
+    if ctx.get_parameter_source("atol") in given:
+        out["examples_atol"] = atol
+    return out
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,8 @@ Checks, in order (each runs only when its prerequisites passed; otherwise it is 
 7. ``session``         an onnxruntime session on the chosen providers
 8. ``smoke``           run on synthesized inputs; dtypes, ranks, NaN/Inf
 9. ``parity``          (opt-in) onnx.reference and/or golden ``--inputs``/``--expected``
+10. ``examples``       store versions with golden examples (``models add --example``):
+                       rerun them and compare with the stored outputs; skipped otherwise
 
 Check 1 runs in this process (``stat`` only). Checks 2-9 run in ONE guarded child process
 (:func:`modelforge.engine.sandbox.run_guarded`): each finished check is streamed back as
@@ -44,6 +46,7 @@ CHECK_ORDER = (
     "session",
     "smoke",
     "parity",
+    "examples",
 )
 PREREQUISITES: dict[str, tuple[str, ...]] = {
     "file": (),
@@ -55,6 +58,7 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
     "session": ("external_data", "structure", "runtime_compat"),
     "smoke": ("session",),
     "parity": ("session",),
+    "examples": ("session",),
 }
 STATUSES = ("pass", "warn", "fail", "skip")
 DEFAULT_RTOL = 1e-3
@@ -115,6 +119,11 @@ class ValidateOptions:
     max_depth: int = DEFAULT_MAX_DEPTH
     stop_after: str | None = None  # the last check to run, e.g. "smoke" for models add
     trusted: bool = False  # store origin: hard-linked external data is allowed
+    # golden examples of a store version (store/examples.py record + absolute "path"; set
+    # by validate_model) and their tolerances (None: 1e-5 / 1e-6, checks/examples.py)
+    examples: dict[str, Any] | None = None
+    examples_rtol: float | None = None
+    examples_atol: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -276,6 +285,10 @@ def validate_model(
     location = resolve_model(model)
     if location.trusted and not opts.trusted:
         opts = replace(opts, trusted=True)
+    if opts.examples is None and location.metadata and "examples" in wanted:
+        from modelforge.store.examples import from_record
+
+        opts = replace(opts, examples=from_record(location.path.parent.parent, location.metadata))
     limits = resolve_limits(opts.timeout_s, opts.memory_mb)
     started = time.monotonic()
     path = location.path
@@ -323,6 +336,11 @@ def validate_model(
             check = Check(
                 name, "skip", "not_requested",
                 "not requested (pass --reference, or --inputs and --expected)",
+            )  # fmt: skip
+        if check is None and name == "examples" and not opts.examples:
+            check = Check(
+                name, "skip", "no_examples",
+                "no golden examples stored with this version (models add --example DATA)",
             )  # fmt: skip
         if check is None:
             blockers = [

@@ -29,6 +29,12 @@ def _parity(ctx: Ctx) -> Check:
     return check_parity(ctx)
 
 
+def _examples(ctx: Ctx) -> Check:
+    from modelforge.model.checks.examples import check_examples
+
+    return check_examples(ctx)
+
+
 CHECKS = {
     "parse": check_parse,
     "external_data": check_external,
@@ -38,6 +44,7 @@ CHECKS = {
     "session": check_session,
     "smoke": check_smoke,
     "parity": _parity,
+    "examples": _examples,
 }
 
 
@@ -78,6 +85,8 @@ def run_checks(path: str, opts: ValidateOptions, wanted: list[str]) -> dict[str,
         if name == "file":
             continue
         if name == "parity" and not (opts.reference or opts.inputs):
+            continue
+        if name == "examples" and not opts.examples:
             continue
         prereq = PREREQUISITES[name]
         if any(ctx.results.get(p) is None or ctx.results[p].status in ("fail", "skip")
