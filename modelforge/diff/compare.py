@@ -52,8 +52,10 @@ def _empty(name: str, kind: str, rows: int) -> dict[str, Any]:
     }
 
 
-def _scalar(row: np.ndarray) -> Any:
-    flat = row.reshape(-1)
+def _scalar(row: Any) -> Any:
+    import numpy as np
+
+    flat = np.asarray(row).reshape(-1)
     items = [v.item() if hasattr(v, "item") else v for v in flat[:8]]
     if flat.size == 1:
         return items[0]
