@@ -42,6 +42,8 @@ _API: dict[str, str] = {
     "verify_store": "modelforge.store.ops:verify",
     "export_model": "modelforge.store.archive:export_version",
     "import_model": "modelforge.store.archive:import_archive",
+    "diff_models": "modelforge.diff.core",
+    "DiffResult": "modelforge.diff.core",
 }
 
 

@@ -103,8 +103,8 @@ def validate_cmd(
             custom_ops=tuple(custom_ops or ()),
             timeout_s=timeout,
             memory_mb=memory_limit,
-            **_examples_tolerances(ctx, rtol, atol),
         )
+        opts = _with_examples_tolerances(ctx, opts)
         if out.stderr_is_terminal and not out.quiet and not json_out:
             # a transient spinner on stderr naming the running check; nothing stays behind
             with out.err_console().status("validating...") as status:
@@ -132,18 +132,19 @@ def validate_cmd(
         raise typer.Exit(int(err.exit_code))
 
 
-def _examples_tolerances(ctx: typer.Context, rtol: float, atol: float) -> dict[str, float]:
+def _with_examples_tolerances(ctx: typer.Context, opts: Any) -> Any:
     """--rtol/--atol given explicitly apply to the examples check too (its own defaults are
     tighter: 1e-5 / 1e-6)."""
+    from dataclasses import replace
+
     from click.core import ParameterSource
 
     given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
-    out = {}
     if ctx.get_parameter_source("rtol") in given:
-        out["examples_rtol"] = rtol
+        opts = replace(opts, examples_rtol=opts.rtol)
     if ctx.get_parameter_source("atol") in given:
-        out["examples_atol"] = atol
-    return out
+        opts = replace(opts, examples_atol=opts.atol)
+    return opts
 
 
 def register(app: typer.Typer) -> None:

@@ -48,9 +48,7 @@ def feed_problems(side: str, schema: ModelSchema, feeds: dict[str, np.ndarray]) 
         elif spec.shape is not None and (
             len(spec.shape) != arr.ndim
             or any(
-                isinstance(d, int) and d != arr.shape[i]
-                for i, d in enumerate(spec.shape)
-                if i > 0
+                isinstance(d, int) and d != arr.shape[i] for i, d in enumerate(spec.shape) if i > 0
             )
         ):
             problems.append(
@@ -84,6 +82,11 @@ def _compare(
     }
     rows = max((int(o.array.shape[0]) for o in out_a if o.array.ndim), default=0)
     return records, rows
+
+
+def _subset(feeds: dict[str, Any], schema: ModelSchema) -> dict[str, Any]:
+    names = {s.name for s in schema.inputs}
+    return {k: v for k, v in feeds.items() if k in names}
 
 
 def _skipped(source: str | None, reason: str, problems: list[str]) -> dict[str, Any]:
@@ -124,8 +127,12 @@ def behaviour(
         return _skipped(source, reason, problems), {}, 0
     wanted_a = {s.name for s in a.schema.inputs}
     wanted_b = {s.name for s in b.schema.inputs}
-    out_a = run_feeds(os.fspath(a.ref), {k: v for k, v in feeds.items() if k in wanted_a}, providers)
-    out_b = run_feeds(os.fspath(b.ref), {k: v for k, v in feeds.items() if k in wanted_b}, providers)
+    out_a = run_feeds(
+        os.fspath(a.ref), {k: v for k, v in feeds.items() if k in wanted_a}, providers
+    )
+    out_b = run_feeds(
+        os.fspath(b.ref), {k: v for k, v in feeds.items() if k in wanted_b}, providers
+    )
     records, rows = _compare(out_a, out_b, rtol, atol)
     return {"source": source, "status": "compared", "reason": None, "problems": []}, records, rows
 

@@ -78,9 +78,10 @@ def _floats(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> dict[str,
         rel = np.where(denom > 0, diff / np.where(denom > 0, denom, 1.0), 0.0)
         beyond = (diff > atol + rtol * np.abs(np.where(nan_x, 0.0, x2))) | one
     beyond &= ~both
-    row_beyond = beyond.any(axis=1) if beyond.size else np.zeros(n, dtype=bool)
-    row_max = diff.max(axis=1) if diff.size else np.zeros(n)
-    order = [int(i) for i in np.argsort(-row_max, kind="stable") if row_max[i] > 0 or one[i].any()]
+    row_beyond: Any = beyond.any(axis=1)
+    row_max: Any = diff.max(axis=1) if diff.size else np.zeros(n)
+    row_one: Any = one.any(axis=1)
+    order = [int(i) for i in np.argsort(-row_max, kind="stable") if row_max[i] > 0 or row_one[i]]
     worst = [
         {
             "row": i,

@@ -48,7 +48,9 @@ def _io_changes(side: str, a: list[TensorSpec], b: list[TensorSpec]) -> list[dic
             )
     for sb in b:
         if sb.name not in names_a and sb.name not in renamed_b:
-            changes.append({"kind": f"{side}_added", "name": sb.name, "a": None, "b": _spec_dict(sb)})
+            changes.append(
+                {"kind": f"{side}_added", "name": sb.name, "a": None, "b": _spec_dict(sb)}
+            )
     for sa, sb in pairs:
         if sa.type != sb.type:
             changes.append(
