@@ -137,12 +137,13 @@ def _with_examples_tolerances(ctx: typer.Context, opts: Any) -> Any:
     tighter: 1e-5 / 1e-6)."""
     from dataclasses import replace
 
-    from click.core import ParameterSource
+    def given(name: str) -> bool:  # typer vendors click: compare the source by name
+        source = ctx.get_parameter_source(name)
+        return getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")
 
-    given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
-    if ctx.get_parameter_source("rtol") in given:
+    if given("rtol"):
         opts = replace(opts, examples_rtol=opts.rtol)
-    if ctx.get_parameter_source("atol") in given:
+    if given("atol"):
         opts = replace(opts, examples_atol=opts.atol)
     return opts
 

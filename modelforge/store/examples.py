@@ -42,7 +42,20 @@ EXAMPLES_FILE = f"{EXAMPLES_DIR}/golden.npz"
 DEFAULT_EXAMPLE_ROWS = 256
 MAX_EXAMPLE_ROWS = 10_000
 MAX_EXAMPLE_BYTES = 64 * 1024 * 1024  # inputs + outputs, uncompressed
+ENV_MAX_BYTES = "MODELFORGE_MAX_EXAMPLE_BYTES"  # overrides MAX_EXAMPLE_BYTES
 PROVIDER = "CPUExecutionProvider"
+
+
+def max_bytes() -> int:
+    text = os.environ.get(ENV_MAX_BYTES, "").strip()
+    if not text:
+        return MAX_EXAMPLE_BYTES
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(
+            f"{ENV_MAX_BYTES}='{escape(text)}' is not a positive number of bytes",
+            code="invalid_option",
+        )
+    return int(text)
 
 
 def check_rows(rows: int) -> int:
@@ -149,7 +162,12 @@ def run_feeds(model: str, feeds: dict[str, np.ndarray], providers: list[str] | N
 
 
 def record_examples(
-    model_path: str, data: list[str], columns: list[str] | None, rows: int, out_path: str
+    model_path: str,
+    data: list[str],
+    columns: list[str] | None,
+    rows: int,
+    out_path: str,
+    limit: int = MAX_EXAMPLE_BYTES,
 ) -> dict[str, Any]:
     """Entry point in the guarded child: map, run, write the NPZ; returns the manifest."""
     import onnxruntime
@@ -166,15 +184,15 @@ def record_examples(
     outputs = run_feeds(model_path, feeds)
     arrays, ins, outs = pack(feeds, outputs)
     total = sum(a.nbytes for a in arrays.values())
-    if total > MAX_EXAMPLE_BYTES:
+    if total > limit:
         per_row = max(1, total // got)
         raise DataError(
             f"golden examples from {', '.join(safe(d) for d in data)} would take "
-            f"{human_bytes(total)} for {got} rows, over the limit of "
-            f"{human_bytes(MAX_EXAMPLE_BYTES)}",
-            hint=f"pass --example-rows {max(1, MAX_EXAMPLE_BYTES // per_row)} or fewer",
+            f"{human_bytes(total)} for {got} rows, over the limit of {human_bytes(limit)}",
+            hint=f"pass --example-rows {max(1, limit // per_row)} or fewer (or raise "
+            f"{ENV_MAX_BYTES})",
             code="examples_too_large",
-            details={"bytes": total, "rows": got, "limit": MAX_EXAMPLE_BYTES},
+            details={"bytes": total, "rows": got, "limit": limit},
         )
     write_npz(Path(out_path), arrays)
     return {
@@ -211,6 +229,7 @@ def stage_examples(
         columns,
         rows,
         os.fspath(out),
+        max_bytes(),  # read here: a forkserver child may predate the environment
         timeout_s=timeout_s,
         memory_mb=memory_mb,
         what="recording golden examples",
@@ -376,7 +395,7 @@ def from_archive(meta: dict[str, Any], stage: Path) -> dict[str, Any] | None:
             hint="the archive is corrupt; export it again",
             code="archive_mismatch",
         )
-    if rec["size"] > 4 * MAX_EXAMPLE_BYTES:
+    if rec["size"] > 4 * max_bytes():
         raise DataError("the archive's golden examples are too large", code="examples_too_large")
     try:
         load(path, rec, "the archive")
