@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from modelforge.diff.compare import compare_output
+from modelforge.errors import DataError
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -71,6 +72,17 @@ def _run_data(model: str, data: list[str], providers: list[str] | None) -> list[
     ]
 
 
+def _mapped(side: Any, label: str, data: list[str], providers: list[str] | None) -> list[Any]:
+    try:
+        return _run_data(side.ref, data, providers)
+    except DataError as err:
+        raise DataError(
+            f"--data cannot be mapped onto {label} ({side.info['display']}): {err.message}",
+            hint=err.hint,
+            code=err.code,
+        ) from None
+
+
 def _compare(
     out_a: list[Any], out_b: list[Any], rtol: float, atol: float
 ) -> tuple[dict[str, Any], int]:
@@ -106,8 +118,11 @@ def behaviour(
     from modelforge.store.examples import run_feeds
 
     if data:
-        out_a = _run_data(a.ref, data, providers)
-        out_b = _run_data(b.ref, data, providers)
+        try:
+            out_a = _mapped(a, "A", data, providers)
+            out_b = _mapped(b, "B", data, providers)
+        except DataError as err:
+            return _skipped("data", err.message, [err.message]), {}, 0
         records, rows = _compare(out_a, out_b, rtol, atol)
         summary = {"source": "data", "sources": data, "status": "compared", "reason": None}
         return {**summary, "problems": []}, records, rows
