@@ -236,3 +236,20 @@ def test_bad_options_and_references(tmp_path):
     assert res.exit_code == 3 and json.loads(res.stdout)["status"] == "error"
     res = invoke("models", "diff", a, tmp_path / "missing.onnx")
     assert res.exit_code == 3 and "missing.onnx" in res.stderr
+
+
+def test_ci_recipe_from_docs(tmp_path):
+    """docs/diff.md's CI gate: a retrained candidate passes, a label-flipping one fails."""
+    data = gb.iris_csv(tmp_path / "holdout.csv")
+    prod = gb.logreg(tmp_path / "prod.onnx")
+    cols = ",".join(IRIS_NAMES)
+    add = ("models", "add", "--name", "churn", "--columns", cols, "--example", data)
+    assert invoke(*add[:2], prod, *add[2:], "--alias", "prod").exit_code == 0
+    for candidate, expected in ((gb.logreg(tmp_path / "same.onnx", metadata={"b": "2"}), 0),
+                                (gb.logreg(tmp_path / "flip.onnx", C=0.01), 9)):  # fmt: skip
+        assert invoke(*add[:2], candidate, *add[2:]).exit_code == 0
+        assert invoke("validate", "churn").exit_code == 0
+        res = invoke("models", "diff", "churn:prod", "churn", "--fail-on", "labels", "--json")
+        assert res.exit_code == expected, res.stdout
+        env = json.loads(res.stdout)
+        assert env["result"]["differences"]["labels"] is (expected == 9)
