@@ -260,3 +260,68 @@ def test_missing_or_unmappable_example_data_stores_nothing(iris, tmp_path):
     assert r.exit_code == 5, r.stderr
     assert r.stderr.startswith("error: ") and r.stdout == ""
     assert Store().versions("iris") == []
+
+
+def _rewrite_manifest(src, dst, change):
+    import io
+    import tarfile
+
+    with tarfile.open(src) as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin.getmembers():
+            payload = tin.extractfile(m).read()
+            if m.name == "modelforge-export.json":
+                manifest = json.loads(payload)
+                change(manifest["meta"]["examples"])
+                payload = json.dumps(manifest).encode()
+                m.size = len(payload)
+            tout.addfile(m, io.BytesIO(payload))
+
+
+def test_import_rebuilds_the_examples_record_and_refuses_a_malformed_one(iris, tmp_path):
+    model, data = iris
+    modelforge.add_model(model, "iris", example=data, columns=IRIS_NAMES)
+    export_version("iris:1", tmp_path / "good.tar.gz")
+
+    def extra(rec):
+        rec["evil"] = "x" * 10
+        rec["inputs"][0]["path"] = "/etc/passwd"
+
+    _rewrite_manifest(tmp_path / "good.tar.gz", tmp_path / "extra.tar.gz", extra)
+    r = import_archive(tmp_path / "extra.tar.gz", name="extra")
+    v, _ = _stored(r.ref)
+    assert "evil" not in v.meta["examples"] and "path" not in v.meta["examples"]["inputs"][0]
+    assert validate_model("extra").check("examples").status == "pass"
+
+    def bad(rec):
+        rec["file"] = "../../escape.npz"
+
+    _rewrite_manifest(tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz", bad)
+    res = invoke("models", "import", tmp_path / "bad.tar.gz", "--name", "bad", "--json")
+    assert res.exit_code == 4 and json.loads(res.stdout)["error"]["code"] == "bad_archive"
+    assert Store().versions("bad") == []
+
+
+def test_cli_in_a_real_process_records_and_diffs(iris, tmp_path, isolated_store):
+    """The forked paths (guarded recording, diff in predict's forked child) end to end."""
+    import subprocess
+    import sys
+
+    model, data = iris
+    env = {**os.environ, "MODELFORGE_HOME": str(isolated_store)}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "modelforge", *map(str, args)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+
+    r = cli("models", "add", model, "--name", "iris", "--example", data,
+            "--columns", ",".join(IRIS_NAMES))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    flip = gb.logreg(tmp_path / "flip.onnx", C=0.01)
+    r = cli("models", "diff", "iris", flip, "--json")
+    assert r.returncode == 9, r.stderr
+    result = json.loads(r.stdout)["result"]
+    assert result["outputs"]["output_label"]["changed_fraction"] > 0
+    r = cli("models", "diff", "iris", model)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("EQUAL"), r.stderr

@@ -385,7 +385,8 @@ def import_archive(
 
 def _examples_entry(meta: dict[str, Any], stage: Path, st: Store) -> dict[str, Any]:
     """``{"examples": record}`` when the archive carries golden examples (checked)."""
-    from modelforge.store.examples import EXAMPLES_FILE, from_archive, link_blob
+    from modelforge.store.examples import EXAMPLES_FILE, link_blob
+    from modelforge.store.examples_import import from_archive
 
     rec = from_archive(meta, stage)
     if rec is None:
