@@ -27,6 +27,7 @@ def logreg(
     metadata: dict[str, str] | None = None,
     int_labels: bool = False,
     zipmap: bool = True,
+    opset: int = 17,
 ) -> Path:
     """LogisticRegression on iris_like (string labels unless ``int_labels``), ZipMap output."""
     from skl2onnx import to_onnx
@@ -36,7 +37,7 @@ def logreg(
     y = np.unique(labels, return_inverse=True)[1] if int_labels else labels
     clf = LogisticRegression(C=C, max_iter=1000).fit(x, y)
     options = None if zipmap else {id(clf): {"zipmap": False}}
-    model = to_onnx(clf, x[:1], target_opset=17, options=options)
+    model = to_onnx(clf, x[:1], target_opset={"": opset, "ai.onnx.ml": 1}, options=options)
     for k, v in (metadata or {}).items():
         model.metadata_props.add(key=k, value=v)
     onnx.save_model(model, path)

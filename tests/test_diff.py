@@ -50,6 +50,11 @@ def test_retrained_and_reexported_with_other_bytes_diffs_as_equal(tmp_path):
     assert res.stdout.splitlines()[-1] == "EQUAL" and res.stderr == ""
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.equal = False  # type: ignore[misc]
+    # re-exported for another opset: the structure says so, the behaviour is the same
+    other = gb.logreg(tmp_path / "opset15.onnx", opset=15)
+    r = modelforge.diff_models("iris:prod", other)
+    assert r.equal and r.opsets["changed"] == {"ai.onnx": [17, 15]}
+    assert "opsets" in r.structure_changes
 
 
 def test_other_regularisation_flips_labels_and_drifts_probabilities(tmp_path):
