@@ -437,14 +437,22 @@ def iter_feeds(
     model: str | os.PathLike[str],
     data: Any = None,
     options: PredictOptions | None = None,
+    *,
+    stored_columns: list[str] | None = None,
     **kw: Any,
 ) -> Iterator[Any]:
     """The feeds ``iter_predict`` would give the model for ``data`` (the same mapping,
     stored columns and casts), as :class:`~modelforge.data.batch.Batch` objects; the model
-    is not run. Used to record golden examples (``models add --example``) and by ``models
-    diff --data``."""
+    is not run. ``stored_columns``: the column map of a file about to be stored (as if it
+    were recorded with the version). Used to record golden examples (``models add
+    --example``)."""
+    import dataclasses
+
     opts = PredictOptions.build(options, kw)
     lm = load(model, parse=True)
+    if stored_columns is not None:
+        meta = {**(lm.location.metadata or {}), "columns": list(stored_columns)}
+        lm.location = dataclasses.replace(lm.location, metadata=meta)
     plan = _plan(lm, data, opts.read_options(), None, None)
     yield from plan.batches()
 

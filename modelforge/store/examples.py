@@ -174,7 +174,8 @@ def record_examples(
 
     from modelforge.inference import iter_feeds
 
-    feeds, got = _first_rows(iter_feeds(model_path, data, columns=columns), rows)
+    # mapped as predict maps data onto the stored version: ``columns`` is its column map
+    feeds, got = _first_rows(iter_feeds(model_path, data, stored_columns=columns), rows)
     if got == 0:
         raise DataError(
             f"--example {', '.join(safe(d) for d in data)} has no rows",
