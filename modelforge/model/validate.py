@@ -16,7 +16,7 @@ Checks, in order (each runs only when its prerequisites passed; otherwise it is 
 10. ``examples``       store versions with golden examples (``models add --example``):
                        rerun them and compare with the stored outputs; skipped otherwise
 
-Check 1 runs in this process (``stat`` only). Checks 2-9 run in ONE guarded child process
+Check 1 runs in this process (``stat`` only). Checks 2-10 run in ONE guarded child process
 (:func:`modelforge.engine.sandbox.run_guarded`): each finished check is streamed back as
 it completes, so when onnx/onnxruntime crashes, hangs or exhausts the memory cap, the
 checks before it are kept and the check that was running fails with code ``crashed``,

@@ -1,4 +1,4 @@
-"""Checks 2-9 of validate, run inside the guarded child process.
+"""Checks 2-10 of validate, run inside the guarded child process.
 
 Before a check starts the child sends ``{"stage": name}`` and when it ends
 ``{"check": {...}}`` to the parent, so a crash keeps everything reported so far. Nothing
