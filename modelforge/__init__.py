@@ -34,7 +34,7 @@ _API: dict[str, str] = {
     "PredictOptions": "modelforge.inference",
     "run_bench": "modelforge.bench",
     "BenchOptions": "modelforge.bench",
-    "add_model": "modelforge.store.add",
+    "add_model": "modelforge.api",
     "list_models": "modelforge.store.catalog",
     "resolve_model": "modelforge.store.resolve",
     "ModelLocation": "modelforge.store.resolve",
@@ -48,6 +48,8 @@ _API: dict[str, str] = {
     "serve_models": "modelforge.serve.server:serve",
     "create_app": "modelforge.serve.app",
     "ServeOptions": "modelforge.serve.options",
+    "diff_models": "modelforge.diff.core",
+    "DiffResult": "modelforge.diff.core",
 }
 
 

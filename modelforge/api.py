@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+DEFAULT_EXAMPLE_ROWS = 256  # models add --example-rows (store/examples.py holds the maximum)
 
 if TYPE_CHECKING:
     from modelforge.model.convert import ConvertResult
     from modelforge.model.inspect import ModelInspection
     from modelforge.model.open import OpenedModel
     from modelforge.model.validate import ValidateOptions, ValidationReport
+    from modelforge.store.add import AddResult
     from modelforge.store.resolve import ModelLocation
 
 
@@ -45,7 +48,58 @@ def validate_model(
         # a file that is not a regular file, empty or too big is a failed 'file' check
         return validate_opened(loc.path, options, progress=progress, label=loc.display)
     opened = open_location(loc, auto_parse=False)
-    return validate_opened(opened, options, progress=progress, label=loc.display)
+    return validate_opened(
+        opened, _with_examples(options, loc), progress=progress, label=loc.display
+    )
+
+
+def _with_examples(options: ValidateOptions | None, loc: ModelLocation) -> ValidateOptions:
+    """A store version's golden examples (``models add --example``) for the examples check."""
+    from dataclasses import replace
+
+    from modelforge.model.validate import ValidateOptions, checks_to_run
+    from modelforge.store.examples import from_record
+    from modelforge.store.layout import Store
+
+    opts = options or ValidateOptions()
+    if (
+        opts.examples is not None
+        or not loc.metadata
+        or "examples" not in checks_to_run(opts.stop_after)
+    ):
+        return opts
+    if loc.name is None or loc.version is None:
+        return opts
+    vdir = Store().version_dir(loc.name, loc.version)
+    return replace(opts, examples=from_record(vdir, loc.metadata))
+
+
+def add_model(
+    path: str | os.PathLike[str],
+    name: str,
+    *,
+    example: str | os.PathLike[str] | list[str] | None = None,
+    example_rows: int = DEFAULT_EXAMPLE_ROWS,
+    timeout_s: float | None = None,
+    memory_mb: int | None = None,
+    **kwargs: Any,
+) -> AddResult:
+    """Store a model file as a new version (see :func:`modelforge.store.add.add_model`;
+    keyword arguments are its options). ``example``: a data file (any format predict
+    reads); its first ``example_rows`` rows are mapped as predict maps them, run in a
+    guarded child, and stored as golden examples (:mod:`modelforge.inference.examples`)."""
+    from modelforge.store.add import add_model as add_stored
+
+    recorder = None
+    if example is not None:
+        from modelforge.inference.examples import recorder as make_recorder
+
+        recorder = make_recorder(
+            example, rows=example_rows, timeout_s=timeout_s, memory_mb=memory_mb
+        )
+    return add_stored(
+        path, name, timeout_s=timeout_s, memory_mb=memory_mb, examples=recorder, **kwargs
+    )
 
 
 def inspect_model(

@@ -220,7 +220,7 @@ def test_sklearn_train_script_reproduces_a_valid_model(examples_copy: Path, tmp_
     )
     assert validated.returncode == 0, validated.stderr
     report = json.loads(validated.stdout)["result"]
-    assert [c["status"] for c in report["checks"]] == ["pass"] * 9
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 9 + ["skip"]  # no examples
     assert [i["name"] for i in report["schema"]["inputs"]] == [
         "plan",
         "region",

@@ -11,7 +11,7 @@ Each module belongs to one layer (the longest matching prefix in ``LAYERS``), an
     engine       providers, sessions, the batched runner, the guarded child
     model        validate and its checks, inspect, convert, capabilities
     store        the model store: uses model (admission) but never the reverse
-    edge         the public API that resolves store references: api, inference, bench
+    edge         the public API that resolves store references: api, inference, bench, diff
     render       the only module that prints, for the fronts
     fronts       cli, serve, cluster, __main__: may import everything
 """
@@ -49,6 +49,7 @@ LAYERS: dict[str, str] = {
     "modelforge.api": "edge",
     "modelforge.inference": "edge",
     "modelforge.bench": "edge",
+    "modelforge.diff": "edge",
     "modelforge.render": "render",
     "modelforge.cli": "cli",
     "modelforge.serve": "serve",

@@ -75,6 +75,10 @@ def _render_add(out: Renderer, r: Any) -> None:
     verb = "added" if r.created else "already stored as"
     aliases = f" (aliases: {', '.join(r.aliases)})" if r.aliases else ""
     out.line(f"{verb} {r.ref}{aliases}  {human_bytes(r.size)}  sha256 {r.sha256[:12]}")
+    if r.examples:
+        out.line(
+            f"  golden examples: {r.examples['rows']} rows, sha256 {r.examples['sha256'][:12]}"
+        )
 
 
 @app.command("add")
@@ -95,6 +99,19 @@ def add_cmd(
     columns: ColumnsOpt = None,
     columns_from: ColumnsFromOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
+    example: Annotated[
+        str | None,
+        typer.Option(
+            "--example",
+            metavar="DATA",
+            help="Store golden examples: the first rows of DATA (any format predict reads), "
+            "mapped as predict maps them, and the outputs they give.",
+        ),
+    ] = None,
+    example_rows: Annotated[
+        int,
+        typer.Option("--example-rows", metavar="N", help="Rows of --example to store (max 10000)."),
+    ] = 256,
     timeout: TimeoutOpt = None,
     memory_limit: MemoryLimitOpt = None,
     json_out: JsonOpt = False,
@@ -104,7 +121,7 @@ def add_cmd(
     Example: modelforge models add iris.onnx --name iris --alias prod --columns-from train.csv
     """
     with run(ctx, "models add", json_out) as out:
-        from modelforge.store.add import add_model
+        from modelforge.api import add_model
 
         result = add_model(
             file,
@@ -118,6 +135,8 @@ def add_cmd(
             force=force,
             timeout_s=timeout,
             memory_mb=memory_limit,
+            example=example,
+            example_rows=example_rows,
         )
         out.emit(result, _render_add)
 
@@ -173,6 +192,7 @@ def _render_show(out: Renderer, mv: Any) -> None:
     out.print(_show_fields(mv))
     meta = mv.meta
     out.print(_show_io(meta.get("schema") or {}))
+    _render_examples(out, meta)
     report = meta.get("validation")
     if report:
         v = table("CHECK", "STATUS", "MESSAGE", title="validation at add time")
@@ -251,6 +271,22 @@ def _forced_text(meta: dict[str, Any]) -> str:
         if c.get("status") == "fail"
     ]
     return "yes: failed " + (", ".join(failed) if failed else "(not recorded)")
+
+
+def _render_examples(out: Renderer, meta: dict[str, Any]) -> None:
+    from modelforge.store.examples import summary
+
+    ex = summary(meta)
+    if ex is None:
+        return
+    t = table("FIELD", "VALUE", title="golden examples")
+    t.add_row("rows", str(ex["rows"]))
+    t.add_row("sources", safe(", ".join(map(str, ex["sources"] or [])), 300))
+    t.add_row("sha256", str(ex["sha256"]))
+    t.add_row("size", human_bytes(int(ex["size"] or 0)))
+    t.add_row("recorded with", safe(f"onnxruntime {ex['onnxruntime']} on {ex['provider']}"))
+    t.add_row("outputs", safe(", ".join(map(str, ex["outputs"])), 300))
+    out.print(t)
 
 
 @app.command("show")
@@ -355,3 +391,13 @@ def path_cmd(
 
 # rm, tag, untag, verify, export and import live in models_ops (registered on the same app)
 from modelforge.cli import models_ops as _ops  # noqa: E402, F401
+
+
+# diff (cli/diff.py) ---------------------------------------------------------------------------
+def _register_diff() -> None:
+    from modelforge.cli import diff
+
+    diff.register(app)
+
+
+_register_diff()

@@ -116,6 +116,7 @@ def validate_cmd(
             dims=parse_dims(dim), strict=strict, **parity.build(),
             timeout_s=lim.timeout_s or 0, memory_mb=lim.memory_mb or 0,
         )  # fmt: skip
+        opts = _with_examples_tolerances(ctx, opts)
         with out.progress("validating", unit="checks") as bar:
 
             def step(check: str) -> None:
@@ -126,6 +127,22 @@ def validate_cmd(
         if not report.ok:
             out.emit_failure(report, _failure(report), render_report)
         out.emit(report, render_report)
+
+
+def _with_examples_tolerances(ctx: typer.Context, opts: Any) -> Any:
+    """--rtol/--atol given explicitly apply to the examples check too (its own defaults are
+    tighter: 1e-5 / 1e-6)."""
+    from dataclasses import replace
+
+    def given(name: str) -> bool:  # typer vendors click: compare the source by name
+        source = ctx.get_parameter_source(name)
+        return getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+
+    if given("rtol"):
+        opts = replace(opts, examples_rtol=opts.rtol)
+    if given("atol"):
+        opts = replace(opts, examples_atol=opts.atol)
+    return opts
 
 
 def register(app: typer.Typer) -> None:

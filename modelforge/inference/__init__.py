@@ -17,6 +17,7 @@ from modelforge.inference.api import (
     ExplainResult,
     PredictionBatch,
     explain,
+    iter_feeds,
     iter_predict,
     predict,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "arrays_from_json",
     "explain",
     "explain_predict",
+    "iter_feeds",
     "iter_predict",
     "load",
     "make_plan",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from modelforge.data.options import PredictOptions
 
 if TYPE_CHECKING:
-    from modelforge.data.batch import OutputValue
+    from modelforge.data.batch import Batch, OutputValue
     from modelforge.engine.session import SessionConfig
 
 
@@ -130,6 +130,38 @@ def iter_predict(
             yield PredictionBatch(batch.start, batch.rows, runner.run(batch), batch.keep)
     if rows == 0:
         _no_rows(plan)
+
+
+def iter_feeds(
+    model: str | os.PathLike[str],
+    data: Any = None,
+    options: PredictOptions | None = None,
+    *,
+    stored_columns: list[str] | None = None,
+    **kw: Any,
+) -> Iterator[Batch]:
+    """The feeds ``iter_predict`` would give the model for ``data`` (the same plan: mapping,
+    stored columns and casts), as :class:`~modelforge.data.batch.Batch` objects; the model
+    is not run. ``stored_columns``: the column map of a file about to be stored (as if it
+    were recorded with the version). Used to record golden examples (``models add
+    --example``)."""
+    import dataclasses
+    from contextlib import closing
+
+    from modelforge.inference.core import make_plan
+    from modelforge.inference.model import load
+
+    opts = PredictOptions.build(options, kw)
+    lm = load(model, parse=True)
+    if stored_columns is not None:
+        meta = {**(lm.location.metadata or {}), "columns": list(stored_columns)}
+        lm.location = dataclasses.replace(lm.location, metadata=meta)
+    plan = make_plan(lm, data, opts)
+    try:
+        with closing(plan.batches()) as it:  # type: ignore[type-var]
+            yield from it
+    finally:
+        plan.close()
 
 
 def predict(

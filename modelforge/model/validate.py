@@ -13,8 +13,10 @@ Checks, in order (each runs only when its prerequisites passed; otherwise it is 
 7. ``session``         an onnxruntime session on the chosen providers
 8. ``smoke``           run on synthesized inputs; dtypes, ranks, NaN/Inf
 9. ``parity``          (opt-in) onnx.reference and/or golden ``--inputs``/``--expected``
+10. ``examples``       store versions with golden examples (``models add --example``):
+                       rerun them and compare with the stored outputs; skipped otherwise
 
-Check 1 runs in this process (``stat`` only). Checks 2-9 run in ONE guarded child process
+Check 1 runs in this process (``stat`` only). Checks 2-10 run in ONE guarded child process
 (:func:`modelforge.engine.isolate.run_isolated`): each finished check is streamed back as
 it completes, so when onnx/onnxruntime crashes, hangs or exhausts the memory cap, the
 checks before it are kept and the check that was running fails with code ``crashed``,
@@ -246,6 +248,11 @@ def validate_model(
             check = Check(
                 name, "skip", "not_requested",
                 "not requested (pass --reference, or --inputs and --expected)",
+            )  # fmt: skip
+        if check is None and name == "examples" and not opts.examples:
+            check = Check(
+                name, "skip", "no_examples",
+                "no golden examples stored with this version (models add --example DATA)",
             )  # fmt: skip
         if check is None:
             blockers = [

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,9 @@ from modelforge.store.layout import Store, fsync_dir, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION, load_meta
 from modelforge.store.names import validate_alias, validate_labels, validate_name
 from modelforge.text import escape
+
+# (staging_dir, staged model path, column map) -> the record for meta["examples"]
+ExamplesRecorder = Callable[[Path, Path, list[str] | None], dict[str, Any]]
 
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,200}$")
 
@@ -57,6 +61,7 @@ class AddResult:
     not_applied: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # advice, e.g. a missing column map
     renumbered_from: int | None = None  # import: the archive's version, when not kept
+    examples: dict[str, Any] | None = None  # golden examples (store/examples.py summary)
 
     @property
     def ref(self) -> str:
@@ -80,6 +85,7 @@ class AddResult:
             "notes": self.notes,
             "renumbered_from": self.renumbered_from,
             "validation": self.validation,
+            "examples": self.examples,
         }
 
 
@@ -245,7 +251,9 @@ def commit(
     ``version``: exactly this number (an error if taken or retired). ``prefer``: this
     number if it is free and was never used (an import keeps the archive's number),
     else the next free one."""
-    cid = content_id(staged.files)
+    from modelforge.store.examples import content_entries
+
+    cid = content_id([*staged.files, *content_entries(meta)])
     with st.lock():
         existing = st.versions(name)
         for v in existing:
@@ -340,10 +348,16 @@ def add_model(
     store: Store | None = None,
     timeout_s: float | None = None,
     memory_mb: int | None = None,
+    examples: ExamplesRecorder | None = None,
 ) -> AddResult:
     """Check, validate and store a model file (and its external data) as a new version.
 
     ``columns_from``: take ``columns`` from the header of a CSV or Parquet file.
+    ``examples``: records golden examples of the staged model (``models add --example``;
+    :func:`modelforge.api.add_model` passes it): called as ``examples(staging_dir,
+    model_path, columns)`` after admission, it writes ``examples/golden.npz`` there and
+    returns the record for ``meta["examples"]``.
+
     ``timeout_s`` / ``memory_mb`` limit the guarded validation (None: MODELFORGE_TIMEOUT /
     MODELFORGE_MEMORY_MB, then the defaults); hitting one is a ResourceLimitError (exit 8).
     When the same bytes are already stored under ``name``, nothing new is written: the
@@ -401,6 +415,15 @@ def add_model(
             "forced": bool(force and not staged.report.ok),
             "validation": staged.report.data,
         }
+        if examples is not None:  # golden examples, recorded in a guarded child
+            from modelforge.store import examples as golden
+
+            meta["examples"] = examples(
+                staged.directory, staged.directory / "files" / staged.model_file, cols
+            )
+            golden.link_blob(
+                st.blob_path(meta["examples"]["sha256"]), staged.directory / golden.EXAMPLES_FILE
+            )
         chosen, existing = commit(st, staged, name, meta, version=version, aliases=alias_list)
     except OSError as exc:
         raise write_failed(st, exc) from None
@@ -430,4 +453,11 @@ def add_model(
         not_applied=skipped,
         # a --columns that was not applied is reported once, by not_applied
         notes=[] if "--columns" in skipped else column_notes(schema, stored_cols),
+        examples=_examples_summary(vdir),
     )
+
+
+def _examples_summary(vdir: Path) -> dict[str, Any] | None:
+    from modelforge.store.examples import summary
+
+    return summary(load_meta(vdir / "meta.json"))

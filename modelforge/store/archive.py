@@ -93,6 +93,15 @@ def export_version(
                 ti.mode = 0o644
                 with open(src, "rb") as fh:
                     tar.addfile(ti, fh)
+            if mv.meta.get("examples"):  # golden examples (store/examples.py)
+                from modelforge.store.examples import EXAMPLES_FILE
+
+                ti = tar.gettarinfo(str(mv.directory / EXAMPLES_FILE), arcname=EXAMPLES_FILE)
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                ti.mode = 0o644
+                with open(mv.directory / EXAMPLES_FILE, "rb") as fh:
+                    tar.addfile(ti, fh)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -233,12 +242,13 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                             "the archive's manifest is not valid JSON", code="bad_archive"
                         ) from None
                     continue
-                if not name.startswith("files/"):
+                golden = name == "examples/golden.npz"  # checked by store/examples.py
+                if not name.startswith("files/") and not golden:
                     raise UnsafeModelError(
                         f"unexpected archive member '{escape(name)}'", code="unsafe_archive"
                     )
                 rel = name[len("files/") :]
-                dst = stage / "files" / rel
+                dst = stage / name if golden else stage / "files" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
                 size = 0
@@ -251,7 +261,8 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                         out.write(block)
                     out.flush()
                     os.fsync(out.fileno())
-                written[rel] = (h.hexdigest(), size)
+                if not golden:
+                    written[rel] = (h.hexdigest(), size)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InvalidModelError(
                 f"archive '{escape(path)}' is truncated or corrupt ({escape(exc)})",
@@ -305,6 +316,7 @@ def import_archive(
         tool_versions,
     )
     from modelforge.store.admission import admit
+    from modelforge.store.examples import summary
 
     info = check_regular_file(path, what="archive")
     st = store or Store()
@@ -351,6 +363,7 @@ def import_archive(
             "tool_versions": tool_versions(),
             "forced": bool(force and not report.ok),
             "validation": report.data,
+            **_examples_entry(meta, stage, st),
             "imported_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "imported_from": {
                 "archive": str(info.path),
@@ -390,4 +403,17 @@ def import_archive(
         source=str(info.path),
         files=[{k: f[k] for k in ("path", "sha256", "size")} for f in files],
         renumbered_from=origin_version if origin_version not in (None, chosen) else None,
+        examples=summary(meta),
     )
+
+
+def _examples_entry(meta: dict[str, Any], stage: Path, st: Store) -> dict[str, Any]:
+    """``{"examples": record}`` when the archive carries golden examples (checked)."""
+    from modelforge.store.examples import EXAMPLES_FILE, link_blob
+    from modelforge.store.examples_import import from_archive
+
+    rec = from_archive(meta, stage)
+    if rec is None:
+        return {}
+    link_blob(st.blob_path(rec["sha256"]), stage / EXAMPLES_FILE)
+    return {"examples": rec}

@@ -215,4 +215,9 @@ def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResul
                 problems.append(
                     {"ref": ref_text, "file": f["path"], "problem": "sha256 mismatch (corrupt)"}
                 )
+        if mv.meta.get("examples"):  # golden examples (store/examples.py)
+            from modelforge.store.examples import verify_problems
+
+            n_files += 1
+            problems.extend(verify_problems(mv.directory, mv.meta, ref_text))
     return VerifyResult(checked=checked, files_checked=n_files, problems=problems)

@@ -1,4 +1,4 @@
-"""Checks 2-9 of validate, run inside the guarded child process.
+"""Checks 2-10 of validate, run inside the guarded child process.
 
 Before a check starts the child sends ``{"stage": name}`` and when it ends
 ``{"check": {...}}`` to the parent, so a crash keeps everything reported so far. Nothing
@@ -29,6 +29,12 @@ def _parity(ctx: Ctx) -> Check:
     return check_parity(ctx)
 
 
+def _examples(ctx: Ctx) -> Check:
+    from modelforge.model.checks.examples import check_examples
+
+    return check_examples(ctx)
+
+
 CHECKS = {
     "parse": check_parse,
     "external_data": check_external,
@@ -38,6 +44,7 @@ CHECKS = {
     "session": check_session,
     "smoke": check_smoke,
     "parity": _parity,
+    "examples": _examples,
 }
 
 
@@ -81,6 +88,8 @@ def run_checks(
         if name == "file":
             continue
         if name == "parity" and not (opts.reference or opts.inputs):
+            continue
+        if name == "examples" and not opts.examples:
             continue
         prereq = PREREQUISITES[name]
         if any(ctx.results.get(p) is None or ctx.results[p].status in ("fail", "skip")

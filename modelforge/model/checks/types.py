@@ -23,6 +23,7 @@ CHECK_ORDER = (
     "session",
     "smoke",
     "parity",
+    "examples",
 )
 PREREQUISITES: dict[str, tuple[str, ...]] = {
     "file": (),
@@ -34,6 +35,7 @@ PREREQUISITES: dict[str, tuple[str, ...]] = {
     "session": ("external_data", "structure", "runtime_compat"),
     "smoke": ("session",),
     "parity": ("session",),
+    "examples": ("session",),
 }
 STATUSES = ("pass", "warn", "fail", "skip")
 DEFAULT_RTOL = 1e-3
@@ -94,6 +96,12 @@ class ValidateOptions:
     max_depth: int = DEFAULT_MAX_DEPTH
     stop_after: str | None = None  # the last check to run, e.g. "smoke" for models add
     trusted: bool = False  # store origin: hard-linked external data is allowed
+    # golden examples of a store version (store/examples.py record + absolute "path"; set
+    # by modelforge.api.validate_model) and their tolerances (None: 1e-5 / 1e-6,
+    # checks/examples.py)
+    examples: dict[str, Any] | None = None
+    examples_rtol: float | None = None
+    examples_atol: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
