@@ -41,6 +41,7 @@ class ReadOptions:
     allow_nan: bool = False
     encoding: str | None = None
     delimiter: str | None = None
+    row_groups: tuple[int, ...] | None = None  # Parquet only: read just these row groups
 
     def __post_init__(self) -> None:
         check_policy(self.policy)
@@ -199,6 +200,8 @@ def _open_data(
             code="mixed_formats",
         )
     fmt = fmts.pop()
+    if options.row_groups is not None and fmt != "parquet":
+        raise UsageError("row groups can be selected in Parquet inputs only", code="invalid_option")
     opened = []
     for p in inputs:
         opened.append(_open_input(p, stdin))
@@ -257,7 +260,9 @@ def _open_data(
                         start=start,
                     )
                 elif fmt == "parquet":
-                    it = reader.batches(wanted, READ_ROWS, start=start)
+                    it = reader.batches(
+                        wanted, READ_ROWS, start=start, row_groups=options.row_groups
+                    )
                 else:
                     it = reader.batches(wanted, start=start)
                 for cb in it:

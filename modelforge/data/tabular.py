@@ -56,12 +56,26 @@ class ParquetReader:
         self.columns = list(self.file.schema_arrow.names)
         self.total_rows = self.file.metadata.num_rows
 
-    def batches(self, wanted: list[str], batch_rows: int, start: int = 0) -> Iterator[ColumnBatch]:
+    def batches(
+        self,
+        wanted: list[str],
+        batch_rows: int,
+        start: int = 0,
+        row_groups: tuple[int, ...] | None = None,
+    ) -> Iterator[ColumnBatch]:
+        """Stream ``wanted`` columns; ``row_groups``: only those (ascending), with row
+        numbers still counted from the start of the file."""
         import polars as pl
 
         row0 = 0
+        if row_groups:
+            meta = self.file.metadata
+            row0 = sum(meta.row_group(i).num_rows for i in range(row_groups[0]))
+        groups = list(row_groups) if row_groups is not None else None
         try:
-            for rb in self.file.iter_batches(batch_size=batch_rows, columns=wanted):
+            for rb in self.file.iter_batches(
+                batch_size=batch_rows, columns=wanted, row_groups=groups
+            ):
                 df = pl.from_arrow(rb)
                 assert isinstance(df, pl.DataFrame)
                 cols = {c: series_to_numpy(df.get_column(c)) for c in df.columns}

@@ -1,0 +1,210 @@
+"""The ONE module where the cluster front calls the predict core (model loading, session
+opening, the reader, the runner, the Parquet writer). A part runs exactly as local predict
+does, on the part's row groups only, into its attempt file, renamed onto its final name.
+
+Everything a part needs travels in a :class:`PartTask` (plain picklable data); the model's
+bytes travel separately (a Dask task input) or are read from shared storage and checked
+against the digest the client resolved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelforge.cluster import worker
+from modelforge.cluster.plan import Part
+from modelforge.errors import DataError, InvalidModelError, ModelForgeError
+from modelforge.text import safe
+
+if TYPE_CHECKING:
+    from modelforge.engine.session import SessionConfig
+    from modelforge.inference import LoadedModel, PredictOptions
+
+# Models up to this size travel to workers as task input; larger ones (and models with
+# external data) are read by the workers from shared storage and checked by sha256.
+INLINE_MODEL_BYTES = int(os.environ.get("MODELFORGE_CLUSTER_INLINE_MB", "512")) * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    digest: str  # sha256 of the model bytes, resolved once on the client
+    location: dict[str, Any]  # ModelLocation.to_dict() on the client
+    stored_columns: Any
+    size: int
+    inline: bool  # bytes are a task input (else read from location["path"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.location, "sha256": self.digest, "bytes": self.size,
+                "transfer": "task input" if self.inline else "shared path"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PartTask:
+    part: Part
+    model: ModelSpec
+    options: PredictOptions
+    session: SessionConfig
+    no_upgrade: bool
+    attempt_dir: str
+    final_path: str
+    host_threads: dict[str, int] | None = None  # Dask: task threads per host
+
+
+def resolve(model: str | os.PathLike[str]) -> tuple[ModelSpec, LoadedModel]:
+    """Resolve MODEL once (an alias moving later cannot split versions) and digest it."""
+    from modelforge.inference import load
+
+    lm = load(model, parse=True)
+    external = _has_external_data(lm)
+    digest = hashlib.sha256(lm.data).hexdigest()
+    loc = lm.location
+    spec = ModelSpec(
+        digest, loc.to_dict(), lm.stored_columns, len(lm.data),
+        inline=not external and len(lm.data) <= INLINE_MODEL_BYTES,
+    )  # fmt: skip
+    return spec, lm
+
+
+def _has_external_data(lm: LoadedModel) -> bool:
+    from onnx.external_data_helper import uses_external_data
+
+    proto = lm.parse()
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        tensors.extend(a.t for a in node.attribute if a.HasField("t"))
+    return any(uses_external_data(t) for t in tensors)
+
+
+def check_job(lm: LoadedModel, first_input: str, options: PredictOptions) -> list[str]:
+    """Everything that can be refused before any work: the mapping of the inputs' columns,
+    --outputs, --keep clashes. Returns the output columns planned (names only)."""
+    from modelforge.engine.runner import select_outputs
+    from modelforge.inference import _check_planned_clashes, _plan
+
+    plan = _plan(lm, [first_input], options.read_options(), None, None)
+    assert lm.schema is not None
+    chosen = select_outputs(lm.schema, options.outputs)
+    _check_planned_clashes(lm.schema, chosen, plan.mapping.keep, "parquet")
+    return chosen
+
+
+def _loaded(spec: ModelSpec, blob: bytes | None) -> LoadedModel:
+    from modelforge.inference import LoadedModel
+    from modelforge.model.files import read_capped
+    from modelforge.store.resolve import ModelLocation
+
+    loc = spec.location
+    location = ModelLocation(
+        path=Path(loc["path"]), ref=loc["ref"], origin=loc["origin"], name=loc["name"],
+        version=loc["version"], metadata={"columns": spec.stored_columns},
+    )  # fmt: skip
+    data = blob if blob is not None else read_capped(location.path)
+    if hashlib.sha256(data).hexdigest() != spec.digest:
+        raise InvalidModelError(
+            f"model '{safe(loc['path'])}' on this worker is not the one the client resolved "
+            f"(sha256 {spec.digest[:12]})",
+            hint="the model changed on shared storage during the run; rerun (same storage "
+            "for client and workers)",
+            code="model_changed",
+        )
+    lm = LoadedModel(location, data)
+    if b"location" in data:  # as inference.load: check external data before onnxruntime
+        lm.parse()
+    return lm
+
+
+def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
+    from modelforge.inference import open_session
+
+    threads = worker.intra_threads(task.host_threads, task.session.threads)
+    cfg = dataclasses.replace(task.session, threads=threads)
+    key = f"{task.model.digest}|{cfg.to_dict()}|{task.no_upgrade}"
+
+    def build() -> tuple[Any, Any]:
+        lm = _loaded(task.model, blob)
+        session, _ = open_session(lm, cfg, task.no_upgrade)
+        return session, lm.schema
+
+    return worker.cached(key, build)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Mapping warnings were reported once by the client: not again for every part."""
+    logger = logging.getLogger("modelforge")
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
+def run_part(task: PartTask, blob: bytes | None = None) -> dict[str, Any]:
+    """Run one part; a ModelForgeError (data, model, usage: never worth a retry) comes back
+    as ``{"error": ...}`` so it keeps its class, code and hint across the wire."""
+    try:
+        with _quiet():
+            return _run(task, blob)
+    except ModelForgeError as exc:
+        return {"index": task.part.index, "error": {"class": type(exc).__name__, **exc.to_dict()}}
+
+
+def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
+    from modelforge.data.writers import flatten, open_writer
+    from modelforge.engine.runner import Runner
+    from modelforge.inference import _batches, _check_planned_clashes, _plan
+
+    t0 = time.perf_counter()
+    part, opts = task.part, task.options
+    session, schema = _session(task, blob)
+    runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
+    read = dataclasses.replace(opts.read_options(), row_groups=part.row_groups)
+    lm_like = _SchemaOnly(schema, task.model.stored_columns)
+    plan = _plan(lm_like, [part.input], read, None, None)  # type: ignore[arg-type]
+    _check_planned_clashes(schema, runner.outputs, plan.mapping.keep, "parquet")
+    attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = os.path.join(task.attempt_dir, f"{part.name[:-8]}.{attempt}.parquet")
+    writer = open_writer(task.final_path, "parquet", temp_path=tmp)
+    rows = 0
+    columns: list[str] = []
+    try:
+        for batch in _batches(plan, runner):
+            values = runner.run(batch)
+            if not columns:
+                columns = list(batch.keep) + [n for v in values for n, _ in flatten(v)]
+            writer.write(batch.keep, values)
+            rows += batch.rows
+        if rows != part.rows:
+            raise DataError(
+                f"{part.describe()} gave {rows} rows, its footer says {part.rows}",
+                hint="the input changed during the run; rerun", code="input_changed",
+            )  # fmt: skip
+        writer.close()  # os.replace(attempt file -> part-NNNNNN.parquet): the commit
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        "index": part.index, "rows": rows, "bytes": os.path.getsize(task.final_path),
+        "attempt": attempt, "pid": os.getpid(), "runs": runner.runs, "columns": columns,
+        "providers_used": session.to_dict()["providers_used"],
+        "seconds": round(time.perf_counter() - t0, 4),
+    }  # fmt: skip
+
+
+@dataclass
+class _SchemaOnly:
+    """What ``inference._plan`` reads from a LoadedModel: the schema and stored columns."""
+
+    schema: Any
+    stored_columns: Any
