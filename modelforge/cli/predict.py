@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from modelforge.cli.cluster_predict import ClusterOpt, PartitionRowsOpt, ResumeOpt
 from modelforge.cli.common import (
     CustomOpsOpt,
     JobMemoryLimitOpt,
@@ -165,12 +166,16 @@ def predict_cmd(
     custom_ops: CustomOpsOpt = None,
     memory_limit: JobMemoryLimitOpt = None,
     timeout: JobTimeoutOpt = None,
+    cluster: ClusterOpt = None,
+    partition_rows: PartitionRowsOpt = None,
+    resume: ResumeOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a model on CSV, TSV, NPY, NPZ, Parquet or JSON Lines data.
 
     Predictions go to -o FILE (written atomically) or stream to stdout. With --json the
-    summary envelope goes to stdout, so -o is required.
+    summary envelope goes to stdout, so -o is required. -o OUT_DIR/ (a folder) writes
+    Parquet parts and a _SUCCESS manifest, in this process or on Dask with --cluster.
 
     Example: modelforge predict iris.onnx flowers.csv --keep id -o predictions.csv
     """
@@ -223,6 +228,17 @@ def predict_cmd(
         from modelforge.engine.forked import can_fork, forked_limits, run_forked
 
         limits = forked_limits(memory_limit, timeout)
+        from modelforge.cluster import wants_partitioned
+
+        if wants_partitioned(output, cluster=cluster, partition_rows=partition_rows, resume=resume):
+            from modelforge.cli.cluster_predict import predict_parts
+
+            guard = (lambda j: run_forked(j, cleanup=[], limits=limits)) if can_fork() else None
+            predict_parts(out, opts.quiet, guard, model=model, inputs=list(inputs or []),
+                          out_dir=output, options=read, cluster=cluster, resume=resume,
+                          partition_rows=partition_rows, session_config=cfg,
+                          no_upgrade=no_upgrade)  # fmt: skip
+            return
 
         target = None if output in (None, "-") else output
         tmp = temp_name(target) if target else None

@@ -169,8 +169,11 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise _refuse(f"another run is writing '{safe(root)}'",
-                      "wait for it to finish, or pick another folder", "output_locked") from None
+        raise _refuse(
+            f"another run is writing '{safe(root)}'",
+            "wait for it to finish, or pick another folder",
+            "output_locked",
+        ) from None
     try:
         committed = _existing(out, plan, resume)
     except BaseException:
@@ -200,15 +203,17 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
             )  # fmt: skip
         return {}
     if not resume:
+        plan_id = str(previous.get("plan_hash"))[:12]
         raise UsageError(
-            f"output folder '{safe(out)}' holds an earlier run (plan {str(previous.get('plan_hash'))[:12]})",
+            f"output folder '{safe(out)}' holds an earlier run (plan {plan_id})",
             hint="pass --resume to keep its committed parts and run the rest, or pick another "
             "folder",
             code="output_exists",
         )
     if previous.get("identity") != plan.identity:
+        changed = what_changed(previous.get("identity") or {}, plan.identity)
         raise UsageError(
-            f"cannot resume into '{safe(out)}': {what_changed(previous.get('identity') or {}, plan.identity)}",
+            f"cannot resume into '{safe(out)}': {changed}",
             hint="rerun with the same model, options and inputs, or write to a new folder",
             code="resume_mismatch",
         )

@@ -278,4 +278,3 @@ class Dask:
         finally:
             if self.local is not None:
                 self.local.close(timeout=10)
-

@@ -217,9 +217,7 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         return "options changed: " + ", ".join(keys)
     if old.get("partition_rows") != new.get("partition_rows"):
-        return (
-            f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
-        )
+        return f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
     a_in, b_in = old.get("inputs") or [], new["inputs"]
     if [i.get("path") for i in a_in] != [i["path"] for i in b_in]:
         return "the list of inputs changed"

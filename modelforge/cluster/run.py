@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelforge.cluster.commit import SUCCESS, prepare
-from modelforge.cluster.executor import Dask, InProcess, RunStats
+from modelforge.cluster.executor import Dask, InProcess, RunStats, _import_distributed
 from modelforge.cluster.part import PartTask, check_job, resolve
 from modelforge.cluster.plan import DEFAULT_PARTITION_ROWS, make_plan, with_identity
 from modelforge.errors import UsageError
@@ -94,6 +94,8 @@ def predict_partitioned(
     if opts.data_json is not None:
         raise UsageError("--data cannot be partitioned", hint="write it with -o FILE",
                          code="invalid_option")  # fmt: skip
+    if cluster:
+        _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
     with _collect_warnings() as warnings:
         plan = make_plan(list(inputs), partition_rows or DEFAULT_PARTITION_ROWS, opts.fmt)
         spec, lm = resolve(model)
@@ -123,8 +125,12 @@ def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
 
         def event(kind: str, dashboard: str | None = None) -> None:
             if progress is not None:
-                progress(ClusterProgress(kind, state["parts"], len(plan.parts), state["rows"],
-                                         plan.total_rows, time.perf_counter() - t0, dashboard))  # fmt: skip
+                since = time.perf_counter() - t0
+                done, rows = state["parts"], state["rows"]
+                total = plan.total_rows
+                progress(
+                    ClusterProgress(kind, done, len(plan.parts), rows, total, since, dashboard)
+                )
 
         def on_done(res: dict[str, Any]) -> None:
             od.record(res["index"], res["bytes"])

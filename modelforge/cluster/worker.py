@@ -10,6 +10,7 @@ thread-safe; the lock only guards creation).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,8 @@ def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> 
 
     In a worker, pyarrow's pools are capped to the worker's threads as well. Outside a Dask
     worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
+    if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
+        return fallback
     try:
         from distributed import get_worker
 
