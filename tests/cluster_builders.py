@@ -15,27 +15,27 @@ from tests import builders
 FEATURES = [f"f{i}" for i in range(4)]
 
 
-def mlp(path: Path, n_features: int = 4, hidden: int = 64, seed: int = 0) -> Path:
-    """x float32 [N, F] -> relu(x @ W1 + b1) @ W2 -> y [N, 2]: slow enough per row with a
-    large ``hidden`` to keep a part running while a test kills its worker."""
+def mlp(path: Path, n_features: int = 4, hidden: tuple[int, ...] = (64,), seed: int = 0) -> Path:
+    """x float32 [N, F] -> ReLU layers of ``hidden`` sizes -> y [N, 2]; wide layers make a
+    part run long enough for a test to kill its worker mid-part."""
     rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(n_features, hidden)).astype(np.float32), "W1"),
-        numpy_helper.from_array(rng.normal(size=(hidden,)).astype(np.float32), "B1"),
-        numpy_helper.from_array(rng.normal(size=(hidden, 2)).astype(np.float32), "W2"),
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "W1"], ["h"]),
-        helper.make_node("Add", ["h", "B1"], ["hb"]),
-        helper.make_node("Relu", ["hb"], ["r"]),
-        helper.make_node("MatMul", ["r", "W2"], ["y"]),
-    ]
+    sizes = [n_features, *hidden, 2]
+    inits, nodes, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        w = rng.normal(scale=1 / np.sqrt(a), size=(a, b)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        out = "y" if i == len(sizes) - 2 else f"r{i}"
+        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [out if out == "y" else f"h{i}"]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [f"h{i}"], [out]))
+        prev = out
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", n_features])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
         initializer=inits,
-    )  # fmt: skip
+    )
     return builders.save(builders._model(graph), path)
 
 

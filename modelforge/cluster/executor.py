@@ -10,6 +10,7 @@ an error naming it. Storage hiccups (``OSError``) are resubmitted up to ``OS_RET
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -96,6 +97,8 @@ class Dask:
         self.local: Any = None
         self.client = self._connect(distributed, address)
         self.lost: set[str] = set()
+        self._tasks: dict[int, PartTask] = {}
+        self._before: set[str] = set()
         self.seen: set[str] = set(self._workers())
 
     def _connect(self, distributed: Any, address: str) -> Any:
@@ -138,12 +141,17 @@ class Dask:
         n = int(n_text) if n_text else host_cores()
         import importlib.util
 
+        import dask
+
         env = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
         self.has_board = importlib.util.find_spec("bokeh") is not None  # the dashboard needs it
-        self.local = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=":0", silence_logs=logging.ERROR, env=env,
-        )  # fmt: skip
+        # one queued task per worker thread: a worker's death then counts against the part
+        # it ran, not against parts merely waiting on it
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            self.local = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=":0", silence_logs=logging.ERROR, env=env,
+            )  # fmt: skip
         return distributed.Client(self.local, set_as_default=False)
 
     def _workers(self) -> dict[str, Any]:
@@ -198,6 +206,8 @@ class Dask:
         from distributed import wait
 
         token = os.urandom(4).hex()
+        self._tasks = {t.part.index: t for t in tasks}
+        self._before = set(os.listdir(tasks[0].attempt_dir))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "large object in graph": the model, on purpose
             model = self.client.submit(
@@ -221,7 +231,8 @@ class Dask:
         last_poll = 0.0
         try:
             while pending:
-                with self.client.as_current():
+                done = set()
+                with self.client.as_current(), contextlib.suppress(TimeoutError):
                     done, _ = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
                 for fut in done:
                     pending.discard(fut)
@@ -249,6 +260,7 @@ class Dask:
             return
         exc = fut.exception()
         if isinstance(exc, KilledWorker):
+            task = self._culprit(task)
             raise ResourceLimitError(
                 f"{task.part.describe()} killed every worker that ran it "
                 f"({safe(str(exc).split('.')[0], 160)})",
@@ -271,6 +283,22 @@ class Dask:
                 code="part_storage_error",
             )
         raise InternalError(f"{task.part.describe()} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _culprit(self, task: PartTask) -> PartTask:
+        """Dask also counts a death against parts merely queued on the dying worker: blame
+        the part whose attempts (files created when a part starts) died the most."""
+        deaths: dict[int, int] = {}
+        try:
+            names = set(os.listdir(task.attempt_dir)) - self._before
+        except OSError:
+            return task
+        for name in names:
+            if name.startswith("part-") and name[5:11].isdigit():
+                deaths[int(name[5:11])] = deaths.get(int(name[5:11]), 0) + 1
+        if deaths.get(task.part.index) or not deaths:
+            return task
+        worst = max(deaths, key=lambda i: deaths[i])
+        return self._tasks.get(worst, task)
 
     def close(self) -> None:
         try:
