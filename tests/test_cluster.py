@@ -286,3 +286,60 @@ main()
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0
     assert "pip install 'modelforge[dask]'" in res.stderr
+
+
+# --- the model: resolved once, by digest -----------------------------------------------
+
+
+def test_alias_moving_mid_run_cannot_split_versions(tmp_path):
+    from modelforge import add_model, tag_model
+
+    v1 = cb.mlp(tmp_path / "v1.onnx", seed=1)
+    v2 = cb.mlp(tmp_path / "v2.onnx", seed=2)
+    add_model(v1, "scorer", aliases=["prod"])
+    add_model(v2, "scorer")
+    inputs = cb.parquet_inputs(tmp_path, [900], row_group=100)
+
+    def move_alias(p):
+        if p.event == "part" and p.parts_done == 1:
+            tag_model("scorer:2", "prod")
+
+    out = tmp_path / "out"
+    s = predict_partitioned("scorer:prod", inputs, f"{out}/", columns=cb.FEATURES,
+                            keep=["id"], partition_rows=100, progress=move_alias)  # fmt: skip
+    assert s.model["version"] == 1 and s.parts == 9
+    assert s.model["sha256"] == hashlib.sha256(v1.read_bytes()).hexdigest()
+    assert cb.read_parts(out).equals(_single(str(v1), inputs, tmp_path))
+
+
+def test_models_with_external_data_go_by_shared_path(tmp_path):
+    model = str(builders.with_external_data(tmp_path / "ext"))
+    inputs = cb.parquet_inputs(tmp_path, [300], row_group=100)
+    out = tmp_path / "out"
+    s = predict_partitioned(model, inputs, f"{out}/", columns=cb.FEATURES, keep=["id"],
+                            partition_rows=100)  # fmt: skip
+    assert s.model["transfer"] == "shared path" and s.parts == 3
+    assert cb.read_parts(out).equals(_single(model, inputs, tmp_path))
+
+
+def test_a_worker_refuses_a_model_whose_bytes_changed(tmp_path, monkeypatch):
+    from modelforge.cluster import part as part_mod
+    from modelforge.cluster.plan import make_plan as plan_of
+    from modelforge.engine.session import SessionConfig
+    from modelforge.inference import PredictOptions
+
+    monkeypatch.setenv(part_mod.INLINE_MB_ENV, "0")  # every model by path
+    path = cb.mlp(tmp_path / "m.onnx")
+    inputs = cb.parquet_inputs(tmp_path, [10], row_group=10)
+    spec, _ = part_mod.resolve(str(path))
+    assert not spec.inline
+    cb.mlp(path, seed=5)  # replaced on "shared storage" after the client resolved it
+    (tmp_path / "o").mkdir()
+    o = tmp_path / "o"
+    opts = PredictOptions(columns=cb.FEATURES)
+    part = plan_of(inputs, 100).parts[0]
+    task = part_mod.PartTask(part, spec, opts, SessionConfig(), False, str(o), str(o / part.name))
+    worker.clear()  # a session cached under this digest would be used without reading
+    res = part_mod.run_part(task, None)
+    assert res["error"]["code"] == "model_changed" and "m.onnx" in res["error"]["message"]
+    assert not (tmp_path / "o" / "part-000000.parquet").exists()

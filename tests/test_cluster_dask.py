@@ -24,6 +24,7 @@ import pytest
 
 from modelforge import predict_to
 from modelforge.cluster import predict_partitioned
+from modelforge.cluster.worker import host_cores
 from modelforge.errors import DataError, ResourceLimitError, RuntimeFailure
 from tests import cluster_builders as cb
 
@@ -239,6 +240,8 @@ def test_local_cluster_through_the_cli_equals_single_process(slow_job, tmp_path)
     summary = json.loads(stdout)["result"]
     assert summary["workers"] == 2 and summary["cluster"]["kind"] == "local"
     assert summary["parts"] == 2 and summary["rows"] == 40_000
+    # 2 single-threaded workers on this host: onnxruntime gets cores // 2 threads each
+    assert summary["cluster"]["intra_op_threads"] == max(1, host_cores() // 2)
     assert cb.read_parts(out).equals(single)
 
 
@@ -274,3 +277,17 @@ def test_version_mismatch_is_refused_before_any_work(tmp_path):
         predict_partitioned(model, data, f"{tmp_path}/out/", cluster=str(sched),
                                 columns=cb.FEATURES)  # fmt: skip
     assert err.value.code == "version_mismatch" and not (tmp_path / "out").exists()
+
+
+def test_auto_reads_dask_scheduler_address(cluster, tmp_path, monkeypatch):
+    address = json.loads(Path(cluster).read_text())["address"]
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    model = str(cb.mlp(tmp_path / "m.onnx"))
+    inputs = cb.parquet_inputs(tmp_path, [30, 30], row_group=10)
+    out = tmp_path / "out"
+    s = predict_partitioned(model, inputs, f"{out}/", cluster="auto", columns=cb.FEATURES,
+                            keep=["id"], partition_rows=20)  # fmt: skip
+    assert s.cluster["address"] == address and s.parts == 4 and s.workers == 2
+    single = tmp_path / "single.parquet"
+    predict_to(model, inputs, str(single), columns=cb.FEATURES, keep=["id"])
+    assert cb.read_parts(out).equals(pq.read_table(single))

@@ -30,9 +30,14 @@ if TYPE_CHECKING:
     from modelforge.engine.session import SessionConfig
     from modelforge.inference import LoadedModel, PredictOptions
 
-# Models up to this size travel to workers as task input; larger ones (and models with
-# external data) are read by the workers from shared storage and checked by sha256.
-INLINE_MODEL_BYTES = int(os.environ.get("MODELFORGE_CLUSTER_INLINE_MB", "512")) * 1024 * 1024
+INLINE_MB_ENV = "MODELFORGE_CLUSTER_INLINE_MB"
+
+
+def inline_limit() -> int:
+    """Models up to this size (default 512 MiB, ``$MODELFORGE_CLUSTER_INLINE_MB``) travel to
+    workers as task input; larger ones and models with external data are read by the
+    workers from shared storage (the same path) and checked by sha256."""
+    return int(float(os.environ.get(INLINE_MB_ENV, "512")) * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def resolve(model: str | os.PathLike[str]) -> tuple[ModelSpec, LoadedModel]:
     loc = lm.location
     spec = ModelSpec(
         digest, loc.to_dict(), lm.stored_columns, len(lm.data),
-        inline=not external and len(lm.data) <= INLINE_MODEL_BYTES,
+        inline=not external and len(lm.data) <= inline_limit(),
     )  # fmt: skip
     return spec, lm
 
@@ -198,6 +203,7 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
         "index": part.index, "rows": rows, "bytes": os.path.getsize(task.final_path),
         "attempt": attempt, "pid": os.getpid(), "runs": runner.runs, "columns": columns,
         "providers_used": session.to_dict()["providers_used"],
+        "intra_op_threads": session.config.threads,
         "seconds": round(time.perf_counter() - t0, 4),
     }  # fmt: skip
 

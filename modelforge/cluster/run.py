@@ -138,6 +138,7 @@ def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
             state["rows"] += res["rows"]
             first.setdefault("columns", res["columns"])
             first.setdefault("providers", res["providers_used"])
+            first.setdefault("threads", res["intra_op_threads"])
             event("part")
 
         board = executor.dashboard() if isinstance(executor, Dask) else None
@@ -145,6 +146,7 @@ def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
         blob = lm.data if spec.inline else None
         stats = executor.run(tasks, blob, on_done) if tasks else RunStats()
         attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
+        stats.cluster["intra_op_threads"] = first.get("threads")
         od.finish()
     finally:
         od.release()
