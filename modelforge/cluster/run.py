@@ -50,6 +50,7 @@ class PartitionedSummary:
     columns: list[str]
     providers_used: list[str]
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # plan_s, start_s, run_s
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,19 +102,33 @@ def predict_partitioned(
         spec, lm = resolve(model)
         check_job(lm, plan.inputs[0].path, opts)
     plan = with_identity(plan, spec.digest, _identity_options(opts, cfg, no_upgrade))
+    clock = {"plan_s": time.perf_counter() - t0}
     executor: Any = Dask(cluster) if cluster else InProcess()
     try:
+        if isinstance(executor, Dask):
+            executor.check_versions()
+        clock["start_s"] = time.perf_counter() - t0 - clock["plan_s"]
         return _execute(executor, plan, spec, lm, opts, cfg, no_upgrade, out_dir, resume,
-                        progress, t0, list(warnings))  # fmt: skip
+                        progress, t0, list(warnings), clock)  # fmt: skip
     finally:
         executor.close()
 
 
-def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
-             no_upgrade: bool, out_dir: str, resume: bool, progress: Progress | None,
-             t0: float, warnings: list[str]) -> PartitionedSummary:  # fmt: skip
-    if isinstance(executor, Dask):
-        executor.check_versions()
+def _execute(
+    executor: Any,
+    plan: Any,
+    spec: Any,
+    lm: Any,
+    opts: Any,
+    cfg: Any,
+    no_upgrade: bool,
+    out_dir: str,
+    resume: bool,
+    progress: Progress | None,
+    t0: float,
+    warnings: list[str],
+    clock: dict[str, float],
+) -> PartitionedSummary:
     od = prepare(out_dir, plan, spec.to_dict(), resume)
     try:
         todo = [p for p in plan.parts if p.index not in od.committed]
@@ -144,7 +159,9 @@ def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
         board = executor.dashboard() if isinstance(executor, Dask) else None
         event("start", board)
         blob = lm.data if spec.inline else None
+        t_run = time.perf_counter()
         stats = executor.run(tasks, blob, on_done) if tasks else RunStats()
+        clock["run_s"] = time.perf_counter() - t_run
         attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
         stats.cluster["intra_op_threads"] = first.get("threads")
         od.finish()
@@ -157,5 +174,6 @@ def _execute(executor: Any, plan: Any, spec: Any, lm: Any, opts: Any, cfg: Any,
         attempts=attempts, workers=int(stats.cluster.get("workers", 1)),
         workers_lost=stats.workers_lost, cluster=stats.cluster,
         columns=first.get("columns", []), providers_used=first.get("providers", []),
-        seconds=round(time.perf_counter() - t0, 4), warnings=warnings,
+        seconds=round(time.perf_counter() - t0, 4),
+        timings={k: round(v, 4) for k, v in clock.items()}, warnings=warnings,
     )  # fmt: skip
