@@ -31,15 +31,17 @@ from modelforge.text import safe
 SUCCESS = "_SUCCESS"
 TEMPORARY = "_temporary"
 MANIFEST_VERSION = 1
+MANIFEST_EVERY_S = 1.0  # the partial manifest is rewritten at most this often
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: dict[str, Any], *, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(payload, fh, indent=2, sort_keys=True)
         fh.write("\n")
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -77,6 +79,7 @@ class OutputDir:
     _lock: Any = None
     _preexisting: frozenset[str] = frozenset()
     _done: dict[int, dict[str, Any]] | None = None
+    _written: float = 0.0
 
     @property
     def temporary(self) -> Path:
@@ -107,7 +110,12 @@ class OutputDir:
         part = self.plan.parts[index]
         self._done[index] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
                              "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
-        write_json_atomic(self.temporary / "manifest.json", self.manifest(self._done))
+        now = time.monotonic()
+        if now - self._written >= MANIFEST_EVERY_S:  # informational: resume reads the parts
+            write_json_atomic(
+                self.temporary / "manifest.json", self.manifest(self._done), sync=False
+            )
+            self._written = now
 
     def attempts_left_over(self) -> dict[int, int]:
         """Attempt files of this run that never became a part (their worker died)."""
@@ -134,6 +142,11 @@ class OutputDir:
         self.release()
         shutil.rmtree(self.temporary, ignore_errors=True)
         return manifest
+
+    def flush(self) -> None:
+        """Bring the partial manifest up to date (a run that stops before finishing)."""
+        if self._done is not None and (self.temporary / "manifest.json").exists():
+            write_json_atomic(self.temporary / "manifest.json", self.manifest(self._done))
 
     def release(self) -> None:
         if self._lock is not None:

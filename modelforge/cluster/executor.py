@@ -10,7 +10,6 @@ an error naming it. Storage hiccups (``OSError``) are resubmitted up to ``OS_RET
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -174,6 +173,9 @@ class Dask:
                         "every worker",
                         code="version_mismatch",
                     )
+        from modelforge.cluster.worker import warm
+
+        self.client.run(warm)
         if not versions["workers"]:
             raise RuntimeFailure(f"the Dask cluster at '{escape(self.address)}' has no workers",
                                  hint="start workers: dask worker SCHEDULER_ADDRESS",
@@ -203,7 +205,7 @@ class Dask:
     def run(self, tasks: list[PartTask], blob: bytes, on_done: OnDone) -> RunStats:
         import warnings
 
-        from distributed import wait
+        from distributed import as_completed
 
         token = os.urandom(4).hex()
         self._tasks = {t.part.index: t for t in tasks}
@@ -216,33 +218,31 @@ class Dask:
             )  # fmt: skip
         by_key: dict[str, tuple[PartTask, int]] = {}
         pending: set[Any] = set()
+        done_iter = as_completed(loop=self.client.loop)
 
         def submit(task: PartTask, tries: int) -> None:
             key = f"modelforge-part-{task.part.index:06d}-{token}-{tries}"
             fut = self.client.submit(run_part, task, model, key=key, pure=False, retries=0)
             by_key[fut.key] = (task, tries)
             pending.add(fut)
+            done_iter.add(fut)
 
         for task in tasks:
             submit(task, 0)
         stats = RunStats(cluster={"kind": "local" if self.local else "scheduler",
                                   "address": self.client.scheduler.address,
                                   "workers": len(self.seen)})  # fmt: skip
-        last_poll = 0.0
+        last_poll = time.monotonic()
         try:
-            while pending:
-                done = set()
-                with self.client.as_current(), contextlib.suppress(TimeoutError):
-                    done, _ = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
-                for fut in done:
-                    pending.discard(fut)
-                    task, tries = by_key.pop(fut.key)
-                    self._settle(fut, task, tries, submit, on_done, stats)
+            for fut in done_iter:  # O(1) per completion (wait() on all pending is O(n))
+                pending.discard(fut)
+                task, tries = by_key.pop(fut.key)
+                self._settle(fut, task, tries, submit, on_done, stats)
                 if time.monotonic() - last_poll > 1.0:
                     self._poll_workers()
                     last_poll = time.monotonic()
         except BaseException:
-            self.client.cancel(list(pending) + [model], force=True)
+            self.client.cancel([*pending, model], force=True)
             raise
         self._poll_workers()
         stats.workers_lost = len(self.lost)

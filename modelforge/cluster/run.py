@@ -165,6 +165,9 @@ def _execute(
         attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
         stats.cluster["intra_op_threads"] = first.get("threads")
         od.finish()
+    except BaseException:
+        od.flush()
+        raise
     finally:
         od.release()
     return PartitionedSummary(

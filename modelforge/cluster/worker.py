@@ -26,6 +26,24 @@ def identity(blob: bytes) -> bytes:
     return blob
 
 
+def warm() -> bool:
+    """Import what a part needs (onnxruntime, polars, pyarrow, the predict core) before the
+    first part arrives: run on every worker while the client prepares the output."""
+    import importlib
+
+    for name in (
+        "onnxruntime",
+        "polars",
+        "pyarrow.parquet",
+        "modelforge.inference",
+        "modelforge.data.tabular",
+        "modelforge.data.writers",
+        "modelforge.cluster.part",
+    ):
+        importlib.import_module(name)
+    return True
+
+
 def host_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
