@@ -230,7 +230,7 @@ def test_cli_partitioned_json_summary(job, tmp_path):
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and json.loads(res.stdout)["error"]["code"] == "output_exists"
     res = runner.invoke(app, [*args[:-1], "--resume"])
-    assert res.exit_code == 0 and "4 kept from an earlier run" in res.stdout
+    assert res.exit_code == 0 and "4 kept from an earlier run" in res.stderr and not res.stdout
 
 
 def test_cli_cluster_options_need_a_folder(job, tmp_path):

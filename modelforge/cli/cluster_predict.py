@@ -69,9 +69,10 @@ class _PartsProgress:
             self.out.progress("")
 
 
-def _render(out: Renderer, s: dict[str, Any]) -> None:
+def _summary_line(out: Renderer, s: dict[str, Any]) -> None:
+    """One line on stderr (stdout stays for data, as with predict -o FILE)."""
     resumed = f" ({s['parts_resumed']} kept from an earlier run)" if s["parts_resumed"] else ""
-    out.line(
+    out.info(
         f"{s['rows']:,} rows in {s['parts']} parts{resumed} -> {s['output']}/ "
         f"({s['seconds']:.2f} s, {s['workers']} worker{'s' if s['workers'] != 1 else ''}, "
         f"{s['attempts']} attempts, {s['workers_lost']} workers lost)"
@@ -102,4 +103,6 @@ def predict_parts(out: Renderer, quiet: bool, guard: Any, **kw: Any) -> None:
     summary = guard(job) if guard is not None and not kw.get("cluster") else job()
     bar.done()
     out.warnings.extend(w for w in summary.get("warnings", []) if w not in out.warnings)
-    out.emit(summary, _render)
+    if not out.json_mode:
+        _summary_line(out, summary)
+    out.emit(summary, None)

@@ -199,8 +199,9 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
         part = plan.parts[idx]
         od._done[idx] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
                          "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(out / SUCCESS)  # only reached with resume + identical plan (see _existing)
+    if len(committed) < len(plan.parts):  # parts to (re)run: the folder is not complete now
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out / SUCCESS)
     write_json_atomic(out / TEMPORARY / "manifest.json", od.manifest(od._done))
     return od
 

@@ -93,11 +93,12 @@ def _has_external_data(lm: LoadedModel) -> bool:
 def check_job(lm: LoadedModel, first_input: str, options: PredictOptions) -> list[str]:
     """Everything that can be refused before any work: the mapping of the inputs' columns,
     --outputs, --keep clashes. Returns the output columns planned (names only)."""
+    from modelforge.data.readers import open_data
     from modelforge.engine.runner import select_outputs
-    from modelforge.inference import _check_planned_clashes, _plan
+    from modelforge.inference import _check_planned_clashes
 
-    plan = _plan(lm, [first_input], options.read_options(), None, None)
     assert lm.schema is not None
+    plan = open_data([first_input], lm.schema, options.read_options(), stored=lm.stored_columns)
     chosen = select_outputs(lm.schema, options.outputs)
     _check_planned_clashes(lm.schema, chosen, plan.mapping.keep, "parquet")
     return chosen
@@ -166,17 +167,17 @@ def run_part(task: PartTask, blob: bytes | None = None) -> dict[str, Any]:
 
 
 def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
+    from modelforge.data.readers import open_data
     from modelforge.data.writers import flatten, open_writer
     from modelforge.engine.runner import Runner
-    from modelforge.inference import _batches, _check_planned_clashes, _plan
+    from modelforge.inference import _batches, _check_planned_clashes
 
     t0 = time.perf_counter()
     part, opts = task.part, task.options
     session, schema = _session(task, blob)
     runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
     read = dataclasses.replace(opts.read_options(), row_groups=part.row_groups)
-    lm_like = _SchemaOnly(schema, task.model.stored_columns)
-    plan = _plan(lm_like, [part.input], read, None, None)  # type: ignore[arg-type]
+    plan = open_data([part.input], schema, read, stored=task.model.stored_columns)
     _check_planned_clashes(schema, runner.outputs, plan.mapping.keep, "parquet")
     attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = os.path.join(task.attempt_dir, f"{part.name[:-8]}.{attempt}.parquet")
@@ -206,11 +207,3 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
         "intra_op_threads": session.config.threads,
         "seconds": round(time.perf_counter() - t0, 4),
     }  # fmt: skip
-
-
-@dataclass
-class _SchemaOnly:
-    """What ``inference._plan`` reads from a LoadedModel: the schema and stored columns."""
-
-    schema: Any
-    stored_columns: Any
