@@ -291,3 +291,19 @@ def test_auto_reads_dask_scheduler_address(cluster, tmp_path, monkeypatch):
     single = tmp_path / "single.parquet"
     predict_to(model, inputs, str(single), columns=cb.FEATURES, keep=["id"])
     assert cb.read_parts(out).equals(pq.read_table(single))
+
+
+def test_the_model_survives_losing_every_worker_that_held_it(slow_job, tmp_path):
+    """One worker: killing it loses every copy of the model's bytes; the scheduler
+    recomputes them from the task's literal on the restarted worker."""
+    model, inputs, single = slow_job
+    out = tmp_path / "out"
+    with dask_cluster(tmp_path / "dask", workers=1) as sched:
+        t, box = _in_thread(predict_partitioned, model=model, inputs=inputs, out_dir=f"{out}/",
+                            cluster=str(sched), **KW)  # fmt: skip
+        _, pid = _until(lambda: _attempts(out)[:1], 60, "a part to start")[0]
+        os.kill(pid, signal.SIGKILL)
+        t.join(120)
+    assert not t.is_alive() and "error" not in box, box.get("error")
+    assert box["result"].workers_lost == 1 and box["result"].attempts >= 5
+    assert cb.read_parts(out).equals(single)
