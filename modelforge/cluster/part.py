@@ -65,6 +65,21 @@ class PartTask:
     host_threads: dict[str, int] | None = None  # Dask: task threads per host
 
 
+def job_options(options: Any, kw: dict[str, Any], session: Any) -> tuple[Any, Any]:
+    """PredictOptions (``options`` with keyword overrides) and the SessionConfig."""
+    from modelforge.engine.session import SessionConfig
+    from modelforge.inference import PredictOptions
+
+    return PredictOptions.build(options, kw), session or SessionConfig()
+
+
+def collect_warnings() -> contextlib.AbstractContextManager[list[str]]:
+    """The core's warning collector (mapping warnings, upgrades) for the summary."""
+    from modelforge.inference import _collect_warnings
+
+    return _collect_warnings()
+
+
 def resolve(model: str | os.PathLike[str]) -> tuple[ModelSpec, LoadedModel]:
     """Resolve MODEL once (an alias moving later cannot split versions) and digest it."""
     from modelforge.inference import load

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelforge.cluster.commit import SUCCESS, prepare
 from modelforge.cluster.executor import Dask, InProcess, RunStats, _import_distributed
-from modelforge.cluster.part import PartTask, check_job, resolve
+from modelforge.cluster.part import PartTask, check_job, collect_warnings, job_options, resolve
 from modelforge.cluster.plan import DEFAULT_PARTITION_ROWS, make_plan, with_identity
 from modelforge.errors import UsageError
 
@@ -86,18 +86,14 @@ def predict_partitioned(
     :func:`modelforge.predict_to`. Parts hold the same rows and values, in order, as one
     ``predict_to`` over the same inputs.
     """
-    from modelforge.engine.session import SessionConfig
-    from modelforge.inference import PredictOptions, _collect_warnings
-
     t0 = time.perf_counter()
-    opts = PredictOptions.build(options, kw)
-    cfg = session_config or SessionConfig()
+    opts, cfg = job_options(options, kw, session_config)
     if opts.data_json is not None:
         raise UsageError("--data cannot be partitioned", hint="write it with -o FILE",
                          code="invalid_option")  # fmt: skip
     if cluster:
         _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
-    with _collect_warnings() as warnings:
+    with collect_warnings() as warnings:
         plan = make_plan(list(inputs), partition_rows or DEFAULT_PARTITION_ROWS, opts.fmt)
         spec, lm = resolve(model)
         check_job(lm, plan.inputs[0].path, opts)
