@@ -72,8 +72,10 @@ def test_parts_concatenate_to_single_process_predict(job, tmp_path):
 
 def test_one_session_per_model_per_process(job, tmp_path):
     model, inputs = job
+    import modelforge as mf
+
     worker.clear()
-    predict_partitioned(model, inputs, str(tmp_path / "o") + "/", columns=cb.FEATURES,
+    mf.predict_partitioned(model, inputs, str(tmp_path / "o") + "/", columns=cb.FEATURES,
                         partition_rows=300)  # fmt: skip
     assert worker.cache_size() == 1
 
