@@ -345,3 +345,18 @@ def test_a_worker_refuses_a_model_whose_bytes_changed(tmp_path, monkeypatch):
     res = part_mod.run_part(task, None)
     assert res["error"]["code"] == "model_changed" and "m.onnx" in res["error"]["message"]
     assert not (tmp_path / "o" / "part-000000.parquet").exists()
+
+
+def test_arrow_predictor_for_spark_map_in_arrow(tmp_path):
+    import pickle
+
+    from modelforge.cluster.spark import arrow_predictor
+
+    model = str(cb.mlp(tmp_path / "m.onnx"))
+    inputs = cb.parquet_inputs(tmp_path, [2500], row_group=1000)
+    fn = pickle.loads(pickle.dumps(arrow_predictor(model, columns=cb.FEATURES, keep=["id"])))
+    batches = pq.read_table(inputs[0]).to_batches(max_chunksize=700)  # as Spark hands them
+    got = pa.Table.from_batches(list(fn(iter(batches))))
+    single = _single(model, inputs, tmp_path)
+    assert got.equals(single)
+    assert fn.arrow_schema(pq.read_table(inputs[0]).slice(0, 1)) == single.schema

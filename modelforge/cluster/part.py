@@ -222,3 +222,43 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
         "intra_op_threads": session.config.threads,
         "seconds": round(time.perf_counter() - t0, 4),
     }  # fmt: skip
+
+
+def predict_record_batches(
+    spec: ModelSpec,
+    blob: bytes | None,
+    options: PredictOptions,
+    session: SessionConfig,
+    no_upgrade: bool,
+    batches: Iterator[Any],
+) -> Iterator[Any]:
+    """Arrow RecordBatches in, RecordBatches of predictions out (the ``mapInArrow``
+    contract): each input batch goes through the frame reader, the runner and the Parquet
+    writer of local predict, so columns, names and values are those of a part file."""
+    import io
+
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from modelforge.data.inline import frame_plan
+    from modelforge.data.writers import open_writer
+    from modelforge.engine.runner import Runner
+    from modelforge.inference import _batches
+
+    task = PartTask(Part(0, "<arrow>", (0,), 0, 0), spec, options, session, no_upgrade, "", "")
+    sess, schema = _session(task, blob)
+    runner = Runner(sess, schema, outputs=options.outputs, batch_size=options.batch_size)
+    read = options.read_options()
+    for rb in batches:
+        if rb.num_rows == 0:
+            continue
+        df = pl.from_arrow(rb)
+        assert isinstance(df, pl.DataFrame)
+        with _quiet():
+            plan = frame_plan(df, schema, read, spec.stored_columns)
+            buf = io.BytesIO()
+            writer = open_writer(None, "parquet", stdout=buf)
+            for batch in _batches(plan, runner):
+                writer.write(batch.keep, runner.run(batch))
+            writer.close()
+        yield from pq.read_table(io.BytesIO(buf.getvalue())).to_batches()
