@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from modelforge import predict_to
@@ -360,3 +362,27 @@ def test_arrow_predictor_for_spark_map_in_arrow(tmp_path):
     single = _single(model, inputs, tmp_path)
     assert got.equals(single)
     assert fn.arrow_schema(pq.read_table(inputs[0]).slice(0, 1)) == single.schema
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    files=st.lists(st.lists(st.integers(0, 50), max_size=8), min_size=1, max_size=5),
+    limit=st.integers(1, 120),
+)
+def test_pack_covers_every_row_group_once_in_order(files, limit):
+    from modelforge.cluster.plan import InputFile, pack
+
+    inputs = [InputFile(f"/d/{i}", 0, sum(g), tuple(g), "", "") for i, g in enumerate(files)]
+    parts = pack(inputs, limit)
+    covered = [(p.input, g) for p in parts for g in p.row_groups]
+    expected = [(f.path, i) for f in inputs for i, n in enumerate(f.row_groups) if n]
+    assert covered == expected  # every non-empty row group once, in input order
+    row = 0
+    for k, p in enumerate(parts):
+        f = next(f for f in inputs if f.path == p.input)
+        sizes = [f.row_groups[g] for g in p.row_groups]
+        assert p.index == k and p.rows == sum(sizes) and p.first_row == row
+        assert p.rows <= limit or len(sizes) == 1  # only a lone big row group exceeds it
+        span = range(p.row_groups[0], p.row_groups[-1] + 1)  # consecutive, but for empty ones
+        assert all(f.row_groups[g] == 0 for g in span if g not in p.row_groups)
+        row += p.rows
