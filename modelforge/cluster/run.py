@@ -9,10 +9,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelforge.cluster.commit import SUCCESS, prepare
+from modelforge.cluster.commit import SUCCESS, OutputDir, prepare
 from modelforge.cluster.executor import Dask, InProcess, RunStats, _import_distributed
-from modelforge.cluster.part import PartTask, check_job, collect_warnings, job_options, resolve
-from modelforge.cluster.plan import DEFAULT_PARTITION_ROWS, make_plan, with_identity
+from modelforge.cluster.part import (
+    ModelSpec,
+    PartTask,
+    check_job,
+    collect_warnings,
+    job_options,
+    resolve,
+)
+from modelforge.cluster.plan import DEFAULT_PARTITION_ROWS, Plan, make_plan, with_identity
 from modelforge.errors import UsageError
 
 
@@ -98,81 +105,90 @@ def predict_partitioned(
         spec, lm = resolve(model)
         check_job(lm, plan.inputs[0].path, opts)
     plan = with_identity(plan, spec.digest, _identity_options(opts, cfg, no_upgrade))
-    clock = {"plan_s": time.perf_counter() - t0}
+    job = _Job(plan, spec, lm.data if spec.inline else None, opts, cfg, no_upgrade, progress, t0)
+    job.clock["plan_s"] = time.perf_counter() - t0
     executor: Any = Dask(cluster) if cluster else InProcess()
     try:
         if isinstance(executor, Dask):
             executor.check_versions()
-        clock["start_s"] = time.perf_counter() - t0 - clock["plan_s"]
-        return _execute(executor, plan, spec, lm, opts, cfg, no_upgrade, out_dir, resume,
-                        progress, t0, list(warnings), clock)  # fmt: skip
+        job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
+        return job.execute(executor, out_dir, resume, list(warnings))
     finally:
         executor.close()
 
 
-def _execute(
-    executor: Any,
-    plan: Any,
-    spec: Any,
-    lm: Any,
-    opts: Any,
-    cfg: Any,
-    no_upgrade: bool,
-    out_dir: str,
-    resume: bool,
-    progress: Progress | None,
-    t0: float,
-    warnings: list[str],
-    clock: dict[str, float],
-) -> PartitionedSummary:
-    od = prepare(out_dir, plan, spec.to_dict(), resume)
-    try:
-        todo = [p for p in plan.parts if p.index not in od.committed]
-        host_threads = executor.host_threads()
-        tasks = [PartTask(p, spec, opts, cfg, no_upgrade, str(od.temporary),
-                          od.final_path(p.index), host_threads) for p in todo]  # fmt: skip
-        state = {"parts": len(od.committed), "rows": sum(plan.parts[i].rows for i in od.committed)}
-        first: dict[str, Any] = {}
+@dataclass
+class _Job:
+    """One partitioned run after planning: submits the parts, records commits, reports."""
 
-        def event(kind: str, dashboard: str | None = None) -> None:
-            if progress is not None:
-                since = time.perf_counter() - t0
-                done, rows = state["parts"], state["rows"]
-                total = plan.total_rows
-                progress(
-                    ClusterProgress(kind, done, len(plan.parts), rows, total, since, dashboard)
-                )
+    plan: Plan
+    spec: ModelSpec
+    blob: bytes | None  # the model's bytes when they travel as task input
+    opts: Any
+    cfg: Any
+    no_upgrade: bool
+    progress: Progress | None
+    t0: float
+    clock: dict[str, float] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=lambda: {"parts": 0, "rows": 0})
+    first: dict[str, Any] = field(default_factory=dict)  # from the first committed part
 
-        def on_done(res: dict[str, Any]) -> None:
-            od.record(res["index"], res["bytes"])
-            state["parts"] += 1
-            state["rows"] += res["rows"]
-            first.setdefault("columns", res["columns"])
-            first.setdefault("providers", res["providers_used"])
-            first.setdefault("threads", res["intra_op_threads"])
-            event("part")
+    def execute(self, executor: Any, out_dir: str, resume: bool, warnings: list[str]) -> Any:
+        od = prepare(out_dir, self.plan, self.spec.to_dict(), resume)
+        try:
+            todo = [p for p in self.plan.parts if p.index not in od.committed]
+            host_threads = executor.host_threads()
+            tasks = [PartTask(p, self.spec, self.opts, self.cfg, self.no_upgrade,
+                              str(od.temporary), od.final_path(p.index), host_threads)
+                     for p in todo]  # fmt: skip
+            self.done = {"parts": len(od.committed),
+                         "rows": sum(self.plan.parts[i].rows for i in od.committed)}  # fmt: skip
+            self.event("start", executor.dashboard() if isinstance(executor, Dask) else None)
+            t_run = time.perf_counter()
+            stats = (
+                executor.run(tasks, self.blob, lambda r: self.on_done(od, r))
+                if tasks
+                else RunStats()
+            )
+            self.clock["run_s"] = time.perf_counter() - t_run
+            attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
+            od.finish()
+        except BaseException:
+            od.flush()
+            raise
+        finally:
+            od.release()
+        return self.summary(od, stats, len(todo), attempts, warnings)
 
-        board = executor.dashboard() if isinstance(executor, Dask) else None
-        event("start", board)
-        blob = lm.data if spec.inline else None
-        t_run = time.perf_counter()
-        stats = executor.run(tasks, blob, on_done) if tasks else RunStats()
-        clock["run_s"] = time.perf_counter() - t_run
-        attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
-        stats.cluster["intra_op_threads"] = first.get("threads")
-        od.finish()
-    except BaseException:
-        od.flush()
-        raise
-    finally:
-        od.release()
-    return PartitionedSummary(
-        output=str(od.root), manifest=str(od.root / SUCCESS), plan_hash=plan.plan_hash,
-        model=spec.to_dict(), inputs=[f.path for f in plan.inputs], parts=len(plan.parts),
-        parts_run=len(todo), parts_resumed=len(od.committed), rows=plan.total_rows,
-        attempts=attempts, workers=int(stats.cluster.get("workers", 1)),
-        workers_lost=stats.workers_lost, cluster=stats.cluster,
-        columns=first.get("columns", []), providers_used=first.get("providers", []),
-        seconds=round(time.perf_counter() - t0, 4),
-        timings={k: round(v, 4) for k, v in clock.items()}, warnings=warnings,
-    )  # fmt: skip
+    def event(self, kind: str, dashboard: str | None = None) -> None:
+        if self.progress is not None:
+            since = time.perf_counter() - self.t0
+            parts, rows, total = len(self.plan.parts), self.done["rows"], self.plan.total_rows
+            self.progress(
+                ClusterProgress(kind, self.done["parts"], parts, rows, total, since, dashboard)
+            )
+
+    def on_done(self, od: OutputDir, res: dict[str, Any]) -> None:
+        od.record(res["index"], res["bytes"])
+        self.done["parts"] += 1
+        self.done["rows"] += res["rows"]
+        self.first.setdefault("columns", res["columns"])
+        self.first.setdefault("providers", res["providers_used"])
+        self.first.setdefault("threads", res["intra_op_threads"])
+        self.event("part")
+
+    def summary(self, od: OutputDir, stats: RunStats, ran: int, attempts: int,
+                warnings: list[str]) -> PartitionedSummary:  # fmt: skip
+        plan = self.plan
+        cluster = {**stats.cluster, "intra_op_threads": self.first.get("threads")}
+        return PartitionedSummary(
+            output=str(od.root), manifest=str(od.root / SUCCESS), plan_hash=plan.plan_hash,
+            model=self.spec.to_dict(), inputs=[f.path for f in plan.inputs],
+            parts=len(plan.parts), parts_run=ran, parts_resumed=len(od.committed),
+            rows=plan.total_rows, attempts=attempts,
+            workers=int(stats.cluster.get("workers", 1)), workers_lost=stats.workers_lost,
+            cluster=cluster, columns=self.first.get("columns", []),
+            providers_used=self.first.get("providers", []),
+            seconds=round(time.perf_counter() - self.t0, 4),
+            timings={k: round(v, 4) for k, v in self.clock.items()}, warnings=warnings,
+        )  # fmt: skip
