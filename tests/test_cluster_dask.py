@@ -84,6 +84,9 @@ def dask_cluster(folder: Path, workers: int = 2, worker_path: str | None = None)
         procs.append(subprocess.Popen([str(BIN / "dask"), *args], env=_env(), stdout=log,
                                       stderr=log, start_new_session=True))  # fmt: skip
         _until(sched.exists, 30, "the scheduler file")
+        if not workers:
+            yield sched
+            return
         wenv = _env({"PYTHONPATH": f"{worker_path}:{ROOT}"} if worker_path else None)
         args = ["worker", "--scheduler-file", str(sched), "--nworkers", str(workers),
                 "--nthreads", "1", "--memory-limit", "1GiB", "--no-dashboard",
@@ -307,3 +310,18 @@ def test_the_model_survives_losing_every_worker_that_held_it(slow_job, tmp_path)
     assert not t.is_alive() and "error" not in box, box.get("error")
     assert box["result"].workers_lost == 1 and box["result"].attempts >= 5
     assert cb.read_parts(out).equals(single)
+
+
+def test_a_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
+    from modelforge.cluster import executor
+
+    monkeypatch.setattr(executor, "CONNECT_TIMEOUT_S", 2.0)
+    model = str(cb.mlp(tmp_path / "m.onnx"))
+    data = cb.parquet_inputs(tmp_path, [10], row_group=10)
+    with (
+        dask_cluster(tmp_path / "dask", workers=0) as sched,
+        pytest.raises(RuntimeFailure, match="has no workers") as err,
+    ):
+        predict_partitioned(model, data, f"{tmp_path}/out/", cluster=str(sched),
+                            columns=cb.FEATURES)  # fmt: skip
+    assert err.value.code == "cluster_no_workers" and not (tmp_path / "out").exists()

@@ -94,11 +94,16 @@ class Dask:
         logging.getLogger("distributed").setLevel(logging.ERROR)
         self.address = address
         self.local: Any = None
-        self.client = self._connect(distributed, address)
+        self.client: Any = None
         self.lost: set[str] = set()
         self._tasks: dict[int, PartTask] = {}
         self._before: set[str] = set()
-        self.seen: set[str] = set(self._workers())
+        try:
+            self.client = self._connect(distributed, address)
+            self.seen: set[str] = set(self._workers())
+        except BaseException:
+            self.close()  # an embedded cluster started before the failure
+            raise
 
     def _connect(self, distributed: Any, address: str) -> Any:
         target = address
@@ -160,6 +165,16 @@ class Dask:
 
     def check_versions(self) -> None:
         """Client, scheduler and workers must run the same software (before any work)."""
+        try:
+            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeFailure(
+                f"the Dask cluster at '{escape(self.address)}' has no workers "
+                f"(waited {CONNECT_TIMEOUT_S:g} s)",
+                hint="start workers: dask worker SCHEDULER_ADDRESS",
+                code="cluster_no_workers",
+            ) from None
+        self.seen |= set(self._workers())
         versions = self.client.get_versions(packages=list(VERSION_PACKAGES))
         mine = versions["client"]["packages"]
         for addr, info in versions["workers"].items():
@@ -176,10 +191,6 @@ class Dask:
         from modelforge.cluster.worker import warm
 
         self.client.run(warm)
-        if not versions["workers"]:
-            raise RuntimeFailure(f"the Dask cluster at '{escape(self.address)}' has no workers",
-                                 hint="start workers: dask worker SCHEDULER_ADDRESS",
-                                 code="cluster_no_workers")  # fmt: skip
 
     def host_threads(self) -> dict[str, int]:
         per_host: dict[str, int] = {}
@@ -302,7 +313,8 @@ class Dask:
 
     def close(self) -> None:
         try:
-            self.client.close(timeout=10)
+            if self.client is not None:
+                self.client.close(timeout=10)
         finally:
             if self.local is not None:
                 self.local.close(timeout=10)
