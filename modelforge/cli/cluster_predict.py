@@ -98,10 +98,12 @@ def predict_parts(out: Renderer, quiet: bool, guard: Any, **kw: Any) -> None:
     bar = _PartsProgress(out, out.stderr_is_terminal and not quiet)
 
     def job() -> dict[str, Any]:
-        return predict_partitioned(progress=bar, **kw).to_dict()
+        try:
+            return predict_partitioned(progress=bar, **kw).to_dict()
+        finally:
+            bar.done()  # in the process that drew it (a forked child for in-process runs)
 
     summary = guard(job) if guard is not None and not kw.get("cluster") else job()
-    bar.done()
     out.warnings.extend(w for w in summary.get("warnings", []) if w not in out.warnings)
     if not out.json_mode:
         _summary_line(out, summary)
