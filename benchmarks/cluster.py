@@ -5,7 +5,8 @@ LogisticRegression and the MLP 20->256->256->1 of benchmarks/predict_csv.py.
 
   1. efficiency: single-process ``predict_to`` (one file of output) vs
      ``predict_partitioned(cluster="local:1")``, the latter's ``run_s`` (cluster start-up
-     excluded, reported separately);
+     excluded, reported separately), and its steady state: rows/s of the parts after the
+     worker's first (which also creates the worker's session) from the ``_SUCCESS`` manifest;
   2. local:2 vs local:1 on the MLP (``run_s``);
   3. per-part overhead: the same rows in 8 / 64 / 512 parts, LR, in-process and local:1:
      (t(512) - t(8)) / 504;
@@ -74,7 +75,24 @@ def parts(model: str, inputs: list[str], work: Path, cluster: str | None, rows: 
 
     s = predict_partitioned(model, inputs, _fresh(work / "parts"), cluster=cluster,
                             partition_rows=rows)  # fmt: skip
-    return {**s.timings, "seconds": s.seconds, "parts": s.parts}
+    return {**s.timings, "seconds": s.seconds, "parts": s.parts, "steady": steady(work / "parts")}
+
+
+def steady(out: Path) -> float:
+    """Rows/s of the parts each worker ran after its first one (session creation and first
+    runs excluded), from the _SUCCESS manifest."""
+    import json
+
+    parts = json.loads((out / "_SUCCESS").read_text())["parts"]
+    seen: set[int] = set()
+    rows = seconds = 0.0
+    for p in parts:  # submitted in order: a worker's first part is its lowest index
+        if p["pid"] not in seen:
+            seen.add(p["pid"])
+            continue
+        rows += p["rows"]
+        seconds += p["seconds"]
+    return rows / seconds if seconds else float("nan")
 
 
 def transfer(mib: int, repeats: int) -> dict:
@@ -108,18 +126,21 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
           f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for name in args.models.split(","):
         model = models[name]
-        t_single, runs1, runs2, starts = [], [], [], []
+        t_single, runs1, runs2, starts, rates = [], [], [], [], []
         for _ in range(args.repeats):
             t_single.append(single(model, inputs, work))
             r1 = parts(model, inputs, work, "local:1", per_file)
             runs1.append(r1["run_s"])
             starts.append(r1["start_s"])
+            rates.append(r1["steady"])
             if name == "mlp":
                 runs2.append(parts(model, inputs, work, "local:2", per_file)["run_s"])
         line = (
             f"{name}: single {med(t_single)} s; local:1 run {med(runs1)} s "
             f"(start-up {med(starts)} s); efficiency {med(t_single) / med(runs1):.2f}"
         )
+        single_rate = args.rows // FILES * FILES / med(t_single)
+        line += f"; steady-state efficiency {med(rates) / single_rate:.2f}"
         if runs2:
             line += (
                 f"; local:2 run {med(runs2)} s, speed-up vs local:1 {med(runs1) / med(runs2):.2f}x"

@@ -104,12 +104,14 @@ class OutputDir:
             "total_rows": sum(p["rows"] for p in ordered),
         }
 
-    def record(self, index: int, nbytes: int) -> None:
-        """A part was committed: add it to the partial manifest."""
+    def record(self, index: int, nbytes: int, run: dict[str, Any] | None = None) -> None:
+        """A part was committed: add it to the partial manifest. ``run``: how it ran
+        (``seconds``, ``worker`` pid) for diagnostics."""
         assert self._done is not None
         part = self.plan.parts[index]
         self._done[index] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
-                             "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
+                             "input": part.input, "row_groups": list(part.row_groups),
+                             **(run or {})}  # fmt: skip
         now = time.monotonic()
         if now - self._written >= MANIFEST_EVERY_S:  # informational: resume reads the parts
             write_json_atomic(

@@ -147,7 +147,8 @@ class Dask:
 
         import dask
 
-        env = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        share = str(max(1, host_cores() // n))  # workers x threads <= cores, for polars too
+        env = {"POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": "1"}
         self.has_board = importlib.util.find_spec("bokeh") is not None  # the dashboard needs it
         # one queued task per worker thread: a worker's death then counts against the part
         # it ran, not against parts merely waiting on it

@@ -169,7 +169,7 @@ class _Job:
             )
 
     def on_done(self, od: OutputDir, res: dict[str, Any]) -> None:
-        od.record(res["index"], res["bytes"])
+        od.record(res["index"], res["bytes"], {"seconds": res["seconds"], "pid": res["pid"]})
         self.done["parts"] += 1
         self.done["rows"] += res["rows"]
         self.first.setdefault("columns", res["columns"])

@@ -55,8 +55,8 @@ def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> 
     """onnxruntime intra-op threads for this process: host cores / task threads on the host
     (onnxruntime ignores OMP_NUM_THREADS and would size its pool to every core).
 
-    In a worker, pyarrow's pools are capped to the worker's threads as well. Outside a Dask
-    worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
+    In a worker, pyarrow's pools are capped to this process's share of the cores as well.
+    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
     if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
         return fallback
     try:
@@ -66,12 +66,10 @@ def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> 
     except (ImportError, ValueError):
         return fallback
     own = getattr(worker, "nthreads", None) or worker.state.nthreads
-    cap_arrow_threads(own)
-    if fallback:
-        return fallback
-    host = _host(worker.address)
-    on_host = (host_threads or {}).get(host) or own
-    return max(1, host_cores() // max(1, on_host))
+    on_host = (host_threads or {}).get(_host(worker.address)) or own
+    share = max(1, host_cores() // max(1, on_host))  # this task's share of the host's cores
+    cap_arrow_threads(share * own)
+    return fallback or share
 
 
 def _host(address: str) -> str:
