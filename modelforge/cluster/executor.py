@@ -191,7 +191,18 @@ class Dask:
                     )
         from modelforge.cluster.worker import warm
 
-        self.client.run(warm)
+        self.client.run(warm)  # imports, in parallel with the client's remaining set-up
+
+    def prewarm(self, task: PartTask, blob: bytes | None) -> None:
+        """Every worker imports the predict core and builds its session now (start-up),
+        not inside its first part; a worker that cannot (provider, model) stops the job."""
+        from modelforge.cluster.part import prewarm
+
+        for addr, res in self.client.run(prewarm, task, blob).items():
+            if "error" in res:
+                err = rebuild_error(res["error"])
+                err.message = f"worker {escape(addr)}: {err.message}"
+                raise err
 
     def host_threads(self) -> dict[str, int]:
         per_host: dict[str, int] = {}

@@ -159,6 +159,17 @@ def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
     return worker.cached(key, build)
 
 
+def prewarm(task: PartTask, blob: bytes | None) -> dict[str, Any]:
+    """Build this process's session before the first part (run on every worker at start-up,
+    so that the first part runs warm); errors come back as ``{"error": ...}``."""
+    try:
+        with _quiet():
+            _session(task, blob)
+    except ModelForgeError as exc:
+        return {"error": {"class": type(exc).__name__, **exc.to_dict()}}
+    return {}
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Mapping warnings were reported once by the client: not again for every part."""

@@ -111,6 +111,9 @@ def predict_partitioned(
     try:
         if isinstance(executor, Dask):
             executor.check_versions()
+            template = PartTask(plan.parts[0], spec, opts, cfg, no_upgrade, "", "",
+                                executor.host_threads())  # fmt: skip
+            executor.prewarm(template, job.blob)
         job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
         return job.execute(executor, out_dir, resume, list(warnings))
     finally:
