@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from modelforge.cli.cluster_predict import ClusterOpt, PartitionRowsOpt, ResumeOpt
 from modelforge.cli.common import (
     CustomOpsOpt,
     JobMemoryLimitOpt,
@@ -122,6 +123,9 @@ def predict_cmd(
     custom_ops: CustomOpsOpt = None,
     memory_limit: JobMemoryLimitOpt = None,
     timeout: JobTimeoutOpt = None,
+    cluster: ClusterOpt = None,
+    partition_rows: PartitionRowsOpt = None,
+    resume: ResumeOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a model on CSV, TSV, NPY, NPZ, Parquet, JSON Lines or JSON data.
@@ -129,7 +133,8 @@ def predict_cmd(
     Predictions go to -o FILE (written atomically) or stream to stdout. With --json the
     summary envelope goes to stdout, so -o is required. Rows are fed in batches whenever
     the inputs share a row dimension; otherwise (tensor models) the model runs once on the
-    whole arrays (--explain says which, --whole forces it).
+    whole arrays (--explain says which, --whole forces it). -o OUT_DIR/ (a folder) writes
+    Parquet parts and a _SUCCESS manifest, in this process or on Dask with --cluster.
 
     Example: modelforge predict iris.onnx flowers.csv --keep id -o predictions.csv
     """
@@ -180,6 +185,17 @@ def predict_cmd(
             opt_level=opt_level,
             custom_ops=tuple(custom_ops or ()),
         )
+        limits = Limits.for_jobs(memory_limit, timeout)
+        from modelforge.cluster import wants_partitioned
+
+        if wants_partitioned(output, cluster=cluster, partition_rows=partition_rows, resume=resume):
+            from modelforge.cli.cluster_predict import predict_parts
+
+            predict_parts(out, limits, model=model,
+                          inputs=list(inputs or []), out_dir=output, options=read,
+                          cluster=cluster, resume=resume, partition_rows=partition_rows,
+                          session_config=cfg, no_upgrade=no_upgrade)  # fmt: skip
+            return
         with out.progress("predicting", unit="rows") as bar:
 
             def show(p: dict[str, Any]) -> None:
@@ -188,7 +204,7 @@ def predict_cmd(
             summary = predict_to(
                 model, inputs, output, read, out_format=out_format, session_config=cfg,
                 no_upgrade=no_upgrade, progress=show, isolate=True,
-                limits=Limits.for_jobs(memory_limit, timeout),
+                limits=limits,
             ).to_dict()  # fmt: skip
         from modelforge.text import plural
 
