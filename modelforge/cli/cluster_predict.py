@@ -4,6 +4,7 @@ one call into :func:`modelforge.cluster.predict_partitioned`, progress and the s
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -34,6 +35,31 @@ ResumeOpt = Annotated[
         "--resume", help="Keep the parts an identical earlier run committed; run the rest."
     ),
 ]
+
+
+@dataclass(frozen=True)
+class PartsArgs:
+    """--cluster, --partition-rows, --resume: the partitioned run of ``predict``."""
+
+    cluster: ClusterOpt = None
+    partition_rows: PartitionRowsOpt = None
+    resume: ResumeOpt = False
+
+    def wanted(self, output: str | None) -> bool:
+        """-o names a folder, or one of these options is given: the run writes parts."""
+        from modelforge.cluster import wants_partitioned
+
+        return wants_partitioned(
+            output, cluster=self.cluster, partition_rows=self.partition_rows, resume=self.resume
+        )
+
+    def build(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`modelforge.cluster.predict_partitioned`."""
+        return {
+            "cluster": self.cluster,
+            "partition_rows": self.partition_rows,
+            "resume": self.resume,
+        }
 
 
 def _summary_line(out: Renderer, s: dict[str, Any]) -> None:
