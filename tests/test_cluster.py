@@ -203,6 +203,12 @@ def test_row_group_selection_in_the_reader(tmp_path):
     plan = build_plan([source], schema, PredictOptions(columns=cb.FEATURES, keep=["id"]))
     ids = np.concatenate([b.keep["id"] for b in plan.batches()])
     assert ids.tolist() == list(range(300, 900))
+    source = ParquetSource(path, row_groups=[2, 0])
+    plan = build_plan([source], schema, PredictOptions(columns=cb.FEATURES, keep=["id"]))
+    got = [(int(b.keep["id"][0]), b.rows) for b in plan.batches()]
+    assert got == [(600, 300), (0, 300)]
+    file_rows = [cb_.file_row for cb_ in source.batches(["id"], {})]
+    assert file_rows == [600, 0]  # messages count rows from the start of the file
     with pytest.raises(DataError, match="row group 7 does not exist"):
         ParquetSource(path, row_groups=[7])
     csv = tmp_path / "d.csv"
@@ -210,6 +216,19 @@ def test_row_group_selection_in_the_reader(tmp_path):
     with pytest.raises(DataError) as err:
         ParquetSource(str(csv), row_groups=[0])
     assert err.value.code == "invalid_parquet"
+
+
+def test_a_bad_value_in_a_part_is_named_by_its_row_in_the_file(tmp_path):
+    model = str(cb.mlp(tmp_path / "m.onnx"))
+    n = 1000
+    cols = {f: np.ones(n) for f in cb.FEATURES}
+    cols[cb.FEATURES[0]][850] = np.nan
+    path = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"id": np.arange(n), **cols}), path, row_group_size=300)
+    with pytest.raises(DataError, match=r"row 851, column 'f0'") as err:
+        predict_partitioned(model, [str(path)], str(tmp_path / "out") + "/",
+                            columns=cb.FEATURES, partition_rows=300)  # fmt: skip
+    assert err.value.code == "nan_value" and err.value.details["part"] == 2
 
 
 def test_plan_packs_row_groups_in_input_order(tmp_path):
