@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import secrets
@@ -125,9 +124,11 @@ def check_job(lm: LoadedModel, first_input: str, options: PredictOptions) -> lis
 
 
 def _loaded(spec: ModelSpec, blob: bytes | None) -> LoadedModel:
+    """The client's model on this worker: the shipped bytes, or the shared path opened by
+    the core's opener (:func:`modelforge.model.open.open_model`); either way its sha256
+    must be the one the client resolved."""
     from modelforge.inference import LoadedModel
-    from modelforge.model.files import read_capped
-    from modelforge.model.open import OpenedModel
+    from modelforge.model.open import OpenedModel, open_model, sha256_hex
     from modelforge.store.resolve import ModelLocation
 
     loc = spec.location
@@ -135,22 +136,32 @@ def _loaded(spec: ModelSpec, blob: bytes | None) -> LoadedModel:
         path=Path(loc["path"]), ref=loc["ref"], origin=loc["origin"], name=loc["name"],
         version=loc["version"], metadata={"columns": spec.stored_columns},
     )  # fmt: skip
-    data = blob if blob is not None else read_capped(location.path)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != spec.digest:
-        raise InvalidModelError(
-            f"model '{safe(loc['path'])}' on this worker is not the one the client resolved "
-            f"(sha256 {spec.digest[:12]})",
-            hint="the model changed on shared storage during the run; rerun (same storage "
-            "for client and workers)",
-            code="model_changed",
-        )
     trusted = loc["origin"] == "store"  # store-owned external data may be hard links
-    opened = OpenedModel(path=location.path.absolute(), data=data, sha256=digest, trusted=trusted)
-    lm = LoadedModel(location, opened)
-    if opened.may_reference_external_data:  # as load(): external data checked first
-        lm.parse()
-    return lm
+    if blob is None:
+        try:
+            opened = open_model(location.path, trusted=trusted, expected_sha256=spec.digest)
+        except InvalidModelError as err:
+            if err.code != "sha256_mismatch":
+                raise
+            raise _changed(spec) from None
+        return LoadedModel(location, opened)
+    digest = sha256_hex(blob)
+    if digest != spec.digest:
+        raise _changed(spec)
+    opened = OpenedModel(path=location.path.absolute(), data=blob, sha256=digest, trusted=trusted)
+    if opened.may_reference_external_data:  # as open_model: external data checked first
+        opened.parse()
+    return LoadedModel(location, opened)
+
+
+def _changed(spec: ModelSpec) -> InvalidModelError:
+    return InvalidModelError(
+        f"model '{safe(spec.location['path'])}' on this worker is not the one the client "
+        f"resolved (sha256 {spec.digest[:12]})",
+        hint="the model changed on shared storage during the run; rerun (same storage "
+        "for client and workers)",
+        code="model_changed",
+    )
 
 
 def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
