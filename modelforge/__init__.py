@@ -32,6 +32,8 @@ _API: dict[str, str] = {
     "explain_predict": "modelforge.inference",
     "PredictSummary": "modelforge.inference",
     "PredictOptions": "modelforge.inference",
+    "predict_partitioned": "modelforge.cluster.run",
+    "PartitionedSummary": "modelforge.cluster.run",
     "run_bench": "modelforge.bench",
     "BenchOptions": "modelforge.bench",
     "add_model": "modelforge.api",

@@ -154,7 +154,8 @@ class MappingArgs:
 @dataclass(frozen=True)
 class DataArgs(MappingArgs):
     fmt: Annotated[
-        str | None, typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl.")
+        str | None,
+        typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl json."),
     ] = None
     cast: Annotated[
         str, typer.Option("--cast", help="Cast policy: safe (lossless), strict or force.")

@@ -2,29 +2,87 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelforge.cli.common import (
-    CustomOpsOpt,
-    JobMemoryLimitOpt,
-    JobTimeoutOpt,
-    JsonOpt,
-    ModelArg,
-    NoUpgradeOpt,
-    OptLevelOpt,
-    ProviderOpt,
-    ProviderOptionOpt,
-    ThreadsOpt,
-    parse_key_values,
-    run,
-    split_csv_option,
-)
-from modelforge.cli.options import parse_maps
+from modelforge.cli.cluster_predict import PartsArgs
+from modelforge.cli.common import JsonOpt, ModelArg, NoUpgradeOpt, run, split_csv_option
+from modelforge.cli.options import DataArgs, JobLimitsArgs, SessionArgs, option_groups
 
 if TYPE_CHECKING:
+    from modelforge.data.options import PredictOptions
+    from modelforge.engine.isolate import Limits
+    from modelforge.engine.session import SessionConfig
     from modelforge.render import Renderer
+
+InputsArg = Annotated[
+    list[str] | None, typer.Argument(help="Input files; '-' or none reads stdin (CSV).")
+]
+OutputOpt = Annotated[
+    str | None, typer.Option("--output", "-o", help="Output file (default: stdout).")
+]
+OutputFormatOpt = Annotated[
+    str | None,
+    typer.Option("--output-format", help="Output format (default from -o, else csv)."),
+]
+ExplainOpt = Annotated[
+    bool, typer.Option("--explain", help="Show the mapping and batch plan; do not run.")
+]
+FallbackOpt = Annotated[
+    bool, typer.Option("--fallback", help="Fall back to available providers with a warning.")
+]
+
+
+@dataclass(frozen=True)
+class PredictSessionArgs(SessionArgs):
+    """SessionArgs plus provider fallback and the in-memory opset upgrade switch."""
+
+    fallback: FallbackOpt = False
+    no_upgrade: NoUpgradeOpt = False
+
+    def _extra(self) -> dict[str, Any]:
+        return {**super()._extra(), "fallback": self.fallback}
+
+
+@dataclass(frozen=True)
+class PredictDataArgs(DataArgs):
+    """DataArgs plus what only predict reads: inline data, kept columns, text options."""
+
+    data_json: Annotated[
+        str | None, typer.Option("--data", help='Inline JSON input, e.g. {"x": [[1.0, 2.0]]}.')
+    ] = None
+    keep: Annotated[
+        str | None, typer.Option("--keep", help="Columns copied to the output (never fed).")
+    ] = None
+    whole: Annotated[
+        bool,
+        typer.Option("--whole", help="Run once on the whole arrays instead of batches of rows."),
+    ] = False
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV input (utf-8).")
+    ] = None
+    delimiter: Annotated[
+        str | None, typer.Option("--delimiter", help="CSV delimiter (default , or tab for TSV).")
+    ] = None
+    outputs: Annotated[
+        str | None, typer.Option("--outputs", help="Comma-separated model outputs to write.")
+    ] = None
+
+    def options(self) -> PredictOptions:
+        """The PredictOptions of these values (validated there, once)."""
+        from modelforge.data.options import PredictOptions
+
+        return PredictOptions(
+            **super().build(),
+            keep=split_csv_option(self.keep),
+            encoding=self.encoding,
+            delimiter=self.delimiter,
+            outputs=split_csv_option(self.outputs),
+            data_json=self.data_json,
+            whole=self.whole,
+        )
 
 
 def _render_explain(out: Renderer, res: Any) -> None:
@@ -57,71 +115,20 @@ def _render_explain(out: Renderer, res: Any) -> None:
     out.line(f"batches {b['batch_size']} rows{fixed}; streaming: {b['streaming']}")
 
 
+@option_groups(
+    data=PredictDataArgs, session=PredictSessionArgs, limits=JobLimitsArgs, parts=PartsArgs
+)
 def predict_cmd(
     ctx: typer.Context,
     model: ModelArg,
-    inputs: Annotated[
-        list[str] | None, typer.Argument(help="Input files; '-' or none reads stdin (CSV).")
-    ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", "-o", help="Output file (default: stdout).")
-    ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="Input format: csv tsv npy npz parquet jsonl json."),
-    ] = None,
-    out_format: Annotated[
-        str | None,
-        typer.Option("--output-format", help="Output format (default from -o, else csv)."),
-    ] = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help='Inline JSON input, e.g. {"x": [[1.0, 2.0]]}.')
-    ] = None,
-    map_: Annotated[
-        list[str] | None, typer.Option("--map", help="INPUT=COL[,COL...] mapping; repeat.")
-    ] = None,
-    columns: Annotated[
-        str | None, typer.Option("--columns", help="Ordered columns for the single 2-D input.")
-    ] = None,
-    keep: Annotated[
-        str | None, typer.Option("--keep", help="Columns copied to the output (never fed).")
-    ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Show the mapping and batch plan; do not run.")
-    ] = False,
-    whole: Annotated[
-        bool,
-        typer.Option("--whole", help="Run once on the whole arrays instead of batches of rows."),
-    ] = False,
-    cast: Annotated[
-        str, typer.Option("--cast", help="Cast policy: safe (lossless), strict or force.")
-    ] = "safe",
-    allow_nan: Annotated[
-        bool, typer.Option("--allow-nan", help="Pass NaN/empty cells to the model.")
-    ] = False,
-    encoding: Annotated[
-        str | None, typer.Option("--encoding", help="Text encoding of CSV/TSV input (utf-8).")
-    ] = None,
-    delimiter: Annotated[
-        str | None, typer.Option("--delimiter", help="CSV delimiter (default , or tab for TSV).")
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Rows per onnxruntime run.")
-    ] = 10_000,
-    outputs: Annotated[
-        str | None, typer.Option("--outputs", help="Comma-separated model outputs to write.")
-    ] = None,
-    provider: ProviderOpt = None,
-    provider_option: ProviderOptionOpt = None,
-    fallback: Annotated[
-        bool, typer.Option("--fallback", help="Fall back to available providers with a warning.")
-    ] = False,
-    threads: ThreadsOpt = None,
-    opt_level: OptLevelOpt = None,
-    no_upgrade: NoUpgradeOpt = False,
-    custom_ops: CustomOpsOpt = None,
-    memory_limit: JobMemoryLimitOpt = None,
-    timeout: JobTimeoutOpt = None,
+    data: PredictDataArgs,
+    session: PredictSessionArgs,
+    limits: JobLimitsArgs,
+    parts: PartsArgs,
+    inputs: InputsArg = None,
+    output: OutputOpt = None,
+    out_format: OutputFormatOpt = None,
+    explain: ExplainOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a model on CSV, TSV, NPY, NPZ, Parquet, JSON Lines or JSON data.
@@ -129,76 +136,74 @@ def predict_cmd(
     Predictions go to -o FILE (written atomically) or stream to stdout. With --json the
     summary envelope goes to stdout, so -o is required. Rows are fed in batches whenever
     the inputs share a row dimension; otherwise (tensor models) the model runs once on the
-    whole arrays (--explain says which, --whole forces it).
+    whole arrays (--explain says which, --whole forces it). -o OUT_DIR/ (a folder) writes
+    Parquet parts and a _SUCCESS manifest, in this process or on Dask with --cluster.
 
     Example: modelforge predict iris.onnx flowers.csv --keep id -o predictions.csv
     """
-    name = "predict --explain" if explain else "predict"
-    with run(ctx, name, json_out) as out:
-        from modelforge.errors import UsageError
-
-        if json_out and not explain and output in (None, "-"):
-            raise UsageError(
-                "--json writes the summary to stdout, so predictions need -o FILE",
-                hint="add -o predictions.csv, or drop --json",
-                code="json_needs_output",
-            )
-        if not explain and output in (None, "-"):
-            from modelforge.render import refuse_binary_to_terminal
-
-            refuse_binary_to_terminal(out_format)
-        from modelforge.data.options import PredictOptions
-
-        read = PredictOptions(
-            fmt=fmt,
-            maps=parse_maps(map_),
-            columns=split_csv_option(columns),
-            keep=split_csv_option(keep),
-            cast=cast,  # type: ignore[arg-type]  # PredictOptions validates it
-            allow_nan=allow_nan,
-            encoding=encoding,
-            delimiter=delimiter,
-            batch_size=batch_size,
-            outputs=split_csv_option(outputs),
-            data_json=data,
-            whole=whole,
-        )
+    with run(ctx, "predict --explain" if explain else "predict", json_out) as out:
+        if not explain:
+            _check_output(output, out_format, json_out)
+        read = data.options()
         if explain:
             from modelforge.inference import explain as explain_fn
 
             out.emit(explain_fn(model, inputs, read), _render_explain)
             return
-        from modelforge.engine.isolate import Limits
-        from modelforge.engine.session import SessionConfig
-        from modelforge.inference import predict_to
+        cfg, lim, no_upgrade = session.build(), limits.build(), session.no_upgrade
+        if parts.wanted(output):
+            from modelforge.cli.cluster_predict import predict_parts
 
-        cfg = SessionConfig(
-            providers=provider or None,
-            provider_options=parse_key_values(provider_option, "--provider-option"),
-            fallback=fallback,
-            threads=threads,
-            opt_level=opt_level,
-            custom_ops=tuple(custom_ops or ()),
+            predict_parts(out, lim, model=model, inputs=list(inputs or []), out_dir=output,
+                          options=read, session_config=cfg, no_upgrade=no_upgrade,
+                          **parts.build())  # fmt: skip
+            return
+        job = (model, inputs, output, read, out_format, cfg, no_upgrade, lim)
+        _predict_file(out, *job)
+
+
+def _check_output(output: str | None, out_format: str | None, json_out: bool) -> None:
+    """Predictions need somewhere to go that is not the envelope or a terminal."""
+    if output not in (None, "-"):
+        return
+    if json_out:
+        from modelforge.errors import UsageError
+
+        raise UsageError(
+            "--json writes the summary to stdout, so predictions need -o FILE",
+            hint="add -o predictions.csv, or drop --json",
+            code="json_needs_output",
         )
-        with out.progress("predicting", unit="rows") as bar:
+    from modelforge.render import refuse_binary_to_terminal
 
-            def show(p: dict[str, Any]) -> None:
-                bar.update(completed=p["rows"], total=p.get("total_rows"))
+    refuse_binary_to_terminal(out_format)
 
-            summary = predict_to(
-                model, inputs, output, read, out_format=out_format, session_config=cfg,
-                no_upgrade=no_upgrade, progress=show, isolate=True,
-                limits=Limits.for_jobs(memory_limit, timeout),
-            ).to_dict()  # fmt: skip
-        from modelforge.text import plural
 
-        out.info(
-            f"{plural(summary['rows'], 'row')} in {plural(summary['runs'], 'onnxruntime run')} "
-            f"({summary['mode']} mode), "
-            f"{summary['seconds']:.2f} s; providers used: {', '.join(summary['providers_used'])}",
-            verbose_only=True,
-        )
-        out.emit(summary, None)
+def _predict_file(
+    out: Renderer, model: str, inputs: list[str] | None, output: str | None,
+    read: PredictOptions, out_format: str | None, cfg: SessionConfig, no_upgrade: bool,
+    lim: Limits,
+) -> None:  # fmt: skip
+    """One predict_to (in the guarded child), with progress and the summary."""
+    from modelforge.inference import predict_to
+    from modelforge.text import plural
+
+    with out.progress("predicting", unit="rows") as bar:
+
+        def show(p: dict[str, Any]) -> None:
+            bar.update(completed=p["rows"], total=p.get("total_rows"))
+
+        summary = predict_to(
+            model, inputs, output, read, out_format=out_format, session_config=cfg,
+            no_upgrade=no_upgrade, progress=show, isolate=True, limits=lim,
+        ).to_dict()  # fmt: skip
+    out.info(
+        f"{plural(summary['rows'], 'row')} in {plural(summary['runs'], 'onnxruntime run')} "
+        f"({summary['mode']} mode), "
+        f"{summary['seconds']:.2f} s; providers used: {', '.join(summary['providers_used'])}",
+        verbose_only=True,
+    )
+    out.emit(summary, None)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,11 +1,20 @@
-"""``modelforge serve``: the store over the KServe v2 / Open Inference Protocol."""
+"""``modelforge serve``: the store over the KServe v2 / Open Inference Protocol.
+
+The options come in groups (frozen dataclasses, see :mod:`modelforge.cli.options`), each
+``build()`` giving :class:`~modelforge.serve.options.ServeOptions` keyword arguments:
+:class:`ListenArgs` (addresses), :class:`CapacityArgs` (instances, threads, batching,
+queueing), :class:`RequestArgs` (timeouts, sizes, auth, TLS), :class:`ServeSessionArgs`
+(providers, warm-up) and :class:`RunArgs` (alias polling, logging).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,15 +27,182 @@ from modelforge.cli.common import (
     parse_key_values,
     run,
 )
+from modelforge.cli.options import option_groups
 
 if TYPE_CHECKING:
+    from modelforge.engine.session import SessionConfig
+    from modelforge.render import Renderer
     from modelforge.serve.server import ReadyInfo
 
 TOKEN_ENV = "MODELFORGE_SERVE_TOKEN"
 
 
+@dataclass(frozen=True)
+class ListenArgs:
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback unless you ask).")
+    ] = "127.0.0.1"
+    port: Annotated[int, typer.Option("--port", help="HTTP port; 0 = any free port.")] = 8000
+    grpc_port: Annotated[
+        int | None,
+        typer.Option("--grpc-port", metavar="N", help="Also serve gRPC on port N (0 = any)."),
+    ] = None
+
+    def build(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "grpc_port": self.grpc_port}
+
+
+@dataclass(frozen=True)
+class CapacityArgs:
+    instances: Annotated[
+        int, typer.Option("--instances", metavar="N", help="Sessions per model version.")
+    ] = 1
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", metavar="N", help="Intra-op threads per session (default cores/N)."
+        ),
+    ] = None
+    batching: Annotated[
+        str,
+        typer.Option(
+            "--batching", help="Dynamic batching: auto (when dim 0 is symbolic), on or off."
+        ),
+    ] = "auto"
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", metavar="ROWS", help="Rows per merged run.")
+    ] = 64
+    max_queue_delay: Annotated[
+        int,
+        typer.Option(
+            "--max-queue-delay",
+            metavar="US",
+            help="Microseconds a contended batch may wait for more rows.",
+        ),
+    ] = 0
+    max_queue: Annotated[
+        int,
+        typer.Option("--max-queue", metavar="N", help="Queued requests per version before 503."),
+    ] = 256
+    inline_below: Annotated[
+        int,
+        typer.Option(
+            "--inline-below",
+            metavar="US",
+            help="A lone request of a model whose runs take under US µs runs on the event "
+            "loop (0 = always in instance threads).",
+        ),
+    ] = 300
+
+    def build(self) -> dict[str, Any]:
+        """ServeOptions keywords; ``--batching`` checked here, the numbers by
+        ``ServeOptions.validate``."""
+        if self.batching not in ("auto", "on", "off"):
+            from modelforge.errors import UsageError
+
+            raise UsageError(f"--batching must be auto, on or off (got '{self.batching}')")
+        return {
+            "instances": self.instances,
+            "threads": self.threads,
+            "batching": self.batching,
+            "max_batch_size": self.max_batch_size,
+            "max_queue_delay_us": self.max_queue_delay,
+            "max_queue": self.max_queue,
+            "inline_below_us": self.inline_below,
+        }
+
+
+@dataclass(frozen=True)
+class RequestArgs:
+    request_timeout: Annotated[
+        float,
+        typer.Option("--request-timeout", metavar="S", help="Per-request timeout (0 = none)."),
+    ] = 30.0
+    max_request_size: Annotated[
+        int,
+        typer.Option("--max-request-size", metavar="MB", help="Largest request body (413)."),
+    ] = 64
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="T",
+            help=f"Require 'Authorization: Bearer T' except on health (or ${TOKEN_ENV}).",
+        ),
+    ] = None
+    tls_cert: Annotated[
+        str | None, typer.Option("--tls-cert", metavar="PEM", help="TLS certificate.")
+    ] = None
+    tls_key: Annotated[
+        str | None, typer.Option("--tls-key", metavar="PEM", help="TLS private key.")
+    ] = None
+
+    def build(self) -> dict[str, Any]:
+        return {
+            "request_timeout_s": self.request_timeout or None,
+            "max_request_bytes": self.max_request_size * 1024 * 1024,
+            "token": self.token or os.environ.get(TOKEN_ENV) or None,
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+        }
+
+
+@dataclass(frozen=True)
+class ServeSessionArgs:
+    provider: ProviderOpt = None
+    provider_option: ProviderOptionOpt = None
+    opt_level: OptLevelOpt = None
+    no_warmup: Annotated[
+        bool, typer.Option("--no-warmup", help="Skip warm-up runs before ready.")
+    ] = False
+
+    def config(self) -> SessionConfig:
+        from modelforge.engine.session import SessionConfig
+
+        return SessionConfig(
+            providers=self.provider or None,
+            provider_options=parse_key_values(self.provider_option, "--provider-option"),
+            opt_level=self.opt_level,
+        )
+
+    def build(self) -> dict[str, Any]:
+        return {"session": self.config(), "warmup": not self.no_warmup}
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    poll_interval: Annotated[
+        float,
+        typer.Option("--poll-interval", metavar="S", help="Re-read store aliases every S s."),
+    ] = 1.0
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log each request on stderr.")
+    ] = False
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No ready line on stderr.")] = False
+
+    def build(self, quiet: bool) -> dict[str, Any]:
+        """``quiet``: the global --quiet, which also silences the ready line."""
+        return {
+            "poll_interval_s": self.poll_interval,
+            "access_log": self.access_log,
+            "quiet": self.quiet or quiet,
+        }
+
+
+@option_groups(
+    listen=ListenArgs,
+    capacity=CapacityArgs,
+    requests=RequestArgs,
+    session=ServeSessionArgs,
+    runtime=RunArgs,
+)
 def serve_cmd(
     ctx: typer.Context,
+    listen: ListenArgs,
+    capacity: CapacityArgs,
+    requests: RequestArgs,
+    session: ServeSessionArgs,
+    runtime: RunArgs,
     models: Annotated[
         list[str] | None,
         typer.Argument(
@@ -36,92 +212,9 @@ def serve_cmd(
             show_default=False,
         ),
     ] = None,
-    host: Annotated[
-        str, typer.Option("--host", help="Address to bind (loopback unless you ask).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTP port; 0 = any free port.")] = 8000,
-    grpc_port: Annotated[
-        int | None,
-        typer.Option("--grpc-port", metavar="N", help="Also serve gRPC on port N (0 = any)."),
-    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Serve a single .onnx file under this name.")
     ] = None,
-    instances: Annotated[
-        int, typer.Option("--instances", metavar="N", help="Sessions per model version.")
-    ] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            "--threads", metavar="N", help="Intra-op threads per session (default cores/N)."
-        ),
-    ] = None,
-    batching: Annotated[
-        str,
-        typer.Option(
-            "--batching", help="Dynamic batching: auto (when dim 0 is symbolic), on or off."
-        ),
-    ] = "auto",
-    max_batch_size: Annotated[
-        int, typer.Option("--max-batch-size", metavar="ROWS", help="Rows per merged run.")
-    ] = 64,
-    max_queue_delay: Annotated[
-        int,
-        typer.Option(
-            "--max-queue-delay",
-            metavar="US",
-            help="Microseconds a contended batch may wait for more rows.",
-        ),
-    ] = 0,
-    max_queue: Annotated[
-        int,
-        typer.Option("--max-queue", metavar="N", help="Queued requests per version before 503."),
-    ] = 256,
-    inline_below: Annotated[
-        int,
-        typer.Option(
-            "--inline-below",
-            metavar="US",
-            help="A lone request of a model whose runs take under US µs runs on the event "
-            "loop (0 = always in instance threads).",
-        ),
-    ] = 300,
-    request_timeout: Annotated[
-        float,
-        typer.Option("--request-timeout", metavar="S", help="Per-request timeout (0 = none)."),
-    ] = 30.0,
-    max_request_size: Annotated[
-        int,
-        typer.Option("--max-request-size", metavar="MB", help="Largest request body (413)."),
-    ] = 64,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            metavar="T",
-            help=f"Require 'Authorization: Bearer T' except on health (or ${TOKEN_ENV}).",
-        ),
-    ] = None,
-    tls_cert: Annotated[
-        str | None, typer.Option("--tls-cert", metavar="PEM", help="TLS certificate.")
-    ] = None,
-    tls_key: Annotated[
-        str | None, typer.Option("--tls-key", metavar="PEM", help="TLS private key.")
-    ] = None,
-    provider: ProviderOpt = None,
-    provider_option: ProviderOptionOpt = None,
-    opt_level: OptLevelOpt = None,
-    no_warmup: Annotated[
-        bool, typer.Option("--no-warmup", help="Skip warm-up runs before ready.")
-    ] = False,
-    poll_interval: Annotated[
-        float,
-        typer.Option("--poll-interval", metavar="S", help="Re-read store aliases every S s."),
-    ] = 1.0,
-    access_log: Annotated[
-        bool, typer.Option("--access-log", help="Log each request on stderr.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No ready line on stderr.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Serve models over the KServe v2 / Open Inference Protocol (HTTP, optional gRPC).
@@ -129,67 +222,43 @@ def serve_cmd(
     Example: modelforge serve iris --port 8000
     """
     with run(ctx, "serve", json_out) as out:
-        from modelforge.engine.session import SessionConfig
         from modelforge.serve.options import ServeOptions
         from modelforge.serve.server import check_extra, serve
 
         check_extra()
-        if batching not in ("auto", "on", "off"):
-            from modelforge.errors import UsageError
-
-            raise UsageError(f"--batching must be auto, on or off (got '{batching}')")
-        quiet = quiet or global_options(ctx).quiet
         opts = ServeOptions(
-            host=host,
-            port=port,
-            grpc_port=grpc_port,
-            name=name,
-            instances=instances,
-            threads=threads,
-            batching=batching,  # type: ignore[arg-type]
-            max_batch_size=max_batch_size,
-            max_queue_delay_us=max_queue_delay,
-            max_queue=max_queue,
-            inline_below_us=inline_below,
-            request_timeout_s=request_timeout or None,
-            max_request_bytes=max_request_size * 1024 * 1024,
-            token=token or os.environ.get(TOKEN_ENV) or None,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            access_log=access_log,
-            quiet=quiet,
-            json_ready=json_out,
-            poll_interval_s=poll_interval,
-            warmup=not no_warmup,
-            session=SessionConfig(
-                providers=provider or None,
-                provider_options=parse_key_values(provider_option, "--provider-option"),
-                opt_level=opt_level,
-            ),
-        )
-
-        def on_ready(info: ReadyInfo) -> None:
-            if json_out:  # one compact line, so that scripts can read it with readline()
-                from modelforge.render import ENVELOPE_VERSION, to_jsonable
-
-                envelope = {
-                    "modelforge": ENVELOPE_VERSION,
-                    "command": "serve",
-                    "status": "ok",
-                    "result": to_jsonable(info),
-                    "error": None,
-                    "warnings": [],
-                }
-                sys.stdout.write(json.dumps(envelope, separators=(",", ":")) + "\n")
-                sys.stdout.flush()
-                out.emitted = True
-            if not quiet:
-                sys.stderr.write(info.line() + "\n")
-                sys.stderr.flush()
-
-        code = serve(models or [], opts, on_ready=on_ready)
+            **listen.build(), **capacity.build(), **requests.build(), **session.build(),
+            **runtime.build(global_options(ctx).quiet), name=name, json_ready=json_out,
+        )  # fmt: skip
+        code = serve(models or [], opts, on_ready=_ready_printer(out, json_out, opts.quiet))
         if code:
             raise typer.Exit(code)
+
+
+def _ready_printer(out: Renderer, json_out: bool, quiet: bool) -> Callable[[ReadyInfo], None]:
+    """What serve() calls once the server listens: the JSON envelope (one compact line on
+    stdout, so that scripts can read it with readline()) and/or the ready line on stderr."""
+
+    def on_ready(info: ReadyInfo) -> None:
+        if json_out:
+            from modelforge.render import ENVELOPE_VERSION, to_jsonable
+
+            envelope = {
+                "modelforge": ENVELOPE_VERSION,
+                "command": "serve",
+                "status": "ok",
+                "result": to_jsonable(info),
+                "error": None,
+                "warnings": [],
+            }
+            sys.stdout.write(json.dumps(envelope, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+            out.emitted = True
+        if not quiet:
+            sys.stderr.write(info.line() + "\n")
+            sys.stderr.flush()
+
+    return on_ready
 
 
 def register(app: typer.Typer) -> None:

@@ -80,12 +80,27 @@ class ParquetReader:
     def batches(
         self, wanted: list[str], dtypes: dict[str, str], batch_rows: int = 65_536
     ) -> Iterator[ColumnBatch]:
+        """Stream ``wanted`` columns of the selected row groups; row numbers in messages
+        are the file's (a run of consecutive groups is read in one pass)."""
+        meta = self.file.metadata
+        starts = [0]
+        for g in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(g).num_rows)
+        runs: list[list[int]] = []
+        for g in self.row_groups:
+            if runs and runs[-1][-1] + 1 == g:
+                runs[-1].append(g)
+            else:
+                runs.append([g])
+        for run in runs:
+            yield from self._run(run, starts[run[0]], wanted, batch_rows)
+
+    def _run(
+        self, groups: list[int], row0: int, wanted: list[str], batch_rows: int
+    ) -> Iterator[ColumnBatch]:
         import polars as pl
 
-        row0 = 0
-        it = self.file.iter_batches(
-            batch_size=batch_rows, row_groups=self.row_groups, columns=wanted
-        )
+        it = self.file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=wanted)
         while True:
             try:  # only pyarrow's decoding: corrupt pages surface here
                 rb = next(it, None)

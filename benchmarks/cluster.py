@@ -1,0 +1,179 @@
+"""Benchmark: partitioned predict, in-process and on embedded Dask clusters (ratios only).
+
+Data: ROWS x 20 float32 columns in 8 Parquet files (64 row groups each). Models: the
+LogisticRegression and the MLP 20->256->256->1 of benchmarks/predict_csv.py.
+
+  1. efficiency: single-process ``predict_to`` (one file of output) vs
+     ``predict_partitioned(cluster="local:1")``, the latter's ``run_s`` (cluster start-up
+     excluded, reported separately), and its steady state: rows/s of the parts after the
+     worker's first (which also creates the worker's session) from the ``_SUCCESS`` manifest;
+  2. local:2 vs local:1 on the MLP (``run_s``);
+  3. per-part overhead: the same rows in 8 / 64 / 512 parts, LR, in-process and local:1:
+     (t(512) - t(8)) / 504;
+  4. model transfer: a 10 / 100 MiB blob as a task input (``client.submit(identity, blob)``)
+     until a task on a worker has it.
+
+Medians of REPEATS interleaved runs, all in one process (import costs excluded).
+
+    python benchmarks/cluster.py                       # 1M rows, 3 repeats
+    python benchmarks/cluster.py --rows 200000 --repeats 1    # quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from predict_csv import FEATURES, make_models  # noqa: E402
+
+FILES = 8
+GROUPS_PER_FILE = 64
+
+
+def make_inputs(folder: Path, rows: int) -> tuple[list[str], int]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    per_file = rows // FILES
+    group = max(1, per_file // GROUPS_PER_FILE)
+    paths = []
+    for k in range(FILES):
+        x = rng.normal(size=(per_file, FEATURES)).astype(np.float32)
+        table = pa.table({f"f{i}": x[:, i] for i in range(FEATURES)})
+        path = folder / f"part{k}.parquet"
+        pq.write_table(table, path, row_group_size=group)
+        paths.append(str(path))
+    return paths, group
+
+
+def _fresh(path: Path) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    return str(path) + "/"
+
+
+def single(model: str, inputs: list[str], work: Path) -> float:
+    from modelforge import predict_to
+
+    out = work / "single.parquet"
+    t0 = time.perf_counter()
+    predict_to(model, inputs, str(out))
+    return time.perf_counter() - t0
+
+
+def parts(model: str, inputs: list[str], work: Path, cluster: str | None, rows: int) -> dict:
+    from modelforge.cluster import predict_partitioned
+
+    s = predict_partitioned(model, inputs, _fresh(work / "parts"), cluster=cluster,
+                            partition_rows=rows)  # fmt: skip
+    return {**s.timings, "seconds": s.seconds, "parts": s.parts, "steady": steady(work / "parts")}
+
+
+def steady(out: Path) -> float:
+    """Rows/s of the parts each worker ran after its first one (session creation and first
+    runs excluded), from the _SUCCESS manifest."""
+    import json
+
+    parts = json.loads((out / "_SUCCESS").read_text())["parts"]
+    seen: set[int] = set()
+    rows = seconds = 0.0
+    for p in parts:  # submitted in order: a worker's first part is its lowest index
+        if p["pid"] not in seen:
+            seen.add(p["pid"])
+            continue
+        rows += p["rows"]
+        seconds += p["seconds"]
+    return rows / seconds if seconds else float("nan")
+
+
+def transfer(mib: int, repeats: int) -> dict:
+    from modelforge.cluster.executor import Dask
+    from modelforge.cluster.worker import identity
+
+    ex = Dask("local:1")
+    try:
+        times = []
+        for _ in range(repeats):
+            blob = os.urandom(mib * 1024 * 1024)
+            t0 = time.perf_counter()
+            fut = ex.client.submit(identity, blob, pure=False)
+            assert ex.client.submit(len, fut, pure=False).result() == len(blob)
+            times.append(time.perf_counter() - t0)
+            del fut
+        return {"MiB": mib, "seconds": statistics.median(times)}
+    finally:
+        ex.close()
+
+
+def med(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def run_in(work: Path, args: argparse.Namespace) -> None:
+    models = {k: str(v) for k, v in make_models(work).items()}
+    inputs, group = make_inputs(work, args.rows)
+    per_file = group * GROUPS_PER_FILE
+    print(f"{args.rows:,} rows x {FEATURES} in {FILES} files, row groups of {group:,}; "
+          f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    for name in args.models.split(","):
+        model = models[name]
+        t_single, runs1, runs2, starts, rates = [], [], [], [], []
+        for _ in range(args.repeats):
+            t_single.append(single(model, inputs, work))
+            r1 = parts(model, inputs, work, "local:1", per_file)
+            runs1.append(r1["run_s"])
+            starts.append(r1["start_s"])
+            rates.append(r1["steady"])
+            if name == "mlp":
+                runs2.append(parts(model, inputs, work, "local:2", per_file)["run_s"])
+        line = (
+            f"{name}: single {med(t_single)} s; local:1 run {med(runs1)} s "
+            f"(start-up {med(starts)} s); efficiency {med(t_single) / med(runs1):.2f}"
+        )
+        single_rate = args.rows // FILES * FILES / med(t_single)
+        line += f"; steady-state efficiency {med(rates) / single_rate:.2f}"
+        if runs2:
+            line += (
+                f"; local:2 run {med(runs2)} s, speed-up vs local:1 {med(runs1) / med(runs2):.2f}x"
+            )
+        print(line, flush=True)
+    lr = models["lr"]
+    for cluster in (None, "local:1"):
+        got = {}
+        for n in (8, 64, 512):
+            rows = per_file * FILES // n
+            got[n] = med(
+                [parts(lr, inputs, work, cluster, rows)["run_s"] for _ in range(args.repeats)]
+            )
+        per_part = (got[512] - got[8]) / 504 * 1000
+        print(
+            f"per-part overhead ({cluster or 'in-process'}): 8/64/512 parts "
+            f"{got[8]}/{got[64]}/{got[512]} s -> {per_part:.1f} ms per part",
+            flush=True,
+        )
+    for mib in (10, 100):
+        t = transfer(mib, args.repeats)
+        print(f"model transfer {mib} MiB as a task input: {t['seconds']:.3f} s", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", default="lr,mlp")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mf-cluster-bench-") as tmp:
+        run_in(Path(tmp), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The output directory of a partitioned run: attempts, atomic commits, manifest, resume.
+
+Layout while running::
+
+    OUT/part-000000.parquet           committed parts (the rename is the commit)
+    OUT/_temporary/manifest.json      the plan and the parts committed so far (partial)
+    OUT/_temporary/part-000003.<attempt>.parquet   parts being written
+    OUT/_temporary/.lock              held by the running client
+
+and at the end ``OUT/_SUCCESS`` (the manifest: plan hash, model digest, ordered parts,
+total rows), written atomically after every part; then ``_temporary/`` is removed. A part
+is written to its attempt file and ``os.replace``d onto ``part-NNNNNN.parquet``: readers
+never see a partial part, and a rerun writes the same bytes under the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelforge.cluster.plan import Plan, part_name, what_changed
+from modelforge.errors import OutputError, UsageError
+from modelforge.text import safe
+
+SUCCESS = "_SUCCESS"
+TEMPORARY = "_temporary"
+MANIFEST_VERSION = 1
+MANIFEST_EVERY_S = 1.0  # the partial manifest is rewritten at most this often
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any], *, sync: bool = True) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        if sync:
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OutputError(
+            f"'{safe(path)}' is not a readable ModelForge manifest: {safe(str(exc), 100)}",
+            hint="remove the output folder, or pick another one",
+            code="manifest_unreadable",
+        ) from None
+    return data if isinstance(data, dict) else None
+
+
+def committed_rows(path: Path) -> int | None:
+    """Rows of a committed part, from its footer; None when absent or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # missing, truncated or not Parquet: not a committed part
+        return None
+
+
+@dataclass
+class OutputDir:
+    root: Path
+    plan: Plan
+    model: dict[str, Any]
+    committed: dict[int, int]  # part index -> bytes, committed before this run
+    _lock: Any = None
+    _preexisting: frozenset[str] = frozenset()
+    _done: dict[int, dict[str, Any]] | None = None
+    _written: float = 0.0
+
+    @property
+    def temporary(self) -> Path:
+        return self.root / TEMPORARY
+
+    def attempt_path(self, index: int, attempt: str) -> str:
+        return str(self.temporary / f"{part_name(index)[:-8]}.{attempt}.parquet")
+
+    def final_path(self, index: int) -> str:
+        return str(self.root / part_name(index))
+
+    def manifest(self, parts: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        ordered = [parts[i] for i in sorted(parts)]
+        return {
+            "schema_version": MANIFEST_VERSION,
+            "kind": "modelforge.partitioned_predict",
+            "plan_hash": self.plan.plan_hash,
+            "model": self.model,
+            "identity": self.plan.identity,
+            "parts": ordered,
+            "parts_planned": len(self.plan.parts),
+            "total_rows": sum(p["rows"] for p in ordered),
+        }
+
+    def record(self, index: int, nbytes: int, run: dict[str, Any] | None = None) -> None:
+        """A part was committed: add it to the partial manifest. ``run``: how it ran
+        (``seconds``, ``worker`` pid) for diagnostics."""
+        assert self._done is not None
+        part = self.plan.parts[index]
+        self._done[index] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
+                             "input": part.input, "row_groups": list(part.row_groups),
+                             **(run or {})}  # fmt: skip
+        now = time.monotonic()
+        if now - self._written >= MANIFEST_EVERY_S:  # informational: resume reads the parts
+            write_json_atomic(
+                self.temporary / "manifest.json", self.manifest(self._done), sync=False
+            )
+            self._written = now
+
+    def attempts_left_over(self) -> dict[int, int]:
+        """Attempt files of this run that never became a part (their worker died)."""
+        counts: dict[int, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.temporary):
+                if name.startswith("part-") and name not in self._preexisting:
+                    with contextlib.suppress(ValueError):
+                        idx = int(name[5:11])
+                        counts[idx] = counts.get(idx, 0) + 1
+        return counts
+
+    def finish(self) -> dict[str, Any]:
+        """Every part is committed: write _SUCCESS last and atomically, drop _temporary/."""
+        assert self._done is not None
+        missing = [p.index for p in self.plan.parts if p.index not in self._done]
+        if missing:
+            raise OutputError(
+                f"parts {missing[:5]} were not committed", code="parts_missing"
+            )  # a bug in the executor if it happens
+        manifest = self.manifest(self._done)
+        manifest["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json_atomic(self.root / SUCCESS, manifest)
+        self.release()
+        shutil.rmtree(self.temporary, ignore_errors=True)
+        return manifest
+
+    def flush(self) -> None:
+        """Bring the partial manifest up to date (a run that stops before finishing)."""
+        if self._done is not None and (self.temporary / "manifest.json").exists():
+            write_json_atomic(self.temporary / "manifest.json", self.manifest(self._done))
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def _refuse(message: str, hint: str, code: str) -> OutputError:
+    return OutputError(message, hint=hint, code=code)
+
+
+def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> OutputDir:
+    """Create or reopen ``root``; with ``resume``, keep the parts an identical plan committed.
+
+    Refuses (before any work): a folder holding other files, an earlier run without
+    ``resume``, and with ``resume`` a run whose plan differs (saying what changed)."""
+    from filelock import FileLock, Timeout
+
+    out = Path(root)
+    if out.exists() and not out.is_dir():
+        raise _refuse(f"output '{safe(root)}' is a file", "pass a folder name ending in /",
+                      "output_not_directory")  # fmt: skip
+    if not out.parent.is_dir():
+        raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
+                      "output_folder_missing")  # fmt: skip
+    try:
+        out.mkdir(exist_ok=True)
+        (out / TEMPORARY).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise _refuse(f"cannot write to '{safe(root)}': {safe(exc.strerror)}",
+                      "check permissions", "output_unwritable") from None  # fmt: skip
+    lock = FileLock(str(out / TEMPORARY / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise _refuse(
+            f"another run is writing '{safe(root)}'",
+            "wait for it to finish, or pick another folder",
+            "output_locked",
+        ) from None
+    try:
+        committed = _existing(out, plan, resume)
+    except BaseException:
+        lock.release()
+        raise
+    pre = frozenset(os.listdir(out / TEMPORARY))
+    od = OutputDir(out, plan, model, committed, lock, pre, {})
+    assert od._done is not None
+    for idx, nbytes in committed.items():
+        part = plan.parts[idx]
+        od._done[idx] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
+                         "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
+    if len(committed) < len(plan.parts):  # parts to (re)run: the folder is not complete now
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out / SUCCESS)
+    write_json_atomic(out / TEMPORARY / "manifest.json", od.manifest(od._done))
+    return od
+
+
+def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
+    previous = read_json(out / SUCCESS) or read_json(out / TEMPORARY / "manifest.json")
+    others = [n for n in os.listdir(out) if n not in (TEMPORARY, SUCCESS)]
+    if previous is None:
+        if others:
+            raise _refuse(
+                f"output folder '{safe(out)}' is not empty and holds no ModelForge run",
+                "pick an empty or new folder", "output_not_empty",
+            )  # fmt: skip
+        return {}
+    if not resume:
+        plan_id = str(previous.get("plan_hash"))[:12]
+        raise UsageError(
+            f"output folder '{safe(out)}' holds an earlier run (plan {plan_id})",
+            hint="pass --resume to keep its committed parts and run the rest, or pick another "
+            "folder",
+            code="output_exists",
+        )
+    if previous.get("identity") != plan.identity:
+        changed = what_changed(previous.get("identity") or {}, plan.identity)
+        raise UsageError(
+            f"cannot resume into '{safe(out)}': {changed}",
+            hint="rerun with the same model, options and inputs, or write to a new folder",
+            code="resume_mismatch",
+        )
+    committed: dict[int, int] = {}
+    for part in plan.parts:
+        path = out / part.name
+        if committed_rows(path) == part.rows:
+            committed[part.index] = path.stat().st_size
+    return committed

@@ -1,0 +1,332 @@
+"""Run part tasks: in this process (no --cluster), or on Dask workers (``distributed``
+futures; imported only here, only for --cluster).
+
+Both call :func:`modelforge.cluster.part.run_part`. A part that returns an error payload
+(a ModelForgeError: data, model, usage) fails the job at once, is never retried, and names
+the part and its input. With Dask, a worker that dies mid-part makes the scheduler rerun
+the part elsewhere; a part that kills ``allowed-failures + 1`` workers ends the job with
+an error naming it. Storage hiccups (``OSError``) are resubmitted up to ``OS_RETRIES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelforge.cluster.part import PartTask, run_part
+from modelforge.cluster.worker import identity
+from modelforge.errors import (
+    InternalError,
+    ModelForgeError,
+    ResourceLimitError,
+    RuntimeFailure,
+    UsageError,
+    rebuild_error,
+)
+from modelforge.text import escape, safe
+
+OnDone = Callable[[dict[str, Any]], None]
+CONNECT_TIMEOUT_S = float(os.environ.get("MODELFORGE_CLUSTER_CONNECT_TIMEOUT", "10"))
+OS_RETRIES = 2
+VERSION_PACKAGES = ("modelforge", "onnxruntime", "pyarrow", "polars", "numpy", "onnx")
+
+
+@dataclass
+class RunStats:
+    workers: int = 1
+    workers_lost: int = 0
+    resubmitted: int = 0
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+
+def part_error(task: PartTask, info: dict[str, Any]) -> ModelForgeError:
+    err = rebuild_error(info)
+    where = task.part.describe()
+    if task.part.input not in err.message:
+        err.message = f"{where}: {err.message}"
+    err.details = {**err.details, "part": task.part.index, "input": task.part.input}
+    return err
+
+
+class InProcess:
+    """Parts one after the other in this process, with one cached session."""
+
+    kind = "in-process"
+
+    def run(self, tasks: list[PartTask], blob: bytes, on_done: OnDone) -> RunStats:
+        for task in tasks:
+            res = run_part(task, blob)
+            if "error" in res:
+                raise part_error(task, res["error"])
+            on_done(res)
+        return RunStats(cluster={"kind": self.kind, "workers": 1})
+
+    def host_threads(self) -> dict[str, int] | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(
+            "--cluster needs Dask's distributed package, which is not installed",
+            hint="pip install 'modelforge[dask]'",
+            code="dask_missing",
+        ) from None
+    return distributed
+
+
+class Dask:
+    """Parts as Dask futures on a running scheduler, or on an embedded LocalCluster."""
+
+    kind = "dask"
+
+    def __init__(self, address: str) -> None:
+        distributed = _import_distributed()
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        self.address = address
+        self.local: Any = None
+        self.client: Any = None
+        self.lost: set[str] = set()
+        self._tasks: dict[int, PartTask] = {}
+        self._before: set[str] = set()
+        try:
+            self.client = self._connect(distributed, address)
+            self.seen: set[str] = set(self._workers())
+        except BaseException:
+            self.close()  # an embedded cluster started before the failure
+            raise
+
+    def _connect(self, distributed: Any, address: str) -> Any:
+        target = address
+        if address == "auto":
+            target = os.environ.get("DASK_SCHEDULER_ADDRESS", "")
+            if not target:
+                raise UsageError("--cluster auto needs DASK_SCHEDULER_ADDRESS to be set",
+                                 hint="export DASK_SCHEDULER_ADDRESS=tcp://HOST:8786",
+                                 code="invalid_option")  # fmt: skip
+        if target == "local" or target.startswith("local:"):
+            return self._local(distributed, target)
+        kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "set_as_default": False}
+        if "://" in target:
+            kw["address"] = target
+        elif os.path.isfile(target):
+            kw["scheduler_file"] = target
+        else:
+            raise UsageError(
+                f"--cluster '{escape(address)}' is not tcp://HOST:PORT, a scheduler file, "
+                "local, local:N or auto", code="invalid_option",
+            )  # fmt: skip
+        try:
+            return distributed.Client(**kw)
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeFailure(
+                f"cannot reach the Dask scheduler at '{escape(target)}' within "
+                f"{CONNECT_TIMEOUT_S:g} s: {safe(str(exc).splitlines()[0], 160)}",
+                hint="check that the scheduler runs and the address/port is reachable",
+                code="cluster_unreachable",
+            ) from None
+
+    def _local(self, distributed: Any, target: str) -> Any:
+        from modelforge.cluster.worker import host_cores
+
+        n_text = target.partition(":")[2]
+        if n_text and not (n_text.isdigit() and int(n_text) > 0):
+            raise UsageError(f"--cluster '{escape(target)}': N must be a positive number",
+                             code="invalid_option")  # fmt: skip
+        n = int(n_text) if n_text else host_cores()
+        import importlib.util
+
+        import dask
+
+        share = str(max(1, host_cores() // n))  # workers x threads <= cores, for polars too
+        env = {"POLARS_MAX_THREADS": share, "OMP_NUM_THREADS": "1"}
+        self.has_board = importlib.util.find_spec("bokeh") is not None  # the dashboard needs it
+        # one queued task per worker thread: a worker's death then counts against the part
+        # it ran, not against parts merely waiting on it
+        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+            self.local = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=":0", silence_logs=logging.ERROR, env=env,
+            )  # fmt: skip
+        return distributed.Client(self.local, set_as_default=False)
+
+    def _workers(self) -> dict[str, Any]:
+        info = self.client.scheduler_info(n_workers=-1)
+        workers: dict[str, Any] = info.get("workers", {})
+        return workers
+
+    def check_versions(self) -> None:
+        """Client, scheduler and workers must run the same software (before any work)."""
+        try:
+            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeFailure(
+                f"the Dask cluster at '{escape(self.address)}' has no workers "
+                f"(waited {CONNECT_TIMEOUT_S:g} s)",
+                hint="start workers: dask worker SCHEDULER_ADDRESS",
+                code="cluster_no_workers",
+            ) from None
+        self.seen |= set(self._workers())
+        versions = self.client.get_versions(packages=list(VERSION_PACKAGES))
+        mine = versions["client"]["packages"]
+        for addr, info in versions["workers"].items():
+            theirs = (info or {}).get("packages", {})
+            for pkg in ("python", "dask", "distributed", "cloudpickle", *VERSION_PACKAGES):
+                if mine.get(pkg) != theirs.get(pkg):
+                    raise RuntimeFailure(
+                        f"worker {escape(addr)} runs {pkg} {theirs.get(pkg) or 'MISSING'}, "
+                        f"this client {mine.get(pkg) or 'MISSING'}",
+                        hint="install the same versions of modelforge and its dependencies on "
+                        "every worker",
+                        code="version_mismatch",
+                    )
+        from modelforge.cluster.worker import warm
+
+        self.client.run(warm)  # imports, in parallel with the client's remaining set-up
+
+    def prewarm(self, task: PartTask, blob: bytes | None) -> None:
+        """Every worker imports the predict core and builds its session now (start-up),
+        not inside its first part; a worker that cannot (provider, model) stops the job."""
+        from modelforge.cluster.part import prewarm
+
+        for addr, res in self.client.run(prewarm, task, blob).items():
+            if "error" in res:
+                err = rebuild_error(res["error"])
+                err.message = f"worker {escape(addr)}: {err.message}"
+                raise err
+
+    def host_threads(self) -> dict[str, int]:
+        per_host: dict[str, int] = {}
+        for info in self._workers().values():
+            host = str(info.get("host", ""))
+            per_host[host] = per_host.get(host, 0) + int(info.get("nthreads", 1))
+        return per_host
+
+    def dashboard(self) -> str | None:
+        if self.local is not None and not self.has_board:
+            return None
+        try:
+            link = self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh not installed) or not reported
+            return None
+        return str(link) if link else None
+
+    def _poll_workers(self) -> None:
+        now = set(self._workers())
+        self.lost |= self.seen - now
+        self.seen |= now
+
+    def run(self, tasks: list[PartTask], blob: bytes, on_done: OnDone) -> RunStats:
+        import warnings
+
+        from distributed import as_completed
+
+        token = os.urandom(4).hex()
+        self._tasks = {t.part.index: t for t in tasks}
+        self._before = set(os.listdir(tasks[0].attempt_dir))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "large object in graph": the model, on purpose
+            model = self.client.submit(
+                identity, blob, key=f"modelforge-model-{tasks[0].model.digest[:16]}-{token}",
+                pure=False,
+            )  # fmt: skip
+        by_key: dict[str, tuple[PartTask, int]] = {}
+        pending: set[Any] = set()
+        done_iter = as_completed(loop=self.client.loop)
+
+        def submit(task: PartTask, tries: int) -> None:
+            key = f"modelforge-part-{task.part.index:06d}-{token}-{tries}"
+            fut = self.client.submit(run_part, task, model, key=key, pure=False, retries=0)
+            by_key[fut.key] = (task, tries)
+            pending.add(fut)
+            done_iter.add(fut)
+
+        for task in tasks:
+            submit(task, 0)
+        stats = RunStats(cluster={"kind": "local" if self.local else "scheduler",
+                                  "address": self.client.scheduler.address,
+                                  "workers": len(self.seen)})  # fmt: skip
+        last_poll = time.monotonic()
+        try:
+            for fut in done_iter:  # O(1) per completion (wait() on all pending is O(n))
+                pending.discard(fut)
+                task, tries = by_key.pop(fut.key)
+                self._settle(fut, task, tries, submit, on_done, stats)
+                if time.monotonic() - last_poll > 1.0:
+                    self._poll_workers()
+                    last_poll = time.monotonic()
+        except BaseException:
+            self.client.cancel([*pending, model], force=True)
+            raise
+        self._poll_workers()
+        stats.workers_lost = len(self.lost)
+        return stats
+
+    def _settle(self, fut: Any, task: PartTask, tries: int, submit: Callable[..., None],
+                on_done: OnDone, stats: RunStats) -> None:  # fmt: skip
+        from distributed.scheduler import KilledWorker
+
+        if fut.status == "finished":
+            res = fut.result()
+            if "error" in res:
+                raise part_error(task, res["error"])
+            on_done(res)
+            return
+        exc = fut.exception()
+        if isinstance(exc, KilledWorker):
+            task = self._culprit(task)
+            raise ResourceLimitError(
+                f"{task.part.describe()} killed every worker that ran it "
+                f"({safe(str(exc).split('.')[0], 160)})",
+                hint="the part crashes or exhausts its worker (memory limit, a crash in "
+                "onnxruntime); check the workers' logs, give workers more memory or lower "
+                "--batch-size; the other parts are intact, --resume reruns only the rest",
+                code="part_killed_workers",
+                details={"part": task.part.index, "input": task.part.input},
+            )
+        if isinstance(exc, OSError) and tries < OS_RETRIES:
+            stats.resubmitted += 1
+            submit(task, tries + 1)
+            return
+        if isinstance(exc, OSError):
+            raise RuntimeFailure(
+                f"{task.part.describe()} failed {tries + 1} times on storage: "
+                f"{safe(str(exc), 160)}",
+                hint="check that every worker sees the inputs and the output folder at the "
+                "same paths (shared storage)",
+                code="part_storage_error",
+            )
+        raise InternalError(f"{task.part.describe()} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _culprit(self, task: PartTask) -> PartTask:
+        """Dask also counts a death against parts merely queued on the dying worker: blame
+        the part whose attempts (files created when a part starts) died the most."""
+        deaths: dict[int, int] = {}
+        try:
+            names = set(os.listdir(task.attempt_dir)) - self._before
+        except OSError:
+            return task
+        for name in names:
+            if name.startswith("part-") and name[5:11].isdigit():
+                deaths[int(name[5:11])] = deaths.get(int(name[5:11]), 0) + 1
+        if deaths.get(task.part.index) or not deaths:
+            return task
+        worst = max(deaths, key=lambda i: deaths[i])
+        return self._tasks.get(worst, task)
+
+    def close(self) -> None:
+        try:
+            if self.client is not None:
+                self.client.close(timeout=10)
+        finally:
+            if self.local is not None:
+                self.local.close(timeout=10)

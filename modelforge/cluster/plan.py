@@ -1,0 +1,227 @@
+"""Plan a partitioned predict on the client, from the inputs' Parquet footers only.
+
+A part is a run of consecutive row groups of ONE input file, packed until the next row
+group would take it past ``partition_rows`` (a row group larger than that is a part on its
+own). Parts are numbered in input order, so concatenating ``part-000000.parquet``,
+``part-000001.parquet``, ... gives the rows in the order of the inputs.
+
+The plan's identity (model digest, options, inputs, partition size) is hashed: ``--resume``
+continues only a run with the same hash, and says which component changed otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelforge.errors import DataError, NotFoundError, UsageError
+from modelforge.text import safe
+
+DEFAULT_PARTITION_ROWS = 1_000_000
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # absolute
+    size: int
+    rows: int
+    row_groups: tuple[int, ...]  # rows per row group
+    footer_sha256: str
+    schema: str  # the Arrow schema, as text (the same for every input)
+
+    def identity(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "rows": self.rows,
+                "footer_sha256": self.footer_sha256}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Part:
+    index: int
+    input: str  # absolute path of the input file
+    row_groups: tuple[int, ...]  # consecutive row-group indices of that file
+    rows: int
+    first_row: int  # 0-based row of the part's first row over all inputs
+
+    @property
+    def name(self) -> str:
+        return part_name(self.index)
+
+    def describe(self) -> str:
+        rg = self.row_groups
+        groups = f"row group {rg[0]}" if len(rg) == 1 else f"row groups {rg[0]}-{rg[-1]}"
+        return f"part {self.index} ('{safe(self.input)}', {groups})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "file": self.name, "input": self.input,
+                "row_groups": list(self.row_groups), "rows": self.rows,
+                "first_row": self.first_row}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    inputs: list[InputFile]
+    parts: list[Part]
+    partition_rows: int
+    identity: dict[str, Any] = field(default_factory=dict)  # see with_identity
+
+    @property
+    def total_rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def plan_hash(self) -> str:
+        return plan_hash(self.identity)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:06d}.parquet"
+
+
+def plan_hash(identity: dict[str, Any]) -> str:
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _footer_sha256(path: str, size: int) -> str:
+    """sha256 of the Parquet footer (schema, row groups, column statistics and offsets):
+    any rewrite of the file changes it, and reading it costs one seek."""
+    with open(path, "rb") as fh:
+        if size < 12:
+            raise DataError(f"'{safe(path)}' is too short to be Parquet", code="invalid_parquet")
+        fh.seek(size - 8)
+        tail = fh.read(8)
+        if tail[4:] != b"PAR1":
+            raise DataError(
+                f"'{safe(path)}' is not a Parquet file (no PAR1 footer)",
+                hint="partitioned output reads Parquet inputs",
+                code="invalid_parquet",
+            )
+        length = int.from_bytes(tail[:4], "little")
+        fh.seek(max(0, size - 8 - length))
+        return hashlib.sha256(fh.read(length) + tail).hexdigest()
+
+
+def read_input(path: str) -> InputFile:
+    import pyarrow.parquet as pq
+
+    full = os.path.abspath(path)
+    try:
+        size = os.stat(full).st_size
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"input file '{safe(path)}' does not exist", hint="check the path",
+            code="input_not_found",
+        ) from None  # fmt: skip
+    if not os.path.isfile(full):
+        raise DataError(f"input '{safe(path)}' is not a file", code="input_not_file")
+    footer = _footer_sha256(full, size)
+    try:
+        meta = pq.ParquetFile(full).metadata
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad footers
+        raise DataError(
+            f"'{safe(path)}' is not a readable Parquet file: {safe(str(exc), 120)}",
+            code="invalid_parquet",
+        ) from None
+    groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    schema = meta.schema.to_arrow_schema().remove_metadata().to_string()
+    return InputFile(full, size, meta.num_rows, groups, footer, schema)
+
+
+def check_format(paths: list[str], fmt: str | None) -> None:
+    from modelforge.data.formats import STDIO, input_format
+
+    if not paths:
+        raise UsageError(
+            "partitioned output needs input files (stdin cannot be split)",
+            hint="pass Parquet files: modelforge predict MODEL data/*.parquet -o out/",
+            code="partition_needs_files",
+        )
+    for p in paths:
+        kind = "stdin" if p == STDIO else input_format(p, fmt)
+        if kind != "parquet":
+            raise UsageError(
+                f"partitioned output reads Parquet inputs; '{safe(p)}' is {kind}",
+                hint="convert it to Parquet, or write one file with -o FILE (no trailing /)",
+                code="partition_needs_parquet",
+            )
+
+
+def pack(inputs: list[InputFile], partition_rows: int) -> list[Part]:
+    if partition_rows < 1:
+        raise UsageError("--partition-rows must be at least 1", code="invalid_option")
+    parts: list[Part] = []
+    row = 0
+    for f in inputs:
+        group: list[int] = []
+        rows = 0
+        for i, n in enumerate(f.row_groups):
+            if n == 0:
+                continue
+            if group and rows + n > partition_rows:
+                parts.append(Part(len(parts), f.path, tuple(group), rows, row))
+                row += rows
+                group, rows = [], 0
+            group.append(i)
+            rows += n
+        if group:
+            parts.append(Part(len(parts), f.path, tuple(group), rows, row))
+            row += rows
+    return parts
+
+
+def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> Plan:
+    """Read every footer; refuse inputs whose schema differs from the first, naming it."""
+    check_format(paths, fmt)
+    inputs = [read_input(p) for p in paths]
+    first = inputs[0]
+    for f, p in zip(inputs[1:], paths[1:], strict=True):
+        if f.schema != first.schema:
+            raise DataError(
+                f"input '{safe(p)}' has a different schema from '{safe(paths[0])}'",
+                hint="all inputs of one partitioned run need the same columns and types",
+                code="schema_mismatch",
+            )
+    parts = pack(inputs, partition_rows)
+    if not parts:
+        raise DataError(
+            f"no rows to predict in {', '.join(safe(p) for p in paths)}",
+            hint="pass data with at least one row",
+            code="no_rows",
+        )
+    return Plan(inputs, parts, partition_rows)
+
+
+def with_identity(plan: Plan, model_digest: str, options: dict[str, Any]) -> Plan:
+    identity = {
+        "plan_version": PLAN_VERSION,
+        "model": model_digest,
+        "options": options,
+        "inputs": [f.identity() for f in plan.inputs],
+        "partition_rows": plan.partition_rows,
+    }
+    return Plan(plan.inputs, plan.parts, plan.partition_rows, identity)
+
+
+def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A short phrase naming what differs between two plan identities."""
+    if old.get("plan_version") != new.get("plan_version"):
+        return "the output was written by another ModelForge plan version"
+    if old.get("model") != new.get("model"):
+        return f"the model changed (sha256 {str(old.get('model'))[:12]} -> {new['model'][:12]})"
+    if old.get("options") != new.get("options"):
+        a, b = old.get("options") or {}, new["options"]
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        return "options changed: " + ", ".join(keys)
+    if old.get("partition_rows") != new.get("partition_rows"):
+        return f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
+    a_in, b_in = old.get("inputs") or [], new["inputs"]
+    if [i.get("path") for i in a_in] != [i["path"] for i in b_in]:
+        return "the list of inputs changed"
+    for a_i, b_i in zip(a_in, b_in, strict=False):
+        if a_i != b_i:
+            return f"input '{safe(b_i['path'])}' changed since the first run"
+    return "the plan changed"

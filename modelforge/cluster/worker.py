@@ -1,0 +1,111 @@
+"""What lives in a worker process: one onnxruntime session per model per process.
+
+This module must stay importable on the workers (a function pickled from ``__main__``
+carries its own globals, so its cache would be rebuilt for every task). Sessions cannot be
+pickled; they are built here on first use, keyed by the model's sha256 and the session
+settings, and shared by every thread of the process (``InferenceSession.run`` is
+thread-safe; the lock only guards creation).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_LOCK = threading.Lock()
+_SESSIONS: dict[str, Any] = {}
+_CAPPED = False
+
+
+def identity(blob: bytes) -> bytes:
+    """The model's bytes as a task: ``client.submit(identity, blob)`` keeps them in the
+    task's run spec, so the scheduler can recompute them if every holder dies."""
+    return blob
+
+
+def warm() -> bool:
+    """Import what a part needs (onnxruntime, polars, pyarrow, the predict core) before the
+    first part arrives: run on every worker while the client prepares the output."""
+    import importlib
+
+    for name in (
+        "onnxruntime",
+        "polars",
+        "pyarrow.parquet",
+        "modelforge.inference",
+        "modelforge.data.tabular",
+        "modelforge.data.writers",
+        "modelforge.cluster.part",
+    ):
+        importlib.import_module(name)
+    return True
+
+
+def host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> int | None:
+    """onnxruntime intra-op threads for this process: host cores / task threads on the host
+    (onnxruntime ignores OMP_NUM_THREADS and would size its pool to every core).
+
+    In a worker, pyarrow's pools are capped to this process's share of the cores as well.
+    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
+    if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
+        return fallback
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return fallback
+    own = getattr(worker, "nthreads", None) or worker.state.nthreads
+    on_host = (host_threads or {}).get(_host(worker.address)) or own
+    share = max(1, host_cores() // max(1, on_host))  # this task's share of the host's cores
+    cap_arrow_threads(share * own)
+    return fallback or share
+
+
+def _host(address: str) -> str:
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0]
+
+
+def cap_arrow_threads(threads: int) -> None:
+    """pyarrow's pool sized to this worker's share of the host (once per process)."""
+    global _CAPPED
+    if _CAPPED:
+        return
+    import pyarrow as pa
+
+    pa.set_cpu_count(max(1, threads))
+    pa.set_io_thread_count(max(1, threads))
+    _CAPPED = True
+
+
+def cached(key: str, build: Callable[[], Any]) -> Any:
+    """The value for ``key``, built once per process (under a lock)."""
+    value = _SESSIONS.get(key)
+    if value is not None:
+        return value
+    with _LOCK:
+        value = _SESSIONS.get(key)
+        if value is None:
+            value = build()
+            _SESSIONS[key] = value
+    return value
+
+
+def cache_size() -> int:
+    return len(_SESSIONS)
+
+
+def clear() -> None:
+    with _LOCK:
+        _SESSIONS.clear()
