@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
-from modelforge.errors import ModelForgeError
+from modelforge.errors import ModelForgeError, OutputError
 from modelforge.text import escape
 
 if TYPE_CHECKING:
@@ -137,7 +137,14 @@ class Renderer:
     # streams ------------------------------------------------------------------------
     @property
     def stdout(self) -> TextIO:
-        return self._stdout or sys.stdout
+        out = self._stdout or sys.stdout
+        if out is None or getattr(out, "closed", False):  # started with stdout closed (>&-)
+            raise OutputError(
+                "cannot write the result to stdout: stdout is closed",
+                hint="keep stdout open, or redirect it to a file or /dev/null",
+                code="stdout_closed",
+            )
+        return out
 
     @property
     def stderr(self) -> TextIO:
@@ -259,7 +266,10 @@ class Renderer:
         line = err.message if not err.hint else f"{err.message} Hint: {err.hint}"
         self._message("error: ", escape(line).replace("\\n", " "), "bold red")
         if self.json_mode and not self.emitted:
-            self._write_envelope(status="error", result=None, error=err.to_dict())
+            try:
+                self._write_envelope(status="error", result=None, error=err.to_dict())
+            except (OutputError, OSError):
+                pass  # stdout is closed or gone: the line on stderr is all that can be said
 
     # results (stdout) ---------------------------------------------------------------
     def emit(

@@ -375,3 +375,29 @@ def test_verbose_summary_counts_onnxruntime_runs(tmp_path):
                               "-o", str(tmp_path / "o.csv"), "-v"])  # fmt: skip
     assert res.exit_code == 0, res.stderr
     assert "37 rows in 37 onnxruntime runs (" in res.stderr and "batches" not in res.stderr
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_closed_stdout_is_an_output_error_for_reporting_commands(tmp_path, json_mode):
+    """`modelforge inspect m >&-`: exit 10 and one line on stderr, no internal error, also
+    when the JSON error envelope itself cannot be written."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, tmp_path / "m.onnx")
+    flags = ["--json"] if json_mode else []
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelforge", "inspect", str(tmp_path / "m.onnx"), *flags],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MODELFORGE_HOME": str(tmp_path / "store")},
+        preexec_fn=lambda: os.close(1),  # the child starts with stdout closed, as with >&-
+    )
+    assert proc.returncode == 10, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "stdout is closed" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr

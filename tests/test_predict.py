@@ -364,6 +364,58 @@ def test_jsonl_errors_name_the_line(lin, tmp_path):
         predict(lin, str(p))
 
 
+def _jsonl_error(model, path, text, **kw):
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+        predict(model, str(path), **kw)
+    return info.value
+
+
+@pytest.mark.parametrize("block", [None, 64])  # one block, or many (line numbers carry on)
+def test_jsonl_value_errors_name_the_physical_line(lin, tmp_path, monkeypatch, block):
+    """Blank lines count: the message names the line the bad value is on, not its row."""
+    import modelforge.data.tabular as tab
+
+    if block is not None:
+        monkeypatch.setattr(tab, "JSONL_BLOCK", block)
+    p = tmp_path / "d.jsonl"
+    ok = '{"f0": 1, "f1": 2, "f2": 3, "f3": 4}\n'
+    err = _jsonl_error(lin, p, ok + "\n" + ok + "\n\n" + '{"f0": 1, "f1": 2, "f2": "x", "f3": 4}\n')
+    assert f"input '{p}' line 6, column 'f2'" in err.message, err.message
+    err = _jsonl_error(lin, p, ok + "\n   \n" + '{"f0": 1, "f1": 2, "f3": 4}\n' + ok)
+    assert "line 4, column 'f2'" in err.message, err.message
+    lists = '{"x": [1, 2, 3, 4]}\n'
+    err = _jsonl_error(lin, p, lists + "\n\n" + '{"x": [1, 2, "x", 4]}\n')
+    assert "line 4, element 2 of list 'x'" in err.message, err.message
+
+
+@pytest.mark.parametrize("block", [None, 64])
+def test_jsonl_ragged_list_names_file_line_and_column(lin, tmp_path, monkeypatch, block):
+    import modelforge.data.tabular as tab
+
+    if block is not None:
+        monkeypatch.setattr(tab, "JSONL_BLOCK", block)
+    p = tmp_path / "r.jsonl"
+    row = '{"x": [1, 2, 3, 4]}\n'
+    err = _jsonl_error(lin, p, row + "\n\n" + row + '{"x": [1, 2, 3]}\n')
+    assert err.code == "ragged_list"
+    assert err.message.startswith(f"input '{p}' line 5, column 'x' holds a list of 3 values but")
+    assert err.hint and "same length" in err.hint
+    err = _jsonl_error(lin, p, row + "\n" + '{"x": null}\n')
+    assert err.code == "ragged_list" and "line 3, column 'x' holds null" in err.message
+    err = _jsonl_error(lin, p, row + row + '{"x": [1, null, 3, 4]}\n')
+    assert "line 3, column 'x' holds a list with a null value" in err.message, err.message
+
+
+def test_parquet_ragged_list_names_file_and_row(lin, tmp_path):
+    p = tmp_path / "r.parquet"
+    pl.DataFrame({"x": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0]]}).write_parquet(p)
+    with pytest.raises(DataError) as info:
+        predict(lin, str(p))
+    assert info.value.code == "ragged_list"
+    assert info.value.message.startswith(f"'{p}' row 3, column 'x' holds a list of 1 value but")
+
+
 def test_parquet_from_stdin_and_dataframe_input(lin, tmp_path):
     x = np.random.default_rng(4).normal(size=(6, 4)).astype(np.float32)
     df = pl.DataFrame({f"f{i}": x[:, i] for i in range(4)})
@@ -422,3 +474,18 @@ def test_registry_model(case, tmp_path):
     """Every model of the predict registry, fed its data, passes its check."""
     model = case.build(tmp_path / f"{case.name}.onnx")
     case.check(predict(model, case.data()))
+
+
+def test_closed_stdout_is_an_output_error_before_anything_runs(lin, tmp_path, monkeypatch):
+    """``>&-`` leaves sys.stdout None: an OutputError saying so, not an AttributeError."""
+    import sys
+
+    from modelforge.errors import OutputError
+
+    _, p = table(tmp_path, n=3)
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OutputError) as info:
+        predict_to(lin, [str(p)], columns=FEATURES)
+    assert info.value.code == "stdout_closed" and "-o FILE" in (info.value.hint or "")
+    out = tmp_path / "o.csv"
+    assert predict_to(lin, [str(p)], str(out), columns=FEATURES).rows == 3

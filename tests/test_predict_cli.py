@@ -102,6 +102,21 @@ def test_data_option_prints_json_record(lin):
     assert set(json.loads(res.stdout)) == {"y_0"}
 
 
+def test_jsonl_errors_name_file_and_physical_line(lin, tmp_path):
+    bad = tmp_path / "j3.jsonl"
+    bad.write_text('{"f0":1,"f1":2,"f2":3,"f3":4}\n\n{"f0":1,"f1":2,"f2":"x","f3":4}\n')
+    res = runner.invoke(app, ["predict", lin, str(bad), "--columns", ",".join(FEATURES)])
+    assert res.exit_code == 5 and res.stdout == ""
+    assert f"'{bad}' line 3, column 'f2'" in res.stderr and "Traceback" not in res.stderr
+    ragged = tmp_path / "j2.jsonl"
+    ragged.write_text('{"x":[1,2,3,4]}\n\n\n{"x":[1,2,3,4]}\n{"x":[1,2,3]}\n')
+    res = runner.invoke(app, ["predict", lin, str(ragged)])
+    assert res.exit_code == 5 and res.stdout == ""
+    (line,) = res.stderr.strip().splitlines()
+    assert f"'{ragged}' line 5, column 'x' holds a list of 3 values" in line
+    assert "Hint: every row needs a list of the same length" in line
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "modelforge", *args]
 
@@ -117,6 +132,26 @@ def test_pipe_to_head_ends_quietly(tmp_path, lin):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode().splitlines()[0] == "y_0"
     assert proc.stderr == b""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("in_process", ["0", "1"])
+def test_closed_stdout_is_an_output_error(tmp_path, lin, in_process):
+    """``>&-``: Python starts with sys.stdout None; predict says so (exit 10), no bug report."""
+    p = pb.features_csv(tmp_path)
+    cmd = " ".join(_cli("predict", lin, str(p), "--columns", ",".join(FEATURES)))
+    env = {**os.environ, "MODELFORGE_PREDICT_IN_PROCESS": in_process}
+    proc = subprocess.run(["bash", "-c", f"{cmd} >&-"], capture_output=True, timeout=50, env=env)
+    assert proc.returncode == 10, proc.stderr
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "stdout is closed" in lines[0] and "-o FILE" in lines[0]
+    assert "internal error" not in lines[0]
+    out = tmp_path / "o.csv"
+    cmd_o = f"{cmd} -o {out} >&-"
+    ok = subprocess.run(["bash", "-c", cmd_o], capture_output=True, timeout=50, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert out.read_text().splitlines()[0] == "y_0"
 
 
 @pytest.mark.timeout(60)

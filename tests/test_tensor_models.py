@@ -171,3 +171,48 @@ def test_whole_on_tabular_data_keeps_the_kept_columns(tmp_path):
     import polars as pl
 
     assert pl.read_csv(tmp_path / "o.csv")["id"].to_list() == ["a", "b", "c"]
+
+
+def _shared_add(path, dims):
+    """c = a + b, both declared ``dims`` (symbolic names shared between the inputs)."""
+    from onnx import helper
+
+    node = helper.make_node("Add", ["a", "b"], ["c"])
+    ports = [pb._vi("a", dims), pb._vi("b", dims)]
+    return pb._tensor_model(path, "shared", [node], ports, [pb._vi("c", dims)])
+
+
+def test_shared_symbolic_dim_with_different_rows_is_a_data_error(tmp_path):
+    """a [N, 2] and b [N, 2] with 2 and 3 rows: a DataError naming both (exit 5), not
+    onnxruntime's broadcast failure (exit 7); the server's cast_feeds says the same."""
+    import onnx
+
+    from modelforge.model.schema import extract_schema
+
+    model = _shared_add(tmp_path / "two.onnx", ["N", 2])
+    data = _npz(tmp_path / "d.npz", a=np.ones((2, 2), np.float32), b=np.ones((3, 2), np.float32))
+    with pytest.raises(DataError) as info:
+        predict_to(model, [data], str(tmp_path / "o.npz"))
+    msg = info.value.message
+    assert "'a' and 'b' share dimension 'N'" in msg and "'a' has 2 rows and 'b' has 3 rows" in msg
+    assert "d.npz" in msg and info.value.code == "shape_mismatch"
+    assert not (tmp_path / "o.npz").exists()
+    res = runner.invoke(app, ["predict", str(model), data])
+    assert res.exit_code == 5 and res.stdout == "", res.stderr
+    assert "share dimension 'N'" in res.stderr and "onnxruntime" not in res.stderr
+    schema = extract_schema(onnx.load(model))
+    with pytest.raises(DataError, match="'a' has 1 row and 'b' has 2 rows"):
+        cast_feeds({"a": np.ones((1, 2)), "b": np.ones((2, 2))}, schema)
+    same = cast_feeds({"a": np.ones((2, 2)), "b": np.ones((2, 2))}, schema)
+    assert same["a"].shape == (2, 2)
+
+
+def test_shared_symbolic_dim_off_the_row_axis_is_checked_per_batch(tmp_path):
+    model = _shared_add(tmp_path / "nt.onnx", ["N", "T"])
+    a, b = np.ones((4, 3), np.float32), np.ones((4, 5), np.float32)
+    data = _npz(tmp_path / "d.npz", a=a, b=b)
+    with pytest.raises(DataError, match="'a' has 3 on axis 1 and 'b' has 5 on axis 1"):
+        predict_to(model, [data], str(tmp_path / "o.npz"), batch_size=2)
+    ok = _npz(tmp_path / "ok.npz", a=a, b=np.full((4, 3), 2, np.float32))
+    s = predict_to(model, [ok], str(tmp_path / "o.npz"), batch_size=2)
+    assert s.rows == 4 and np.array_equal(np.load(tmp_path / "o.npz")["c"], np.full((4, 3), 3))

@@ -399,9 +399,10 @@ def _from_frame(batch: ColumnBatch, b: InputBinding) -> bool:
 def _where(batch: ColumnBatch, b: InputBinding, column: str):  # type: ignore[no-untyped-def]
     def where(row: int, col: int) -> str:
         if batch.line_of is not None:
-            return (
-                f"input '{safe(batch.source)}' line {batch.line_of(row)}, column '{safe(column)}'"
-            )
+            place = f"input '{safe(batch.source)}' line {batch.line_of(row)}"
+            if getattr(batch.columns.get(column), "ndim", 1) > 1:  # a JSON Lines list
+                return f"{place}, element {col} of list '{safe(column)}'"
+            return f"{place}, column '{safe(column)}'"
         place = f"'{safe(batch.source)}' row {batch.file_row + row + 1}"
         if b.layout == "matrix" or b.source in ("name", "--map", "stored column map"):
             return f"{place}, column '{safe(column)}'"

@@ -79,12 +79,14 @@ class DataPlan:
                         cb.start = start
                         cb.keep = {c: cb.columns.pop(c) for c in keep}
                         start += cb.rows
-                        yield assemble(
+                        batch = assemble(
                             self.mapping,
                             cb,
                             policy=self.options.cast,
                             allow_nan=self.options.allow_nan,
                         )
+                        check_shared_dims(self.mapping, batch.feeds, src.name)
+                        yield batch
                 finally:
                     close = getattr(it, "close", None)
                     if close is not None:
@@ -102,13 +104,15 @@ class DataPlan:
                 cols = {b.columns[0]: src.arrays[b.columns[0]] for b in self.mapping.bindings}
                 rows = src.total_rows or 0
                 cb = ColumnBatch(src.name, 0, rows, cols)
-                return assemble(
+                batch = assemble(
                     self.mapping,
                     cb,
                     policy=self.options.cast,
                     allow_nan=self.options.allow_nan,
                     whole=True,
                 )
+                check_shared_dims(self.mapping, batch.feeds, src.name)
+                return batch
             parts = list(self.batches())
             return _join(parts)
         finally:
@@ -130,6 +134,36 @@ class DataPlan:
             "mode_reason": self.reason,
             "mapping": self.mapping.to_dict(),
         }
+
+
+def check_shared_dims(mapping: Mapping, feeds: dict[str, Any], source: str) -> None:
+    """Inputs that declare the same symbolic dimension (``N`` in a ``[N, 2]`` and a
+    ``[N, 3]``) must agree on its size: a DataError naming both inputs, their sizes and the
+    dimension, before onnxruntime fails on it with a broadcast message naming none."""
+    seen: dict[str, tuple[str, int, int]] = {}  # dim name -> (input, axis, size)
+    for b in mapping.bindings:
+        arr = feeds.get(b.input)
+        if arr is None or b.shape is None or arr.ndim != len(b.shape):
+            continue
+        for axis, dim in enumerate(b.shape):
+            if not isinstance(dim, str) or not dim:
+                continue
+            size = int(arr.shape[axis])
+            first = seen.setdefault(dim, (b.input, axis, size))
+            if first[2] != size:
+                raise DataError(
+                    f"inputs '{safe(first[0])}' and '{safe(b.input)}' share dimension "
+                    f"'{safe(dim)}' but {_size(first[0], first[1], first[2])} and "
+                    f"{_size(b.input, axis, size)} (in '{safe(source)}')",
+                    hint=f"give every input the same size for '{safe(dim)}'",
+                    code="shape_mismatch",
+                )
+
+
+def _size(name: str, axis: int, size: int) -> str:
+    if axis == 0:
+        return f"'{safe(name)}' has {size} row{'s' if size != 1 else ''}"
+    return f"'{safe(name)}' has {size} on axis {axis}"
 
 
 def _join(parts: list[Batch]) -> Batch:

@@ -199,11 +199,12 @@ class FrameSource:
         self.total_rows = self.df.height
 
     def batches(self, wanted: list[str], dtypes: dict[str, str]) -> Iterator[ColumnBatch]:
-        from modelforge.data.tabular import series_to_numpy
+        from modelforge.data.tabular import row_place, series_to_numpy
 
         for lo in range(0, self.df.height, READ_ROWS):
             part = self.df.slice(lo, READ_ROWS)
-            cols = {c: series_to_numpy(part.get_column(c)) for c in wanted}
+            place = row_place(self.name, lo)
+            cols = {c: series_to_numpy(part.get_column(c), place) for c in wanted}
             yield ColumnBatch(self.name, lo, part.height, cols, file_row=lo)
 
     def close(self) -> None:

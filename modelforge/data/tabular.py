@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from modelforge.data.batch import ColumnBatch
@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 JSONL_BLOCK = 8 * 1024 * 1024
 
 
-def series_to_numpy(s: pl.Series) -> np.ndarray:
-    """A polars column as numpy; list columns become 2-D (or deeper) arrays."""
+def series_to_numpy(s: pl.Series, place: Callable[[int], str] | None = None) -> np.ndarray:
+    """A polars column as numpy; list columns become 2-D (or deeper) arrays.
+
+    ``place(row)`` names row ``row`` of ``s`` for messages ("input 'd.jsonl' line 5");
+    without it rows are counted from 1."""
     import numpy as np
     import polars as pl
 
@@ -29,17 +32,79 @@ def series_to_numpy(s: pl.Series) -> np.ndarray:
         except ValueError:
             arr = np.array(values, dtype=object)
         if arr.dtype == object:
-            raise DataError(
-                f"column '{safe(s.name)}' holds lists of different lengths or empty cells",
-                hint="every row needs a list of the same length",
-                code="ragged_list",
-            )
+            raise _ragged(s.name, values, place or (lambda row: f"row {row + 1}"))
         return arr
     if s.dtype == pl.String:
         return s.to_numpy().astype(object)  # nulls stay None: missing values
     if s.dtype == pl.Boolean and s.null_count():
         return np.array(s.to_list(), dtype=object)
     return s.to_numpy()  # numeric nulls become NaN: missing values
+
+
+def _ragged(column: str, values: list[Any], place: Callable[[int], str]) -> DataError:
+    """The error for a list column numpy cannot stack: names the first row that is empty
+    or whose shape differs from the first row's."""
+    import numpy as np
+
+    hint = "every row needs a list of the same length (pad or drop the odd rows)"
+    first: tuple[int, tuple[int, ...]] | None = None
+    for row, value in enumerate(values):
+        problem = "null instead of a list" if value is None else None
+        shape: tuple[int, ...] = ()
+        if value is not None:
+            try:
+                item = np.array(value)
+            except ValueError:  # ragged inside the row itself
+                item = np.array(value, dtype=object)
+            if item.dtype == object:
+                problem = "nested lists of different lengths"
+                if _has_null(value):
+                    problem = "a list with a null value"
+            shape = item.shape
+        if problem is not None:
+            null = "null" in problem
+            return DataError(
+                f"{place(row)}, column '{safe(column)}' holds {problem}",
+                hint="fill in the missing values (or drop the line)" if null else hint,
+                code="ragged_list",
+            )
+        if first is None:
+            first = (row, shape)
+        elif shape != first[1]:
+            return DataError(
+                f"{place(row)}, column '{safe(column)}' holds {_shape_text(shape)} but "
+                f"{place(first[0])} holds {_shape_text(first[1])}",
+                hint=hint,
+                code="ragged_list",
+            )
+    return DataError(  # numpy refused the stack for a reason no single row shows
+        f"column '{safe(column)}' holds lists that cannot be stacked into one array",
+        hint=hint,
+        code="ragged_list",
+    )
+
+
+def row_place(source: str, row0: int) -> Callable[[int], str]:
+    """Row ``row`` of a batch that starts at file row ``row0`` -> "'d.parquet' row 12"."""
+    name = safe(source)
+    return lambda row: f"'{name}' row {row0 + row + 1}"
+
+
+def _line_place(source: str, line_of: Callable[[int], int]) -> Callable[[int], str]:
+    name = safe(source)
+    return lambda row: f"input '{name}' line {line_of(row)}"
+
+
+def _has_null(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_null(v) for v in value)
+    return value is None
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return f"a list of {shape[0]} value{'s' if shape[0] != 1 else ''}"
+    return f"nested lists of shape {list(shape)}"
 
 
 class ParquetReader:
@@ -115,7 +180,8 @@ class ParquetReader:
                 return
             df = pl.from_arrow(rb)
             assert isinstance(df, pl.DataFrame)
-            cols = {c: series_to_numpy(df.get_column(c)) for c in df.columns}
+            place = row_place(self.name, row0)
+            cols = {c: series_to_numpy(df.get_column(c), place) for c in df.columns}
             yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
             row0 += df.height
 
@@ -234,19 +300,35 @@ class JsonlReader:
 
     def batches(self, wanted: list[str], dtypes: dict[str, str]) -> Iterator[ColumnBatch]:
         row0 = 0
-        line0 = self._first_line
+        block, line0 = self._first, self._first_line
         df: pl.DataFrame | None = self._first_df
         while df is not None:
             missing = [c for c in wanted if c not in df.columns]
+            line_of = _line_numbers(block, line0)
             if missing:
                 raise DataError(
-                    f"input '{safe(self.name)}' rows from line {line0 + 1} lack key "
+                    f"input '{safe(self.name)}' rows from line {line_of(0)} lack key "
                     f"'{safe(missing[0])}'",
                     hint="every line needs the same keys",
                     code="missing_column",
                 )
-            cols = {c: series_to_numpy(df.get_column(c)) for c in wanted}
-            yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
+            place = _line_place(self.name, line_of)
+            cols = {c: series_to_numpy(df.get_column(c), place) for c in wanted}
+            yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0, line_of=line_of)
             row0 += df.height
             block, line0 = self._next_block()
             df = self._parse(block, line0) if block.strip() else None
+
+
+def _line_numbers(block: bytes, line0: int) -> Callable[[int], int]:
+    """Row ``row`` of a JSON Lines block (0-based; polars skips blank lines) -> its
+    physical line in the file, from 1. Counted only when a message needs it."""
+    lines: list[int] = []
+
+    def line_of(row: int) -> int:
+        if not lines:
+            parts = block.split(b"\n")
+            lines.extend(line0 + i + 1 for i, part in enumerate(parts) if part.strip())
+        return lines[row]
+
+    return line_of

@@ -131,7 +131,7 @@ class _Sink:
         self.path = path
         self.tmp: str | None = None
         if path is None:
-            self.fh: IO[bytes] = stdout or sys.stdout.buffer
+            self.fh: IO[bytes] = stdout or _stdout_buffer()
             return
         target = Path(path)
         if target.is_dir():
@@ -178,6 +178,27 @@ class _Sink:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.tmp)
                 self.tmp = None
+
+
+def _stdout_buffer() -> IO[bytes]:
+    """The process's binary stdout; OutputError when it is closed (``>&-``: Python then
+    sets ``sys.stdout`` to None) or its descriptor is gone."""
+    buffer: IO[bytes] | None = getattr(sys.stdout, "buffer", None)
+    closed = buffer is None or buffer.closed
+    if buffer is not None and not closed:
+        try:
+            os.fstat(buffer.fileno())
+        except ValueError:  # in-memory streams (tests, embedding; io.UnsupportedOperation)
+            pass
+        except OSError:
+            closed = True  # the descriptor was closed after Python started
+    if buffer is None or closed:
+        raise OutputError(
+            "cannot write the output to stdout: stdout is closed",
+            hint="pass -o FILE to write the predictions to a file, or leave stdout open",
+            code="stdout_closed",
+        )
+    return buffer
 
 
 def _output_error(exc: OSError, path: str | None) -> Exception:
