@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
 from modelforge.errors import ModelForgeError, OutputError
@@ -266,10 +266,9 @@ class Renderer:
         line = err.message if not err.hint else f"{err.message} Hint: {err.hint}"
         self._message("error: ", escape(line).replace("\\n", " "), "bold red")
         if self.json_mode and not self.emitted:
-            try:
+            # stdout closed or gone: the line on stderr is all that can be said
+            with suppress(OutputError, OSError):
                 self._write_envelope(status="error", result=None, error=err.to_dict())
-            except (OutputError, OSError):
-                pass  # stdout is closed or gone: the line on stderr is all that can be said
 
     # results (stdout) ---------------------------------------------------------------
     def emit(
