@@ -92,7 +92,7 @@ class CapacityArgs:
             help="A lone request of a model whose runs take under US µs runs on the event "
             "loop (0 = always in instance threads).",
         ),
-    ] = 300
+    ] = 0
 
     def build(self) -> dict[str, Any]:
         """ServeOptions keywords; ``--batching`` checked here, the numbers by
@@ -141,7 +141,7 @@ class RequestArgs:
         return {
             "request_timeout_s": self.request_timeout or None,
             "max_request_bytes": self.max_request_size * 1024 * 1024,
-            "token": self.token or os.environ.get(TOKEN_ENV) or None,
+            "token": self.token if self.token is not None else os.environ.get(TOKEN_ENV),
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
         }

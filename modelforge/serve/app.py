@@ -319,8 +319,10 @@ class ServeApp:
                 sv.opened.outputs,
             )
             t1 = time.perf_counter_ns()
-            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
+            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted], watch=receive)
             result = await sv.batcher.infer(work, self.options.request_timeout_s)
+            if work.gone:  # ran, but nobody is there to read it: not a success
+                raise HttpError(499, f"the client disconnected while {sv.label} ran its request")
             t2 = time.perf_counter_ns()
             outs = [(w, *result[w.port.name]) for w in req.wanted]
             enc = encode.encode_response(name, str(sv.version), req.id, outs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,10 @@ class Work:
     infer_ns: int = 0
     batch_rows: int = 0
     key: tuple[Any, ...] = field(default=())
+    # the HTTP layer's ``receive``: resolves with ``http.disconnect`` if the client leaves
+    watch: Callable[[], Awaitable[Any]] | None = None
+    started: bool = False
+    gone: bool = False  # the client disconnected while the request waited or ran
 
 
 def merge_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
@@ -119,15 +123,33 @@ class Batcher:
             raise
         fut = work.future
         timer = None if timeout is None else loop.call_later(timeout, self._expire, work, timeout)
+        # an inline run is already done; anything else may wait or run long: watch the client
+        watcher = None if fut.done() or work.watch is None else loop.create_task(self._watch(work))
         try:
             return await fut
         finally:
             self.load.active -= 1
             if timer is not None:
                 timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
             if work.cancelled and work in self.queue:
                 self.queue.remove(work)
                 self._done(1)
+
+    async def _watch(self, work: Work) -> None:
+        """The client went away: a queued request is dropped before it runs (a running one
+        finishes unseen); either way it does not count as a success."""
+        assert work.watch is not None
+        message = await work.watch()
+        if message.get("type") != "http.disconnect":
+            return
+        work.gone = True
+        if not work.started and work.future is not None and not work.future.done():
+            work.cancelled = True
+            work.future.set_exception(
+                HttpError(499, f"the client disconnected before {self.label} ran its request")
+            )
 
     def _expire(self, work: Work, timeout: float) -> None:
         """The request timed out: answer 503 now; a run already started finishes unseen."""
@@ -199,24 +221,29 @@ class Batcher:
         start = time.perf_counter_ns()
         for w in batch:
             w.queue_ns = start - w.enqueued_ns
+            w.started = True
 
         if self._inline(batch):
-            self._finish(index, batch, self._run_batch(index, batch))
+            self._finish(index, batch, self._guarded(index, batch))
             return
 
         def work() -> None:
-            try:
-                outcome: list[Result | BaseException] | BaseException = self._run_batch(
-                    index, batch
-                )
-            except BaseException as exc:  # a bug: every waiting request gets it
-                outcome = exc
-            loop.call_soon_threadsafe(self._finish, index, batch, outcome)
+            loop.call_soon_threadsafe(self._finish, index, batch, self._guarded(index, batch))
 
         try:
             self.executor.submit(work)
         except RuntimeError as exc:  # executor shut down (unloaded meanwhile)
             self._finish(index, batch, exc)
+
+    def _guarded(
+        self, index: int, batch: list[Work]
+    ) -> list[Result | BaseException] | BaseException:
+        """Run a batch on the loop or a thread alike: nothing it raises escapes, so the
+        instance is always handed back by ``_finish``."""
+        try:
+            return self._run_batch(index, batch)
+        except BaseException as exc:  # a bug: every waiting request gets it (500)
+            return exc
 
     def _inline(self, batch: list[Work]) -> bool:
         """A lone request (nothing else queued or running anywhere in the server) for a model
@@ -241,16 +268,18 @@ class Batcher:
         self, index: int, batch: list[Work], outcome: list[Result | BaseException] | BaseException
     ) -> None:
         results = outcome if isinstance(outcome, list) else [outcome] * len(batch)
-        for w, res in zip(batch, results, strict=True):
-            fut = w.future
-            if fut is None or fut.done():
-                continue
-            if isinstance(res, BaseException):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
-        self._done(len(batch))
-        self.free.append(index)
+        try:
+            for w, res in zip(batch, results, strict=True):
+                fut = w.future
+                if fut is None or fut.done():
+                    continue
+                if isinstance(res, BaseException):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+        finally:
+            self._done(len(batch))
+            self.free.append(index)
         if self.queue:
             self._pump()
 
@@ -275,8 +304,6 @@ class Batcher:
         return values
 
     def _run_one(self, index: int, w: Work) -> Result | BaseException:
-        from modelforge.serve.models import flatten_output
-
         names = self._names([w])
         t0 = time.perf_counter_ns()
         try:
@@ -287,15 +314,13 @@ class Batcher:
         w.infer_ns = t1 - t0
         w.batch_rows = w.rows
         ports = {p.name: p for p in self.version.outputs}
-        out = {n: flatten_output(ports[n], v) for n, v in zip(names, values, strict=True)}
+        out = {n: self.version.flatten(ports[n], v) for n, v in zip(names, values, strict=True)}
         if self.on_batch is not None:
             self.on_batch(w.rows, 0, t1 - t0, time.perf_counter_ns() - t1)
         return out
 
     def _run_merged(self, index: int, batch: list[Work]) -> list[Result | BaseException]:
         import numpy as np
-
-        from modelforge.serve.models import flatten_output
 
         names = self._names(batch)
         total = sum(w.rows for w in batch)
@@ -306,7 +331,7 @@ class Batcher:
         t1 = time.perf_counter_ns()
         elapsed = t1 - t0
         ports = {p.name: p for p in self.version.outputs}
-        flat = {n: flatten_output(ports[n], v) for n, v in zip(names, values, strict=True)}
+        flat = {n: self.version.flatten(ports[n], v) for n, v in zip(names, values, strict=True)}
         if any(a.ndim == 0 or a.shape[0] != total for a, _ in flat.values()):
             self.batching = False  # this model does not keep one output row per input row
             raise ValueError("outputs are not row-aligned")

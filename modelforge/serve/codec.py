@@ -141,6 +141,10 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
         if not isinstance(params, dict):
             raise bad_request(f"'parameters' of input '{clip(name)}' must be an object")
         size = _binary_size(params, name, len(blobs) - offset)
+        if size is not None and "data" in item:
+            raise bad_request(
+                f"input '{clip(name)}' has both 'data' and binary_data_size; give one of them"
+            )
         if size is not None:
             arr = _from_bytes(name, port.datatype, blobs[offset : offset + size], shape)
             offset += size
@@ -159,7 +163,8 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
     params = head.get("parameters") or {}
     if not isinstance(params, dict):
         raise bad_request("the request's 'parameters' must be an object")
-    wanted = _wanted(head.get("outputs"), outputs, bool(params.get("binary_data_output")))
+    binary = _flag(params, "binary_data_output", "the request's parameters")
+    wanted = _wanted(head.get("outputs"), outputs, bool(binary))
     rid = head.get("id")
     return Request(None if rid is None else str(rid), feeds, wanted, rows, params)
 
@@ -214,8 +219,18 @@ def require_all(feeds: dict[str, np.ndarray], inputs: list[Port]) -> int:
     return check_together(feeds, inputs)
 
 
-def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wanted]:
+def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    """A boolean parameter: JSON true/false only (the string "false" is not false)."""
+    value = params.get(key, default)
     if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_request(f"{key} in {where} must be true or false; got {clip(value)}")
+    return value
+
+
+def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wanted]:
+    if value is None or value == []:  # an empty list asks for no subset: every output
         return [Wanted(p, binary_default) for p in outputs]
     if not isinstance(value, list):
         raise bad_request("'outputs' must be a list of {\"name\": ...} objects")
@@ -225,7 +240,9 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
     for i, item in enumerate(value):
         item = _dict(item, f"outputs[{i}]")
         name = item.get("name")
-        port = ports.get(name) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            raise bad_request(f"outputs[{i}] needs a 'name' (a string)")
+        port = ports.get(name)
         if port is None:
             raise bad_request(
                 f"the model has no output '{clip(name)}' (outputs: "
@@ -235,8 +252,10 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
             continue
         seen.add(port.name)
         params = item.get("parameters") or {}
-        binary = params.get("binary_data", binary_default) if isinstance(params, dict) else None
-        out.append(Wanted(port, bool(binary)))
+        if not isinstance(params, dict):
+            raise bad_request(f"'parameters' of output '{clip(name)}' must be an object")
+        binary = _flag(params, "binary_data", f"output '{clip(name)}'", binary_default)
+        out.append(Wanted(port, binary))
     return out
 
 
@@ -319,13 +338,15 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
     else:
         dtype = np.dtype(OIP_NUMPY[datatype])
         try:
-            arr = np.asarray(data, dtype=dtype if dtype.kind == "f" else None)
+            arr = np.asarray(data)
         except (ValueError, TypeError):
             raise bad_request(
                 f"input '{clip(name)}' data is not a (nested) list of {datatype} numbers with "
                 "the same length at each level"
             ) from None
-        if dtype.kind != "f":
+        if dtype.kind == "f":
+            arr = _floats(name, datatype, arr, dtype)
+        else:
             if arr.dtype.kind in "fO" and dtype.kind in "iu":  # maybe ints past int64
                 arr = _big_ints(name, datatype, data, dtype)
             if arr.size and arr.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
@@ -345,6 +366,30 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
             f"input '{clip(name)}' has {arr.size} values but shape {shape} needs {count}"
         )
     return arr.reshape(shape)
+
+
+def _floats(name: str, datatype: str, arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """JSON numbers only (no null, true/false or strings), within the datatype's range."""
+    import numpy as np
+
+    if arr.dtype.kind == "O" and all(type(v) in (int, float) for v in arr.reshape(-1)):
+        try:  # integers past int64 (numpy keeps them as objects)
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            raise bad_request(
+                f"input '{clip(name)}' holds values outside the {datatype} range"
+            ) from None
+    if arr.size and arr.dtype.kind not in "iuf":
+        raise bad_request(
+            f"input '{clip(name)}' is {datatype} but its data holds values that are not "
+            "numbers (null, true/false or strings)"
+        )
+    if arr.size:
+        with np.errstate(all="ignore"):
+            peak = float(np.abs(arr.astype(np.float64, copy=False)).max())
+        if peak > float(np.finfo(dtype).max):  # NaN compares False: it passes as NaN
+            raise bad_request(f"input '{clip(name)}' holds values outside the {datatype} range")
+    return arr.astype(dtype, copy=False)
 
 
 def _big_ints(name: str, datatype: str, data: Any, dtype: Any) -> np.ndarray:

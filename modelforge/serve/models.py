@@ -15,7 +15,7 @@ how models are opened (e.g. ``modelforge.model.open.open_model``) is a change in
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,21 @@ class OpenedVersion:
     outputs: list[Port]
     sessions: list[Any]  # onnxruntime.InferenceSession, one per instance
     threads: int
+    labels: dict[str, list[Any]] = field(default_factory=dict)  # ZipMap keys, once seen
+
+    def flatten(self, port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None]:
+        """:func:`flatten_output`, plus: a ZipMap output of 0 rows (an empty list, so no
+        keys) comes back as [0, K] with the labels an earlier run (warm-up) showed."""
+        array, labels = flatten_output(port, value)
+        if port.zipmap:
+            if labels:
+                self.labels.setdefault(port.name, labels)
+            elif array.shape[0] == 0 and port.name in self.labels:
+                import numpy as np
+
+                known = self.labels[port.name]
+                return np.zeros((0, len(known)), dtype=np.float32), list(known)
+        return array, labels
 
     def run(self, index: int, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[Any]:
         """Run instance ``index``; onnxruntime releases the GIL. Errors are translated by the

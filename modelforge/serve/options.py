@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modelforge.errors import UsageError
 
 MiB = 1024 * 1024
+TOKEN_ENV = "MODELFORGE_SERVE_TOKEN"
+# RFC 3986 unreserved characters: a name that needs no escaping in /v2/models/NAME/infer
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class ServeOptions:
     max_batch_size: int = 64
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
-    inline_below_us: int = 300  # lone requests of models faster than this run on the loop
+    inline_below_us: int = 0  # opt-in: lone requests of models faster than this run on the loop
     request_timeout_s: float | None = 30.0
     max_request_bytes: int = 64 * MiB
     token: str | None = None
@@ -64,6 +68,10 @@ class ServeOptions:
             "--tls-cert and --tls-key go together",
             "pass both, or neither",
         )
+        self._check_name()
+        self._check_token()
+        if self.tls_cert is not None and self.tls_key is not None:
+            check_tls(self.tls_cert, self.tls_key)
         cores = os.cpu_count() or 1
         if self.threads is not None:
             need(self.threads >= 1, "--threads must be at least 1")
@@ -76,7 +84,88 @@ class ServeOptions:
             )
         return self
 
+    def _check_name(self) -> None:
+        from modelforge.errors import InvalidNameError
+
+        name = self.name
+        if name is not None and (not _SEGMENT.fullmatch(name) or name in (".", "..")):
+            raise InvalidNameError(
+                f"--name {_shown(name)} cannot be a URL path segment, so no client could "
+                "reach /v2/models/NAME",
+                hint="use 1-128 letters, digits, '.', '_', '~' or '-' (not '.' or '..')",
+            )
+
+    def _check_token(self) -> None:
+        """An empty or blank token would turn authentication off (or lock everyone out)."""
+        env = os.environ.get(TOKEN_ENV)
+        if self.token is not None and not self.token.strip():
+            raise UsageError(
+                "--token is empty or blank, which would leave the server without authentication",
+                hint=f"pass a real secret, or leave out --token (and ${TOKEN_ENV})",
+                code="invalid_option",
+            )
+        if self.token is None and env is not None and not env.strip():
+            raise UsageError(
+                f"${TOKEN_ENV} is set but empty or blank, which would leave the server "
+                "without authentication",
+                hint="set it to a real secret, or unset it to serve without a token",
+                code="invalid_option",
+            )
+        if self.token is not None and self.token != self.token.strip():
+            raise UsageError(
+                "the token starts or ends with whitespace, which no 'Authorization: Bearer' "
+                "header can carry",
+                hint="strip the spaces or newline from --token / $" + TOKEN_ENV,
+                code="invalid_option",
+            )
+
     @property
     def intra_threads(self) -> int:
         cores = os.cpu_count() or 1
         return self.threads or max(1, cores // self.instances)
+
+
+def _shown(value: str) -> str:
+    from modelforge.text import escape, truncate
+
+    return repr(truncate(escape(value), 80))
+
+
+def check_tls(cert: str, key: str) -> None:
+    """Both files exist, are readable and load together into an SSLContext (before any
+    worker starts: a bad file is one line naming it, not a worker traceback)."""
+    import ssl
+
+    from modelforge.errors import NotFoundError
+
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not os.path.isfile(path):
+            raise NotFoundError(
+                f"{flag} {_shown(path)} does not exist (or is not a file)",
+                hint=f"give {flag} the path of a PEM file",
+                code="file_not_found",
+            )
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"{flag} {_shown(path)} cannot be read: {exc.strerror}",
+                hint="check the file's permissions",
+                code="invalid_option",
+            ) from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert,
+            key,
+            password=lambda: b"",  # never prompt on a terminal
+        )
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(
+            f"--tls-cert {_shown(cert)} and --tls-key {_shown(key)} do not load as a "
+            f"certificate and its private key ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'reason', None) or exc})",
+            hint="--tls-cert takes the PEM certificate (chain), --tls-key the PEM private key "
+            "that matches it; check they are not swapped",
+            code="invalid_option",
+        ) from None

@@ -133,9 +133,9 @@ class Registry:
             threads=opts.intra_threads,
             session_config=opts.session,
         )
-        batching = self._batching(opened)
-        stats = VersionStats(model.name, version, self.metrics)
         label = f"model '{model.name}' version {version}"
+        batching = self._batching(opened, label)
+        stats = VersionStats(model.name, version, self.metrics)
         batcher = Batcher(
             opened,
             batching=batching,
@@ -155,20 +155,32 @@ class Registry:
                 names = [p.name for p in opened.outputs]
                 for i in range(len(opened.sessions)):
                     try:
-                        opened.run(i, names, feeds)
+                        values = opened.run(i, names, feeds)
+                        for port, value in zip(opened.outputs, values, strict=True):
+                            opened.flatten(port, value)  # learns ZipMap labels
                     except Exception as exc:  # onnxruntime raises pybind exception types
                         log.warning("%s: warm-up run failed: %s", label, exc)
                         break
         return ServedVersion(model.name, version, opened, batcher, stats, batching)
 
-    def _batching(self, opened: core.OpenedVersion) -> bool:
+    def _batching(self, opened: core.OpenedVersion, label: str) -> bool:
+        """``auto``: symbolic dim 0 everywhere *and* the row-independence probe passes
+        (serve/probe.py); ``on`` skips the probe; ``off`` never batches."""
+        from modelforge.serve.probe import rows_independent
+
         mode = self.options.batching
         if mode == "off":
             return False
         dynamic = all(p.shape and p.shape[0] < 0 for p in opened.inputs) and all(
             p.zipmap or (p.shape and p.shape[0] < 0) for p in opened.outputs
         )
-        return dynamic
+        if not dynamic or mode == "on":
+            return bool(dynamic)
+        why = rows_independent(opened)
+        if why is not None:
+            log.warning("%s: dynamic batching is off: %s; --batching on forces it", label, why)
+            return False
+        return True
 
     async def _ensure(self, model: ServedModel, version: int) -> ServedVersion:
         sv = model.loaded.get(version)

@@ -9,6 +9,7 @@ onnxruntime), the parent says so on stderr and starts a new worker on the same s
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import logging
 import os
@@ -72,10 +73,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        in_use = exc.errno == errno.EADDRINUSE
+        if in_use:
+            hint = "pick another --port (0 = any free port) or stop what holds it"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            hint = "ports below 1024 need privileges: pick a --port of 1024 or more (0 = any)"
+        else:  # unresolvable name (gaierror) or an address this machine does not have
+            hint = (
+                "give --host an address of this machine (127.0.0.1, 0.0.0.0 for every "
+                "interface, ::1, or a resolvable name)"
+            )
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror}",
-            hint="pick another --port (0 = any free port) or stop what holds it",
-            code="address_in_use" if exc.errno == 98 else "cannot_bind",
+            hint=hint,
+            code="address_in_use" if in_use else "cannot_bind",
         ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -99,6 +110,7 @@ def models_summary(app: Any) -> list[dict[str, Any]]:
                 "latest": m.latest,
                 "aliases": dict(m.aliases),
                 "loaded": sorted(m.loaded),
+                "batching": sorted(v for v, sv in m.loaded.items() if sv.batcher.batching),
             }
         )
     return out

@@ -59,7 +59,7 @@ def model_config(sv: ServedVersion, options: ServeOptions) -> dict[str, Any]:
             "intra_op_thread_count": {"string_value": str(sv.opened.threads)},
         },
     }
-    if sv.batching:
+    if sv.batching and sv.batcher.batching:  # the batcher turns it off on misaligned rows
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": options.max_queue_delay_us,
             "preserve_ordering": False,
