@@ -20,7 +20,7 @@ from modelforge.serve.options import ServeOptions
 from tests import builders
 from tests.builders import _model
 from tests.model_zoo import zipmap_classifier
-from tests.serve_support import save, slow_model, start_server, wait_until
+from tests.serve_support import save, self_signed_cert, slow_model, start_server, wait_until
 
 httpclient = pytest.importorskip("tritonclient.http")
 
@@ -356,27 +356,7 @@ def test_empty_or_blank_token_is_refused(tmp_path):
 def test_bad_tls_files_are_one_line_naming_the_file(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     path = save(builders.linear(), tmp_path / "m.onnx")
     nope = tmp_path / "nope.pem"
     r = _cli("serve", str(path), "--port", "0", "--tls-cert", str(nope), "--tls-key", str(key))

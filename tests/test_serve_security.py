@@ -16,7 +16,7 @@ import pytest
 from modelforge.store.add import add_model
 from modelforge.store.layout import Store
 from tests import builders
-from tests.serve_support import save, slow_model, start_server, wait_until
+from tests.serve_support import save, self_signed_cert, slow_model, start_server, wait_until
 
 TOKEN = "s3cret-token"
 
@@ -26,29 +26,7 @@ def secure(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
     root = tmp_path_factory.mktemp("secure")
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(root)
     st = Store(root / "store")
     add_model(save(builders.linear(4, 1), root / "lin.onnx"), "lin", store=st)
     add_model(save(slow_model(), root / "slow.onnx"), "slow", store=st)
