@@ -245,6 +245,15 @@ def test_plan_packs_row_groups_in_input_order(tmp_path):
 # --- CLI ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rows", ["0", "-5"])
+def test_partition_rows_below_one_is_refused(job, tmp_path, rows):
+    model, inputs = job
+    res = runner.invoke(app, ["predict", model, *inputs, "--columns", ",".join(cb.FEATURES),
+                              "-o", f"{tmp_path / 'out'}/", "--partition-rows", rows])  # fmt: skip
+    assert res.exit_code == 2 and "--partition-rows must be at least 1" in res.stderr
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
 def test_cli_partitioned_json_summary(job, tmp_path):
     model, inputs = job
     out = tmp_path / "out"

@@ -186,6 +186,28 @@ def test_validate_catches_outputs_that_drifted(iris):
     assert {o["name"] for o in loose.details["outputs"] if o["differs"]} == {"output_label"}
 
 
+def test_export_refuses_damaged_or_missing_examples(iris, tmp_path):
+    """An archive is never written from a version whose examples are tampered or gone
+    (it would only fail at import, and exporting again would not help)."""
+    model, data = iris
+    modelforge.add_model(model, "iris", example=data, columns=IRIS_NAMES)
+    v, _ = _stored("iris:1")
+    path = golden.examples_path(v.directory)
+    blob = Store().blob_path(v.meta["examples"]["sha256"])
+    os.unlink(path)  # this version's copy only
+    raw = bytearray(blob.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    r = invoke("models", "export", "iris:1", "-o", str(tmp_path / "bad.tar.gz"))
+    assert r.exit_code == 6 and "golden examples" in r.stderr and "sha256" in r.stderr
+    assert not (tmp_path / "bad.tar.gz").exists() and "Traceback" not in r.stderr
+    path.unlink()
+    r = invoke("models", "export", "iris:1", "-o", str(tmp_path / "gone.tar.gz"), "--json")
+    assert r.exit_code == 6, r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "stored_file_missing"
+    assert not (tmp_path / "gone.tar.gz").exists()
+
+
 def test_examples_round_trip_through_export_and_import(iris, tmp_path):
     model, data = iris
     modelforge.add_model(model, "iris", example=data, columns=IRIS_NAMES)

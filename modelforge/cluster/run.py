@@ -101,7 +101,11 @@ def predict_partitioned(
     if cluster:
         _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
     with collect_warnings() as warnings:
-        plan = make_plan(list(inputs), partition_rows or DEFAULT_PARTITION_ROWS, opts.fmt)
+        plan = make_plan(
+            list(inputs),
+            DEFAULT_PARTITION_ROWS if partition_rows is None else partition_rows,
+            opts.fmt,
+        )
         spec, lm = resolve(model)
         check_job(lm, plan.inputs[0].path, opts)
     plan = with_identity(plan, spec.digest, _identity_options(opts, cfg, no_upgrade))

@@ -131,6 +131,18 @@ def _check_stored_files(mv: Any) -> None:
                 hint=hint,
                 code="sha256_mismatch",
             )
+    rec = mv.meta.get("examples")
+    if isinstance(rec, dict):  # golden examples are part of the version too
+        from modelforge.store.examples import EXAMPLES_FILE, check_file
+
+        problem = check_file(mv.directory / EXAMPLES_FILE, rec)
+        if problem is not None:
+            raise StoreCorruptError(
+                f"the golden examples of {mv.ref} ('{EXAMPLES_FILE}') are damaged: {problem}; "
+                "nothing exported",
+                hint=hint,
+                code="stored_file_missing" if problem == "missing" else "sha256_mismatch",
+            )
 
 
 def _bad_manifest(field: str) -> InvalidModelError:
