@@ -213,6 +213,9 @@ def test_import_keeps_the_version_number_when_it_is_free(tmp_path):
     assert (result["ref"], result["renumbered_from"]) == ("copy:2", 1)
     text = invoke("models", "import", archive, "--name", "fresh")
     assert text.exit_code == 0 and "added fresh:4" in text.stdout
+    again = invoke("models", "import", archive1, "--name", "copy")  # the same bytes again
+    assert again.exit_code == 0 and "already stored as copy:2" in again.stdout
+    assert "note:" not in again.stderr  # nothing was renumbered: nothing was imported
 
 
 def test_import_of_a_missing_archive_names_the_path(tmp_path):

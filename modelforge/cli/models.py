@@ -67,7 +67,8 @@ def _render_add(out: Renderer, r: Any) -> None:
         )
     if r.renumbered_from is not None:
         out.info(
-            f"note: version {r.renumbered_from} of the archive is taken in this store; "
+            f"note: version {r.renumbered_from} of the archive is in use, or was used and "
+            "removed, in this store (numbers are never reused); "
             f"imported as {r.ref}"
         )
     for note in r.notes:

@@ -169,7 +169,8 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
 
     out = Path(root)
     if out.exists() and not out.is_dir():
-        raise _refuse(f"output '{safe(root)}' is a file", "pass a folder name ending in /",
+        raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
+                      "remove it, or name a new folder for the parts (e.g. -o scores/)",
                       "output_not_directory")  # fmt: skip
     if not out.parent.is_dir():
         raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",

@@ -414,7 +414,11 @@ def import_archive(
         validation=report.data,
         source=str(info.path),
         files=[{k: f[k] for k in ("path", "sha256", "size")} for f in files],
-        renumbered_from=origin_version if origin_version not in (None, chosen) else None,
+        renumbered_from=(
+            origin_version
+            if existing_meta is None and origin_version not in (None, chosen)
+            else None
+        ),
         examples=summary(meta),
     )
 
