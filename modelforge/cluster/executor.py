@@ -153,8 +153,8 @@ class Dask:
         # one queued task per worker thread: a worker's death then counts against the part
         # it ran, not against parts merely waiting on it
         with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-        # the embedded cluster is ours: its own log lines (a heartbeat racing the shutdown) are
-        # noise on the user's stderr; task failures still reach the client as errors
+            # the embedded cluster is ours: its own log lines (a heartbeat racing the shutdown)
+            # are noise on the user's stderr; task failures still reach the client as errors
             self.local = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=":0", silence_logs=logging.CRITICAL, env=env,
