@@ -1,12 +1,13 @@
 """Benchmark: partitioned predict, in-process and on embedded Dask clusters (ratios only).
 
-Data: ROWS x 20 float32 columns in 8 Parquet files (64 row groups each). Models: the
+Data: ROWS x 20 float32 columns in 8 Parquet files of 64 equal row groups (ROWS rounded
+down to a multiple of 512, so that a file is one part and no part is a short tail). Models: the
 LogisticRegression and the MLP 20->256->256->1 of benchmarks/predict_csv.py.
 
   1. efficiency: single-process ``predict_to`` (one file of output) vs
      ``predict_partitioned(cluster="local:1")``, the latter's ``run_s`` (cluster start-up
      excluded, reported separately), and its steady state: rows/s of the parts after the
-     worker's first (which also creates the worker's session) from the ``_SUCCESS`` manifest;
+     worker's first (its first runs in a fresh process) from the ``_SUCCESS`` manifest;
   2. local:2 vs local:1 on the MLP (``run_s``);
   3. per-part overhead: the same rows in 8 / 64 / 512 parts, LR, in-process and local:1:
      (t(512) - t(8)) / 504;
@@ -44,8 +45,8 @@ def make_inputs(folder: Path, rows: int) -> tuple[list[str], int]:
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(0)
-    per_file = rows // FILES
-    group = max(1, per_file // GROUPS_PER_FILE)
+    group = max(1, rows // FILES // GROUPS_PER_FILE)
+    per_file = group * GROUPS_PER_FILE  # exactly 64 full row groups: no short tail group
     paths = []
     for k in range(FILES):
         x = rng.normal(size=(per_file, FEATURES)).astype(np.float32)
@@ -122,11 +123,12 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
     models = {k: str(v) for k, v in make_models(work).items()}
     inputs, group = make_inputs(work, args.rows)
     per_file = group * GROUPS_PER_FILE
-    print(f"{args.rows:,} rows x {FEATURES} in {FILES} files, row groups of {group:,}; "
+    print(f"{per_file * FILES:,} rows x {FEATURES} in {FILES} files, row groups of {group:,}; "
           f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for name in args.models.split(","):
         model = models[name]
         t_single, runs1, runs2, starts, rates = [], [], [], [], []
+        single(model, inputs[:1], work)  # untimed: this process's first-call costs
         for _ in range(args.repeats):
             t_single.append(single(model, inputs, work))
             r1 = parts(model, inputs, work, "local:1", per_file)
@@ -139,7 +141,7 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
             f"{name}: single {med(t_single)} s; local:1 run {med(runs1)} s "
             f"(start-up {med(starts)} s); efficiency {med(t_single) / med(runs1):.2f}"
         )
-        single_rate = args.rows // FILES * FILES / med(t_single)
+        single_rate = per_file * FILES / med(t_single)
         line += f"; steady-state efficiency {med(rates) / single_rate:.2f}"
         if runs2:
             line += (

@@ -164,10 +164,10 @@ def _changed(spec: ModelSpec) -> InvalidModelError:
     )
 
 
-def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
+def _session(task: PartTask, blob: bytes | None, dask_worker: Any = None) -> tuple[Any, Any]:
     from modelforge.inference.model import open_session
 
-    threads = worker.intra_threads(task.host_threads, task.session.threads)
+    threads = worker.intra_threads(task.host_threads, task.session.threads, dask_worker)
     cfg = dataclasses.replace(task.session, threads=threads)
     key = f"{task.model.digest}|{cfg.to_dict()}|{task.no_upgrade}"
 
@@ -179,12 +179,13 @@ def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
     return worker.cached(key, build)
 
 
-def prewarm(task: PartTask, blob: bytes | None) -> dict[str, Any]:
-    """Build this process's session before the first part (run on every worker at start-up,
-    so that the first part runs warm); errors come back as ``{"error": ...}``."""
+def prewarm(task: PartTask, blob: bytes | None, dask_worker: Any = None) -> dict[str, Any]:
+    """Build this process's session before the first part (run on every worker at start-up
+    by ``Client.run``, which passes ``dask_worker``, so that the first part finds the same
+    session, warm); errors come back as ``{"error": ...}``."""
     try:
         with _quiet():
-            _session(task, blob)
+            _session(task, blob, dask_worker)
     except ModelForgeError as exc:
         return {"error": {"class": type(exc).__name__, **exc.to_dict()}}
     return {}

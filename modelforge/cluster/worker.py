@@ -41,6 +41,12 @@ def warm() -> bool:
         "modelforge.cluster.part",
     ):
         importlib.import_module(name)
+    import numpy as np
+    import pyarrow as pa
+
+    # pyarrow's first pa.array() imports pandas (its pandas shim, when pandas is installed):
+    # ~0.3 s, paid here at start-up rather than inside the worker's first part's writer
+    pa.array(np.zeros(1, dtype=np.float32))
     return True
 
 
@@ -51,25 +57,36 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
-def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> int | None:
+def intra_threads(
+    host_threads: dict[str, int] | None, fallback: int | None, dask_worker: Any = None
+) -> int | None:
     """onnxruntime intra-op threads for this process: host cores / task threads on the host
     (onnxruntime ignores OMP_NUM_THREADS and would size its pool to every core).
 
     In a worker, pyarrow's pools are capped to this process's share of the cores as well.
-    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
-    if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
-        return fallback
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
+    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own).
+    ``dask_worker``: the worker, where ``get_worker()`` cannot find it (``Client.run``
+    calls on the worker's event loop); without it, the prewarmed session would be keyed
+    with other settings than the parts' and every worker would build a second one."""
+    worker = dask_worker or _current_worker()
+    if worker is None:
         return fallback
     own = getattr(worker, "nthreads", None) or worker.state.nthreads
     on_host = (host_threads or {}).get(_host(worker.address)) or own
     share = max(1, host_cores() // max(1, on_host))  # this task's share of the host's cores
     cap_arrow_threads(share * own)
     return fallback or share
+
+
+def _current_worker() -> Any:
+    if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
+        return None
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
 
 
 def _host(address: str) -> str:
