@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 import modelforge
 from modelforge.cli.app import app
 from modelforge.diff.core import DiffResult
-from modelforge.errors import UsageError
+from modelforge.errors import DataError, UsageError
 from tests import golden_builders as gb
 from tests.predict_builders import IRIS_NAMES
 
@@ -210,9 +211,11 @@ def test_examples_that_cannot_feed_b_say_why_and_data_still_compares(tmp_path):
     r = modelforge.diff_models("five", b, data=data)
     assert r.behaviour["source"] == "data" and r.rows_compared == 30
     assert r.equal and r.outputs["label"]["changed_fraction"] == 0.0
-    r = modelforge.diff_models("mlp", b, data=data)  # 5 columns do not fit A's [N, 4]
-    assert r.behaviour["status"] == "skipped"
-    assert r.behaviour["reason"].startswith("--data cannot be mapped onto A (mlp:1): ")
+    with pytest.raises(DataError) as err:  # 5 columns do not fit A's [N, 4]: a data error
+        modelforge.diff_models("mlp", b, data=data)
+    assert err.value.message.startswith("--data cannot be mapped onto A (mlp:1): ")
+    res = invoke("models", "diff", "mlp", b, "--data", data)
+    assert res.exit_code == 5 and "cannot be mapped onto A" in res.stderr and res.stdout == ""
 
 
 def test_string_labels_and_zipmap_class_changes(tmp_path):
@@ -258,3 +261,80 @@ def test_ci_recipe_from_docs(tmp_path):
         assert res.exit_code == expected, res.stdout
         env = json.loads(res.stdout)
         assert env["result"]["differences"]["labels"] is (expected == 9)
+
+
+def test_zipmap_and_plain_outputs_renamed_by_position_are_compared(tmp_path):
+    """skl2onnx ZipMap (output_label/output_probability) vs zipmap=False (label/probabilities):
+    paired by position, the [N, 3] tensor compared with the ZipMap per class."""
+    _prod(tmp_path)
+    plain = gb.logreg(tmp_path / "plain.onnx", zipmap=False)
+    r = modelforge.diff_models("iris:prod", plain, fail_on="labels,outputs")
+    assert set(r.outputs) == {"output_label -> label", "output_probability -> probabilities"}
+    labels = r.outputs["output_label -> label"]
+    assert labels["compared_with"] == "label" and labels["changed_fraction"] == 0.0
+    probs = r.outputs["output_probability -> probabilities"]
+    assert probs["kind"] == "zipmap" and probs["comparable"] and probs["max_abs_diff"] < 1e-6
+    assert r.equal and r.differences["schema"]
+    res = invoke("models", "diff", "iris:prod", plain, "--fail-on", "labels")
+    assert res.exit_code == 0 and "output_label -> label" in res.stdout
+    flipped = gb.logreg(tmp_path / "flip.onnx", C=0.01, zipmap=False)
+    res = invoke("models", "diff", "iris:prod", flipped, "--fail-on", "labels", "--json")
+    assert res.exit_code == 9
+    out = json.loads(res.stdout)["result"]["outputs"]
+    assert out["output_label -> label"]["changed_fraction"] > 0
+    rows = [w["row"] for w in out["output_probability -> probabilities"]["worst_rows"]]
+    assert rows and len(rows) == len(set(rows))  # one entry per row, not one per class
+
+
+def test_outputs_that_cannot_be_compared_are_differences(tmp_path):
+    x = [("x", F, ["N", 2])]
+    a = gb.io_model(tmp_path / "a.onnx", x, [("y", F, ["N", 2]), ("z", I64, ["N", 2])])
+    only_y = gb.io_model(tmp_path / "b.onnx", x, [("y", F, ["N", 2])])
+    data = gb.write_csv(tmp_path / "d.csv", {"c0": [1.0, 2.0, 3.0], "c1": [4.0, 5.0, 6.0]})
+    r = modelforge.diff_models(a, only_y, data=data, fail_on="labels")
+    assert r.outputs["y"]["comparable"] and not r.outputs["y"]["differs"]
+    z = r.outputs["z"]
+    assert not z["comparable"] and z["kind"] == "label"
+    assert z["reason"] == "B has no output 'z' nor a renamed one (B gives y)"
+    assert not r.equal and r.differences["labels"] and not r.differences["outputs"]
+    res = invoke("models", "diff", a, only_y, "--data", data, "--fail-on", "labels")
+    assert res.exit_code == 9 and "output 'z' cannot be compared: B has no output" in res.stdout
+    # renamed at the same position but incompatible values: compared, not comparable
+    ints = gb.io_model(tmp_path / "c.onnx", x, [("q", I64, ["N", 2])])
+    floats = gb.io_model(tmp_path / "d.onnx", x, [("p", F, ["N", 2])])
+    r = modelforge.diff_models(floats, ints, data=data, fail_on="outputs")
+    rec = r.outputs["p -> q"]
+    assert not rec["comparable"] and rec["reason"] == "A gives float values, B gives label values"
+    assert not r.equal and r.rows_compared == 3
+
+
+def test_bad_value_in_data_is_a_data_error_not_a_difference(tmp_path):
+    import polars as pl
+
+    a = gb.mlp(tmp_path / "a.onnx")
+    cols = {f"f{i}": v.tolist() for i, v in enumerate(gb.mlp_rows(20).T)}
+    cols["f2"][11] = float("nan")
+    data = tmp_path / "nan.parquet"
+    pl.DataFrame(cols).write_parquet(data)
+    with pytest.raises(DataError) as err:
+        modelforge.diff_models(a, a, data=data)
+    assert "nan.parquet" in err.value.message and "'f2'" in err.value.message
+    res = invoke("models", "diff", a, a, "--data", data)
+    assert res.exit_code == 5 and res.stdout == "" and "models differ" not in res.stderr
+    res = invoke("models", "diff", a, a, "--data", data, "--allow-nan")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "EQUAL" in res.stdout
+
+
+def test_text_report_details(tmp_path):
+    _prod(tmp_path)
+    bare = gb.io_model(tmp_path / "io.onnx", [("x", F, ["N", 4])], [("y", F, ["N", 4])])
+    res = invoke("models", "diff", "iris:prod", bare, "--fail-on", "schema")
+    assert "output removed: output_probability seq(map(string,tensor(float))) (no shape)" in (
+        res.stdout
+    )
+    assert "None" not in res.stdout
+    res = invoke("models", "diff", "--help")
+    # metavars A and B (typer wraps every required argument in braces, app-wide)
+    assert re.search(r"models diff \[OPTIONS\] \{?A\}? \{?B\}?\n", res.stdout), res.stdout
+    assert "--allow-nan" in res.stdout

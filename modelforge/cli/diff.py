@@ -20,8 +20,9 @@ def _shape(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join("?" if d is None else str(d) for d in value) + "]"
     if isinstance(value, dict):
-        return f"{value.get('type')} {_shape(value.get('shape'))}"
-    return str(value)
+        shape = value.get("shape")
+        return f"{value.get('type')} {_shape(shape) if shape is not None else '(no shape)'}"
+    return "(no shape)" if value is None else str(value)
 
 
 def _render_schema(out: Renderer, r: Any) -> None:
@@ -87,6 +88,7 @@ def _num(value: Any, fmt: str = ".3g") -> str:
 
 
 def _render_outputs(out: Renderer, r: Any) -> None:
+    from modelforge.model.compare import describe
     from modelforge.render import table
     from modelforge.text import safe
 
@@ -118,6 +120,9 @@ def _render_outputs(out: Renderer, r: Any) -> None:
             worst,
         )
     out.print(t)
+    for rec in r.outputs.values():
+        if not rec["comparable"]:
+            out.line(f"  {describe(rec)}")
 
 
 def render_diff(out: Renderer, r: Any) -> None:
@@ -137,8 +142,14 @@ def render_diff(out: Renderer, r: Any) -> None:
 
 def diff_cmd(
     ctx: typer.Context,
-    a: Annotated[str, typer.Argument(help="Reference model: path or NAME[:VERSION|:ALIAS].")],
-    b: Annotated[str, typer.Argument(help="Candidate model: path or NAME[:VERSION|:ALIAS].")],
+    a: Annotated[
+        str,
+        typer.Argument(metavar="A", help="Reference model: path or NAME[:VERSION|:ALIAS]."),
+    ],
+    b: Annotated[
+        str,
+        typer.Argument(metavar="B", help="Candidate model: path or NAME[:VERSION|:ALIAS]."),
+    ],
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -148,6 +159,9 @@ def diff_cmd(
             "examples); repeat.",
         ),
     ] = None,
+    allow_nan: Annotated[
+        bool, typer.Option("--allow-nan", help="Pass NaN/empty cells of --data to the models.")
+    ] = False,
     rtol: Annotated[
         float, typer.Option("--rtol", metavar="X", help="Relative tolerance for float outputs.")
     ] = 1e-5,
@@ -168,7 +182,8 @@ def diff_cmd(
 ) -> None:
     """Compare two models: inputs/outputs, opsets, ops, parameters, and outputs on the same rows.
 
-    Exit 0 when nothing differs beyond tolerance, 9 when something does.
+    Exit 0 when nothing differs beyond tolerance, 9 when something does (an output of A
+    that cannot be compared with B's counts), 5 when --data cannot be read or mapped.
 
     Example: modelforge models diff iris:prod new.onnx --fail-on labels
     """
@@ -180,7 +195,16 @@ def diff_cmd(
         kinds = parse_fail_on(fail_on)
         limits = Limits.for_jobs(memory_limit, timeout)
         raw = run_isolated(
-            diff_job, a, b, data or None, rtol, atol, kinds, what="models diff", limits=limits
+            diff_job,
+            a,
+            b,
+            data or None,
+            rtol,
+            atol,
+            kinds,
+            allow_nan,
+            what="models diff",
+            limits=limits,
         )
         result = DiffResult.from_dict(raw)
         for w in result.warnings:

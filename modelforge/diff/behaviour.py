@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import DataError
-from modelforge.model.compare import compare_output
+from modelforge.model.compare import compare_output, missing_output
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -59,22 +59,25 @@ def feed_problems(side: str, schema: ModelSchema, feeds: dict[str, np.ndarray]) 
     return problems
 
 
-def _run_data(model: str, data: list[str], providers: list[str] | None) -> list[Any]:
+def _run_data(model: str, data: list[str], options: Any, providers: list[str] | None) -> list[Any]:
     import numpy as np
 
     from modelforge.data.batch import OutputValue
     from modelforge.inference import iter_predict
 
-    parts = list(iter_predict(model, data, providers=providers or ["cpu"]))
+    parts = list(iter_predict(model, data, options, providers=providers or ["cpu"]))
     return [
         OutputValue(o.name, np.concatenate([p.outputs[i].array for p in parts]), o.keys)
         for i, o in enumerate(parts[0].outputs)
     ]
 
 
-def _mapped(side: Any, label: str, data: list[str], providers: list[str] | None) -> list[Any]:
+def _mapped(
+    side: Any, label: str, data: list[str], options: Any, providers: list[str] | None
+) -> list[Any]:
+    """A data or mapping problem is the data's fault, not a difference: it propagates."""
     try:
-        return _run_data(side.ref, data, providers)
+        return _run_data(side.ref, data, options, providers)
     except DataError as err:
         raise DataError(
             f"--data cannot be mapped onto {label} ({side.info['display']}): {err.message}",
@@ -83,15 +86,38 @@ def _mapped(side: Any, label: str, data: list[str], providers: list[str] | None)
         ) from None
 
 
+def _pairs(out_a: list[Any], out_b: list[Any]) -> list[tuple[Any, Any | None]]:
+    """Each output of A with the output of B it is compared with: the one of the same name,
+    else the one at the same position when neither name exists on the other side (a
+    rename); None when B has nothing to compare it with."""
+    names_a = {o.name for o in out_a}
+    by_b = {o.name: o for o in out_b}
+    pairs: list[tuple[Any, Any | None]] = []
+    for i, o in enumerate(out_a):
+        if o.name in by_b:
+            pairs.append((o, by_b[o.name]))
+        elif i < len(out_b) and out_b[i].name not in names_a:
+            pairs.append((o, out_b[i]))
+        else:
+            pairs.append((o, None))
+    return pairs
+
+
 def _compare(
     out_a: list[Any], out_b: list[Any], rtol: float, atol: float
 ) -> tuple[dict[str, Any], int]:
-    by_b = {o.name: o for o in out_b}
-    records = {
-        o.name: compare_output(o.name, o, by_b[o.name], rtol=rtol, atol=atol)
-        for o in out_a
-        if o.name in by_b
-    }
+    records: dict[str, Any] = {}
+    for oa, ob in _pairs(out_a, out_b):
+        if ob is None:
+            held = ", ".join(safe(o.name, 40) for o in out_b) or "no outputs"
+            reason = f"B has no output '{safe(oa.name, 80)}' nor a renamed one (B gives {held})"
+            records[oa.name] = missing_output(oa, reason)
+        elif ob.name == oa.name:
+            records[oa.name] = compare_output(oa.name, oa, ob, rtol=rtol, atol=atol)
+        else:
+            key = f"{oa.name} -> {ob.name}"
+            rec = compare_output(key, oa, ob, rtol=rtol, atol=atol)
+            records[key] = {**rec, "compared_with": ob.name}
     rows = max((int(o.array.shape[0]) for o in out_a if o.array.ndim), default=0)
     return records, rows
 
@@ -113,16 +139,14 @@ def behaviour(
     rtol: float,
     atol: float,
     providers: list[str] | None = None,
+    options: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """(behaviour summary, per-output records, rows compared). ``a``/``b``: diff.core.Side."""
     from modelforge.inference.examples import run_feeds
 
     if data:
-        try:
-            out_a = _mapped(a, "A", data, providers)
-            out_b = _mapped(b, "B", data, providers)
-        except DataError as err:
-            return _skipped("data", err.message, [err.message]), {}, 0
+        out_a = _mapped(a, "A", data, options, providers)
+        out_b = _mapped(b, "B", data, options, providers)
         records, rows = _compare(out_a, out_b, rtol, atol)
         summary = {"source": "data", "sources": data, "status": "compared", "reason": None}
         return {**summary, "problems": []}, records, rows
@@ -154,7 +178,8 @@ def behaviour(
 
 def differences(records: dict[str, Any], summary: dict[str, Any]) -> dict[str, bool]:
     """Which kinds of output differ: ``labels`` (integer/string/bool) or ``outputs`` (the
-    rest). Stored examples that cannot feed the other model count as both (nothing that
+    rest). An output of A that cannot be compared with anything in B differs (as its
+    kind). Stored examples that cannot feed the other model count as both (nothing that
     was promised could be checked); no examples and no data at all count as neither."""
     outputs = any(r["differs"] and r["kind"] != "label" for r in records.values())
     labels = any(r["differs"] and r["kind"] == "label" for r in records.values())

@@ -113,12 +113,17 @@ def diff_models(
     atol: float = DEFAULT_ATOL,
     fail_on: str | list[str] | tuple[str, ...] | None = None,
     providers: list[str] | None = None,
+    allow_nan: bool = False,
 ) -> DiffResult:
     """Compare model ``a`` (the reference) with ``b``; see the module docstring.
 
     ``data``: data file(s) both models run on (any format predict reads); without it the
-    models run on A's stored golden examples (or B's). The models run in this process.
+    models run on A's stored golden examples (or B's). A problem reading or mapping
+    ``data`` onto either model raises its DataError (it is not a difference).
+    ``allow_nan``: pass NaN/empty cells of ``data`` to the models. The models run in this
+    process.
     """
+    from modelforge.data.options import PredictOptions
     from modelforge.diff import behaviour as bh
     from modelforge.diff import structure as st
 
@@ -131,7 +136,13 @@ def diff_models(
     changes = st.schema_changes(side_a.schema, side_b.schema)
     struct = st.structure(side_a.proto, side_b.proto)
     summary, records, rows = bh.behaviour(
-        side_a, side_b, data=sources, rtol=rtol, atol=atol, providers=providers
+        side_a,
+        side_b,
+        data=sources,
+        rtol=rtol,
+        atol=atol,
+        providers=providers,
+        options=PredictOptions(allow_nan=allow_nan),
     )
     diffs = {"schema": bool(changes), **bh.differences(records, summary)}
     warnings = []
@@ -156,7 +167,16 @@ def diff_models(
 
 
 def diff_job(
-    a: str, b: str, data: list[str] | None, rtol: float, atol: float, fail_on: list[str]
+    a: str,
+    b: str,
+    data: list[str] | None,
+    rtol: float,
+    atol: float,
+    fail_on: list[str],
+    allow_nan: bool = False,
 ) -> dict[str, Any]:
     """``models diff`` in its guarded child (module level, so a spawned child imports it)."""
-    return diff_models(a, b, data=data, rtol=rtol, atol=atol, fail_on=fail_on).to_dict()
+    result = diff_models(
+        a, b, data=data, rtol=rtol, atol=atol, fail_on=fail_on, allow_nan=allow_nan
+    )
+    return result.to_dict()

@@ -12,7 +12,10 @@ with their class keys). Rows are the first axis.
 - integers, booleans and strings ("labels"): exact. ``changed_fraction`` is the fraction
   of rows whose value changed (any element); integers also report absolute differences.
 - ZipMap outputs: compared per class (``classes``); classes present on one side only make
-  the output differ.
+  the output differ. A ZipMap output and a plain float ``[N, K]`` tensor with K = the
+  number of classes (skl2onnx's ``zipmap=False``) are compared as ZipMap outputs, the
+  tensor's columns taken as the other side's classes in order.
+- Worst rows: up to 5 distinct rows, the largest difference first.
 """
 
 from __future__ import annotations
@@ -146,10 +149,14 @@ def _zipmap(a: OutputValue, b: OutputValue, rtol: float, atol: float) -> dict[st
     vals = list(classes.values())
     added = [k for k in kb if k not in ka]
     removed = [k for k in ka if k not in kb]
-    worst = sorted(
+    ranked = sorted(
         ({**w, "class": k} for k, r in classes.items() for w in r["worst_rows"]),
         key=lambda w: -w["abs_diff"],
-    )[:WORST_ROWS]
+    )
+    by_row: dict[int, dict[str, Any]] = {}
+    for w in ranked:  # one entry per row: its class with the largest difference
+        by_row.setdefault(w["row"], w)
+    worst = list(by_row.values())[:WORST_ROWS]
     return {
         "max_abs_diff": max((v["max_abs_diff"] for v in vals), default=0.0),
         "max_rel_diff": max((v["max_rel_diff"] for v in vals), default=0.0),
@@ -177,10 +184,31 @@ def _not_comparable(name: str, kind: str, rows: int, reason: str) -> dict[str, A
     return out
 
 
+def missing_output(a: OutputValue, reason: str) -> dict[str, Any]:
+    """The record of an output of A that B has nothing to compare with: it differs."""
+    rows = int(a.array.shape[0]) if a.array.ndim else 1
+    return _not_comparable(a.name, kind_of(a), rows, reason)
+
+
+def _as_zipmap(value: OutputValue, keys: list[Any] | None) -> OutputValue:
+    """A float ``[N, K]`` tensor as a ZipMap output with ``keys`` (K of them), else as is."""
+    arr = value.array
+    if (
+        keys is not None
+        and value.keys is None
+        and arr.dtype.kind == "f"
+        and arr.ndim == 2
+        and arr.shape[1] == len(keys)
+    ):
+        return type(value)(value.name, arr, list(keys))
+    return value
+
+
 def compare_output(
     name: str, a: OutputValue, b: OutputValue, *, rtol: float, atol: float
 ) -> dict[str, Any]:
     """The comparison record of one output (see the module docstring)."""
+    a, b = _as_zipmap(a, b.keys), _as_zipmap(b, a.keys)
     ka, kb = kind_of(a), kind_of(b)
     rows = int(a.array.shape[0]) if a.array.ndim else 1
     kind = ka if ka == kb else f"{ka}/{kb}"
