@@ -288,9 +288,20 @@ def test_auto_reads_dask_scheduler_address(cluster, tmp_path, monkeypatch):
     model = str(cb.mlp(tmp_path / "m.onnx"))
     inputs = cb.parquet_inputs(tmp_path, [30, 30], row_group=10)
     out = tmp_path / "out"
+    from distributed import Client
+
+    from modelforge.cluster import worker
+
+    with Client(address, timeout=30) as c:
+        before = c.run(worker.cache_size)
     s = predict_partitioned(model, inputs, f"{out}/", cluster="auto", columns=cb.FEATURES,
                             keep=["id"], partition_rows=20)  # fmt: skip
     assert s.cluster["address"] == address and s.parts == 4 and s.workers == 2
+    with Client(address, timeout=30) as c:
+        after = c.run(worker.cache_size)
+    # one session per worker process for this (new) model: the prewarmed one is the one the
+    # parts ran on, not a second one built with other thread settings
+    assert {w: after[w] - before.get(w, 0) for w in after} == {w: 1 for w in after}
     single = tmp_path / "single.parquet"
     predict_to(model, inputs, str(single), columns=cb.FEATURES, keep=["id"])
     assert cb.read_parts(out).equals(pq.read_table(single))
