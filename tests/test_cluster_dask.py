@@ -285,7 +285,12 @@ def test_version_mismatch_is_refused_before_any_work(tmp_path):
 def test_auto_reads_dask_scheduler_address(cluster, tmp_path, monkeypatch):
     address = json.loads(Path(cluster).read_text())["address"]
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    import onnx
+
     model = str(cb.mlp(tmp_path / "m.onnx"))
+    proto = onnx.load(model)  # bytes of its own: no worker has this model's session yet
+    onnx.helper.set_model_props(proto, {"test": str(tmp_path)})
+    onnx.save(proto, model)
     inputs = cb.parquet_inputs(tmp_path, [30, 30], row_group=10)
     out = tmp_path / "out"
     from distributed import Client
