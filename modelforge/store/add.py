@@ -32,7 +32,7 @@ from modelforge.store.columns import (
     header_columns,
     validate_columns,
 )
-from modelforge.store.layout import Store, fsync_dir, write_json_atomic
+from modelforge.store.layout import Store, fsync_dir, link_blob, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION, load_meta
 from modelforge.store.names import validate_alias, validate_labels, validate_name
 from modelforge.text import escape
@@ -218,21 +218,7 @@ def stage_files(
 def _link_into_blobs(st: Store, staged: _Staged) -> None:
     """Replace staged files by hard links to (possibly existing) blobs. Under the lock."""
     for f in staged.files:
-        staged_path = staged.directory / "files" / f["path"]
-        blob = st.blob_path(f["sha256"])
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            if blob.exists():
-                tmp = staged_path.with_name(staged_path.name + ".lnk")
-                os.link(blob, tmp)
-                os.replace(tmp, staged_path)
-            else:
-                os.link(staged_path, blob)
-                fsync_dir(blob.parent)
-            os.chmod(blob, 0o444)
-        except OSError:
-            # Filesystems without hard links: keep the staged copy (no de-duplication).
-            continue
+        link_blob(st.blob_path(f["sha256"]), staged.directory / "files" / f["path"])
 
 
 def commit(

@@ -27,6 +27,7 @@ from typing import Any
 
 from modelforge.errors import UsageError
 from modelforge.model.golden import check_file, load, sha256_file, write_npz
+from modelforge.store.layout import link_blob
 from modelforge.text import escape
 
 __all__ = [
@@ -78,21 +79,6 @@ def check_rows(rows: int) -> int:
             code="invalid_option",
         )
     return rows
-
-
-def link_blob(blob: Path, staged: Path) -> None:
-    """Share the blob with identical bytes (or make this file the blob); as add does."""
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if blob.exists():
-            tmp = staged.with_name(staged.name + ".lnk")
-            os.link(blob, tmp)
-            os.replace(tmp, staged)
-        else:
-            os.link(staged, blob)
-        os.chmod(blob, 0o444)
-    except OSError:
-        return  # no hard links on this filesystem: keep the private copy
 
 
 def content_entries(meta: dict[str, Any]) -> list[dict[str, Any]]:

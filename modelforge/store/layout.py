@@ -49,6 +49,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def link_blob(blob: Path, staged: Path) -> None:
+    """Make ``staged`` share the blob with its bytes: a hard link to the existing blob, or
+    this file becomes the blob. On filesystems without hard links the staged copy stays (no
+    de-duplication). Callers hold the store lock."""
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if blob.exists():
+            tmp = staged.with_name(staged.name + ".lnk")
+            os.link(blob, tmp)
+            os.replace(tmp, staged)
+        else:
+            os.link(staged, blob)
+            fsync_dir(blob.parent)
+        os.chmod(blob, 0o444)
+    except OSError:
+        return
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temp file in the same directory, fsync, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
