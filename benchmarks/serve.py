@@ -111,6 +111,10 @@ class Pool:
             errors += err
         return lat, errors
 
+    def cpu_s(self, n: int) -> float:
+        """CPU seconds used so far by the first ``n`` client processes."""
+        return sum(_tree_cpu_s(p.pid) for p in self.procs[:n])
+
     def close(self) -> None:
         for c in self.conns:
             c.send(None)
@@ -149,8 +153,12 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             "--port",
             str(port),
             "--quiet",
+            *os.environ.get("MF_SERVE_EXTRA", "").split(),
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
+    elif kind == "floor":  # not a peer: the harness ceiling (see peers/floor_server.py)
+        cmd = [sys.executable, str(HERE / "peers" / "floor_server.py"), "--port", str(port), *pairs]
+        env = dict(os.environ)
     elif kind == "kserve":
         cmd = [pythons[kind], str(HERE / "peers" / "kserve_onnx.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
@@ -165,7 +173,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *pairs,
         ]
         env = dict(os.environ)
-    if kind != "modelforge":
+    if kind not in ("modelforge", "floor"):
         env.pop("PYTHONPATH", None)
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -232,7 +240,11 @@ def main() -> None:
     ap.add_argument("--rows", default="1,64")
     ap.add_argument("--formats", default="json,binary")
     ap.add_argument("--models", default="lr,mlp")
-    ap.add_argument("--servers", default="modelforge,kserve,mlserver")
+    ap.add_argument(
+        "--servers",
+        default="modelforge,kserve,mlserver,floor",
+        help="floor: the harness ceiling (peers/floor_server.py), not a peer",
+    )
     ap.add_argument("--kserve-venv", default="/work/peers-venv")
     ap.add_argument(
         "--mlserver-venv",
@@ -268,21 +280,24 @@ def main() -> None:
             print(
                 "| model | rows | format | clients | "
                 + " | ".join(f"{s} req/s (p99 ms) CPU µs/req" for s in servers)
-                + " | ratio vs best peer | ort alone |"
+                + " | ratio vs best peer | clients' CPU µs/req | ort alone |"
             )
-            print("|" + "---|" * (6 + len(servers)))
+            print("|" + "---|" * (7 + len(servers)))
             for i, (model, rows, fmt, n) in enumerate(cells):
                 order = servers[i % len(servers) :] + servers[: i % len(servers)]
                 res: dict[str, str] = {}
                 rates: dict[str, float] = {}
+                client_us = "-"
                 for kind in order:
                     if kind == "mlserver" and fmt == "binary":
                         res[kind] = "n/a"
                         continue
                     cmd = (procs[kind][1], model, io[model][0], io[model][1], rows, fmt == "binary")
                     cpu0 = _tree_cpu_s(procs[kind][0].pid)
+                    ccpu0 = pool.cpu_s(n)
                     lat, errors = pool.run(n, cmd, args.duration)
                     cpu = _tree_cpu_s(procs[kind][0].pid) - cpu0
+                    ccpu = pool.cpu_s(n) - ccpu0
                     if errors or not lat:
                         res[kind] = f"errors: {errors}"
                         continue
@@ -292,7 +307,9 @@ def main() -> None:
                     # server CPU per request (includes the warm-up request of each client)
                     us = cpu / (len(lat) + n) * 1e6
                     res[kind] = f"{rate:,.0f} ({p99:.1f}) {us:,.0f}"
-                peers = [v for k, v in rates.items() if k != "modelforge"]
+                    if kind == "modelforge":  # what the load itself costs, per request
+                        client_us = f"{ccpu / (len(lat) + n) * 1e6:,.0f}"
+                peers = [v for k, v in rates.items() if k not in ("modelforge", "floor")]
                 ratio = (
                     f"{rates['modelforge'] / max(peers):.1f}x"
                     if "modelforge" in rates and peers
@@ -302,7 +319,7 @@ def main() -> None:
                 print(
                     f"| {model} | {rows} | {fmt} | {n} | "
                     + " | ".join(res[s] for s in servers)
-                    + f" | {ratio} | {top:,.0f} |",
+                    + f" | {ratio} | {client_us} | {top:,.0f} |",
                     flush=True,
                 )
             pool.close()

@@ -576,13 +576,42 @@ def test_repository_index_unload_load(srv):
     assert jreq(srv, "POST", "/v2/repository/models/nope/load")[0] == 404
 
 
-def test_metrics(srv):
-    jreq(srv, "POST", "/v2/models/lin/infer", _lin_body())
+def _samples(srv) -> dict[str, float]:
     status, hdrs, body = request(srv, "GET", "/metrics")
-    text = body.decode()
     assert status == 200 and "text/plain" in hdrs["content-type"]
-    assert 'modelforge_inference_request_success_total{model="lin",version="2"}' in text
-    assert "modelforge_batch_size_bucket" in text and "modelforge_requests_in_flight" in text
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def test_metrics(srv):
+    lin = 'model="lin",version="2"'
+    before = _samples(srv)
+    assert jreq(srv, "POST", "/v2/models/lin/infer", _lin_body())[0] == 200
+    bad = _lin_body()
+    bad["inputs"][0]["datatype"] = "FP64"
+    assert jreq(srv, "POST", "/v2/models/lin/infer", bad)[0] == 400
+    after = _samples(srv)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta(f"modelforge_inference_request_success_total{{{lin}}}") == 1
+    assert delta('modelforge_inference_request_failure_total{model="lin",status="400",version="2"}') == 1
+    assert delta(f"modelforge_request_duration_seconds_count{{{lin}}}") == 1
+    assert delta(f'modelforge_request_duration_seconds_bucket{{le="+Inf",{lin}}}') == 1
+    assert 0 < delta(f"modelforge_request_duration_seconds_sum{{{lin}}}") < 60
+    assert delta(f"modelforge_inference_count_total{{{lin}}}") == 1  # one row of 4 values
+    assert delta(f"modelforge_batch_size_sum{{{lin}}}") == 1
+    assert delta(f"modelforge_inference_exec_count_total{{{lin}}}") == 1
+    assert after[f"modelforge_requests_in_flight{{{lin}}}"] == 0
+    # buckets are cumulative: never decreasing with le
+    queue = "modelforge_queue_duration_seconds_bucket"
+    buckets = [v for k, v in after.items() if k.startswith(queue) and lin in k]
+    assert buckets == sorted(buckets) and buckets
 
 
 # -- batching correctness under concurrency --------------------------------------------

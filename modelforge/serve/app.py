@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from modelforge.serve import encode
 from modelforge.serve.batcher import Work
 from modelforge.serve.codec import decode_http
+from modelforge.serve.http_protocol import DISCONNECT
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.protocol import (
     EXTENSIONS,
@@ -308,7 +310,7 @@ class ServeApp:
             raise unavailable("the server is shutting down")
         sv = await self.registry.get(name, version)
         stats = sv.stats
-        stats.in_flight.inc()
+        stats.in_flight += 1
         try:
             body = await self._body(scope, receive)
             hlen = _header(scope, b"inference-header-content-length")
@@ -319,7 +321,12 @@ class ServeApp:
                 sv.opened.outputs,
             )
             t1 = time.perf_counter_ns()
-            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted], watch=receive)
+            work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
+            hook = (scope.get("extensions") or {}).get(DISCONNECT)
+            if hook is None:  # another ASGI server: a task watches ``receive``
+                work.watch = receive
+            else:  # ModelForge's own protocol calls back when the connection drops
+                hook(functools.partial(sv.batcher.gone, work))
             result = await sv.batcher.infer(work, self.options.request_timeout_s)
             if work.gone:  # ran, but nobody is there to read it: not a success
                 raise HttpError(499, f"the client disconnected while {sv.label} ran its request")
@@ -345,7 +352,7 @@ class ServeApp:
             stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
             raise
         finally:
-            stats.in_flight.dec()
+            stats.in_flight -= 1
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:

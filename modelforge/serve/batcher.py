@@ -1,6 +1,8 @@
 """Dynamic batching over N session instances, with onnxruntime off the event loop.
 
-* A request that finds an idle instance runs at once: a lone request never pays a window.
+* A request that finds an idle instance runs at once (at the end of the event loop's
+  current pass, so that requests decoded in the same pass share one hand-off to the
+  instance thread and one run): a lone request never pays a window.
 * Requests that arrive while every instance is busy queue up; when an instance frees, it
   takes the oldest queued request and every queued request with the same per-row shape and
   dtypes, up to ``max_batch`` rows in all (a request bigger than that runs alone), runs
@@ -15,10 +17,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +51,8 @@ class Work:
     infer_ns: int = 0
     batch_rows: int = 0
     key: tuple[Any, ...] = field(default=())
-    # the HTTP layer's ``receive``: resolves with ``http.disconnect`` if the client leaves
+    # the HTTP layer's ``receive`` (resolves with ``http.disconnect`` if the client leaves),
+    # watched by a task; None when the server calls :meth:`Batcher.gone` itself instead
     watch: Callable[[], Awaitable[Any]] | None = None
     started: bool = False
     gone: bool = False  # the client disconnected while the request waited or ran
@@ -87,7 +92,7 @@ class Batcher:
         n = len(version.sessions)
         self.free = list(range(n - 1, -1, -1))
         self.queue: deque[Work] = deque()
-        self.executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mf-infer")
+        self.threads = [_Instance(f"mf-infer-{label}-{i}") for i in range(n)]
         self.pending = 0  # queued + running requests
         self.closed = False
         self._idle = asyncio.Event()
@@ -97,6 +102,7 @@ class Batcher:
         self.load = load or Load()
         self._run_ns = 0.0  # moving averages of run time and rows, for the inline rule
         self._run_rows = 0.0
+        self._pump_soon = False
 
     async def infer(self, work: Work, timeout: float | None) -> Result:
         if self.closed:
@@ -117,7 +123,11 @@ class Batcher:
         self._idle.clear()
         self.queue.append(work)
         try:
-            self._pump()
+            if self.inline_ns:  # an inline run must see this request alone, now
+                self._pump()
+            elif not self._pump_soon:  # at the end of this loop pass: requests that
+                self._pump_soon = True  # arrived together leave together, one hand-off
+                loop.call_soon(self._pump_now)
         except BaseException:
             self.load.active -= 1
             raise
@@ -142,8 +152,11 @@ class Batcher:
         finishes unseen); either way it does not count as a success."""
         assert work.watch is not None
         message = await work.watch()
-        if message.get("type") != "http.disconnect":
-            return
+        if message.get("type") == "http.disconnect":
+            self.gone(work)
+
+    def gone(self, work: Work) -> None:
+        """The client of ``work`` disconnected (called on the loop)."""
         work.gone = True
         if not work.started and work.future is not None and not work.future.done():
             work.cancelled = True
@@ -195,6 +208,10 @@ class Batcher:
                 keep.append(w)
         self.queue = keep
 
+    def _pump_now(self) -> None:
+        self._pump_soon = False
+        self._pump()
+
     def _pump(self) -> None:
         while self.free and self.queue:
             batch = self._take()
@@ -228,12 +245,12 @@ class Batcher:
             return
 
         def work() -> None:
-            loop.call_soon_threadsafe(self._finish, index, batch, self._guarded(index, batch))
+            outcome = self._guarded(index, batch)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to answer
+                loop.call_soon_threadsafe(self._finish, index, batch, outcome)
 
-        try:
-            self.executor.submit(work)
-        except RuntimeError as exc:  # executor shut down (unloaded meanwhile)
-            self._finish(index, batch, exc)
+        if not self.threads[index].submit(work):  # stopped (unloaded meanwhile)
+            self._finish(index, batch, unavailable(f"{self.label} is being unloaded; retry", 1))
 
     def _guarded(
         self, index: int, batch: list[Work]
@@ -357,7 +374,45 @@ class Batcher:
             return False
         finally:
             if not self.queue:
-                self.executor.shutdown(wait=False)
+                for t in self.threads:
+                    t.stop()
+
+
+class _Instance:
+    """The thread of one session instance: runs the jobs it is handed, one at a time.
+
+    A plain thread on a ``SimpleQueue`` (a C queue: one lock hand-off per job) instead of a
+    ``ThreadPoolExecutor`` (a Future, a work item, two locks and a semaphore per job): the
+    hand-off is most of a small model's cost. Started on the first job.
+    """
+
+    __slots__ = ("name", "jobs", "thread", "stopped")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.stopped = False
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        if self.stopped:
+            return False
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self.thread.start()
+        self.jobs.put(job)
+        return True
+
+    def _loop(self) -> None:
+        get = self.jobs.get
+        while (job := get()) is not None:
+            job()
+
+    def stop(self) -> None:
+        """No new jobs; the thread ends after the ones already handed over."""
+        if not self.stopped:
+            self.stopped = True
+            self.jobs.put(None)
 
 
 def run_failure(exc: BaseException) -> HttpError:

@@ -6,13 +6,20 @@ two syscalls, and the client wakes up twice. For a ~300-byte inference answer th
 write costs as much as decoding the request. The cycle's transport is wrapped so that the
 header block is held until the body arrives; everything else (``100 Continue``, error
 responses the protocol writes itself) goes straight through.
+
+It also tells the application when the client disconnects, through a scope extension
+(``scope["extensions"][DISCONNECT](callback)``): a portable ASGI app learns that only by
+awaiting ``receive()`` in a task of its own, one task per request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+DISCONNECT = "modelforge.disconnect"  # scope extension: register a callback for a lost client
 
 
 class _Coalescing:
@@ -46,6 +53,27 @@ class _Coalescing:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    # callbacks of the request being answered (pipelined requests run one after another)
+    _mf_on_lost: list[Callable[[], None]]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not hasattr(self, "_mf_on_lost"):
+            self._mf_on_lost = []
+        extensions: Any = {DISCONNECT: self._mf_on_lost.append}
+        self.scope["extensions"] = extensions
+
+    def on_response_complete(self) -> None:
+        self._mf_on_lost.clear()
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        callbacks = list(getattr(self, "_mf_on_lost", ()))
+        self._mf_on_lost = []
+        for callback in callbacks:
+            callback()
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)

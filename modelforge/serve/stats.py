@@ -9,79 +9,138 @@ encoding. All times are nanoseconds, as Triton reports them.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1,
+    5,
+)
+_NS_BUCKETS = tuple(int(b * 1e9) for b in _BUCKETS)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_LABELS = ["model", "version"]
+
+
+class _Histogram:
+    """Bucket counts and a sum, kept as plain integers (exported at scrape time).
+
+    ``bounds`` are in the unit observed (nanoseconds, rows); ``edges`` the exported ones."""
+
+    __slots__ = ("bounds", "edges", "counts", "total")
+
+    def __init__(self, bounds: tuple[int, ...], edges: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.edges = edges
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0
+
+    def observe(self, value: int) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        from prometheus_client.utils import floatToGoString
+
+        out: list[tuple[str, float]] = []
+        running = 0
+        for edge, n in zip(self.edges, self.counts, strict=False):
+            running += n
+            out.append((floatToGoString(edge), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
 
 
 class Metrics:
-    """The Prometheus metrics of one server (its own registry: embedding apps keep theirs)."""
+    """The Prometheus metrics of one server, in its own registry (embedding apps keep theirs).
+
+    The request path only bumps integers in each :class:`VersionStats`; this collector turns
+    them into Prometheus families when ``/metrics`` is scraped (prometheus-client's own
+    ``Counter``/``Histogram`` objects cost a lock and a label lookup per update: a dozen per
+    request). Versions stay listed after they are unloaded, as counters must.
+    """
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry
 
+        self.versions: list[VersionStats] = []
         self.registry = CollectorRegistry()
-        labels = ["model", "version"]
-        r = self.registry
-        self.success = Counter(
-            "modelforge_inference_request_success",
-            "Successful inference requests",
-            labels,
-            registry=r,
+        self.registry.register(self)
+
+    def add(self, stats: VersionStats) -> None:
+        self.versions.append(stats)
+
+    def describe(self) -> list[Any]:
+        return []  # families are only known at scrape time
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
         )
-        self.failure = Counter(
+
+        def counter(name: str, doc: str, extra: list[str] | None = None) -> Any:
+            return CounterMetricFamily(name, doc, labels=[*_LABELS, *(extra or [])])
+
+        success = counter("modelforge_inference_request_success", "Successful inference requests")
+        failure = counter(
             "modelforge_inference_request_failure",
             "Failed inference requests (by HTTP status)",
-            [*labels, "status"],
-            registry=r,
+            ["status"],
         )
-        self.rows = Counter("modelforge_inference_count", "Rows inferred", labels, registry=r)
-        self.executions = Counter(
-            "modelforge_inference_exec_count", "Session runs (batches)", labels, registry=r
-        )
-        self.request = Histogram(
-            "modelforge_request_duration_seconds",
-            "Request duration, end to end",
-            labels,
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.queue = Histogram(
-            "modelforge_queue_duration_seconds",
-            "Time spent queued before the run",
-            labels,
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.compute = Histogram(
-            "modelforge_compute_duration_seconds",
-            "onnxruntime run duration per batch",
-            labels,
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.batch = Histogram(
-            "modelforge_batch_size",
-            "Rows per session run",
-            labels,
-            buckets=_BATCH_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "modelforge_requests_in_flight", "Requests being served", labels, registry=r
-        )
-        self.busy = Gauge(
-            "modelforge_instances_busy",
-            "Session instances running a batch",
-            labels,
-            registry=r,
-        )
-        self.queued = Gauge(
-            "modelforge_queue_size", "Requests waiting for an instance", labels, registry=r
-        )
+        rows = counter("modelforge_inference_count", "Rows inferred")
+        execs = counter("modelforge_inference_exec_count", "Session runs (batches)")
+        hists = {
+            key: HistogramMetricFamily(name, doc, labels=_LABELS)
+            for key, name, doc in (
+                ("request", "modelforge_request_duration_seconds", "Request duration, end to end"),
+                ("queue", "modelforge_queue_duration_seconds", "Time spent queued before the run"),
+                (
+                    "compute",
+                    "modelforge_compute_duration_seconds",
+                    "onnxruntime run duration per batch",
+                ),
+                ("batch", "modelforge_batch_size", "Rows per session run"),
+            )
+        }
+        gauges = {
+            key: GaugeMetricFamily(name, doc, labels=_LABELS)
+            for key, name, doc in (
+                ("in_flight", "modelforge_requests_in_flight", "Requests being served"),
+                ("busy", "modelforge_instances_busy", "Session instances running a batch"),
+                ("queued", "modelforge_queue_size", "Requests waiting for an instance"),
+            )
+        }
+        for vs in list(self.versions):
+            labels = [vs.name, str(vs.version)]
+            with vs._lock:
+                success.add_metric(labels, vs.stats["success"]["count"])
+                for status, n in sorted(vs.failures.items()):
+                    failure.add_metric([*labels, str(status)], n)
+                rows.add_metric(labels, vs.inference_count)
+                execs.add_metric(labels, vs.execution_count)
+                for key, h in vs.histograms.items():
+                    scale = 1.0 if key == "batch" else 1e-9
+                    hists[key].add_metric(labels, h.buckets(), h.total * scale)
+                in_flight = vs.in_flight
+            gauges["in_flight"].add_metric(labels, in_flight)
+            gauges["busy"].add_metric(labels, vs.busy())
+            gauges["queued"].add_metric(labels, vs.queued())
+        yield from (success, failure, rows, execs, *hists.values(), *gauges.values())
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -91,6 +150,10 @@ class Metrics:
 
 def _pair() -> dict[str, int]:
     return {"count": 0, "ns": 0}
+
+
+def _zero() -> int:
+    return 0
 
 
 class VersionStats:
@@ -103,6 +166,7 @@ class VersionStats:
         self.last_inference = 0
         self.inference_count = 0
         self.execution_count = 0
+        self.in_flight = 0  # requests being served (changed on the event loop)
         self.stats = {
             k: _pair()
             for k in (
@@ -114,46 +178,46 @@ class VersionStats:
                 "compute_output",
             )
         }
+        self.failures: dict[int, int] = {}
         self.batches: dict[int, dict[str, dict[str, int]]] = {}
-        labels = (name, str(version))
-        self._metrics = metrics
+        self.histograms = {
+            "request": _Histogram(_NS_BUCKETS, _BUCKETS),
+            "queue": _Histogram(_NS_BUCKETS, _BUCKETS),
+            "compute": _Histogram(_NS_BUCKETS, _BUCKETS),
+            "batch": _Histogram(_BATCH_BUCKETS, _BATCH_BUCKETS),
+        }
+        self.busy: Callable[[], int] = _zero
+        self.queued: Callable[[], int] = _zero
         if metrics is not None:
-            self._success = metrics.success.labels(*labels)
-            self._rows = metrics.rows.labels(*labels)
-            self._exec = metrics.executions.labels(*labels)
-            self._request = metrics.request.labels(*labels)
-            self._queue = metrics.queue.labels(*labels)
-            self._compute = metrics.compute.labels(*labels)
-            self._batch = metrics.batch.labels(*labels)
-            self.in_flight = metrics.in_flight.labels(*labels)
+            metrics.add(self)
 
-    def watch(self, busy: Any, queued: Any) -> None:
-        """Gauges read at scrape time from the batcher (callables returning numbers)."""
-        if self._metrics is not None:
-            labels = (self.name, str(self.version))
-            self._metrics.busy.labels(*labels).set_function(busy)
-            self._metrics.queued.labels(*labels).set_function(queued)
+    def watch(self, busy: Callable[[], int], queued: Callable[[], int]) -> None:
+        """Gauges read at scrape time from the batcher."""
+        self.busy, self.queued = busy, queued
 
     def batch_ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One session run of ``rows`` rows (called from the worker thread): ``input_ns``
         merging the requests' inputs, ``infer_ns`` the run, ``output_ns`` splitting."""
         with self._lock:
             self.execution_count += 1
-            b = self.batches.setdefault(
-                rows,
-                {"compute_input": _pair(), "compute_infer": _pair(), "compute_output": _pair()},
-            )
-            for key, ns in (
-                ("compute_input", input_ns),
-                ("compute_infer", infer_ns),
-                ("compute_output", output_ns),
-            ):
-                b[key]["count"] += 1
-                b[key]["ns"] += ns
-        if self._metrics is not None:
-            self._exec.inc()
-            self._compute.observe(infer_ns / 1e9)
-            self._batch.observe(rows)
+            b = self.batches.get(rows)
+            if b is None:
+                b = self.batches[rows] = {
+                    "compute_input": _pair(),
+                    "compute_infer": _pair(),
+                    "compute_output": _pair(),
+                }
+            p = b["compute_input"]
+            p["count"] += 1
+            p["ns"] += input_ns
+            p = b["compute_infer"]
+            p["count"] += 1
+            p["ns"] += infer_ns
+            p = b["compute_output"]
+            p["count"] += 1
+            p["ns"] += output_ns
+            self.histograms["compute"].observe(infer_ns)
+            self.histograms["batch"].observe(rows)
 
     def request_done(
         self,
@@ -168,30 +232,25 @@ class VersionStats:
     ) -> None:
         with self._lock:
             s = self.stats
-            key = "success" if ok else "fail"
-            s[key]["count"] += 1
-            s[key]["ns"] += total_ns
-            if ok:
-                self.inference_count += rows
-                self.last_inference = time.time_ns() // 1_000_000
-                for k, ns in (
-                    ("queue", queue_ns),
-                    ("compute_input", input_ns),
-                    ("compute_infer", infer_ns),
-                    ("compute_output", output_ns),
-                ):
-                    s[k]["count"] += 1
-                    s[k]["ns"] += ns
-        m = self._metrics
-        if m is None:
-            return
-        if ok:
-            self._success.inc()
-            self._rows.inc(rows)
-            self._request.observe(total_ns / 1e9)
-            self._queue.observe(queue_ns / 1e9)
-        else:
-            m.failure.labels(self.name, str(self.version), str(status)).inc()
+            p = s["success" if ok else "fail"]
+            p["count"] += 1
+            p["ns"] += total_ns
+            if not ok:
+                self.failures[status] = self.failures.get(status, 0) + 1
+                return
+            self.inference_count += rows
+            self.last_inference = time.time_ns() // 1_000_000
+            for k, ns in (
+                ("queue", queue_ns),
+                ("compute_input", input_ns),
+                ("compute_infer", infer_ns),
+                ("compute_output", output_ns),
+            ):
+                p = s[k]
+                p["count"] += 1
+                p["ns"] += ns
+            self.histograms["request"].observe(total_ns)
+            self.histograms["queue"].observe(queue_ns)
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
