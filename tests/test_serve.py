@@ -600,7 +600,8 @@ def test_metrics(srv):
         return after.get(key, 0.0) - before.get(key, 0.0)
 
     assert delta(f"modelforge_inference_request_success_total{{{lin}}}") == 1
-    assert delta('modelforge_inference_request_failure_total{model="lin",status="400",version="2"}') == 1
+    failed = 'modelforge_inference_request_failure_total{model="lin",status="400",version="2"}'
+    assert delta(failed) == 1
     assert delta(f"modelforge_request_duration_seconds_count{{{lin}}}") == 1
     assert delta(f'modelforge_request_duration_seconds_bucket{{le="+Inf",{lin}}}') == 1
     assert 0 < delta(f"modelforge_request_duration_seconds_sum{{{lin}}}") < 60
