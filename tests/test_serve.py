@@ -288,6 +288,33 @@ def test_every_datatype_json_and_fp16_refused(srv):
             assert np.array_equal(got, values[k]), k
 
 
+@pytest.mark.parametrize(
+    ("key", "datatype", "data", "words"),
+    [
+        ("i64", "INT64", [[True, False], [1, 2]], ["in_i64", "true/false"]),
+        ("i64", "INT64", [[True, False], [True, True]], ["in_i64", "non-integer"]),
+        ("u8", "UINT8", [[1, 2], [3, 256]], ["in_u8", "outside the UINT8 range"]),
+        ("f64", "FP64", [[1.5, 2], [3, True]], ["in_f64", "true/false"]),
+        ("b", "BOOL", [[True, 0], [1, False]], ["in_b", "non-boolean"]),
+    ],
+)
+def test_json_values_of_the_wrong_kind_are_refused(srv, key, datatype, data, words):
+    """JSON carries no datatype per value: true/false inside numbers (numpy would read 1/0),
+    numbers inside BOOL and out-of-range integers are refused, naming the input."""
+    values = _types_inputs()
+    kinds = {"i64": "INT64", "u8": "UINT8", "f64": "FP64", "b": "BOOL"}
+    inputs = [
+        {"name": f"in_{k}", "shape": [2, 2], "datatype": kinds[k], "data": v.tolist()}
+        for k, v in values.items()
+        if k in kinds and k != key
+    ]
+    inputs.append({"name": f"in_{key}", "shape": [2, 2], "datatype": datatype, "data": data})
+    status, out = jreq(srv, "POST", "/v2/models/types/infer", {"inputs": inputs})
+    assert status == 400, out
+    for w in words:
+        assert w in out["error"], (w, out["error"])
+
+
 def test_zipmap_probabilities_as_tensor_with_labels(env, srv):
     client = httpclient.InferenceServerClient(srv.hostport)
     status, meta = jreq(srv, "GET", "/v2/models/zipmap")
@@ -323,6 +350,9 @@ def _lin_body(**over):
         (_lin_body(name="z"), ["no input 'z'", "x"]),
         (_lin_body(datatype="FLOAT"), ["'FLOAT'", "not an OIP datatype"]),
         (_lin_body(data=["a", "b", "c", "d"]), ["'x'", "FP32"]),
+        (_lin_body(data=[1, True, 2.5, 4]), ["'x'", "FP32", "true/false"]),
+        (_lin_body(data=[[1, 2], [3, False]], shape=[1, 4]), ["'x'"]),
+        (_lin_body(data=[1.5, None, 2, 3]), ["'x'", "not numbers"]),
         ({"inputs": []}, ["inputs"]),
         ({**_lin_body(), "outputs": [{"name": "nope"}]}, ["no output 'nope'"]),
         ([1, 2], ["JSON object"]),
@@ -439,6 +469,32 @@ def test_expect_100_continue_then_one_answer(srv):
             assert chunk, reply
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200") and b"content-length" in reply.lower()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Content-Length: 7\r\n\r\n",
+        b"BREW /v2 HTCPCP/1.0\r\n\r\n",
+        b"POST /v2/models/lin/infer HTTP/1.1\r\nBad Header\r\n\r\n",
+    ],
+)
+def test_malformed_http_gets_a_json_400_and_the_server_lives(srv, head):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=10) as sock:
+        sock.sendall(head)
+        reply = b""
+        while chunk := sock.recv(4096):  # the server closes the connection after answering
+            reply += chunk
+    status_line, _, rest = reply.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request", reply[:200]
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in headers.lower()
+    assert "malformed HTTP request" in json.loads(body)["error"]
+    assert jreq(srv, "GET", "/v2/health/live")[0] == 200
 
 
 def test_paths_and_methods(srv):

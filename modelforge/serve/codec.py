@@ -7,6 +7,7 @@ ports (:mod:`.checks`) before they reach onnxruntime.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ def decode_http(
 ) -> Request:
     """Decode an HTTP infer body (``Inference-Header-Content-Length`` given or not)."""
     if header_length is None:
-        return decode_json(_loads(body), memoryview(b""), inputs, outputs)
+        return decode_json(_loads(body), memoryview(b""), inputs, outputs, bools=_bools(body))
     try:
         hlen = int(header_length)
     except ValueError:
@@ -70,7 +71,13 @@ def decode_http(
     if hlen == 0:
         return decode_raw(body, inputs, outputs)
     view = memoryview(body)
-    return decode_json(_loads(view[:hlen]), view[hlen:], inputs, outputs)
+    return decode_json(_loads(view[:hlen]), view[hlen:], inputs, outputs, bools=_bools(body, hlen))
+
+
+def _bools(text: bytes, end: int | None = None) -> bool:
+    """Whether the JSON text may hold a true/false (only then is numeric data scanned for
+    booleans, which numpy would silently turn into 1 and 0)."""
+    return text.find(b"true", 0, end) >= 0 or text.find(b"false", 0, end) >= 0
 
 
 def decode_raw(body: bytes, inputs: list[Port], outputs: list[Port]) -> Request:
@@ -122,7 +129,9 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port]) -> Request:
+def decode_json(
+    head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port], *, bools: bool = True
+) -> Request:
     head = _dict(head, "the request")
     raw_inputs = head.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -149,7 +158,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             arr = _from_bytes(name, port.datatype, blobs[offset : offset + size], shape)
             offset += size
         elif "data" in item:
-            arr = _from_json(name, port.datatype, item["data"], shape)
+            arr = _from_json(name, port.datatype, item["data"], shape, bools=bools)
         else:
             raise bad_request(f"input '{clip(name)}' has neither 'data' nor binary_data_size")
         check_tensor(port, arr)
@@ -322,7 +331,9 @@ def _decode_bytes(name: str, data: bytes, shape: list[int], count: int) -> np.nd
 _JSON_KINDS = {"f": (float, int), "i": (int,), "u": (int,), "b": (bool,)}
 
 
-def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndarray:
+def _from_json(
+    name: str, datatype: str, data: Any, shape: list[int], *, bools: bool = True
+) -> np.ndarray:
     import numpy as np
 
     if datatype in BINARY_ONLY:
@@ -344,12 +355,17 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
                 f"input '{clip(name)}' data is not a (nested) list of {datatype} numbers with "
                 "the same length at each level"
             ) from None
+        if bools and dtype.kind in "fiu" and arr.dtype.kind in "iuf" and _holds_bool(data, arr):
+            raise bad_request(
+                f"input '{clip(name)}' is {datatype} but its data mixes true/false with "
+                "numbers; send numbers only"
+            )
         if dtype.kind == "f":
             arr = _floats(name, datatype, arr, dtype)
         else:
             if arr.dtype.kind in "fO" and dtype.kind in "iu":  # maybe ints past int64
                 arr = _big_ints(name, datatype, data, dtype)
-            if arr.size and arr.dtype.kind not in ("b" if dtype.kind == "b" else "iub"):
+            if arr.size and arr.dtype.kind not in ("b" if dtype.kind == "b" else "iu"):
                 raise bad_request(
                     f"input '{clip(name)}' is {datatype} but its data holds "
                     f"{'non-boolean' if dtype.kind == 'b' else 'non-integer'} values"
@@ -366,6 +382,16 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
             f"input '{clip(name)}' has {arr.size} values but shape {shape} needs {count}"
         )
     return arr.reshape(shape)
+
+
+def _holds_bool(data: Any, arr: np.ndarray) -> bool:
+    """Whether nested lists that numpy read as numbers (``arr``) hold a JSON true/false."""
+    if arr.ndim == 0:
+        return type(data) is bool
+    items: Any = data
+    for _ in range(arr.ndim - 1):  # numpy accepted it: the nesting is regular, arr.ndim deep
+        items = itertools.chain.from_iterable(items)
+    return bool in set(map(type, items))
 
 
 def _floats(name: str, datatype: str, arr: np.ndarray, dtype: Any) -> np.ndarray:

@@ -74,6 +74,19 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         for callback in callbacks:
             callback()
 
+    def send_400_response(self, msg: str) -> None:
+        """httptools refused the request itself (request line, a header, Content-Length):
+        answer in the API's JSON error shape, not uvicorn's plain text, and close."""
+        body = (
+            b'{"error":"malformed HTTP request (the request line, a header or Content-Length '
+            b'is not valid HTTP/1.1); send a well-formed request"}'
+        )
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
