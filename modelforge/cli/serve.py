@@ -71,7 +71,7 @@ class CapacityArgs:
     ] = "auto"
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", metavar="ROWS", help="Rows per merged run.")
-    ] = 64
+    ] = 256
     max_queue_delay: Annotated[
         int,
         typer.Option(

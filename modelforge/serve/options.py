@@ -24,7 +24,7 @@ class ServeOptions:
     instances: int = 1  # sessions per model version
     threads: int | None = None  # intra-op threads per session; None = cores // instances
     batching: Literal["auto", "on", "off"] = "auto"  # auto: on when dim 0 is symbolic
-    max_batch_size: int = 64
+    max_batch_size: int = 256  # 4 requests of 64 rows still merge
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
     inline_below_us: int = 0  # opt-in: lone requests of models faster than this run on the loop
