@@ -122,6 +122,23 @@ def types_model() -> onnx.ModelProto:
     return _model(graph)
 
 
+def bf16_model() -> onnx.ModelProto:
+    """x bfloat16 [N, 2] -> y = Identity(x) (bfloat16), z = Cast(x, float)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["y"]),
+            helper.make_node("Cast", ["x"], ["z"], to=TensorProto.FLOAT),
+        ],
+        "bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["N", 2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["N", 2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 2]),
+        ],
+    )
+    return _model(graph)
+
+
 def fixed_model() -> onnx.ModelProto:
     """x float32 [1, 4] (no symbolic dims) -> y = 2 * x."""
     two = numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")

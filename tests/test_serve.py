@@ -16,7 +16,15 @@ from modelforge.store.layout import Store
 from modelforge.store.ops import tag
 from tests import builders
 from tests.model_zoo import expand_bomb, nan_output, zipmap_classifier
-from tests.serve_support import TYPES, fixed_model, save, start_server, types_model, wait_until
+from tests.serve_support import (
+    TYPES,
+    bf16_model,
+    fixed_model,
+    save,
+    start_server,
+    types_model,
+    wait_until,
+)
 
 httpclient = pytest.importorskip("tritonclient.http")
 
@@ -33,6 +41,7 @@ def env(tmp_path_factory):
     files = {
         "add_two": save(builders.add_two(), root / "add_two.onnx"),
         "types": save(types_model(), root / "types.onnx"),
+        "bf16": save(bf16_model(), root / "bf16.onnx"),
         "fixed": save(fixed_model(), root / "fixed.onnx"),
         "bomb": save(expand_bomb(), root / "bomb.onnx"),
         "zipmap": zipmap_classifier(root / "zipmap.onnx"),
@@ -313,6 +322,51 @@ def test_json_values_of_the_wrong_kind_are_refused(srv, key, datatype, data, wor
     assert status == 400, out
     for w in words:
         assert w in out["error"], (w, out["error"])
+
+
+def test_bf16_in_binary_over_http_and_grpc(srv):
+    """BF16 has no numpy dtype: its bit patterns travel raw, onnxruntime sees bfloat16."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")  # tritonclient's own BF16 type
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    status, meta = jreq(srv, "GET", "/v2/models/bf16")
+    assert meta["inputs"] == [{"name": "x", "datatype": "BF16", "shape": [-1, 2]}]
+    served = {m["name"]: m for m in srv.info["models"]}
+    assert served["bf16"]["batching"] == [1]  # the probe ran on synthesized BF16 rows
+    x = np.array([[1.5, -2.0], [3.25, 0.0], [1e30, -7.0]], dtype=ml_dtypes.bfloat16)
+    for mod, url in ((httpclient, srv.hostport), (grpcclient, srv.grpc)):
+        client = mod.InferenceServerClient(url)
+        inp = mod.InferInput("x", [3, 2], "BF16")
+        inp.set_data_from_numpy(x)
+        res = client.infer("bf16", [inp])
+        y = res.as_numpy("y")
+        assert y.dtype == ml_dtypes.bfloat16 and np.array_equal(y, x), mod.__name__
+        np.testing.assert_array_equal(res.as_numpy("z"), x.astype(np.float32))
+    # JSON cannot carry BF16, either way
+    body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "data": [1.0, 2.0]}]}
+    status, out = jreq(srv, "POST", "/v2/models/bf16/infer", body)
+    assert status == 400 and "'x'" in out["error"] and "binary" in out["error"]
+    raw = x[:1].view(np.uint16).astype("<u2").tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [1, 2],
+                    "datatype": "BF16",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    status, _, data = request(
+        srv,
+        "POST",
+        "/v2/models/bf16/infer",
+        head + raw,
+        {"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert status == 400 and "'y'" in json.loads(data)["error"], data
 
 
 def test_zipmap_probabilities_as_tensor_with_labels(env, srv):

@@ -280,21 +280,13 @@ def _from_bytes(name: str, datatype: str, data: Any, shape: list[int]) -> np.nda
             f"input '{clip(name)}' has {len(data)} bytes of binary data but shape {shape} "
             f"of {datatype} needs {count * size}"
         )
-    if datatype == "BF16":
-        dtype: Any = _bfloat16()
-    else:
-        dtype = np.dtype(OIP_NUMPY[datatype]).newbyteorder("<")
+    # BF16 has no numpy dtype: its raw 16-bit patterns travel as uint16 (models.py hands
+    # them to onnxruntime as bfloat16)
+    dtype = np.dtype("<u2" if datatype == "BF16" else OIP_NUMPY[datatype]).newbyteorder("<")
     arr = np.frombuffer(data, dtype=dtype).reshape(shape)
     if datatype == "BOOL" and arr.size and int(arr.view(np.uint8).max()) > 1:
         raise bad_request(f"input '{clip(name)}' is BOOL but holds bytes other than 0 and 1")
     return arr
-
-
-def _bfloat16() -> Any:
-    raise bad_request(
-        "BF16 tensors cannot be served: onnxruntime's Python API takes no bfloat16 arrays "
-        "(convert the model's BF16 inputs to FP16 or FP32)"
-    )
 
 
 def _decode_bytes(name: str, data: bytes, shape: list[int], count: int) -> np.ndarray:

@@ -109,7 +109,47 @@ class OpenedVersion:
     def run(self, index: int, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[Any]:
         """Run instance ``index``; onnxruntime releases the GIL. Errors are translated by the
         caller (it knows which requests were in the batch)."""
+        if self.bf16:
+            return run_bf16(self.sessions[index], self.inputs, outputs, feeds)
         return list(self.sessions[index].run(outputs, feeds))
+
+    @property
+    def bf16(self) -> bool:
+        return any(p.datatype == "BF16" for p in (*self.inputs, *self.outputs))
+
+
+def run_bf16(
+    session: Any, inputs: list[Port], outputs: list[str], feeds: dict[str, np.ndarray]
+) -> list[Any]:
+    """A run of a model with BF16 inputs or outputs. numpy has no bfloat16, and
+    onnxruntime's ``run`` converts neither way, so BF16 tensors travel as their uint16 bit
+    patterns: wrapped as bfloat16 OrtValues on the way in, copied out of the OrtValue's
+    buffer on the way out."""
+    import numpy as np
+    import onnxruntime as ort
+
+    bf16 = {p.name for p in inputs if p.datatype == "BF16"}
+    values = {
+        name: ort.OrtValue.ortvalue_from_numpy_with_onnx_type(np.ascontiguousarray(arr), 16)
+        if name in bf16
+        else ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+        for name, arr in feeds.items()
+    }
+    results = session.run_with_ort_values(outputs, values)
+    return [_bf16_bits(v) if v.data_type() == "tensor(bfloat16)" else v.numpy() for v in results]
+
+
+def _bf16_bits(value: Any) -> np.ndarray:
+    """The uint16 bit patterns of a CPU bfloat16 OrtValue (a copy: the value is freed)."""
+    import ctypes
+    import math
+
+    import numpy as np
+
+    shape = list(value.shape())
+    n = math.prod(shape)
+    raw = ctypes.string_at(value.data_ptr(), 2 * n) if n else b""
+    return np.frombuffer(raw, dtype="<u2").reshape(shape)
 
 
 def flatten_output(port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None]:
@@ -173,12 +213,32 @@ def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
 def warmup_feeds(schema: ModelSchema) -> dict[str, np.ndarray] | None:
     """Synthesized one-row inputs for warm-up; None when the inputs cannot be synthesized."""
     from modelforge.errors import ModelForgeError
-    from modelforge.model.synth import synthesize_inputs
 
     try:
-        return synthesize_inputs(schema, batch=1)
+        return synthesize_feeds(schema, batch=1)
     except ModelForgeError:
         return None
+
+
+def synthesize_feeds(schema: ModelSchema, *, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The core's synthesized inputs, with BF16 inputs (no numpy dtype) made as float32 and
+    passed as their bfloat16 bit patterns, the way the codec hands them to :meth:`run`."""
+    import dataclasses
+
+    from modelforge.model.synth import synthesize_inputs
+
+    bf16 = {s.name for s in schema.inputs if s.type == "tensor(bfloat16)"}
+    if bf16:
+        inputs = [
+            dataclasses.replace(s, type="tensor(float)", dtype="float32") if s.name in bf16 else s
+            for s in schema.inputs
+        ]
+        schema = dataclasses.replace(schema, inputs=inputs)
+    feeds = synthesize_inputs(schema, batch=batch, seed=seed)
+    for name in bf16:
+        bits = feeds[name].astype("<f4").view("<u4") >> 16
+        feeds[name] = bits.astype("<u2")
+    return feeds
 
 
 def translate_run_error(exc: BaseException, doing: str) -> Exception:

@@ -26,10 +26,10 @@ ATOL = 1e-5
 def rows_independent(opened: OpenedVersion) -> str | None:
     """None when merged runs give every row the answer it gets alone; else why not."""
     from modelforge.errors import ModelForgeError
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.serve.models import synthesize_feeds
 
     try:
-        feeds = synthesize_inputs(opened.schema, batch=PROBE_ROWS, seed=7)
+        feeds = synthesize_feeds(opened.schema, batch=PROBE_ROWS, seed=7)
     except ModelForgeError as exc:
         return f"its inputs cannot be synthesized for the probe ({exc.message})"
     try:
