@@ -323,6 +323,41 @@ def test_import_rebuilds_the_examples_record_and_refuses_a_malformed_one(iris, t
     assert Store().versions("bad") == []
 
 
+def test_import_refuses_object_arrays_in_examples_naming_the_member(iris, tmp_path):
+    """An archive whose examples NPZ holds a pickled object array (hash fixed up in the
+    manifest): refused as a bad archive (exit 6), never unpickled, naming the archive's
+    member rather than ModelForge's staging folder."""
+    import hashlib
+    import io
+    import tarfile
+
+    model, data = iris
+    modelforge.add_model(model, "iris", example=data, columns=IRIS_NAMES)
+    export_version("iris:1", tmp_path / "good.tar.gz")
+    buf = io.BytesIO()
+    np.savez(buf, **{"x": np.array([{"boom": 1}], dtype=object)})
+    evil_npz = buf.getvalue()
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(tmp_path / "good.tar.gz") as tin, tarfile.open(evil, "w:gz") as tout:
+        for m in tin.getmembers():
+            payload = tin.extractfile(m).read()
+            if m.name == "examples/golden.npz":
+                payload = evil_npz
+            elif m.name == "modelforge-export.json":
+                manifest = json.loads(payload)
+                rec = manifest["meta"]["examples"]
+                rec["sha256"] = hashlib.sha256(evil_npz).hexdigest()
+                rec["size"] = len(evil_npz)
+                payload = json.dumps(manifest).encode()
+            m.size = len(payload)
+            tout.addfile(m, io.BytesIO(payload))
+    r = invoke("models", "import", evil, "--name", "evil", "--json")
+    assert r.exit_code == 6, r.stdout + r.stderr
+    err = json.loads(r.stdout)["error"]
+    assert "golden.npz" in err["message"] and "-import-" not in err["message"], err
+    assert Store().versions("evil") == []
+
+
 def test_cli_in_a_real_process_records_and_diffs(iris, tmp_path, isolated_store):
     """The forked paths (guarded recording, diff in predict's forked child) end to end."""
     import subprocess

@@ -435,3 +435,5 @@ def test_import_does_not_move_existing_aliases(model_file, tmp_path, store_root)
     r = import_archive(archive, name="lin")
     assert r.version == 3
     assert find(Store(), "lin:prod").version == 2  # not moved by the import
+    # newest first means newest in this store: the import (made from v1) comes before v2
+    assert [m.version for m in list_models(name="lin").models] == [3, 2]

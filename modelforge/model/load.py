@@ -162,8 +162,8 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> ModelProto:
     if text is not None:
         raise InvalidModelError(
             f"model file '{where}' looks like {text}, not an ONNX model",
-            hint="the model comes first: modelforge predict MODEL DATA (pass a binary .onnx "
-            "file as the model)",
+            hint="pass a binary .onnx file or a store reference where a model is expected "
+            "(predict takes the model first: modelforge predict MODEL DATA)",
             code="not_onnx",
         )
     if found is not None:

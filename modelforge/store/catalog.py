@@ -94,8 +94,16 @@ class ModelList:
         }
 
 
+def _entered(m: ModelVersion) -> tuple[str, str, int]:
+    """When a version entered this store: ``imported_at`` for an imported one (its
+    ``created_at`` is the original's), else ``created_at``."""
+    meta = m.meta
+    return (str(meta.get("imported_at") or meta.get("created_at", "")), m.name, m.version)
+
+
 def list_models(store: Store | None = None, name: str | None = None) -> ModelList:
-    """Every complete version, newest first. Unreadable versions are listed as problems."""
+    """Every complete version, newest in this store first (an imported version by when it
+    was imported). Unreadable versions are listed as problems."""
     st = store or Store()
     out: list[ModelVersion] = []
     problems: list[str] = []
@@ -111,5 +119,5 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
                 out.append(open_version(st, n, v, aliases))
             except StoreCorruptError as exc:
                 problems.append(exc.message)
-    out.sort(key=lambda m: (str(m.meta.get("created_at", "")), m.name, m.version), reverse=True)
+    out.sort(key=_entered, reverse=True)
     return ModelList(store=str(st.root), models=out, problems=problems)

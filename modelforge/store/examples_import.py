@@ -64,6 +64,14 @@ def from_archive(meta: dict[str, Any], stage: Path) -> dict[str, Any] | None:
         load(path, rec, "the archive")
     except StoreCorruptError as err:
         raise StoreCorruptError(err.message, hint=err.hint, code="archive_mismatch") from None
+    except DataError as err:  # e.g. object arrays (never unpickled): name the member, not the stage
+        reason = err.message.replace(str(path), EXAMPLES_FILE)
+        raise StoreCorruptError(
+            f"the archive's golden examples ({EXAMPLES_FILE}) cannot be used: {reason}",
+            hint="the archive is not one ModelForge wrote; export the model again with "
+            "'modelforge models export'",
+            code="archive_mismatch",
+        ) from None
     return _clean(rec)
 
 
