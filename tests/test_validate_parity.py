@@ -139,7 +139,7 @@ def test_a_text_file_given_as_the_model_says_so(tmp_path, content, what):
         r = runner.invoke(app, argv)
         assert r.exit_code == 4, (argv, r.stderr)
         assert f"looks like a {what} file, not an ONNX model" in r.stderr
-        assert "the model comes first: modelforge predict MODEL DATA" in r.stderr
+        assert "predict takes the model first: modelforge predict MODEL DATA" in r.stderr
         assert "re-download" not in r.stderr
     v = validate_model(data)
     assert (v.check("parse").status, v.check("parse").code) == ("fail", "not_onnx")
