@@ -261,3 +261,41 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slow):
     assert [box[0][0] for _, box in runs] == [200, 200, 200]
     assert server.proc.wait(15) == 0
     wait_until(lambda: '"POST /v2/models/slow/infer" 200' in server.stderr())  # --access-log
+
+
+def test_sigterm_lets_in_flight_grpc_calls_finish_then_exits_0(tmp_path):
+    """gRPC calls running or queued at SIGTERM get their answers; the process exits 0."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    path = save(slow_model(), tmp_path / "slow.onnx")
+    server = start_server(
+        [str(path), "--grpc-port", "0", "--instances", "1", "--threads", "1"],
+        env={"MODELFORGE_HOME": str(tmp_path / "store")},
+    )
+    try:
+        x = np.ones((SLOW_ROWS, WIDTH), dtype=np.float32)
+        want = _expected(path, x)
+        results: list = []
+
+        def call() -> None:
+            client = grpcclient.InferenceServerClient(server.grpc)
+            inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            try:
+                results.append(client.infer("slow", [inp], client_timeout=60).as_numpy("y"))
+            except Exception as exc:  # recorded: the assertion below names it
+                results.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: gauge(server, "modelforge_requests_in_flight") >= 3)
+        server.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(90)
+        assert len(results) == 3
+        for got in results:
+            assert isinstance(got, np.ndarray), got
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()

@@ -310,7 +310,7 @@ class ServeApp:
             raise unavailable("the server is shutting down")
         sv = await self.registry.get(name, version)
         stats = sv.stats
-        stats.in_flight += 1
+        stats.enter()
         try:
             body = await self._body(scope, receive)
             hlen = _header(scope, b"inference-header-content-length")
@@ -352,7 +352,7 @@ class ServeApp:
             stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
             raise
         finally:
-            stats.in_flight -= 1
+            stats.leave()
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:

@@ -227,6 +227,7 @@ class _Servicer:
         if self.app.shutting_down:
             raise HttpError(503, "the server is shutting down")
         sv = self._call(self.app.registry.get(request.model_name, request.model_version or None))
+        sv.stats.enter()
         try:
             req = decode_grpc(request, sv.opened.inputs, sv.opened.outputs)
             t1 = time.perf_counter_ns()
@@ -259,6 +260,8 @@ class _Servicer:
         except HttpError as err:
             sv.stats.request_done(False, 0, time.perf_counter_ns() - t0, 0, 0, 0, 0, err.status)
             raise
+        finally:
+            sv.stats.leave()
 
 
 def start_grpc(

@@ -166,7 +166,7 @@ class VersionStats:
         self.last_inference = 0
         self.inference_count = 0
         self.execution_count = 0
-        self.in_flight = 0  # requests being served (changed on the event loop)
+        self.in_flight = 0  # requests being served: enter() / leave()
         self.stats = {
             k: _pair()
             for k in (
@@ -190,6 +190,15 @@ class VersionStats:
         self.queued: Callable[[], int] = _zero
         if metrics is not None:
             metrics.add(self)
+
+    def enter(self) -> None:
+        """A request of this version started (HTTP on the loop, gRPC on its threads)."""
+        with self._lock:
+            self.in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def watch(self, busy: Callable[[], int], queued: Callable[[], int]) -> None:
         """Gauges read at scrape time from the batcher."""
