@@ -156,6 +156,9 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *os.environ.get("MF_SERVE_EXTRA", "").split(),
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
+    elif kind == "trivial":  # development probe: uvicorn + a canned ASGI app
+        cmd = [sys.executable, "/tmp/prof/trivial_asgi.py", str(port), *pairs]
+        env = dict(os.environ)
     elif kind == "floor":  # not a peer: the harness ceiling (see peers/floor_server.py)
         cmd = [sys.executable, str(HERE / "peers" / "floor_server.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
@@ -173,7 +176,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *pairs,
         ]
         env = dict(os.environ)
-    if kind not in ("modelforge", "floor"):
+    if kind not in ("modelforge", "floor", "trivial"):
         env.pop("PYTHONPATH", None)
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

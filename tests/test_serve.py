@@ -408,6 +408,7 @@ def _lin_body(**over):
         (_lin_body(data=[[1, 2], [3, False]], shape=[1, 4]), ["'x'"]),
         (_lin_body(data=[1.5, None, 2, 3]), ["'x'", "not numbers"]),
         ({"inputs": []}, ["inputs"]),
+        ({**_lin_body(), "id": {"a": 1}}, ["'id'", "string"]),
         ({**_lin_body(), "outputs": [{"name": "nope"}]}, ["no output 'nope'"]),
         ([1, 2], ["JSON object"]),
     ],
@@ -549,6 +550,25 @@ def test_malformed_http_gets_a_json_400_and_the_server_lives(srv, head):
     assert b"content-type: application/json" in headers.lower()
     assert "malformed HTTP request" in json.loads(body)["error"]
     assert jreq(srv, "GET", "/v2/health/live")[0] == 200
+
+
+def test_head_answers_without_a_body_and_keeps_the_connection(srv):
+    """HEAD (load balancers' probes): GET endpoints answer with headers only, others 405;
+    the keep-alive connection stays usable after either."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.info["port"], timeout=10)
+    try:
+        for path, status in (
+            ("/v2/health/ready", 200),
+            ("/v2/models/lin/infer", 405),
+            ("/v2/models/lin", 200),
+        ):
+            conn.request("HEAD", path)
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (status, b""), path
+        conn.request("GET", "/v2/health/live")
+        assert json.loads(conn.getresponse().read()) == {"live": True}
+    finally:
+        conn.close()
 
 
 def test_paths_and_methods(srv):

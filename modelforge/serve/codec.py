@@ -175,6 +175,8 @@ def decode_json(
     binary = _flag(params, "binary_data_output", "the request's parameters")
     wanted = _wanted(head.get("outputs"), outputs, bool(binary))
     rid = head.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))):
+        raise bad_request(f"the request's 'id' must be a string; got {clip(rid)}")
     return Request(None if rid is None else str(rid), feeds, wanted, rows, params)
 
 

@@ -42,10 +42,14 @@ class _Coalescing:
             self._held = None
         self._transport.write(data)
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Write a held header block (a response without a body write: HEAD)."""
         if self._held is not None:
             self._transport.write(self._held)
             self._held = None
+
+    def close(self) -> None:
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -65,6 +69,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._mf_on_lost.clear()
+        transport = getattr(self.cycle, "transport", None)
+        if isinstance(transport, _Coalescing):
+            transport.flush()  # HEAD: uvicorn writes no body, so nothing released the header
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
