@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import struct
@@ -549,6 +550,25 @@ def test_malformed_http_gets_a_json_400_and_the_server_lives(srv, head):
     headers, _, body = rest.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in headers.lower()
     assert "malformed HTTP request" in json.loads(body)["error"]
+    assert jreq(srv, "GET", "/v2/health/live")[0] == 200
+
+
+def test_oversized_headers_are_431_before_they_fill_memory(srv):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # 64 MiB of one header value, unless the server stops us first
+                sock.sendall(b"a" * (1 << 20))
+        except OSError:
+            pass  # refused and closed while we were still sending
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(4096):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+    assert "headers are over" in json.loads(reply.partition(b"\r\n\r\n")[2])["error"]
     assert jreq(srv, "GET", "/v2/health/live")[0] == 200
 
 

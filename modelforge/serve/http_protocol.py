@@ -14,12 +14,15 @@ awaiting ``receive()`` in a task of its own, one task per request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DISCONNECT = "modelforge.disconnect"  # scope extension: register a callback for a lost client
+MAX_HEAD_BYTES = 1 << 20  # request line + headers; httptools itself buffers them unbounded
+LINGER_S = 2.0  # how long a refused connection's input is drained before it is closed
 
 
 class _Coalescing:
@@ -59,6 +62,52 @@ class _Coalescing:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     # callbacks of the request being answered (pipelined requests run one after another)
     _mf_on_lost: list[Callable[[], None]]
+    # bytes received while a request's head (request line + headers) is incomplete
+    _mf_head_bytes = 0
+    _mf_in_head = True
+    _mf_refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._mf_refused:
+            return  # answered and closing: what the client still sends is dropped
+        super().data_received(data)
+        if self._mf_in_head and not self._mf_refused:
+            self._mf_head_bytes += len(data)  # over by at most the tail of one read
+            if self._mf_head_bytes > MAX_HEAD_BYTES:
+                self._refuse(
+                    431,
+                    b"Request Header Fields Too Large",
+                    b"the request line and headers are over %d bytes; send smaller headers"
+                    % MAX_HEAD_BYTES,
+                )
+
+    def _refuse(self, status: int, reason: bytes, message: bytes) -> None:
+        """Answer and close without a reset: closing with unread input makes the kernel send
+        RST, which can destroy the answer before the client reads it. So the write side is
+        shut (FIN after the answer), input is read and dropped, and the socket closes when
+        the client closes or after LINGER_S."""
+        self._mf_refused = True
+        body = b'{"error":"%s"}' % message
+        transport = self.transport
+        transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
+        if transport.can_write_eof():
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        else:  # TLS: no half-close
+            transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self._mf_refused:
+            self.transport.close()
+            return None
+        return super().eof_received()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._mf_in_head, self._mf_head_bytes = True, 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -84,17 +133,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """httptools refused the request itself (request line, a header, Content-Length):
         answer in the API's JSON error shape, not uvicorn's plain text, and close."""
-        body = (
-            b'{"error":"malformed HTTP request (the request line, a header or Content-Length '
-            b'is not valid HTTP/1.1); send a well-formed request"}'
-        )
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        self.transport.close()
+        if not self._mf_refused:
+            self._refuse(
+                400,
+                b"Bad Request",
+                b"malformed HTTP request (the request line, a header or Content-Length is not "
+                b"valid HTTP/1.1); send a well-formed request",
+            )
 
     def on_headers_complete(self) -> None:
+        self._mf_in_head, self._mf_head_bytes = False, 0
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if cycle is not None and not isinstance(cycle.transport, _Coalescing):
