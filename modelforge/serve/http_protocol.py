@@ -99,11 +99,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         else:  # TLS: no half-close
             transport.close()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._mf_refused:
             self.transport.close()
-            return None
-        return super().eof_received()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -134,6 +134,7 @@ def run_in_process(
     app = create_app(models, options)
     listener = sock or bind_socket(options.host, options.port)
     grpc_server = None
+    grpc_stopped: Any = None  # the threading.Event of grpc_server.stop(), once stopping
     config = _uvicorn_config(app, options)
 
     class _Server(uvicorn.Server):
@@ -154,13 +155,21 @@ def run_in_process(
         def handle_exit(self, sig: int, frame: Any) -> None:
             # uvicorn's own handler re-raises the signal after shutting down (the process then
             # dies by SIGTERM); a drained server exits 0 instead. A second Ctrl-C forces.
+            nonlocal grpc_stopped
             app.shutting_down = True
-            if grpc_server is not None:
-                grpc_server.stop(grace=options.shutdown_timeout_s)
+            if grpc_server is not None and grpc_stopped is None:  # no new calls from now on
+                grpc_stopped = grpc_server.stop(grace=options.shutdown_timeout_s)
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True
             else:
                 self.should_exit = True
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # gRPC calls in flight need the event loop (their batches run through it): let
+            # them finish before uvicorn's shutdown stops the models and the loop
+            if grpc_stopped is not None:
+                await asyncio.to_thread(grpc_stopped.wait, options.shutdown_timeout_s + 1)
+            await super().shutdown(sockets=sockets)
 
     server = _Server(config)
     server.run(sockets=[listener])
