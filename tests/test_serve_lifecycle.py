@@ -294,7 +294,7 @@ def test_sigterm_lets_in_flight_grpc_calls_finish_then_exits_0(tmp_path):
             t.join(90)
         assert len(results) == 3
         for got in results:
-            assert isinstance(got, np.ndarray), (repr(got), getattr(got, "status", lambda: None)(), str(got))
+            assert isinstance(got, np.ndarray), str(got)
             np.testing.assert_allclose(got, want, rtol=1e-5)
         assert server.proc.wait(30) == 0
     finally:
