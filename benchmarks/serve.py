@@ -40,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FEATURES = 20
+EXTRA_ARGS: list[str] = []  # --modelforge-args: extra `modelforge serve` options
 
 
 # -- client processes -------------------------------------------------------------------
@@ -153,12 +154,9 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             "--port",
             str(port),
             "--quiet",
-            *os.environ.get("MF_SERVE_EXTRA", "").split(),
+            *EXTRA_ARGS,
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
-    elif kind == "trivial":  # development probe: uvicorn + a canned ASGI app
-        cmd = [sys.executable, "/tmp/prof/trivial_asgi.py", str(port), *pairs]
-        env = dict(os.environ)
     elif kind == "floor":  # not a peer: the harness ceiling (see peers/floor_server.py)
         cmd = [sys.executable, str(HERE / "peers" / "floor_server.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
@@ -176,7 +174,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *pairs,
         ]
         env = dict(os.environ)
-    if kind not in ("modelforge", "floor", "trivial"):
+    if kind not in ("modelforge", "floor"):
         env.pop("PYTHONPATH", None)
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -254,7 +252,13 @@ def main() -> None:
         default="/work/peers-venv-mlserver",
         help="MLServer needs pydantic 1/2 pins that clash with kserve's: own venv",
     )
+    ap.add_argument(
+        "--modelforge-args",
+        default="",
+        help="extra options for `modelforge serve`, e.g. '--instances 2 --threads 1'",
+    )
     args = ap.parse_args()
+    EXTRA_ARGS.extend(args.modelforge_args.split())
     sys.path.insert(0, str(HERE))
     from predict_csv import make_models
 
