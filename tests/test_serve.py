@@ -720,10 +720,21 @@ def test_repository_index_unload_load(srv):
         {"parameters": {"file:1/model.onnx": "AAAA"}},
     )
     assert status == 403 and "refused" in out["error"]
+    before = _samples(srv).get(
+        'modelforge_inference_request_success_total{model="fixed",version="1"}', 0
+    )
     assert jreq(srv, "POST", "/v2/repository/models/fixed/load")[0] == 200
     assert jreq(srv, "GET", "/v2/models/fixed/ready")[0] == 200
     assert jreq(srv, "POST", "/v2/models/fixed/infer", body)[0] == 200
     assert jreq(srv, "POST", "/v2/repository/models/nope/load")[0] == 404
+    # reloaded: one series per version in /metrics, its counter going on (not a second one)
+    _, _, text = request(srv, "GET", "/metrics")
+    lines = [
+        line
+        for line in text.decode().splitlines()
+        if line.startswith('modelforge_inference_request_success_total{model="fixed"')
+    ]
+    assert len(lines) == 1 and float(lines[0].rsplit(" ", 1)[1]) == before + 1, lines
 
 
 def _samples(srv) -> dict[str, float]:

@@ -69,7 +69,7 @@ class ServedModel:
 
 
 class Registry:
-    def __init__(self, refs: list[str], options: ServeOptions, metrics: Metrics | None) -> None:
+    def __init__(self, refs: list[str], options: ServeOptions, metrics: Metrics) -> None:
         self.options = options
         self.metrics = metrics
         self.store = core.open_store(options.store)
@@ -135,7 +135,7 @@ class Registry:
         )
         label = f"model '{model.name}' version {version}"
         batching = self._batching(opened, label)
-        stats = VersionStats(model.name, version, self.metrics)
+        stats = self.metrics.version_stats(model.name, version)
         batcher = Batcher(
             opened,
             batching=batching,

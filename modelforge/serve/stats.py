@@ -76,12 +76,18 @@ class Metrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry
 
-        self.versions: list[VersionStats] = []
+        self.versions: dict[tuple[str, int], VersionStats] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
-    def add(self, stats: VersionStats) -> None:
-        self.versions.append(stats)
+    def version_stats(self, name: str, version: int) -> VersionStats:
+        """The counters of a model version: the same object when a version is loaded again
+        (after an unload), so its counters go on instead of appearing twice."""
+        key = (name, version)
+        stats = self.versions.get(key)
+        if stats is None:
+            stats = self.versions[key] = VersionStats(name, version)
+        return stats
 
     def describe(self) -> list[Any]:
         return []  # families are only known at scrape time
@@ -125,7 +131,7 @@ class Metrics:
                 ("queued", "modelforge_queue_size", "Requests waiting for an instance"),
             )
         }
-        for vs in list(self.versions):
+        for vs in list(self.versions.values()):
             labels = [vs.name, str(vs.version)]
             with vs._lock:
                 success.add_metric(labels, vs.stats["success"]["count"])
@@ -159,7 +165,7 @@ def _zero() -> int:
 class VersionStats:
     """Counters of one served model version, updated from the loop and worker threads."""
 
-    def __init__(self, name: str, version: int, metrics: Metrics | None) -> None:
+    def __init__(self, name: str, version: int) -> None:
         self.name = name
         self.version = version
         self._lock = threading.Lock()
@@ -188,8 +194,6 @@ class VersionStats:
         }
         self.busy: Callable[[], int] = _zero
         self.queued: Callable[[], int] = _zero
-        if metrics is not None:
-            metrics.add(self)
 
     def enter(self) -> None:
         """A request of this version started (HTTP on the loop, gRPC on its threads)."""
