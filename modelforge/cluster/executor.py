@@ -84,6 +84,18 @@ def _import_distributed() -> Any:
     return distributed
 
 
+def _spawn_environ(config: Any) -> dict[str, Any]:
+    """Dask's pre-spawn environment for our embedded workers, without its default
+    ``MALLOC_TRIM_THRESHOLD_=65536``: setting it turns off glibc's dynamic mmap threshold,
+    so every buffer over 128 KiB (a batch's arrays, Arrow buffers) is a fresh mmap with its
+    page faults (measured on the MLP: 4-6x the minor faults of the same parts in-process,
+    ~10% more CPU). Any other value (the user's) is kept."""
+    env = dict(config.get("distributed.nanny.pre-spawn-environ", None) or {})
+    if str(env.get("MALLOC_TRIM_THRESHOLD_", "")) == "65536":
+        del env["MALLOC_TRIM_THRESHOLD_"]
+    return env
+
+
 class Dask:
     """Parts as Dask futures on a running scheduler, or on an embedded LocalCluster."""
 
@@ -152,7 +164,9 @@ class Dask:
         self.has_board = importlib.util.find_spec("bokeh") is not None  # the dashboard needs it
         # one queued task per worker thread: a worker's death then counts against the part
         # it ran, not against parts merely waiting on it
-        with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        settings: dict[str, Any] = {"distributed.scheduler.worker-saturation": 1.0}
+        settings["distributed.nanny.pre-spawn-environ"] = _spawn_environ(dask.config)
+        with dask.config.set(settings):
             # the embedded cluster is ours: its own log lines (a heartbeat racing the shutdown)
             # are noise on the user's stderr; task failures still reach the client as errors
             self.local = distributed.LocalCluster(
