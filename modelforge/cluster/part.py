@@ -224,7 +224,9 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
     part, opts = task.part, task.options
     session, schema = _session(task, blob)
     runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
-    source = ParquetSource(part.input, row_groups=list(part.row_groups))
+    meta, size = worker.footer(part.input)
+    source = ParquetSource(part.input, row_groups=list(part.row_groups), size=size,
+                           metadata=meta)  # fmt: skip
     plan = build_plan([source], schema, opts, stored=task.model.stored_columns)
     attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = os.path.join(task.attempt_dir, f"{part.name[:-8]}.{attempt}.parquet")
