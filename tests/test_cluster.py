@@ -80,6 +80,8 @@ def test_one_session_per_model_per_process(job, tmp_path):
     mf.predict_partitioned(model, inputs, str(tmp_path / "o") + "/", columns=cb.FEATURES,
                         partition_rows=300)  # fmt: skip
     assert worker.cache_size() == 1
+    # in this process the session is local predict's: onnxruntime's own spinning default
+    assert [c["spinning"] for c in worker.session_configs()] == [None]
 
 
 def test_rerunning_a_part_gives_the_same_bytes(job, tmp_path):

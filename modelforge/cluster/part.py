@@ -169,6 +169,8 @@ def _session(task: PartTask, blob: bytes | None, dask_worker: Any = None) -> tup
 
     threads = worker.intra_threads(task.host_threads, task.session.threads, dask_worker)
     cfg = dataclasses.replace(task.session, threads=threads)
+    if worker.in_dask_worker(dask_worker):  # between parts, the cores go to Dask
+        cfg = dataclasses.replace(cfg, spinning=False)
     key = f"{task.model.digest}|{cfg.to_dict()}|{task.no_upgrade}"
 
     def build() -> tuple[Any, Any]:

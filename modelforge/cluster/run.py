@@ -65,10 +65,11 @@ class PartitionedSummary:
 
 
 def _identity_options(opts: Any, cfg: Any, no_upgrade: bool) -> dict[str, Any]:
-    """What decides the parts' content: everything but thread counts."""
+    """What decides the parts' content: everything but thread counts and spinning."""
     read = {k: v for k, v in opts.__dict__.items() if k != "data_json"}
     session = cfg.to_dict()
     session.pop("threads", None)
+    session.pop("spinning", None)
     return {**read, "session": session, "no_upgrade": no_upgrade}
 
 

@@ -78,6 +78,10 @@ def intra_threads(
     return fallback or share
 
 
+def in_dask_worker(dask_worker: Any = None) -> bool:
+    return dask_worker is not None or _current_worker() is not None
+
+
 def _current_worker() -> Any:
     if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
         return None
@@ -154,6 +158,11 @@ def footer(path: str) -> tuple[Any, int | None]:
 
 def cache_size() -> int:
     return len(_SESSIONS)
+
+
+def session_configs() -> list[dict[str, Any]]:
+    """The settings of this process's cached sessions (``SessionConfig.to_dict()``)."""
+    return [value[0].config.to_dict() for value in list(_SESSIONS.values())]
 
 
 def clear() -> None:
