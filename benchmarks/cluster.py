@@ -156,11 +156,14 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
             line += (
                 f"; local:2 run {med(runs2)} s, speed-up vs local:1 {med(runs1) / med(runs2):.2f}x"
             )
-            # local:1 runs 2 intra-op threads; local:2 two 1-thread processes: on 2 cores the
-            # latter can at best halve a 1-thread process's time
+            # local:1 runs 2 intra-op threads, local:2 two 1-thread processes: on 2 cores the
+            # latter can at best halve a 1-thread process's time (t1 / 2), so local:2 vs
+            # local:1 is at most 2 t2 / t1 if local:1 ran as fast as the single process
+            # (t2), and 2 local:1 / t1 for the local:1 measured
             line += (
-                f"; single process with 1 / 2 intra-op threads {med(one)} / {med(two)} s "
-                f"(ceiling for local:2 vs local:1: {2 * med(runs1) / med(one):.2f}x)"
+                f"; single process with 1 / 2 intra-op threads {med(one)} / {med(two)} s: "
+                f"bound {2 * med(two) / med(one):.2f}x (local:1 at single-process speed), "
+                f"{2 * med(runs1) / med(one):.2f}x (this local:1)"
             )
         print(f"{line}; {load()}", flush=True)
     lr = models["lr"]
