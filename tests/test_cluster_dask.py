@@ -344,3 +344,18 @@ def test_a_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
         predict_partitioned(model, data, f"{tmp_path}/out/", cluster=str(sched),
                             columns=cb.FEATURES)  # fmt: skip
     assert err.value.code == "cluster_no_workers" and not (tmp_path / "out").exists()
+
+
+def test_local_workers_keep_glibcs_dynamic_mmap_threshold(tmp_path, monkeypatch):
+    """Dask's default MALLOC_TRIM_THRESHOLD_=65536 is not passed to embedded workers."""
+    from modelforge.cluster.executor import Dask
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    ex = Dask("local:1")
+    try:
+        got = ex.client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_")
+        polars = ex.client.run(os.getenv, "POLARS_MAX_THREADS")
+    finally:
+        ex.close()
+    assert list(got.values()) == [None]
+    assert list(polars.values()) == [str(host_cores())]

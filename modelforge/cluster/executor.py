@@ -88,8 +88,9 @@ def _spawn_environ(config: Any) -> dict[str, Any]:
     """Dask's pre-spawn environment for our embedded workers, without its default
     ``MALLOC_TRIM_THRESHOLD_=65536``: setting it turns off glibc's dynamic mmap threshold,
     so every buffer over 128 KiB (a batch's arrays, Arrow buffers) is a fresh mmap with its
-    page faults (measured on the MLP: 4-6x the minor faults of the same parts in-process,
-    ~10% more CPU). Any other value (the user's) is kept."""
+    page faults (measured on the MLP, 8 parts: 23,000 minor faults against 3,800 for the
+    same parts in one warm process; in one process the setting costs ~5% more CPU). Any
+    other value (the user's) is kept."""
     env = dict(config.get("distributed.nanny.pre-spawn-environ", None) or {})
     if str(env.get("MALLOC_TRIM_THRESHOLD_", "")) == "65536":
         del env["MALLOC_TRIM_THRESHOLD_"]
