@@ -111,6 +111,7 @@ class Dask:
         self.lost: set[str] = set()
         self._tasks: dict[int, PartTask] = {}
         self._before: set[str] = set()
+        self._model: Any = None  # the model's bytes as a task (ship)
         try:
             self.client = self._connect(distributed, address)
             self.seen: set[str] = set(self._workers())
@@ -221,6 +222,20 @@ class Dask:
                 err.message = f"worker {escape(addr)}: {err.message}"
                 raise err
 
+    def ship(self, blob: bytes | None, digest: str) -> None:
+        """Submit the model's bytes as a task (its run spec keeps them: the scheduler can
+        recompute them if every holder dies) and wait until a worker holds them: part of
+        the start-up, so that the first part starts without waiting for the model."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "large object in graph": the model, on purpose
+            self._model = self.client.submit(
+                identity, blob, key=f"modelforge-model-{digest[:16]}-{os.urandom(4).hex()}",
+                pure=False,
+            )  # fmt: skip
+        self._model.exception()  # waits for this future (distributed.wait: a default client)
+
     def host_threads(self) -> dict[str, int]:
         per_host: dict[str, int] = {}
         for info in self._workers().values():
@@ -243,19 +258,15 @@ class Dask:
         self.seen |= now
 
     def run(self, tasks: list[PartTask], blob: bytes, on_done: OnDone) -> RunStats:
-        import warnings
 
         from distributed import as_completed
 
         token = os.urandom(4).hex()
         self._tasks = {t.part.index: t for t in tasks}
         self._before = set(os.listdir(tasks[0].attempt_dir))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "large object in graph": the model, on purpose
-            model = self.client.submit(
-                identity, blob, key=f"modelforge-model-{tasks[0].model.digest[:16]}-{token}",
-                pure=False,
-            )  # fmt: skip
+        if self._model is None:
+            self.ship(blob, tasks[0].model.digest)
+        model = self._model
         by_key: dict[str, tuple[PartTask, int]] = {}
         pending: set[Any] = set()
         done_iter = as_completed(loop=self.client.loop)

@@ -119,6 +119,7 @@ def predict_partitioned(
             template = PartTask(plan.parts[0], spec, opts, cfg, no_upgrade, "", "",
                                 executor.host_threads())  # fmt: skip
             executor.prewarm(template, job.blob)
+            executor.ship(job.blob, spec.digest)
         job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
         return job.execute(executor, out_dir, resume, list(warnings))
     finally:
