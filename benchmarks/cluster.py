@@ -8,7 +8,9 @@ LogisticRegression and the MLP 20->256->256->1 of benchmarks/predict_csv.py.
      ``predict_partitioned(cluster="local:1")``, the latter's ``run_s`` (cluster start-up
      excluded, reported separately), and its steady state: rows/s of the parts after the
      worker's first (its first runs in a fresh process) from the ``_SUCCESS`` manifest;
-  2. local:2 vs local:1 on the MLP (``run_s``);
+  2. local:2 vs local:1 on the MLP (``run_s``), and the single process with 1 and 2
+     intra-op threads: local:1 is one worker with 2 intra-op threads, local:2 two workers
+     with 1, so 2 x local:1 / (1-thread single process) bounds the speed-up on 2 cores;
   3. per-part overhead: the same rows in 8 / 64 / 512 parts, LR, in-process and local:1:
      (t(512) - t(8)) / 504;
   4. model transfer: a 10 / 100 MiB blob as a task input (``client.submit(identity, blob)``)
@@ -62,13 +64,18 @@ def _fresh(path: Path) -> str:
     return str(path) + "/"
 
 
-def single(model: str, inputs: list[str], work: Path) -> float:
+def single(model: str, inputs: list[str], work: Path, threads: int | None = None) -> float:
     from modelforge import predict_to
+    from modelforge.engine.session import SessionConfig
 
     out = work / "single.parquet"
     t0 = time.perf_counter()
-    predict_to(model, inputs, str(out))
+    predict_to(model, inputs, str(out), session_config=SessionConfig(threads=threads))
     return time.perf_counter() - t0
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
 
 
 def parts(model: str, inputs: list[str], work: Path, cluster: str | None, rows: int) -> dict:
@@ -127,7 +134,7 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
           f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     for name in args.models.split(","):
         model = models[name]
-        t_single, runs1, runs2, starts, rates = [], [], [], [], []
+        t_single, runs1, runs2, starts, rates, one, two = [], [], [], [], [], [], []
         single(model, inputs[:1], work)  # untimed: this process's first-call costs
         for _ in range(args.repeats):
             t_single.append(single(model, inputs, work))
@@ -137,6 +144,8 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
             rates.append(r1["steady"])
             if name == "mlp":
                 runs2.append(parts(model, inputs, work, "local:2", per_file)["run_s"])
+                one.append(single(model, inputs, work, threads=1))
+                two.append(single(model, inputs, work, threads=2))
         line = (
             f"{name}: single {med(t_single)} s; local:1 run {med(runs1)} s "
             f"(start-up {med(starts)} s); efficiency {med(t_single) / med(runs1):.2f}"
@@ -147,7 +156,16 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
             line += (
                 f"; local:2 run {med(runs2)} s, speed-up vs local:1 {med(runs1) / med(runs2):.2f}x"
             )
-        print(line, flush=True)
+            # local:1 runs 2 intra-op threads, local:2 two 1-thread processes: on 2 cores the
+            # latter can at best halve a 1-thread process's time (t1 / 2), so local:2 vs
+            # local:1 is at most 2 t2 / t1 if local:1 ran as fast as the single process
+            # (t2), and 2 local:1 / t1 for the local:1 measured
+            line += (
+                f"; single process with 1 / 2 intra-op threads {med(one)} / {med(two)} s: "
+                f"bound {2 * med(two) / med(one):.2f}x (local:1 at single-process speed), "
+                f"{2 * med(runs1) / med(one):.2f}x (this local:1)"
+            )
+        print(f"{line}; {load()}", flush=True)
     lr = models["lr"]
     for cluster in (None, "local:1"):
         got = {}
@@ -159,12 +177,13 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
         per_part = (got[512] - got[8]) / 504 * 1000
         print(
             f"per-part overhead ({cluster or 'in-process'}): 8/64/512 parts "
-            f"{got[8]}/{got[64]}/{got[512]} s -> {per_part:.1f} ms per part",
+            f"{got[8]}/{got[64]}/{got[512]} s -> {per_part:.1f} ms per part; {load()}",
             flush=True,
         )
     for mib in (10, 100):
         t = transfer(mib, args.repeats)
-        print(f"model transfer {mib} MiB as a task input: {t['seconds']:.3f} s", flush=True)
+        print(f"model transfer {mib} MiB as a task input: {t['seconds']:.3f} s; {load()}",
+              flush=True)  # fmt: skip
 
 
 def main() -> None:

@@ -80,6 +80,8 @@ def test_one_session_per_model_per_process(job, tmp_path):
     mf.predict_partitioned(model, inputs, str(tmp_path / "o") + "/", columns=cb.FEATURES,
                         partition_rows=300)  # fmt: skip
     assert worker.cache_size() == 1
+    # in this process the session is local predict's: onnxruntime's own spinning default
+    assert [c["spinning"] for c in worker.session_configs()] == [None]
 
 
 def test_rerunning_a_part_gives_the_same_bytes(job, tmp_path):
@@ -419,3 +421,37 @@ def test_pack_covers_every_row_group_once_in_order(files, limit):
         span = range(p.row_groups[0], p.row_groups[-1] + 1)  # consecutive, but for empty ones
         assert all(f.row_groups[g] == 0 for g in span if g not in p.row_groups)
         row += p.rows
+
+
+def test_prewarm_runs_one_blank_batch_of_the_first_input(tmp_path):
+    """The warm-up runs one batch with the first input's schema but no user values: a NaN
+    there (refused without --allow-nan) does not stop it, and is left to the part."""
+    from modelforge.cluster import part
+    from modelforge.cluster.plan import make_plan
+
+    model = str(cb.mlp(tmp_path / "m.onnx"))
+    inputs = cb.parquet_inputs(tmp_path, [1000, 10], row_group=250)
+    table = pq.read_table(inputs[0]).to_pandas()
+    table.loc[3, "f1"] = float("nan")
+    table.to_parquet(inputs[0], index=False, row_group_size=250)
+    spec, lm = part.resolve(model)
+    opts, cfg = part.job_options(None, {"columns": cb.FEATURES, "batch_size": 300}, None)
+    plan = make_plan(inputs, 500, None)
+    task = part.PartTask(plan.parts[0], spec, opts, cfg, False, "", "")
+    assert part.prewarm(task, lm.data) == {"warm_rows": 300}
+    with pytest.raises(DataError, match="in0.parquet") as err:
+        predict_partitioned(model, inputs, f"{tmp_path}/out/", columns=cb.FEATURES)
+    assert err.value.code == "nan_value"
+
+
+def test_a_workers_footer_cache_sees_a_rewritten_file(tmp_path):
+    path = cb.parquet_inputs(tmp_path, [100], row_group=10)[0]
+    first, size = worker.footer(path)
+    assert first is not None and size == os.path.getsize(path)
+    assert worker.footer(path)[0] is first  # parsed once
+    pq.write_table(pq.read_table(path).slice(0, 60), path, row_group_size=10)
+    again, _ = worker.footer(path)
+    assert again is not first and again.num_rows == 60
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    assert worker.footer(str(tmp_path / "junk.parquet"))[0] is None  # the reader names it
+    assert worker.footer(str(tmp_path / "missing.parquet")) == (None, None)

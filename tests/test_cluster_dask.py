@@ -304,9 +304,12 @@ def test_auto_reads_dask_scheduler_address(cluster, tmp_path, monkeypatch):
     assert s.cluster["address"] == address and s.parts == 4 and s.workers == 2
     with Client(address, timeout=30) as c:
         after = c.run(worker.cache_size)
+        configs = c.run(worker.session_configs)
     # one session per worker process for this (new) model: the prewarmed one is the one the
     # parts ran on, not a second one built with other thread settings
     assert {w: after[w] - before.get(w, 0) for w in after} == {w: 1 for w in after}
+    # whose intra-op threads sleep between runs instead of spinning on the worker's cores
+    assert {c["spinning"] for cs in configs.values() for c in cs} == {False}
     single = tmp_path / "single.parquet"
     predict_to(model, inputs, str(single), columns=cb.FEATURES, keep=["id"])
     assert cb.read_parts(out).equals(pq.read_table(single))
@@ -341,3 +344,18 @@ def test_a_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
         predict_partitioned(model, data, f"{tmp_path}/out/", cluster=str(sched),
                             columns=cb.FEATURES)  # fmt: skip
     assert err.value.code == "cluster_no_workers" and not (tmp_path / "out").exists()
+
+
+def test_local_workers_keep_glibcs_dynamic_mmap_threshold(tmp_path, monkeypatch):
+    """Dask's default MALLOC_TRIM_THRESHOLD_=65536 is not passed to embedded workers."""
+    from modelforge.cluster.executor import Dask
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    ex = Dask("local:1")
+    try:
+        got = ex.client.run(os.getenv, "MALLOC_TRIM_THRESHOLD_")
+        polars = ex.client.run(os.getenv, "POLARS_MAX_THREADS")
+    finally:
+        ex.close()
+    assert list(got.values()) == [None]
+    assert list(polars.values()) == [str(host_cores())]

@@ -169,6 +169,8 @@ def _session(task: PartTask, blob: bytes | None, dask_worker: Any = None) -> tup
 
     threads = worker.intra_threads(task.host_threads, task.session.threads, dask_worker)
     cfg = dataclasses.replace(task.session, threads=threads)
+    if worker.in_dask_worker(dask_worker):  # between parts, the cores go to Dask
+        cfg = dataclasses.replace(cfg, spinning=False)
     key = f"{task.model.digest}|{cfg.to_dict()}|{task.no_upgrade}"
 
     def build() -> tuple[Any, Any]:
@@ -185,10 +187,66 @@ def prewarm(task: PartTask, blob: bytes | None, dask_worker: Any = None) -> dict
     session, warm); errors come back as ``{"error": ...}``."""
     try:
         with _quiet():
-            _session(task, blob, dask_worker)
+            session, schema = _session(task, blob, dask_worker)
     except ModelForgeError as exc:
         return {"error": {"class": type(exc).__name__, **exc.to_dict()}}
-    return {}
+    with _quiet():
+        return {"warm_rows": _warm_pass(task, session, schema)}
+
+
+def _warm_pass(task: PartTask, session: Any, schema: Any) -> int:
+    """One real pass through a part's path (Parquet decode, mapping and casts, one
+    onnxruntime run at the part's batch size, the Parquet writer), in memory, so that the
+    first part finds this process's first-call costs (lazy initialisation, arena growth,
+    page faults) paid. Its rows have the first input's schema but no user values (numbers
+    0, booleans false, strings empty): data that crashes the model or its worker must do
+    so in a part, where it is retried and named. Best effort: returns the rows run (0 when
+    the pass could not run; the parts then report any real problem)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from modelforge.data.plan import build_plan
+    from modelforge.data.sources import ParquetSource
+    from modelforge.data.writers import open_writer
+    from modelforge.engine.runner import Runner
+    from modelforge.inference.core import run_plan
+
+    opts = task.options
+    try:
+        with pq.ParquetFile(task.part.input) as pf:
+            first = next(pf.iter_batches(batch_size=opts.batch_size), None)
+        if first is None or first.num_rows == 0:
+            return 0
+        table = pa.Table.from_batches([first])
+        table = pa.table([_blank(c) for c in table.columns], schema=table.schema)
+        src = io.BytesIO()
+        pq.write_table(table, src, use_dictionary=False)  # plain pages, as real data
+        src.seek(0)
+        runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
+        plan = build_plan([ParquetSource(src, task.part.input)], schema, opts,
+                          stored=task.model.stored_columns)  # fmt: skip
+        writer = open_writer(None, "parquet", stdout=io.BytesIO())
+        stats = run_plan(plan, runner, writer)
+        writer.close()
+    except Exception:  # a warm-up only: the parts meet (and name) any real problem
+        return 0
+    return int(stats.rows)
+
+
+def _blank(column: Any) -> Any:
+    """The column with its type and length, its values replaced by 0 / false / ''
+    (other types, e.g. lists or timestamps, keep their values)."""
+    import pyarrow as pa
+
+    t = column.type
+    for test, value in ((pa.types.is_boolean, False), (pa.types.is_integer, 0),
+                        (pa.types.is_floating, 0), (pa.types.is_string, ""),
+                        (pa.types.is_large_string, "")):  # fmt: skip
+        if test(t):
+            return pa.nulls(len(column), t).fill_null(value)
+    return column
 
 
 @contextlib.contextmanager
@@ -224,7 +282,9 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
     part, opts = task.part, task.options
     session, schema = _session(task, blob)
     runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
-    source = ParquetSource(part.input, row_groups=list(part.row_groups))
+    meta, size = worker.footer(part.input)
+    source = ParquetSource(part.input, row_groups=list(part.row_groups), size=size,
+                           metadata=meta)  # fmt: skip
     plan = build_plan([source], schema, opts, stored=task.model.stored_columns)
     attempt = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = os.path.join(task.attempt_dir, f"{part.name[:-8]}.{attempt}.parquet")

@@ -65,10 +65,11 @@ class PartitionedSummary:
 
 
 def _identity_options(opts: Any, cfg: Any, no_upgrade: bool) -> dict[str, Any]:
-    """What decides the parts' content: everything but thread counts."""
+    """What decides the parts' content: everything but thread counts and spinning."""
     read = {k: v for k, v in opts.__dict__.items() if k != "data_json"}
     session = cfg.to_dict()
     session.pop("threads", None)
+    session.pop("spinning", None)
     return {**read, "session": session, "no_upgrade": no_upgrade}
 
 
@@ -118,6 +119,7 @@ def predict_partitioned(
             template = PartTask(plan.parts[0], spec, opts, cfg, no_upgrade, "", "",
                                 executor.host_threads())  # fmt: skip
             executor.prewarm(template, job.blob)
+            executor.ship(job.blob, spec.digest)
         job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
         return job.execute(executor, out_dir, resume, list(warnings))
     finally:

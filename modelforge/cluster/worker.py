@@ -78,6 +78,10 @@ def intra_threads(
     return fallback or share
 
 
+def in_dask_worker(dask_worker: Any = None) -> bool:
+    return dask_worker is not None or _current_worker() is not None
+
+
 def _current_worker() -> Any:
     if "distributed" not in sys.modules:  # not a Dask worker; do not import it here
         return None
@@ -119,8 +123,46 @@ def cached(key: str, build: Callable[[], Any]) -> Any:
     return value
 
 
+_FOOTERS: dict[tuple[str, int, int], Any] = {}
+FOOTERS_KEPT = 256
+
+
+def footer(path: str) -> tuple[Any, int | None]:
+    """The parsed footer of Parquet file ``path`` and its size, cached per process by
+    (path, size, mtime): a worker running several parts of one file parses its footer
+    once (~1 ms for 64 row groups x 20 columns, every part otherwise). ``(None, None)``
+    when it cannot be read here: the reader then opens the file itself and names the
+    problem."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    key = (path, st.st_size, st.st_mtime_ns)
+    meta = _FOOTERS.get(key)
+    if meta is None:
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_metadata(path)
+            again = os.stat(path)
+        except Exception:  # not Parquet, truncated, gone: the reader reports it
+            return None, None
+        if (again.st_size, again.st_mtime_ns) != key[1:]:  # changed while read
+            return None, None
+        with _LOCK:
+            if len(_FOOTERS) >= FOOTERS_KEPT:
+                _FOOTERS.clear()
+            _FOOTERS[key] = meta
+    return meta, st.st_size
+
+
 def cache_size() -> int:
     return len(_SESSIONS)
+
+
+def session_configs() -> list[dict[str, Any]]:
+    """The settings of this process's cached sessions (``SessionConfig.to_dict()``)."""
+    return [value[0].config.to_dict() for value in list(_SESSIONS.values())]
 
 
 def clear() -> None:

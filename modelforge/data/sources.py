@@ -130,7 +130,10 @@ class ParquetSource(_Stream):
         row_groups: list[int] | None = None,
         size: int | None = None,
         own: bool = False,
+        metadata: Any = None,
     ) -> None:
+        """``metadata``: the file's footer (``pyarrow.parquet.FileMetaData``) when the
+        caller already parsed it (a cluster worker running several parts of one file)."""
         from modelforge.data.tabular import ParquetReader
 
         path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
@@ -140,7 +143,7 @@ class ParquetSource(_Stream):
             size = _stat_input(path).st_size
         self.total_bytes = size if row_groups is None else None
         target: Any = path if path is not None else source
-        self.reader = ParquetReader(target, self.name, row_groups)
+        self.reader = ParquetReader(target, self.name, row_groups, metadata)
         self.columns = self.reader.columns
         self.total_rows = self.reader.total_rows
         self.row_groups = self.reader.row_groups

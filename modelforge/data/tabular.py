@@ -114,13 +114,17 @@ class ParquetReader:
     (``__index_level_0__`` and named indexes in the ``pandas`` metadata) are not data."""
 
     def __init__(
-        self, source: str | IO[bytes], name: str, row_groups: list[int] | None = None
+        self,
+        source: str | IO[bytes],
+        name: str,
+        row_groups: list[int] | None = None,
+        metadata: Any = None,
     ) -> None:
         import pyarrow.parquet as pq
 
         self.name = name
         try:
-            self.file = pq.ParquetFile(source)
+            self.file = pq.ParquetFile(source, metadata=metadata)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad files
             raise DataError(
                 f"'{safe(name)}' is not a readable Parquet file: {safe(str(exc), 120)}",

@@ -46,6 +46,10 @@ class SessionConfig:
     threads: int | None = None  # intra-op threads; None = onnxruntime's default
     opt_level: str | None = None  # disable|basic|extended|all; None = onnxruntime default
     custom_ops: tuple[str, ...] = ()  # custom-op libraries: loaded only when given
+    # intra-op threads spin-wait for work between runs (None: onnxruntime's default, spin)
+    # or sleep (False: cluster workers, whose spinning threads take the cores that their
+    # event loop, nanny and scheduler need between parts)
+    spinning: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +59,7 @@ class SessionConfig:
             "threads": self.threads,
             "opt_level": self.opt_level or "all",
             "custom_ops": list(self.custom_ops),
+            "spinning": self.spinning,
         }
 
 
@@ -77,6 +82,8 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
                 "--threads must be 0 (onnxruntime default) or more", code="invalid_option"
             )
         so.intra_op_num_threads = cfg.threads
+    if cfg.spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", str(int(cfg.spinning)))
     if cfg.opt_level is not None:
         levels = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -178,8 +178,9 @@ def run_plan(
     it: Iterator[Batch] = plan.batches()
     if runner.fixed and runner.fixed > 1:
         it = rebatch(it, runner.fixed)
-    if os.environ.get("MODELFORGE_PREFETCH", "1") == "1":
-        it = prefetch(it)
+    one_batch = plan.total_rows is not None and plan.total_rows <= runner.batch_size
+    if os.environ.get("MODELFORGE_PREFETCH", "1") == "1" and not one_batch:
+        it = prefetch(it)  # (one batch: nothing to overlap, a thread start saved)
     rows = batches = 0
     columns: list[str] = []
     mode = "rows"
