@@ -103,6 +103,24 @@ def test_different_schemas_are_refused_naming_the_file(tmp_path):
     with pytest.raises(DataError, match="other.parquet") as err:
         predict_partitioned(model, [a, str(b)], str(tmp_path / "out") + "/")
     assert err.value.code == "schema_mismatch" and not (tmp_path / "out").exists()
+    assert "'f0' float -> double" in err.value.message  # what differs, column by column
+    assert "(+1 more)" in err.value.message  # f3 float -> string: at most 3 are listed
+
+
+@pytest.mark.parametrize(
+    ("other", "words"),
+    [
+        ("a: float\nc: int64", ["missing column(s): 'b'", "extra column(s): 'c'"]),
+        ("b: int64\na: float", ["another order"]),
+        ("a: double\nb: int64", ["'a' float -> double"]),
+    ],
+)
+def test_schema_difference_names_the_columns(other, words):
+    from modelforge.cluster.plan import schema_difference
+
+    got = schema_difference("a: float\nb: int64", other)
+    for w in words:
+        assert w in got, got
 
 
 def test_non_parquet_inputs_get_a_clear_error(tmp_path):

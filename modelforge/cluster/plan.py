@@ -173,6 +173,37 @@ def pack(inputs: list[InputFile], partition_rows: int) -> list[Part]:
     return parts
 
 
+def schema_difference(first: str, other: str, limit: int = 3) -> str:
+    """What differs between two Arrow schemas (as text): missing, extra and retyped columns,
+    in column order, at most ``limit`` of each."""
+
+    def columns(text: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            if line and not line.startswith(" ") and ": " in line:  # top-level fields only
+                name, _, kind = line.partition(": ")
+                out[name] = kind
+        return out
+
+    a, b = columns(first), columns(other)
+    notes: list[str] = []
+
+    def note(what: str, items: list[str]) -> None:
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            notes.append(f"{what} {', '.join(items[:limit])}{more}")
+
+    note(
+        "column type changed:",
+        [f"'{safe(n)}' {a[n]} -> {b[n]}" for n in a if n in b and a[n] != b[n]],
+    )
+    note("missing column(s):", [f"'{safe(n)}'" for n in a if n not in b])
+    note("extra column(s):", [f"'{safe(n)}'" for n in b if n not in a])
+    if not notes and list(a) != list(b):
+        notes.append("the same columns in another order")
+    return "; ".join(notes) or "nested field types differ"
+
+
 def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> Plan:
     """Read every footer; refuse inputs whose schema differs from the first, naming it."""
     check_format(paths, fmt)
@@ -181,7 +212,8 @@ def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> 
     for f, p in zip(inputs[1:], paths[1:], strict=True):
         if f.schema != first.schema:
             raise DataError(
-                f"input '{safe(p)}' has a different schema from '{safe(paths[0])}'",
+                f"input '{safe(p)}' has a different schema from '{safe(paths[0])}': "
+                f"{schema_difference(first.schema, f.schema)}",
                 hint="all inputs of one partitioned run need the same columns and types",
                 code="schema_mismatch",
             )
