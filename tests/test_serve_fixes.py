@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -375,3 +376,66 @@ def test_unreachable_name_and_bad_host_hints(tmp_path):
         "cannot listen on 256.1.1.1",
         "--host",
     )
+
+
+# -- --loop-cpu: the Python threads on one CPU, onnxruntime's threads free -----------------
+def _allowed(pid: int, tid: int) -> str:
+    with open(f"/proc/{pid}/task/{tid}/status") as fh:
+        for line in fh:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_loop_cpu_pins_the_loop_not_the_sessions_threads(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    path = save(builders.linear(4, 2, seed=0), tmp_path / "lin.onnx")
+    server = start_server(
+        [str(path), "--loop-cpu", str(cpus[0])], env={"MODELFORGE_HOME": str(tmp_path / "s")}
+    )
+    try:
+        body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1] * 8}]}
+        conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=30)
+        conn.request("POST", "/v2/models/lin/infer", json.dumps(body))
+        assert conn.getresponse().status == 200
+        conn.close()
+        pid = server.info["worker_pid"]
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert _allowed(pid, pid) == str(cpus[0])  # the event loop (the main thread)
+        if len(cpus) > 1:  # threads started before the pin (onnxruntime's) keep every CPU
+            assert any(_allowed(pid, t) != str(cpus[0]) for t in tids)
+    finally:
+        assert server.stop() == 0
+
+
+def test_loop_cpu_outside_the_allowed_set_is_a_usage_error():
+    with pytest.raises(UsageError, match="--loop-cpu 100000"):
+        ServeOptions(loop_cpu=100000).validate()
+
+
+def test_affinity_helpers_pin_instances_and_unpin_loaders():
+    """In a child process (pinning is per thread, and process-wide state): a thread started
+    by the pinned loop inherits the pin, pin_here keeps it, unpin_here restores every CPU."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs Linux CPU affinity and 2 CPUs")
+    code = """
+import os, threading
+from modelforge.serve import affinity
+full = sorted(os.sched_getaffinity(0))
+out = {}
+def loop():
+    affinity.pin_loop(full[0])
+    def inst():
+        affinity.pin_here(); out["instance"] = sorted(os.sched_getaffinity(0))
+    def loader():
+        affinity.unpin_here(); out["loader"] = sorted(os.sched_getaffinity(0))
+    for f in (inst, loader):
+        t = threading.Thread(target=f); t.start(); t.join()
+    out["loop"] = sorted(os.sched_getaffinity(0))
+t = threading.Thread(target=loop); t.start(); t.join()
+out["main"] = sorted(os.sched_getaffinity(0))
+print(out == {"instance": [full[0]], "loader": full, "loop": [full[0]], "main": full}, out)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("True"), r.stdout + r.stderr

@@ -93,6 +93,15 @@ class CapacityArgs:
             "loop (0 = always in instance threads).",
         ),
     ] = 0
+    loop_cpu: Annotated[
+        int | None,
+        typer.Option(
+            "--loop-cpu",
+            metavar="N",
+            help="Run the event loop and instance threads on CPU N (Linux; onnxruntime's "
+            "own threads keep every CPU).",
+        ),
+    ] = None
 
     def build(self) -> dict[str, Any]:
         """ServeOptions keywords; ``--batching`` checked here, the numbers by
@@ -109,6 +118,7 @@ class CapacityArgs:
             "max_queue_delay_us": self.max_queue_delay,
             "max_queue": self.max_queue,
             "inline_below_us": self.inline_below,
+            "loop_cpu": self.loop_cpu,
         }
 
 

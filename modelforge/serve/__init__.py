@@ -12,6 +12,9 @@ Layout (a front like ``cli/``; it calls the same core):
 * :mod:`.triton`    ModelConfig synthesized from the ONNX graph;
 * :mod:`.app`       the ASGI application (routing, limits, auth);
 * :mod:`.grpc_server` the gRPC GRPCInferenceService (optional ``grpc`` extra);
+* :mod:`.http_protocol` uvicorn's httptools protocol: one write per answer, header limits,
+  disconnect callbacks;
+* :mod:`.affinity`  ``--loop-cpu``: the Python threads on one CPU;
 * :mod:`.server`    the uvicorn runner and the supervisor process.
 
 Nothing here is imported by ``modelforge --help``. Public API: :func:`create_app`,

@@ -404,6 +404,9 @@ class _Instance:
         return True
 
     def _loop(self) -> None:
+        from modelforge.serve import affinity
+
+        affinity.pin_here()  # --loop-cpu: next to the event loop it trades the GIL with
         get = self.jobs.get
         while (job := get()) is not None:
             job()

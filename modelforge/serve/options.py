@@ -28,6 +28,7 @@ class ServeOptions:
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
     inline_below_us: int = 0  # opt-in: lone requests of models faster than this run on the loop
+    loop_cpu: int | None = None  # opt-in: the event loop and instance threads on this CPU
     request_timeout_s: float | None = 30.0
     max_request_bytes: int = 64 * MiB
     token: str | None = None
@@ -58,6 +59,16 @@ class ServeOptions:
         need(self.max_queue_delay_us >= 0, "--max-queue-delay must be 0 or more microseconds")
         need(self.max_queue >= 1, "--max-queue must be at least 1")
         need(self.inline_below_us >= 0, "--inline-below must be 0 or more microseconds")
+        if self.loop_cpu is not None:
+            from modelforge.serve.affinity import available
+
+            cpus = available()
+            need(cpus is not None, "--loop-cpu needs a platform with CPU affinity (Linux)")
+            need(
+                cpus is None or self.loop_cpu in cpus,
+                f"--loop-cpu {self.loop_cpu} is not a CPU this process may use "
+                f"(allowed: {', '.join(map(str, sorted(cpus or [])))})",
+            )
         need(self.max_request_bytes >= 1024, "--max-request-size must be at least 1 KiB")
         need(
             self.request_timeout_s is None or self.request_timeout_s > 0,

@@ -122,6 +122,9 @@ class Registry:
     # -- loading ---------------------------------------------------------------------
     def _open(self, model: ServedModel, version: int) -> ServedVersion:
         """Blocking: read, check, create sessions, warm up. Runs in a worker thread."""
+        from modelforge.serve import affinity
+
+        affinity.unpin_here()  # the sessions' onnxruntime threads may use every CPU
         opts = self.options
         if model.origin == "file":
             location = core.file_location(model.path)

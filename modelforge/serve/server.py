@@ -140,6 +140,10 @@ def run_in_process(
     class _Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             nonlocal grpc_server
+            if options.loop_cpu is not None:  # the models are loaded: their sessions' threads
+                from modelforge.serve import affinity  # keep every CPU
+
+                affinity.pin_loop(options.loop_cpu)
             await super().startup(sockets=sockets)
             if self.should_exit:
                 return
