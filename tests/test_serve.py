@@ -84,6 +84,12 @@ def request(srv, method, path, body=None, headers=None, timeout=30):
         conn.close()
 
 
+def binary_request(srv, model, head: bytes, blob: bytes):
+    """POST infer with a JSON header of ``len(head)`` bytes followed by binary tensors."""
+    headers = {"Inference-Header-Content-Length": str(len(head))}
+    return request(srv, "POST", f"/v2/models/{model}/infer", head + blob, headers)
+
+
 def jreq(srv, method, path, obj=None, headers=None):
     body = None if obj is None else json.dumps(obj).encode()
     status, hdrs, data = request(srv, method, path, body, headers)
@@ -276,13 +282,7 @@ def test_every_datatype_json_and_fp16_refused(srv):
             del i["data"]
     outputs = [{"name": f"out_{k}", "parameters": {"binary_data": k == "f16"}} for k in dt]
     head = json.dumps({"inputs": inputs, "outputs": outputs}).encode()
-    status, hdrs, body = request(
-        srv,
-        "POST",
-        "/v2/models/types/infer",
-        head + f16,
-        {"Inference-Header-Content-Length": str(len(head))},
-    )
+    status, hdrs, body = binary_request(srv, "types", head, f16)
     assert status == 200, body
     hlen = int(hdrs["inference-header-content-length"])
     meta = json.loads(body[:hlen])
@@ -360,13 +360,7 @@ def test_bf16_in_binary_over_http_and_grpc(srv):
             "outputs": [{"name": "y", "parameters": {"binary_data": False}}],
         }
     ).encode()
-    status, _, data = request(
-        srv,
-        "POST",
-        "/v2/models/bf16/infer",
-        head + raw,
-        {"Inference-Header-Content-Length": str(len(head))},
-    )
+    status, _, data = binary_request(srv, "bf16", head, raw)
     assert status == 400 and "'y'" in json.loads(data)["error"], data
 
 
