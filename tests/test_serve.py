@@ -583,6 +583,18 @@ def test_head_answers_without_a_body_and_keeps_the_connection(srv):
         assert json.loads(conn.getresponse().read()) == {"live": True}
     finally:
         conn.close()
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=10) as sock:
+        sock.sendall(  # pipelined: both in one write, answered in order
+            b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.count(b"HTTP/1.1 200 ") == 2, reply
+    assert reply.endswith(b'{"live":true}'), reply
 
 
 def test_paths_and_methods(srv):

@@ -116,9 +116,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._mf_on_lost.clear()
-        transport = getattr(self.cycle, "transport", None)
-        if isinstance(transport, _Coalescing):
-            transport.flush()  # HEAD: uvicorn writes no body, so nothing released the header
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -144,4 +141,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if cycle is not None and not isinstance(cycle.transport, _Coalescing):
-            cycle.transport = _Coalescing(cycle.transport)
+            wrapper = cycle.transport = _Coalescing(cycle.transport)
+            done = cycle.on_response
+
+            def on_response() -> None:  # this cycle's own wrapper (pipelined cycles differ)
+                wrapper.flush()  # HEAD: uvicorn writes no body, nothing released the header
+                done()
+
+            cycle.on_response = on_response
