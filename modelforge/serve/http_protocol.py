@@ -9,7 +9,9 @@ responses the protocol writes itself) goes straight through.
 
 It also tells the application when the client disconnects, through a scope extension
 (``scope["extensions"][DISCONNECT](callback)``): a portable ASGI app learns that only by
-awaiting ``receive()`` in a task of its own, one task per request.
+awaiting ``receive()`` in a task of its own, one task per request. And it bounds what
+httptools would buffer without limit (request line + headers: ``MAX_HEAD_BYTES``, 431), and
+answers malformed HTTP in the API's JSON error shape (400), closing without a reset.
 """
 
 from __future__ import annotations
