@@ -439,3 +439,25 @@ print(out == {"instance": [full[0]], "loader": full, "loop": [full[0]], "main": 
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.startswith("True"), r.stdout + r.stderr
+
+
+def test_small_models_get_one_intra_op_thread_unless_threads_are_given(tmp_path):
+    """Without --threads: a model whose full batch (--max-batch-size rows) runs under 1 ms
+    on one thread gets one (waking sleeping pool threads costs more than they save); a slow
+    model gets cores / instances. --threads is taken as given."""
+    cores = os.cpu_count() or 1
+    lin = save(builders.linear(4, 2, seed=0), tmp_path / "lin.onnx")
+    slow = save(slow_model(), tmp_path / "slow.onnx")
+    env = {"MODELFORGE_HOME": str(tmp_path / "s")}
+    server = start_server([str(lin), str(slow)], env=env)
+    try:
+        threads = {m["name"]: m["threads"] for m in server.info["models"]}
+        assert threads == {"lin": {"1": 1}, "slow": {"1": cores}}
+    finally:
+        assert server.stop() == 0
+    if cores >= 2:
+        server = start_server([str(lin), "--threads", "2"], env=env)
+        try:
+            assert server.info["models"][0]["threads"] == {"1": 2}
+        finally:
+            assert server.stop() == 0

@@ -135,6 +135,8 @@ class Registry:
             instances=opts.instances,
             threads=opts.intra_threads,
             session_config=opts.session,
+            # --threads not given: a model whose full batch runs under 1 ms gets one thread
+            probe_rows=opts.max_batch_size if opts.threads is None else 0,
         )
         label = f"model '{model.name}' version {version}"
         batching = self._batching(opened, label)

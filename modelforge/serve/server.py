@@ -111,6 +111,7 @@ def models_summary(app: Any) -> list[dict[str, Any]]:
                 "aliases": dict(m.aliases),
                 "loaded": sorted(m.loaded),
                 "batching": sorted(v for v, sv in m.loaded.items() if sv.batcher.batching),
+                "threads": {str(v): sv.opened.threads for v, sv in sorted(m.loaded.items())},
             }
         )
     return out
