@@ -215,20 +215,28 @@ def _small_model_session(
     ):
         return None
     try:
-        feeds = synthesize_feeds(schema, batch=rows, seed=3)
+        one, full = (synthesize_feeds(schema, batch=n, seed=3) for n in (1, rows))
     except Exception:  # inputs that cannot be synthesized: no probe
         return None
     session = _session(source, 1, cfg)
     version = OpenedVersion(Path("."), "", schema, inputs, [], [session], 1)
-    best = float("inf")
-    try:
-        for _ in range(3):
+
+    def best_of(feeds: dict[str, Any], runs: int) -> float:
+        best = float("inf")
+        for _ in range(runs):
             t0 = time.perf_counter()
             version.run(0, [], feeds)
-            best = min(best, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            best = min(best, took)
+            if took >= 10 * SMALL_RUN_S:
+                break  # clearly not small: stop (a big model's full batch may take seconds)
+        return best
+
+    try:  # one row first (twice: the first run allocates), the full batch only if that is fast
+        small = best_of(one, 2) < SMALL_RUN_S and best_of(full, 3) < SMALL_RUN_S
     except Exception:  # a model that fails on synthesized rows: the warm-up will say so
         return None
-    return session if best < SMALL_RUN_S else None
+    return session if small else None
 
 
 def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
