@@ -162,6 +162,7 @@ def flatten_output(port: Port, value: Any) -> tuple[np.ndarray, list[Any] | None
 
 SMALL_RUN_S = 0.001  # a full batch faster than this on one thread: one intra-op thread
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # bigger models are not probed (two session builds)
+PROBE_MAX_FEED_BYTES = 16 * 1024 * 1024  # the probe's full batch: at most this much input
 
 
 def open_version(
@@ -215,7 +216,7 @@ def _small_model_session(
     ):
         return None
     try:
-        one, full = (synthesize_feeds(schema, batch=n, seed=3) for n in (1, rows))
+        one = synthesize_feeds(schema, batch=1, seed=3)
     except Exception:  # inputs that cannot be synthesized: no probe
         return None
     session = _session(source, 1, cfg)
@@ -233,7 +234,11 @@ def _small_model_session(
         return best
 
     try:  # one row first (twice: the first run allocates), the full batch only if that is fast
-        small = best_of(one, 2) < SMALL_RUN_S and best_of(full, 3) < SMALL_RUN_S
+        if best_of(one, 2) >= SMALL_RUN_S:
+            return None
+        row_bytes = max(1, sum(int(getattr(a, "nbytes", 0)) for a in one.values()))
+        rows = max(1, min(rows, PROBE_MAX_FEED_BYTES // row_bytes))  # big rows: fewer of them
+        small = best_of(synthesize_feeds(schema, batch=rows, seed=3), 3) < SMALL_RUN_S
     except Exception:  # a model that fails on synthesized rows: the warm-up will say so
         return None
     return session if small else None
