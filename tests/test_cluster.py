@@ -441,8 +441,9 @@ def test_pack_covers_every_row_group_once_in_order(files, limit):
         row += p.rows
 
 
-def test_prewarm_runs_one_blank_batch_of_the_first_input(tmp_path):
-    """The warm-up runs one batch with the first input's schema but no user values: a NaN
+def test_prewarm_runs_blank_rows_of_the_first_input(tmp_path, monkeypatch):
+    """The warm-up runs one batch, then (when that was quick) as many rows as the part
+    (up to two reader batches), with the first input's schema but no user values: a NaN
     there (refused without --allow-nan) does not stop it, and is left to the part."""
     from modelforge.cluster import part
     from modelforge.cluster.plan import make_plan
@@ -456,6 +457,9 @@ def test_prewarm_runs_one_blank_batch_of_the_first_input(tmp_path):
     opts, cfg = part.job_options(None, {"columns": cb.FEATURES, "batch_size": 300}, None)
     plan = make_plan(inputs, 500, None)
     task = part.PartTask(plan.parts[0], spec, opts, cfg, False, "", "")
+    assert task.part.rows == 500
+    assert part.prewarm(task, lm.data) == {"warm_rows": 500}
+    monkeypatch.setattr(part, "WARM_BUDGET_S", 0.0)  # a slow model: one batch only
     assert part.prewarm(task, lm.data) == {"warm_rows": 300}
     with pytest.raises(DataError, match="in0.parquet") as err:
         predict_partitioned(model, inputs, f"{tmp_path}/out/", columns=cb.FEATURES)

@@ -118,8 +118,8 @@ def predict_partitioned(
             executor.check_versions()
             template = PartTask(plan.parts[0], spec, opts, cfg, no_upgrade, "", "",
                                 executor.host_threads())  # fmt: skip
-            executor.prewarm(template, job.blob)
             executor.ship(job.blob, spec.digest)
+            executor.prewarm(template)
         job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
         return job.execute(executor, out_dir, resume, list(warnings))
     finally:

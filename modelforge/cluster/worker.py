@@ -57,18 +57,13 @@ def host_cores() -> int:
         return os.cpu_count() or 1
 
 
-def intra_threads(
-    host_threads: dict[str, int] | None, fallback: int | None, dask_worker: Any = None
-) -> int | None:
+def intra_threads(host_threads: dict[str, int] | None, fallback: int | None) -> int | None:
     """onnxruntime intra-op threads for this process: host cores / task threads on the host
     (onnxruntime ignores OMP_NUM_THREADS and would size its pool to every core).
 
     In a worker, pyarrow's pools are capped to this process's share of the cores as well.
-    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own).
-    ``dask_worker``: the worker, where ``get_worker()`` cannot find it (``Client.run``
-    calls on the worker's event loop); without it, the prewarmed session would be keyed
-    with other settings than the parts' and every worker would build a second one."""
-    worker = dask_worker or _current_worker()
+    Outside a Dask worker: ``fallback`` (the user's --threads; None = onnxruntime's own)."""
+    worker = _current_worker()
     if worker is None:
         return fallback
     own = getattr(worker, "nthreads", None) or worker.state.nthreads
@@ -78,8 +73,8 @@ def intra_threads(
     return fallback or share
 
 
-def in_dask_worker(dask_worker: Any = None) -> bool:
-    return dask_worker is not None or _current_worker() is not None
+def in_dask_worker() -> bool:
+    return _current_worker() is not None
 
 
 def _current_worker() -> Any:
