@@ -18,6 +18,11 @@ onnxruntime) and --mlserver-venv (default /work/peers-venv-mlserver: `mlserver`,
 `uvloop==0.21.0`, onnxruntime; MLServer's pydantic pins clash with kserve's). MLServer's
 REST server has no binary tensor extension (SeldonIO/MLServer#324): binary cells are "n/a".
 
+`--servers ...,granian` adds ModelForge's own ASGI application under granian (Rust HTTP)
+instead of uvicorn (peers/granian_modelforge.py, from --granian-venv, default
+/work/peers-venv-granian: `granian` + `modelforge[serve]`): not a peer, a measurement of
+the HTTP stack.
+
     python benchmarks/serve.py                                  # full grid, 3 s cells
     python benchmarks/serve.py --duration 2 --clients 1,8 --rows 1 --formats json   # quick
 """
@@ -160,6 +165,10 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
     elif kind == "floor":  # not a peer: the harness ceiling (see peers/floor_server.py)
         cmd = [sys.executable, str(HERE / "peers" / "floor_server.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
+    elif kind == "granian":  # not a peer: ModelForge's app under another HTTP server
+        cmd = [pythons[kind], str(HERE / "peers" / "granian_modelforge.py"), "--port", str(port),
+               *pairs]  # fmt: skip
+        env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
     elif kind == "kserve":
         cmd = [pythons[kind], str(HERE / "peers" / "kserve_onnx.py"), "--port", str(port), *pairs]
         env = dict(os.environ)
@@ -174,7 +183,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *pairs,
         ]
         env = dict(os.environ)
-    if kind not in ("modelforge", "floor"):
+    if kind not in ("modelforge", "floor", "granian"):
         env.pop("PYTHONPATH", None)
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -252,6 +261,7 @@ def main() -> None:
         default="/work/peers-venv-mlserver",
         help="MLServer needs pydantic 1/2 pins that clash with kserve's: own venv",
     )
+    ap.add_argument("--granian-venv", default="/work/peers-venv-granian")
     ap.add_argument(
         "--modelforge-args",
         default="",
@@ -265,6 +275,7 @@ def main() -> None:
     pythons = {
         "kserve": str(Path(args.kserve_venv) / "bin" / "python"),
         "mlserver": str(Path(args.mlserver_venv) / "bin" / "python"),
+        "granian": str(Path(args.granian_venv) / "bin" / "python"),
     }
     clients = [int(c) for c in args.clients.split(",")]
     servers = args.servers.split(",")
@@ -316,7 +327,7 @@ def main() -> None:
                     res[kind] = f"{rate:,.0f} ({p99:.1f}) {us:,.0f}"
                     if kind == "modelforge":  # what the load itself costs, per request
                         client_us = f"{ccpu / (len(lat) + n) * 1e6:,.0f}"
-                peers = [v for k, v in rates.items() if k not in ("modelforge", "floor")]
+                peers = [v for k, v in rates.items() if k not in ("modelforge", "floor", "granian")]
                 ratio = (
                     f"{rates['modelforge'] / max(peers):.1f}x"
                     if "modelforge" in rates and peers
