@@ -461,3 +461,23 @@ def test_small_models_get_one_intra_op_thread_unless_threads_are_given(tmp_path)
             assert server.info["models"][0]["threads"] == {"1": 2}
         finally:
             assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        ([0.25] * 500 + [True] + [0.75] * 500, True),  # one suspect among many: looked up
+        ([0.25] * 500 + [1] + [0.75] * 500, False),  # the integer 1 is not a true
+        ([[0.5, 2.0]] * 300 + [[False, 3.0]], True),  # nested: the flattened position
+        ([[0.5, 2.0]] * 300 + [[0, 3.0]], False),
+        ([1, 0] * 400 + [True], True),  # mostly 0/1: every value's type
+        ([1, 0] * 400, False),
+        (True, True),
+        (1.0, False),
+    ],
+)
+def test_true_false_among_numbers_are_found_wherever_they_are(data, found):
+    """The bool check looks only at values numpy read as 0 or 1, by their flat position."""
+    from modelforge.serve.codec import _holds_bool
+
+    assert _holds_bool(data, np.asarray(data)) is found
