@@ -359,3 +359,20 @@ def test_local_workers_keep_glibcs_dynamic_mmap_threshold(tmp_path, monkeypatch)
         ex.close()
     assert list(got.values()) == [None]
     assert list(polars.values()) == [str(host_cores())]
+
+
+def test_a_local_cluster_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
+    """Dask's nanny sets OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in the client process to pass
+    them to its workers; a library caller's process gets its own environment back."""
+    from modelforge.cluster.executor import Dask
+
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "__DASK_PARENT_PID"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    ex = Dask("local:1")
+    try:
+        seen = ex.client.run(os.getenv, "OMP_NUM_THREADS")
+    finally:
+        ex.close()
+    assert list(seen.values()) == ["1"]  # the workers still get Dask's setting
+    assert dict(os.environ) == before

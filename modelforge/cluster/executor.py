@@ -112,6 +112,9 @@ class Dask:
         self._tasks: dict[int, PartTask] = {}
         self._before: set[str] = set()
         self._model: Any = None  # the model's bytes as a task (ship)
+        # Dask's nanny writes its workers' settings (OMP_NUM_THREADS=1, PYTHONHASHSEED, ...)
+        # into this process's environment before spawning them: put it back at close
+        self._environ = dict(os.environ)
         try:
             self.client = self._connect(distributed, address)
             self.seen: set[str] = set(self._workers())
@@ -373,4 +376,16 @@ class Dask:
                 self.client.close(timeout=10)
         finally:
             if self.local is not None:
-                self.local.close(timeout=10)
+                try:
+                    self.local.close(timeout=10)
+                finally:
+                    _restore_environ(self._environ)
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """os.environ as it was in ``saved`` (keys added since removed, changed ones reset)."""
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
