@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from modelforge.render import Renderer
 
 InputsArg = Annotated[
-    list[str] | None, typer.Argument(help="Input files; '-' or none reads stdin (CSV).")
+    list[str] | None,
+    typer.Argument(help="Input files; '-' or none reads stdin (CSV).", metavar="[INPUT]..."),
 ]
 OutputOpt = Annotated[
     str | None, typer.Option("--output", "-o", help="Output file (default: stdout).")
