@@ -176,7 +176,9 @@ def _render_list(out: Renderer, r: Any) -> None:
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="Only this model's versions.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List stored versions, newest first.
@@ -293,7 +295,7 @@ def _render_examples(out: Renderer, meta: dict[str, Any]) -> None:
 @app.command("show")
 def show_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME:ALIAS.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Show everything recorded about a stored version.
@@ -329,7 +331,7 @@ def _short(value: Any) -> str:
 @app.command("set")
 def set_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME:ALIAS.")],
     columns: ColumnsOpt = None,
     columns_from: ColumnsFromOpt = None,
     clear_columns: Annotated[
@@ -375,7 +377,7 @@ def set_cmd(
 @app.command("path")
 def path_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME:ALIAS.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Print the stored .onnx path (for $(modelforge models path m) in scripts).

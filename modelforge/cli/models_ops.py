@@ -17,7 +17,9 @@ from modelforge.text import human_bytes, safe
 @app.command("rm")
 def rm_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS, or NAME (latest).")],
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="NAME:VERSION, NAME:ALIAS, or NAME (latest).")
+    ],
     all_versions: Annotated[
         bool, typer.Option("--all", help="Remove every version of NAME.")
     ] = False,
@@ -61,8 +63,8 @@ def _confirm_rm(ref: str, all_versions: bool, aliases: list[str]) -> None:
 @app.command("tag")
 def tag_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME:VERSION (or NAME for latest).")],
-    alias: Annotated[str, typer.Argument(help="Alias, e.g. prod.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME:VERSION (or NAME for latest).")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. prod.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Point an alias at a version (moves it if it exists).
@@ -82,8 +84,8 @@ def tag_cmd(
 @app.command("untag")
 def untag_cmd(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Model name.")],
+    alias: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias to remove.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Remove an alias.
@@ -110,7 +112,9 @@ def _render_verify(out: Renderer, r: Any) -> None:
 @app.command("verify")
 def verify_cmd(
     ctx: typer.Context,
-    ref: Annotated[str | None, typer.Argument(help="A model or version (default: all).")] = None,
+    ref: Annotated[
+        str | None, typer.Argument(metavar="REF", help="A model or version (default: all).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Re-hash stored files; exit 9 when anything is missing or corrupt.
@@ -143,7 +147,7 @@ def verify_cmd(
 @app.command("export")
 def export_cmd(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="NAME, NAME:VERSION or NAME:ALIAS.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Archive to write (.tar.gz).")],
     json_out: JsonOpt = False,
 ) -> None:
@@ -163,7 +167,9 @@ def export_cmd(
 @app.command("import")
 def import_cmd(
     ctx: typer.Context,
-    archive: Annotated[str, typer.Argument(help="A .tar.gz made by 'models export'.")],
+    archive: Annotated[
+        str, typer.Argument(metavar="ARCHIVE", help="A .tar.gz made by 'models export'.")
+    ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Store under this name.")] = None,
     version: Annotated[int | None, typer.Option("--version")] = None,
     force: Annotated[bool, typer.Option("--force", help="Store even if validation fails.")] = False,
