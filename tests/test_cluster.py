@@ -459,6 +459,9 @@ def test_prewarm_runs_blank_rows_of_the_first_input(tmp_path, monkeypatch):
     task = part.PartTask(plan.parts[0], spec, opts, cfg, False, "", "")
     assert task.part.rows == 500
     assert part.prewarm(task, lm.data) == {"warm_rows": 500}
+    monkeypatch.setattr(part, "WARM_BYTES", 1)  # rows too wide for the larger pass
+    assert part.prewarm(task, lm.data) == {"warm_rows": 300}
+    monkeypatch.undo()
     monkeypatch.setattr(part, "WARM_BUDGET_S", 0.0)  # a slow model: one batch only
     assert part.prewarm(task, lm.data) == {"warm_rows": 300}
     with pytest.raises(DataError, match="in0.parquet") as err:

@@ -182,6 +182,7 @@ def _session(task: PartTask, blob: bytes | None) -> tuple[Any, Any]:
 
 
 WARM_BUDGET_S = 0.25  # the larger warm-up pass runs only if it should take less than this
+WARM_BYTES = 64 << 20  # and holds at most this much input (wide rows: fewer of them)
 
 
 def prewarm(task: PartTask, blob: bytes | None) -> dict[str, Any]:
@@ -212,8 +213,9 @@ def _warm_pass(task: PartTask, session: Any, schema: Any) -> int:
 
     First one batch; then, if that was quick enough to stay within ``WARM_BUDGET_S``, as
     many rows as two of the reader's batches (capped at the part's rows), laid out in the
-    first input's row-group size, so that the reader's buffers reach their steady size too
-    (one 10,000-row batch left ~1,700 extra page faults to the second part). Best effort:
+    first input's row-group size and at most ``WARM_BYTES`` of input, so that the reader's
+    buffers reach their steady size too (one 10,000-row batch left ~1,700 extra page
+    faults to the second part). Best effort:
     returns the rows of the larger pass run (0 when none could run; the parts then report
     any real problem)."""
     import pyarrow as pa
@@ -233,8 +235,8 @@ def _warm_pass(task: PartTask, session: Any, schema: Any) -> int:
         t0 = time.perf_counter()
         rows = _blank_pass(task, session, schema, table, None)
         seconds = time.perf_counter() - t0
-        want = min(task.part.rows, 2 * READ_ROWS)
-        if want > rows and seconds * want / rows < WARM_BUDGET_S:
+        want = min(task.part.rows, 2 * READ_ROWS, rows * WARM_BYTES // max(1, table.nbytes))
+        if rows and want > rows and seconds * want / rows < WARM_BUDGET_S:
             big = pa.concat_tables([table] * -(-want // rows)).slice(0, want)
             rows = _blank_pass(task, session, schema, big, group_rows or None)
     except Exception:  # a warm-up only: the parts meet (and name) any real problem
