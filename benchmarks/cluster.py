@@ -10,7 +10,9 @@ LogisticRegression and the MLP 20->256->256->1 of benchmarks/predict_csv.py.
      worker's first (its first runs in a fresh process) from the ``_SUCCESS`` manifest;
   2. local:2 vs local:1 on the MLP (``run_s``), and the single process with 1 and 2
      intra-op threads: local:1 is one worker with 2 intra-op threads, local:2 two workers
-     with 1, so 2 x local:1 / (1-thread single process) bounds the speed-up on 2 cores;
+     with 1, so 2 x local:1 / (1-thread single process) bounds the speed-up on 2 cores
+     if that process used one core; it uses more (its reader and writer threads overlap the
+     runs), so the tighter bound is local:1 / (its CPU seconds / cores);
   3. per-part overhead: the same rows in 8 / 64 / 512 parts, LR, in-process and local:1:
      (t(512) - t(8)) / 504;
   4. model transfer: a 10 / 100 MiB blob as a task input (``client.submit(identity, blob)``)
@@ -64,13 +66,17 @@ def _fresh(path: Path) -> str:
     return str(path) + "/"
 
 
+CPU_S: dict[int | None, list[float]] = {}  # CPU seconds of single() runs, by threads
+
+
 def single(model: str, inputs: list[str], work: Path, threads: int | None = None) -> float:
     from modelforge import predict_to
     from modelforge.engine.session import SessionConfig
 
     out = work / "single.parquet"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     predict_to(model, inputs, str(out), session_config=SessionConfig(threads=threads))
+    CPU_S.setdefault(threads, []).append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
@@ -159,11 +165,16 @@ def run_in(work: Path, args: argparse.Namespace) -> None:
             # local:1 runs 2 intra-op threads, local:2 two 1-thread processes: on 2 cores the
             # latter can at best halve a 1-thread process's time (t1 / 2), so local:2 vs
             # local:1 is at most 2 t2 / t1 if local:1 ran as fast as the single process
-            # (t2), and 2 local:1 / t1 for the local:1 measured
+            # (t2), and 2 local:1 / t1 for the local:1 measured; the 1-thread process uses
+            # more than a core, so the CPU it needs over every core is the tighter bound
+            cores = os.cpu_count() or 1
+            cpu1 = med(CPU_S[1])
             line += (
                 f"; single process with 1 / 2 intra-op threads {med(one)} / {med(two)} s: "
                 f"bound {2 * med(two) / med(one):.2f}x (local:1 at single-process speed), "
-                f"{2 * med(runs1) / med(one):.2f}x (this local:1)"
+                f"{2 * med(runs1) / med(one):.2f}x (this local:1); the 1-thread process uses "
+                f"{cpu1} CPU s ({cpu1 / med(one):.2f} cores): CPU bound "
+                f"{med(runs1) / (cpu1 / cores):.2f}x on {cores} cores"
             )
         print(f"{line}; {load()}", flush=True)
     lr = models["lr"]
