@@ -902,6 +902,68 @@ def test_grpc_endpoints(env, srv):
     assert int(stats["model_stats"][0]["inference_stats"]["success"]["count"]) >= 1
 
 
+def test_grpc_stream_answers_in_order_and_survives_a_refused_request(env, srv):
+    """ModelStreamInfer as tritonclient drives it: distinct inputs answered in order, with
+    their ids; a wrong datatype is an error on the stream, which then goes on."""
+    import queue
+
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+
+    client = grpcclient.InferenceServerClient(srv.grpc)
+    got: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    rng = np.random.default_rng(7)
+    sent = []
+    try:
+        for k in range(6):
+            x = rng.normal(size=(k + 1, 4)).astype(np.float32)
+            inp = grpcclient.InferInput("x", list(x.shape), "FP32")
+            if k == 3:
+                inp = grpcclient.InferInput("x", list(x.shape), "FP64")
+                inp.set_data_from_numpy(x.astype(np.float64))
+            else:
+                inp.set_data_from_numpy(x)
+            client.async_stream_infer("lin", [inp], request_id=f"s{k}", model_version="1")
+            sent.append(x)
+        answers = [got.get(timeout=30) for _ in sent]
+    finally:
+        client.stop_stream()
+    for k, (result, error) in enumerate(answers):
+        if k == 3:
+            assert result is None and "FP64" in str(error) and "'x'" in str(error), error
+            continue
+        assert error is None, error
+        assert result.get_response().id == f"s{k}"
+        np.testing.assert_allclose(result.as_numpy("y"), lin_expected(env, 1, sent[k]), rtol=1e-6)
+
+
+def test_grpc_repository_index_load_and_unload(srv):
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(srv.grpc)
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {m["version"] for m in index if m["name"] == "lin" and m.get("state") == "READY"} == {
+        "1",
+        "2",
+    }, index
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("nope")
+    assert "NOT_FOUND" in str(err.value.status())
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("lin", config='{"backend": "onnxruntime"}')
+    assert "PERMISSION_DENIED" in str(err.value.status())
+    client.unload_model("lin")
+    try:
+        assert not client.is_model_ready("lin")
+        index = client.get_model_repository_index(as_json=True)["models"]
+        states = {m["version"]: m.get("state") for m in index if m["name"] == "lin"}
+        assert states and set(states.values()) == {"UNAVAILABLE"}, states
+    finally:
+        client.load_model("lin")
+    assert client.is_model_ready("lin") and client.is_model_ready("lin", "1")
+
+
 def test_grpc_every_datatype(srv):
     grpcclient = pytest.importorskip("tritonclient.grpc")
     from tritonclient.utils import np_to_triton_dtype

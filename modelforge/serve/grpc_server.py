@@ -217,6 +217,54 @@ class _Servicer:
             data, self.pb.ModelStatisticsResponse(), ignore_unknown_fields=True
         )
 
+    def repository_index(self, request: Any) -> Any:
+        async def index() -> list[dict[str, Any]]:
+            return self.app.registry.index(bool(request.ready))
+
+        M = self.pb.RepositoryIndexResponse.ModelIndex
+        return self.pb.RepositoryIndexResponse(models=[M(**m) for m in self._call(index())])
+
+    def repository_model_load(self, request: Any) -> Any:
+        """Warm a store model (as ``POST v2/repository/models/NAME/load``): never files or
+        a config sent with the request."""
+        params = request.parameters
+        if "config" in params or any(k.startswith("file:") for k in params):
+            raise HttpError(
+                403,
+                "this server loads models from its store only: uploading files or a config "
+                "through the load request is refused",
+            )
+
+        async def load() -> None:
+            self.app.registry.model(request.model_name)
+            await self.app.registry.load(request.model_name)
+
+        self._call(load())
+        return self.pb.RepositoryModelLoadResponse()
+
+    def repository_model_unload(self, request: Any) -> Any:
+        async def unload() -> None:
+            self.app.registry.model(request.model_name)
+            await self.app.registry.unload(request.model_name)
+
+        self._call(unload())
+        return self.pb.RepositoryModelUnloadResponse()
+
+    def model_stream_infer(self, requests: Any) -> Any:
+        """Bidirectional streaming (``tritonclient.grpc`` ``start_stream`` /
+        ``async_stream_infer``): each request is answered in order, exactly as ModelInfer
+        answers it; a refused request is an ``error_message`` on the stream, which goes on."""
+        for request in requests:
+            try:
+                yield self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
+            except HttpError as err:
+                yield self.pb.ModelStreamInferResponse(
+                    error_message=err.message,
+                    infer_response=self.pb.ModelInferResponse(
+                        model_name=request.model_name, id=request.id
+                    ),
+                )
+
     def model_infer(self, request: Any) -> Any:
         import time
 
@@ -272,7 +320,9 @@ def start_grpc(
     servicer = _Servicer(app, loop, pb, grpc)
     limit = options.max_request_bytes
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=16, thread_name_prefix="mf-grpc"),
+        # a call holds its thread while it waits on the event loop, a stream while it is
+        # open: idle threads cost little
+        ThreadPoolExecutor(max_workers=64, thread_name_prefix="mf-grpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
@@ -288,6 +338,10 @@ def start_grpc(
         "ModelConfig": servicer.model_config,
         "ModelStatistics": servicer.model_statistics,
         "ModelInfer": servicer.model_infer,
+        "ModelStreamInfer": servicer.model_stream_infer,
+        "RepositoryIndex": servicer.repository_index,
+        "RepositoryModelLoad": servicer.repository_model_load,
+        "RepositoryModelUnload": servicer.repository_model_unload,
     }
     base = pb_grpc.GRPCInferenceServiceServicer
     impl = type(

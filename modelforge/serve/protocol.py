@@ -92,6 +92,7 @@ class HttpError(Exception):
         return {
             400: "INVALID_ARGUMENT",
             401: "UNAUTHENTICATED",
+            403: "PERMISSION_DENIED",
             404: "NOT_FOUND",
             413: "RESOURCE_EXHAUSTED",
             501: "UNIMPLEMENTED",
