@@ -299,3 +299,28 @@ def test_sigterm_lets_in_flight_grpc_calls_finish_then_exits_0(tmp_path):
         assert server.proc.wait(30) == 0
     finally:
         server.stop()
+
+
+def test_sigterm_ends_an_idle_grpc_stream_instead_of_waiting_out_the_grace(tmp_path):
+    """An open stream with nothing in flight does not hold the server for the grace period
+    (8 s): it ends, and the process exits 0 at once."""
+    import queue
+
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    path = save(slow_model(8, 2), tmp_path / "small.onnx")
+    server = start_server([str(path), "--grpc-port", "0"],
+                          env={"MODELFORGE_HOME": str(tmp_path / "store")})  # fmt: skip
+    client = grpcclient.InferenceServerClient(server.grpc)
+    try:
+        got: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: got.put((result, error)))
+        inp = grpcclient.InferInput("x", [2, 8], "FP32")
+        inp.set_data_from_numpy(np.ones((2, 8), dtype=np.float32))
+        client.async_stream_infer("small", [inp], request_id="one")
+        result, error = got.get(timeout=30)
+        assert error is None and result.get_response().id == "one"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(5) == 0
+    finally:
+        client.stop_stream()
+        server.stop()

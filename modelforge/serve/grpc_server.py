@@ -253,8 +253,34 @@ class _Servicer:
     def model_stream_infer(self, requests: Any) -> Any:
         """Bidirectional streaming (``tritonclient.grpc`` ``start_stream`` /
         ``async_stream_infer``): each request is answered in order, exactly as ModelInfer
-        answers it; a refused request is an ``error_message`` on the stream, which goes on."""
-        for request in requests:
+        answers it; a refused request is an ``error_message`` on the stream, which goes on.
+
+        The requests are read by a thread of their own, so that at shutdown an idle stream
+        ends (status OK) instead of holding the server for the whole grace period; requests
+        already received are still answered (503: shutting down)."""
+        import queue
+        import threading
+
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                for request in requests:
+                    inbox.put(request)
+            except Exception:  # the call was cancelled or the client went away
+                pass
+            inbox.put(None)
+
+        threading.Thread(target=read, name="mf-grpc-stream", daemon=True).start()
+        while True:
+            try:
+                request = inbox.get(timeout=0.2)
+            except queue.Empty:
+                if self.app.shutting_down:
+                    return
+                continue
+            if request is None:
+                return
             try:
                 yield self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
             except HttpError as err:
