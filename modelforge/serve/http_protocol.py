@@ -28,12 +28,13 @@ LINGER_S = 2.0  # how long a refused connection's input is drained before it is 
 
 
 class _Coalescing:
-    __slots__ = ("_transport", "_held", "_first")
+    __slots__ = ("_transport", "_held", "_first", "_close")
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, close: Callable[[], None]) -> None:
         self._transport = transport
         self._held: bytes | None = None
         self._first = True
+        self._close = close  # how the cycle's "connection: close" ends the connection
 
     def write(self, data: bytes) -> None:
         if self._first:
@@ -55,7 +56,7 @@ class _Coalescing:
 
     def close(self) -> None:
         self.flush()
-        self._transport.close()
+        self._close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -88,13 +89,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         RST, which can destroy the answer before the client reads it. So the write side is
         shut (FIN after the answer), input is read and dropped, and the socket closes when
         the client closes or after LINGER_S."""
-        self._mf_refused = True
         body = b'{"error":"%s"}' % message
-        transport = self.transport
-        transport.write(
+        self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
         )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer without a reset (see :meth:`_refuse`)."""
+        self._mf_refused = True
+        transport = self.transport
+        self.flow.resume_reading()  # uvicorn pauses reading a body the app has not read
         if transport.can_write_eof():
             transport.write_eof()
             asyncio.get_running_loop().call_later(LINGER_S, transport.close)
@@ -118,7 +124,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._mf_on_lost.clear()
-        super().on_response_complete()
+        if not self._mf_refused:  # lingering: no pipelined request, no keep-alive timer
+            super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -138,12 +145,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 b"valid HTTP/1.1); send a well-formed request",
             )
 
+    def _close_after(self, cycle: Any) -> None:
+        """A response said "connection: close". If the client is still sending this
+        request's body (a 413 refused from Content-Length), closing now would reset the
+        connection and destroy the answer for a client that sends its whole body before
+        reading (http.client, requests): linger instead, like :meth:`_refuse`."""
+        if cycle.more_body and not cycle.disconnected:
+            self._linger()
+        else:
+            self.transport.close()
+
     def on_headers_complete(self) -> None:
         self._mf_in_head, self._mf_head_bytes = False, 0
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if cycle is not None and not isinstance(cycle.transport, _Coalescing):
-            wrapper = cycle.transport = _Coalescing(cycle.transport)
+            wrapper = cycle.transport = _Coalescing(
+                cycle.transport, lambda: self._close_after(cycle)
+            )
             done = cycle.on_response
 
             def on_response() -> None:  # this cycle's own wrapper (pipelined cycles differ)

@@ -1,0 +1,253 @@
+"""An outside tester's hostile requests against a real ``modelforge serve``: wrong-typed
+fields, absurd shapes, odd version strings, early refusals, gRPC edge cases. Each case
+must get a one-line JSON error (gRPC: a status and message) with the right status, and the
+server keeps serving."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from tests import builders
+from tests.builders import _model
+from tests.serve_support import save, start_server
+
+grpc = pytest.importorskip("grpc")
+service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+
+HUGE = 2**62  # a dimension whose products overflow numpy's sizes
+
+
+def anyrank_model():
+    """x float32 of undeclared rank -> out = Identity(x)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["out"])],
+        "anyrank",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+    )
+    return _model(graph)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    files = [
+        save(builders.identity(shape=("N", 3)), root / "ident.onnx"),
+        save(anyrank_model(), root / "anyrank.onnx"),
+        save(builders.identity(TensorProto.STRING, shape=("N", 2)), root / "text.onnx"),
+    ]
+    server = start_server(
+        [*map(str, files), "--threads", "1", "--grpc-port", "0", "--max-request-size", "1"],
+        env={"MODELFORGE_HOME": str(root / "store")},
+    )
+    yield server
+    assert server.stop() == 0, server.stderr()
+
+
+def request(server, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=30)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def stub(server):
+    channel = grpc.insecure_channel(server.grpc)
+    return channel, service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+def grpc_infer(server, model, tensors, raw, outputs=(), version=""):
+    """(status code name, details, response) of one ModelInfer call."""
+    pb = service_pb2
+    req = pb.ModelInferRequest(
+        model_name=model,
+        model_version=version,
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(name=n, datatype=dt, shape=list(shape))
+            for n, dt, shape in tensors
+        ],
+        raw_input_contents=raw,
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=o) for o in outputs],
+    )
+    channel, client = stub(server)
+    try:
+        return "OK", "", client.ModelInfer(req, timeout=30)
+    except grpc.RpcError as err:
+        return err.code().name, err.details(), None
+    finally:
+        channel.close()
+
+
+def x_item(data, shape=(1, 3), **extra):
+    return {"name": "x", "shape": list(shape), "datatype": "FP32", "data": data, **extra}
+
+
+OK = {"inputs": [x_item([1, 2, 3])]}
+
+
+def assert_still_serving(server):
+    status, out = request(server, "POST", "/v2/models/ident/infer", OK)
+    assert status == 200 and out["outputs"][0]["data"] == [1, 2, 3], out
+
+
+def assert_error(status, out, want, *words):
+    assert status == want and set(out) == {"error"}, (status, out)
+    for word in words:
+        assert word in out["error"], out
+
+
+# -- a datatype that is not a string ----------------------------------------------------
+@pytest.mark.parametrize("datatype", [["FP32"], {"t": "FP32"}, 32, None])
+def test_a_datatype_that_is_not_a_string_is_400(srv, datatype):
+    body = {"inputs": [x_item([1, 2, 3], datatype=datatype)]}
+    status, out = request(srv, "POST", "/v2/models/ident/infer", body)
+    assert_error(status, out, 400, "input 'x'", "not an OIP datatype")
+    assert_still_serving(srv)
+
+
+# -- zero-size shapes whose other dimensions overflow -----------------------------------
+@pytest.mark.parametrize("model", ["ident", "anyrank"])
+def test_zero_size_shape_with_huge_dimensions_is_400_in_json_and_binary(srv, model):
+    shape = [0, HUGE, HUGE]
+    status, out = request(srv, "POST", f"/v2/models/{model}/infer", {"inputs": [x_item([], shape)]})
+    assert_error(status, out, 400, "input 'x'", "dimensions")
+    tensor = {"name": "x", "shape": shape, "datatype": "FP32"}
+    tensor["parameters"] = {"binary_data_size": 0}
+    head_bytes = json.dumps({"inputs": [tensor]}).encode()
+    status, out = request(
+        srv,
+        "POST",
+        f"/v2/models/{model}/infer",
+        head_bytes,
+        {"Inference-Header-Content-Length": str(len(head_bytes))},
+    )
+    assert_error(status, out, 400, "input 'x'", "dimensions")
+    assert_still_serving(srv)
+
+
+def test_grpc_refuses_huge_zero_size_shapes_and_ranks_over_32(srv):
+    code, details, _ = grpc_infer(srv, "anyrank", [("x", "FP32", [0, HUGE, HUGE])], [b""])
+    assert code == "INVALID_ARGUMENT" and "input 'x'" in details and "dimensions" in details
+    one = np.ones(1, np.float32).tobytes()
+    for rank in (33, 100):
+        code, details, _ = grpc_infer(srv, "anyrank", [("x", "FP32", [1] * rank)], [one])
+        assert code == "INVALID_ARGUMENT", (code, details)
+        assert "input 'x'" in details and "at most 32" in details
+    code, _, resp = grpc_infer(srv, "anyrank", [("x", "FP32", [1] * 32)], [one])
+    assert code == "OK" and list(resp.outputs[0].shape) == [1] * 32
+
+
+# -- version strings ----------------------------------------------------------------------
+@pytest.mark.parametrize("version", ["%C2%B2", "%D9%A1", "%EF%BC%91"])  # ², Arabic 1, fullwidth 1
+@pytest.mark.parametrize("action", ["/infer", "", "/ready", "/stats", "/config"])
+def test_versions_of_non_ascii_digits_are_404(srv, version, action):
+    method, body = ("POST", OK) if action == "/infer" else ("GET", None)
+    status, out = request(srv, method, f"/v2/models/ident/versions/{version}{action}", body)
+    assert_error(status, out, 404, "model 'ident'", "no version or alias")
+
+
+def test_grpc_versions_of_non_ascii_digits_are_not_found(srv):
+    x = np.ones((1, 3), np.float32).tobytes()
+    for version in ("²", "١"):
+        code, details, _ = grpc_infer(srv, "ident", [("x", "FP32", [1, 3])], [x], version=version)
+        assert code == "NOT_FOUND" and "no version or alias" in details, (code, details)
+
+
+# -- gRPC duplicated requested outputs ---------------------------------------------------
+def test_grpc_answers_a_duplicated_requested_output_once(srv):
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    code, _, resp = grpc_infer(
+        srv, "ident", [("x", "FP32", [1, 3])], [x.tobytes()], outputs=["out", "out"]
+    )
+    assert code == "OK"
+    assert [o.name for o in resp.outputs] == ["out"] and len(resp.raw_output_contents) == 1
+    assert np.frombuffer(resp.raw_output_contents[0], np.float32).tolist() == [0, 1, 2]
+
+
+# -- parameters of the wrong type ----------------------------------------------------------
+@pytest.mark.parametrize("bad", [[], 0, "", False, "x", [1]])
+@pytest.mark.parametrize("where", ["request", "input", "output"])
+def test_parameters_that_are_not_objects_are_400(srv, where, bad):
+    body: dict = {"inputs": [x_item([1, 2, 3])]}
+    if where == "request":
+        body["parameters"] = bad
+    elif where == "input":
+        body["inputs"][0]["parameters"] = bad
+    else:
+        body["outputs"] = [{"name": "out", "parameters": bad}]
+    status, out = request(srv, "POST", "/v2/models/ident/infer", body)
+    assert_error(status, out, 400, "'parameters'", "must be an object")
+
+
+def test_repository_fields_of_the_wrong_type_are_400(srv):
+    for body in ({"parameters": []}, {"parameters": 0}, {"parameters": ""}):
+        status, out = request(srv, "POST", "/v2/repository/models/ident/load", body)
+        assert_error(status, out, 400, "'parameters'", "must be an object")
+    for ready in ("no", [1], 1):
+        status, out = request(srv, "POST", "/v2/repository/index", {"ready": ready})
+        assert_error(status, out, 400, "ready", "true or false")
+    status, out = request(srv, "POST", "/v2/repository/index", {"ready": True})
+    assert status == 200 and {e["name"] for e in out} == {"ident", "anyrank", "text"}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+@pytest.mark.parametrize(
+    "path", ["/v2/repository", "/v2/repository/foo", "/v2/repository/models/ident/drop"]
+)
+def test_unknown_repository_paths_are_404_whatever_the_method(srv, method, path):
+    status, out = request(srv, method, path, b"" if method != "GET" else None)
+    assert_error(status, out, 404, "no endpoint")
+
+
+# -- Inference-Header-Content-Length ---------------------------------------------------------
+@pytest.mark.parametrize("value", ["+5", "1_0", "0x10", "5.0", "-0"])  # " 5" is OWS: legal
+def test_header_length_must_be_plain_decimal_digits(srv, value):
+    status, out = request(
+        srv,
+        "POST",
+        "/v2/models/ident/infer",
+        json.dumps(OK).encode(),
+        {"Inference-Header-Content-Length": value},
+    )
+    assert_error(status, out, 400, "Inference-Header-Content-Length", "non-negative integer")
+
+
+# -- NaN / Infinity in a JSON request ----------------------------------------------------------
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_json_tokens_get_an_error_that_says_how_to_send_them(srv, token):
+    body = b'{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,%s,3]}]}' % token
+    status, out = request(srv, "POST", "/v2/models/ident/infer", body)
+    assert_error(status, out, 400, "not valid JSON", "NaN", "binary")
+    x = np.array([[1, np.nan, np.inf]], np.float32)
+    head = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                     "parameters": {"binary_data_size": 12}}]}
+    ).encode()  # fmt: skip
+    status, out = request(
+        srv,
+        "POST",
+        "/v2/models/ident/infer",
+        head + x.tobytes(),
+        {"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert status == 200 and str(out["outputs"][0]["data"]) == "[1.0, nan, inf]", out
+
+
+# -- an early 413 reaches a client that sends its whole body before reading ------------------
+def test_a_413_reaches_a_client_that_sends_the_whole_body_first(srv):
+    big = b"0" * (3 * 1024 * 1024)  # --max-request-size 1 (MB)
+    for _ in range(3):
+        status, out = request(srv, "POST", "/v2/models/ident/infer", big)
+        assert_error(status, out, 413, "over the 1048576-byte limit")
+    assert_still_serving(srv)
