@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -251,3 +256,64 @@ def test_a_413_reaches_a_client_that_sends_the_whole_body_first(srv):
         status, out = request(srv, "POST", "/v2/models/ident/infer", big)
         assert_error(status, out, 413, "over the 1048576-byte limit")
     assert_still_serving(srv)
+
+
+# -- connections that stall while a request is read ------------------------------------------
+SHORT_KEEPALIVE = textwrap.dedent(
+    """
+    import socket, sys, uvicorn
+    from modelforge import ServeOptions, create_app
+    from modelforge.serve.server import _uvicorn_config
+
+    options = ServeOptions(poll_interval_s=0, threads=1)
+    config = _uvicorn_config(create_app([sys.argv[1]], options), options)
+    config.timeout_keep_alive = 1  # the server's 30 s, shortened for the test
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # connections wait in the backlog until uvicorn serves the socket
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    """
+)
+
+
+def test_connections_that_stall_inside_a_request_are_dropped(tmp_path):
+    model = save(builders.identity(shape=("N", 3)), tmp_path / "ident.onnx")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHORT_KEEPALIVE, str(model)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(proc.stdout.readline())
+        body = json.dumps(OK).encode()
+        stalls = {
+            "nothing": b"",
+            "head": b"GET /v2 HTTP/1.1\r\nHost: x\r\n",
+            "body": b"POST /v2/models/ident/infer HTTP/1.1\r\nContent-Length: %d\r\n\r\n{"
+            % len(body),
+        }
+        answers = {}
+        for name, sent in stalls.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(sent)
+                received = b""
+                while chunk := sock.recv(65536):  # the server closes: recv returns b""
+                    received += chunk
+                answers[name] = received
+        assert answers["nothing"] == b"" and answers["body"] == b"", answers
+        assert answers["head"].startswith(b"HTTP/1.1 408 "), answers
+        assert b'{"error":"no byte of the request arrived for 1 s' in answers["head"]
+        # a slow but steady client is not dropped: every byte restarts the clock
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            request = b"POST /v2/models/ident/infer HTTP/1.1\r\nContent-Length: %d\r\n"
+            request += b"Connection: close\r\n\r\n%s"
+            full = request % (len(body), body)
+            for i in range(0, len(full), 30):  # ~2 s in all, a byte at least every 0.3 s
+                sock.sendall(full[i : i + 30])
+                time.sleep(0.3)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 "), received
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -12,6 +12,11 @@ It also tells the application when the client disconnects, through a scope exten
 awaiting ``receive()`` in a task of its own, one task per request. And it bounds what
 httptools would buffer without limit (request line + headers: ``MAX_HEAD_BYTES``, 431), and
 answers malformed HTTP in the API's JSON error shape (400), closing without a reset.
+
+uvicorn's keep-alive timeout only runs between requests: a connection that sends nothing,
+or stops inside a request's head or body, would be held forever. The same timeout
+(``timeout_keep_alive``) is applied while a request is being read: a connection that sends
+no byte for that long is dropped (a partial head gets a 408).
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _mf_head_bytes = 0
     _mf_in_head = True
     _mf_refused = False
+    _mf_reading = False  # between a request's first byte and its last
+    _mf_idle: asyncio.TimerHandle | None = None  # no byte for timeout_keep_alive: dropped
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._mf_rearm(True)  # a connection that never sends a byte is not kept either
 
     def data_received(self, data: bytes) -> None:
         if self._mf_refused:
@@ -83,6 +94,38 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     b"the request line and headers are over %d bytes; send smaller headers"
                     % MAX_HEAD_BYTES,
                 )
+        self._mf_rearm(self._mf_reading)
+
+    def _mf_rearm(self, reading: bool) -> None:
+        if self._mf_idle is not None:
+            self._mf_idle.cancel()
+            self._mf_idle = None
+        if reading and not self._mf_refused and not self.transport.is_closing():
+            self._mf_idle = self.loop.call_later(self.timeout_keep_alive, self._mf_idle_out)
+
+    def _mf_idle_out(self) -> None:
+        """No byte for ``timeout_keep_alive`` while a request was being read (or before the
+        first one): drop the connection."""
+        self._mf_idle = None
+        if self._mf_refused or self.transport.is_closing():
+            return
+        pending = self.cycle is not None and not self.cycle.response_complete
+        if self.flow.read_paused or (pending and self._mf_in_head):
+            # the server is not reading (a body the app has not consumed yet), or it still
+            # owes a response (the client may be pipelining): the client is not idle
+            self._mf_rearm(True)
+            return
+        if not self._mf_in_head:  # inside a body: the app sees the client leave
+            self.transport.close()
+        elif self._mf_head_bytes:
+            self._refuse(
+                408,
+                b"Request Timeout",
+                b"no byte of the request arrived for %d s; send the whole request"
+                % self.timeout_keep_alive,
+            )
+        else:  # nothing sent at all: closed like an idle keep-alive connection
+            self.transport.close()
 
     def _refuse(self, status: int, reason: bytes, message: bytes) -> None:
         """Answer and close without a reset: closing with unread input makes the kernel send
@@ -113,10 +156,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._mf_in_head, self._mf_head_bytes = True, 0
+        self._mf_in_head, self._mf_head_bytes, self._mf_reading = True, 0, False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._mf_reading = True
         if not hasattr(self, "_mf_on_lost"):
             self._mf_on_lost = []
         extensions: Any = {DISCONNECT: self._mf_on_lost.append}
@@ -128,6 +172,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._mf_rearm(False)
         super().connection_lost(exc)
         callbacks = list(getattr(self, "_mf_on_lost", ()))
         self._mf_on_lost = []
