@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -19,11 +20,12 @@ from onnx import TensorProto, helper
 
 from tests import builders
 from tests.builders import _model
-from tests.serve_support import save, start_server
+from tests.serve_support import save, slow_model, start_server
 
 grpc = pytest.importorskip("grpc")
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+httpclient = pytest.importorskip("tritonclient.http")
 
 HUGE = 2**62  # a dimension whose products overflow numpy's sizes
 
@@ -317,3 +319,55 @@ def test_connections_that_stall_inside_a_request_are_dropped(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+# -- batching never mixes requests whose inputs have different row counts --------------------
+def two_batch_dims_model(width: int = 512, depth: int = 48):
+    """a [N, width] through ``depth`` MatMul + Tanh (slow: requests queue) -> y [N, width];
+    b [M, 2] -> z = Identity(b) [M, 2]: two inputs with different first dimensions."""
+    base = slow_model(width, depth)
+    graph = base.graph
+    graph.input[0].name = "a"
+    graph.node[0].input[0] = "a"
+    graph.input.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 2]))
+    graph.node.append(helper.make_node("Identity", ["b"], ["z"]))
+    graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["M", 2]))
+    return base
+
+
+def test_requests_whose_inputs_differ_in_rows_are_never_merged(tmp_path):
+    model = save(two_batch_dims_model(), tmp_path / "nm.onnx")
+    # a batch holds 3 rows of 'a': (1 + 2) rows of 'a' come with (2 + 1) rows of 'b', so a
+    # merged run would look row-aligned and hand one client's 'b' rows to the other
+    server = start_server([str(model), "--threads", "1", "--max-batch-size", "3"])
+    wrong: list[tuple] = []
+    errors: list[str] = []
+
+    def client(k: int) -> None:
+        cl = httpclient.InferenceServerClient(server.hostport)
+        na, nb = (1, 2) if k == 0 else (2, 1)
+        for j in range(12):
+            a = np.full((na, 512), 0.1, np.float32)
+            b = np.full((nb, 2), k * 1000 + j, np.float32)
+            inputs = [httpclient.InferInput("a", [na, 512], "FP32")]
+            inputs.append(httpclient.InferInput("b", [nb, 2], "FP32"))
+            inputs[0].set_data_from_numpy(a)
+            inputs[1].set_data_from_numpy(b)
+            try:
+                result = cl.infer("nm", inputs)
+            except Exception as exc:  # a failed request fails the test too
+                errors.append(str(exc)[:200])
+                continue
+            z, y = result.as_numpy("z"), result.as_numpy("y")
+            if z.shape != b.shape or not (z == b).all() or y.shape != a.shape:
+                wrong.append((k, j, z.tolist()))
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and not wrong, (errors[:3], wrong[:3])
+    finally:
+        assert server.stop() == 0, server.stderr()
