@@ -371,3 +371,27 @@ def test_requests_whose_inputs_differ_in_rows_are_never_merged(tmp_path):
         assert not errors and not wrong, (errors[:3], wrong[:3])
     finally:
         assert server.stop() == 0, server.stderr()
+
+
+def test_grpc_typed_contents_outside_the_datatype_range_are_invalid_argument(tmp_path):
+    model = save(builders.identity(TensorProto.INT8, shape=("N", 2)), tmp_path / "small.onnx")
+    server = start_server([str(model), "--threads", "1", "--grpc-port", "0"])
+    pb = service_pb2
+    channel, client = stub(server)
+    try:
+        for values, want in (([1000, 1], "INVALID_ARGUMENT"), ([-128, 127], "OK")):
+            tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="INT8", shape=[1, 2])
+            tensor.contents.int_contents.extend(values)
+            try:
+                resp = client.ModelInfer(
+                    pb.ModelInferRequest(model_name="small", inputs=[tensor]), timeout=30
+                )
+            except grpc.RpcError as err:
+                assert err.code().name == want, (values, err.code(), err.details())
+                assert "input 'x'" in err.details() and "INT8 range" in err.details()
+            else:
+                assert want == "OK", values
+                assert np.frombuffer(resp.raw_output_contents[0], np.int8).tolist() == values
+    finally:
+        channel.close()
+        assert server.stop() == 0, server.stderr()

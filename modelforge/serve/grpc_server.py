@@ -116,7 +116,12 @@ def _from_contents(t: Any, shape: list[int]) -> Any:
         except UnicodeDecodeError:
             raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
     else:
-        arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+        try:  # numpy refuses a Python int outside the dtype (300 for UINT8)
+            arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+        except OverflowError:
+            raise bad_request(
+                f"input '{clip(t.name)}' holds values outside the {t.datatype} range"
+            ) from None
     if arr.size != math.prod(shape):
         raise bad_request(
             f"input '{clip(t.name)}' has {arr.size} values but shape {shape} needs "
