@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -395,3 +396,19 @@ def test_grpc_typed_contents_outside_the_datatype_range_are_invalid_argument(tmp
     finally:
         channel.close()
         assert server.stop() == 0, server.stderr()
+
+
+# -- a token no client could send ------------------------------------------------------------
+@pytest.mark.parametrize("token", ["sécret", "tab\there", "nul\x01x"])
+def test_a_token_no_header_can_carry_is_refused_at_start(tmp_path, token):
+    model = save(builders.identity(shape=("N", 3)), tmp_path / "ident.onnx")
+    env = dict(os.environ, MODELFORGE_SERVE_TOKEN=token, MODELFORGE_HOME=str(tmp_path / "s"))
+    r = subprocess.run(
+        [sys.executable, "-m", "modelforge", "serve", str(model), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "non-ASCII or control characters" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not r.stdout
