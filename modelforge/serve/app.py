@@ -278,29 +278,36 @@ class ServeApp:
     async def _repository(
         self, scope: dict[str, Any], receive: Receive, send: Send, rest: list[str]
     ) -> int:
+        index = rest == ["index"]
+        control = len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload")
+        if not (index or control):  # an unknown path is a 404 whatever the method
+            raise not_found(f"no endpoint at '{clip(scope['path'])}'")
         _method(scope["method"], "POST")
         body = await self._body(scope, receive)
         req = _json_object(body) if body.strip() else {}
-        if rest == ["index"]:
-            return await self._json(send, self.registry.index(bool(req.get("ready"))))
-        if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
-            name = rest[1]
-            self.registry.model(name)
-            if rest[2] == "load":
-                params = req.get("parameters") or {}
-                if not isinstance(params, dict):
-                    raise bad_request("'parameters' must be an object")
-                if any(str(k).startswith("file:") for k in params) or "config" in params:
-                    raise HttpError(
-                        403,
-                        "this server loads models from its store only: uploading files or a "
-                        "config through the load request is refused",
-                    )
-                await self.registry.load(name)
-            else:
-                await self.registry.unload(name)
-            return await self._json(send, {})
-        raise not_found(f"no endpoint at '{clip(scope['path'])}'")
+        if index:
+            ready = req.get("ready")
+            if ready is not None and not isinstance(ready, bool):
+                raise bad_request(f"'ready' must be true or false; got {clip(ready)}")
+            return await self._json(send, self.registry.index(bool(ready)))
+        name = rest[1]
+        self.registry.model(name)
+        if rest[2] == "load":
+            params = req.get("parameters")
+            if params is None:
+                params = {}
+            if not isinstance(params, dict):
+                raise bad_request(f"'parameters' must be an object; got {clip(params)}")
+            if any(str(k).startswith("file:") for k in params) or "config" in params:
+                raise HttpError(
+                    403,
+                    "this server loads models from its store only: uploading files or a "
+                    "config through the load request is refused",
+                )
+            await self.registry.load(name)
+        else:
+            await self.registry.unload(name)
+        return await self._json(send, {})
 
     async def _infer(
         self, scope: dict[str, Any], receive: Receive, send: Send, name: str, version: str | None

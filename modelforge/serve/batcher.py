@@ -59,7 +59,12 @@ class Work:
 
 
 def merge_key(feeds: dict[str, np.ndarray]) -> tuple[Any, ...]:
-    return tuple((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items())
+    key = tuple((k, v.dtype.str, v.shape[1:]) for k, v in feeds.items())
+    if len({v.shape[0] if v.ndim else None for v in feeds.values()}) > 1:
+        # inputs of different row counts (dims 0 named N and M): a merged run could not be
+        # split back by rows, so such a request runs alone (a key equal to no other)
+        return (*key, object())
+    return key
 
 
 class Load:

@@ -47,7 +47,13 @@ def _loads(data: bytes | memoryview) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"the request body is not valid JSON: {clip(exc, 160)}") from None
+        hint = ""
+        if any(t in bytes(data) for t in (b"NaN", b"Infinity")):
+            hint = (
+                " (NaN and Infinity are not JSON: send non-finite values as binary tensor "
+                "data, parameters.binary_data_size)"
+            )
+        raise bad_request(f"the request body is not valid JSON: {clip(exc, 160)}{hint}") from None
 
 
 def decode_http(
@@ -56,10 +62,9 @@ def decode_http(
     """Decode an HTTP infer body (``Inference-Header-Content-Length`` given or not)."""
     if header_length is None:
         return decode_json(_loads(body), memoryview(b""), inputs, outputs)
-    try:
-        hlen = int(header_length)
-    except ValueError:
-        hlen = -1
+    # ASCII digits only: int() would also take " 5", "+5", "1_0" and other scripts' digits
+    plain = header_length.isascii() and header_length.isdigit()
+    hlen = int(header_length) if plain else -1
     if hlen < 0:
         raise bad_request(
             f"Inference-Header-Content-Length '{clip(header_length)}' is not a non-negative integer"
@@ -110,6 +115,12 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+MAX_RANK = 32
+# the product of a shape's non-zero dimensions: numpy cannot even describe an empty array
+# past 2**63 bytes (8-byte elements), so [0, 2**62, 2**62] must be refused before reshape
+MAX_ELEMENTS = 2**59
+
+
 def _shape(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
@@ -118,8 +129,27 @@ def _shape(value: Any, name: str) -> list[int]:
             f"input '{clip(name)}' needs a 'shape' that is a list of non-negative integers; "
             f"got {clip(value)}"
         )
-    if len(value) > 32:
-        raise bad_request(f"input '{clip(name)}' has {len(value)} dimensions; at most 32")
+    return check_shape(name, value)
+
+
+def check_shape(name: str, shape: list[int]) -> list[int]:
+    """Rank and size limits of a client's (non-negative) shape, before any array is made."""
+    if len(shape) > MAX_RANK:
+        raise bad_request(f"input '{clip(name)}' has {len(shape)} dimensions; at most {MAX_RANK}")
+    if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+        raise bad_request(
+            f"input '{clip(name)}' has shape {clip(shape)}, whose dimensions (zeros aside) "
+            f"multiply past {MAX_ELEMENTS} elements; send the tensor's real shape"
+        )
+    return shape
+
+
+def _params(value: Any, where: str) -> dict[str, Any]:
+    """A ``parameters`` field: absent/null or a JSON object (``[]``, ``0``, ``""`` are not)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"'parameters' of {where} must be an object; got {clip(value)}")
     return value
 
 
@@ -138,9 +168,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             raise bad_request(f"inputs[{i}] needs a 'name' (a string)")
         port = port_for(ports, feeds, name, item.get("datatype"))
         shape = _shape(item.get("shape"), name)
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise bad_request(f"'parameters' of input '{clip(name)}' must be an object")
+        params = _params(item.get("parameters"), f"input '{clip(name)}'")
         size = _binary_size(params, name, len(blobs) - offset)
         if size is not None and "data" in item:
             raise bad_request(
@@ -161,9 +189,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             "binary_data_size accounts for"
         )
     rows = require_all(feeds, inputs)
-    params = head.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise bad_request("the request's 'parameters' must be an object")
+    params = _params(head.get("parameters"), "the request")
     binary = _flag(params, "binary_data_output", "the request's parameters")
     wanted = _wanted(head.get("outputs"), outputs, bool(binary))
     rid = head.get("id")
@@ -181,7 +207,7 @@ def port_for(ports: dict[str, Port], feeds: dict[str, Any], name: str, datatype:
         )
     if name in feeds:
         raise bad_request(f"input '{clip(name)}' is given twice")
-    if datatype not in OIP_SIZE and datatype != "BYTES":
+    if not isinstance(datatype, str) or (datatype not in OIP_SIZE and datatype != "BYTES"):
         raise bad_request(
             f"input '{clip(name)}' has datatype '{clip(datatype)}', which is not an OIP "
             "datatype (BOOL, UINT8..64, INT8..64, FP16, FP32, FP64, BYTES, BF16)"
@@ -254,9 +280,7 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
         if name in seen:
             continue
         seen.add(port.name)
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise bad_request(f"'parameters' of output '{clip(name)}' must be an object")
+        params = _params(item.get("parameters"), f"output '{clip(name)}'")
         binary = params.get("binary_data")  # the common case without building a message
         if type(binary) is not bool:
             binary = _flag(params, "binary_data", f"output '{clip(name)}'", binary_default)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from modelforge.serve.protocol import EXTENSIONS, SERVER_NAME, HttpError, bad_request, clip
@@ -36,6 +37,7 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _OPEN = {"ServerLive", "ServerReady"}
+log = logging.getLogger("modelforge.serve")
 
 
 def _import() -> tuple[Any, Any, Any]:
@@ -57,7 +59,14 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
     """ModelInferRequest -> codec.Request (raw_input_contents or typed contents), checked
     exactly like an HTTP request (same messages)."""
     from modelforge.serve.checks import check_tensor
-    from modelforge.serve.codec import Request, Wanted, _from_bytes, port_for, require_all
+    from modelforge.serve.codec import (
+        Request,
+        Wanted,
+        _from_bytes,
+        check_shape,
+        port_for,
+        require_all,
+    )
 
     ports = {p.name: p for p in inputs}
     raw = list(request.raw_input_contents)
@@ -71,19 +80,21 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         shape = [int(d) for d in t.shape]
         if any(d < 0 for d in shape):
             raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
+        check_shape(t.name, shape)
         arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
         check_tensor(port, arr)
         feeds[t.name] = arr
     rows = require_all(feeds, inputs)
     by_name = {p.name: p for p in outputs}
-    wanted = []
+    wanted: list[Wanted] = []
     for o in request.outputs:
         if o.name not in by_name:
             raise bad_request(
                 f"the model has no output '{clip(o.name)}' (outputs: "
                 f"{', '.join(clip(p) for p in by_name)})"
             )
-        wanted.append(Wanted(by_name[o.name], True))
+        if all(w.port.name != o.name for w in wanted):  # asked twice: answered once, as HTTP
+            wanted.append(Wanted(by_name[o.name], True))
     if not wanted:
         wanted = [Wanted(p, True) for p in outputs]
     return Request(request.id, feeds, wanted, rows)
@@ -105,7 +116,12 @@ def _from_contents(t: Any, shape: list[int]) -> Any:
         except UnicodeDecodeError:
             raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
     else:
-        arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+        try:  # numpy refuses a Python int outside the dtype (300 for UINT8)
+            arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
+        except OverflowError:
+            raise bad_request(
+                f"input '{clip(t.name)}' holds values outside the {t.datatype} range"
+            ) from None
     if arr.size != math.prod(shape):
         raise bad_request(
             f"input '{clip(t.name)}' has {arr.size} values but shape {shape} needs "
@@ -147,6 +163,14 @@ class _Servicer:
                 return fn(request)
             except HttpError as err:
                 self._abort(context, err)
+            except CancelledError:  # the event loop stopped under the call: shutting down
+                context.abort(self.grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            except Exception:  # a bug: the traceback goes to the server's log, as for HTTP
+                log.exception("internal error serving gRPC %s", method)
+                context.abort(
+                    self.grpc.StatusCode.INTERNAL,
+                    "internal error (a bug in ModelForge; the server log has the traceback)",
+                )
 
         return call
 

@@ -12,6 +12,11 @@ It also tells the application when the client disconnects, through a scope exten
 awaiting ``receive()`` in a task of its own, one task per request. And it bounds what
 httptools would buffer without limit (request line + headers: ``MAX_HEAD_BYTES``, 431), and
 answers malformed HTTP in the API's JSON error shape (400), closing without a reset.
+
+uvicorn's keep-alive timeout only runs between requests: a connection that sends nothing,
+or stops inside a request's head or body, would be held forever. The same timeout
+(``timeout_keep_alive``) is applied while a request is being read: a connection that sends
+no byte for that long is dropped (a partial head gets a 408).
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ LINGER_S = 2.0  # how long a refused connection's input is drained before it is 
 
 
 class _Coalescing:
-    __slots__ = ("_transport", "_held", "_first")
+    __slots__ = ("_transport", "_held", "_first", "_close")
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, close: Callable[[], None]) -> None:
         self._transport = transport
         self._held: bytes | None = None
         self._first = True
+        self._close = close  # how the cycle's "connection: close" ends the connection
 
     def write(self, data: bytes) -> None:
         if self._first:
@@ -55,7 +61,7 @@ class _Coalescing:
 
     def close(self) -> None:
         self.flush()
-        self._transport.close()
+        self._close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -68,6 +74,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _mf_head_bytes = 0
     _mf_in_head = True
     _mf_refused = False
+    _mf_reading = False  # between a request's first byte and its last
+    _mf_idle: asyncio.TimerHandle | None = None  # no byte for timeout_keep_alive: dropped
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._mf_rearm(True)  # a connection that never sends a byte is not kept either
 
     def data_received(self, data: bytes) -> None:
         if self._mf_refused:
@@ -82,19 +94,56 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     b"the request line and headers are over %d bytes; send smaller headers"
                     % MAX_HEAD_BYTES,
                 )
+        self._mf_rearm(self._mf_reading)
+
+    def _mf_rearm(self, reading: bool) -> None:
+        if self._mf_idle is not None:
+            self._mf_idle.cancel()
+            self._mf_idle = None
+        if reading and not self._mf_refused and not self.transport.is_closing():
+            self._mf_idle = self.loop.call_later(self.timeout_keep_alive, self._mf_idle_out)
+
+    def _mf_idle_out(self) -> None:
+        """No byte for ``timeout_keep_alive`` while a request was being read (or before the
+        first one): drop the connection."""
+        self._mf_idle = None
+        if self._mf_refused or self.transport.is_closing():
+            return
+        pending = self.cycle is not None and not self.cycle.response_complete
+        if self.flow.read_paused or (pending and self._mf_in_head):
+            # the server is not reading (a body the app has not consumed yet), or it still
+            # owes a response (the client may be pipelining): the client is not idle
+            self._mf_rearm(True)
+            return
+        if not self._mf_in_head:  # inside a body: the app sees the client leave
+            self.transport.close()
+        elif self._mf_head_bytes:
+            self._refuse(
+                408,
+                b"Request Timeout",
+                b"no byte of the request arrived for %d s; send the whole request"
+                % self.timeout_keep_alive,
+            )
+        else:  # nothing sent at all: closed like an idle keep-alive connection
+            self.transport.close()
 
     def _refuse(self, status: int, reason: bytes, message: bytes) -> None:
         """Answer and close without a reset: closing with unread input makes the kernel send
         RST, which can destroy the answer before the client reads it. So the write side is
         shut (FIN after the answer), input is read and dropped, and the socket closes when
         the client closes or after LINGER_S."""
-        self._mf_refused = True
         body = b'{"error":"%s"}' % message
-        transport = self.transport
-        transport.write(
+        self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
         )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer without a reset (see :meth:`_refuse`)."""
+        self._mf_refused = True
+        transport = self.transport
+        self.flow.resume_reading()  # uvicorn pauses reading a body the app has not read
         if transport.can_write_eof():
             transport.write_eof()
             asyncio.get_running_loop().call_later(LINGER_S, transport.close)
@@ -107,10 +156,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._mf_in_head, self._mf_head_bytes = True, 0
+        self._mf_in_head, self._mf_head_bytes, self._mf_reading = True, 0, False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._mf_reading = True
         if not hasattr(self, "_mf_on_lost"):
             self._mf_on_lost = []
         extensions: Any = {DISCONNECT: self._mf_on_lost.append}
@@ -118,9 +168,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._mf_on_lost.clear()
-        super().on_response_complete()
+        if not self._mf_refused:  # lingering: no pipelined request, no keep-alive timer
+            super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._mf_rearm(False)
         super().connection_lost(exc)
         callbacks = list(getattr(self, "_mf_on_lost", ()))
         self._mf_on_lost = []
@@ -138,12 +190,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 b"valid HTTP/1.1); send a well-formed request",
             )
 
+    def _close_after(self, cycle: Any) -> None:
+        """A response said "connection: close". If the client is still sending this
+        request's body (a 413 refused from Content-Length), closing now would reset the
+        connection and destroy the answer for a client that sends its whole body before
+        reading (http.client, requests): linger instead, like :meth:`_refuse`."""
+        if cycle.more_body and not cycle.disconnected:
+            self._linger()
+        else:
+            self.transport.close()
+
     def on_headers_complete(self) -> None:
         self._mf_in_head, self._mf_head_bytes = False, 0
         super().on_headers_complete()
         cycle = getattr(self, "cycle", None)
         if cycle is not None and not isinstance(cycle.transport, _Coalescing):
-            wrapper = cycle.transport = _Coalescing(cycle.transport)
+            wrapper = cycle.transport = _Coalescing(
+                cycle.transport, lambda: self._close_after(cycle)
+            )
             done = cycle.on_response
 
             def on_response() -> None:  # this cycle's own wrapper (pipelined cycles differ)

@@ -129,6 +129,13 @@ class ServeOptions:
                 hint="strip the spaces or newline from --token / $" + TOKEN_ENV,
                 code="invalid_option",
             )
+        if self.token is not None and not (self.token.isascii() and self.token.isprintable()):
+            raise UsageError(  # HTTP headers carry Latin-1, gRPC metadata ASCII: none would match
+                "the token has non-ASCII or control characters, which an 'Authorization: "
+                "Bearer' header or gRPC metadata cannot carry intact",
+                hint="use printable ASCII, e.g. the output of 'openssl rand -hex 32'",
+                code="invalid_option",
+            )
 
     @property
     def intra_threads(self) -> int:

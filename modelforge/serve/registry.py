@@ -233,7 +233,7 @@ class Registry:
             if model.latest is None:
                 raise not_found(f"model '{clip(model.name)}' has no versions")
             return model.latest
-        if version.isdigit():
+        if version.isascii() and version.isdigit():  # not "²" or other scripts' digits
             v = int(version)
             if v not in model.available:
                 raise not_found(
