@@ -306,14 +306,25 @@ class _Servicer:
             if request is None:
                 return
             try:
-                yield self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
+                answer = self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
             except HttpError as err:
-                yield self.pb.ModelStreamInferResponse(
-                    error_message=err.message,
-                    infer_response=self.pb.ModelInferResponse(
-                        model_name=request.model_name, id=request.id
-                    ),
+                answer = self._stream_error(request, err.message)
+            except CancelledError:  # the event loop stopped under the call: shutting down
+                yield self._stream_error(request, "the server is shutting down")
+                return
+            except Exception:  # a bug: logged with its traceback, as for HTTP; the stream goes on
+                log.exception("internal error serving gRPC ModelStreamInfer")
+                answer = self._stream_error(
+                    request,
+                    "internal error (a bug in ModelForge; the server log has the traceback)",
                 )
+            yield answer
+
+    def _stream_error(self, request: Any, message: str) -> Any:
+        return self.pb.ModelStreamInferResponse(
+            error_message=message,
+            infer_response=self.pb.ModelInferResponse(model_name=request.model_name, id=request.id),
+        )
 
     def model_infer(self, request: Any) -> Any:
         import time
