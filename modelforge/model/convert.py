@@ -204,7 +204,7 @@ def convert_model(
     if results are unchanged. Store references are resolved by :func:`modelforge.convert_model`.
     """
     from modelforge.engine.isolate import Limits, run_isolated
-    from modelforge.model.files import check_regular_file
+    from modelforge.model.files import check_output_file, check_regular_file
     from modelforge.model.open import OpenedModel
 
     if opset < 1:
@@ -225,8 +225,7 @@ def convert_model(
             hint="create it first",
             code="output_folder_missing",
         )
-    if out.is_dir():
-        raise OutputError(f"output '{escape(out)}' is a directory", code="output_is_directory")
+    check_output_file(out)
     if out.exists() and out.resolve() == info.resolved:
         raise UsageError(
             "the output would overwrite the input model",

@@ -30,7 +30,7 @@ from modelforge.errors import (
     UnsafeModelError,
     UsageError,
 )
-from modelforge.model.files import check_regular_file
+from modelforge.model.files import check_output_file, check_regular_file
 from modelforge.store.catalog import find
 from modelforge.store.columns import validate_columns
 from modelforge.store.layout import Store
@@ -68,6 +68,7 @@ def export_version(
             hint="create it first",
             code="output_dir_missing",
         )
+    check_output_file(out)
     _check_stored_files(mv)
     manifest = {
         "format": EXPORT_FORMAT,
@@ -103,8 +104,14 @@ def export_version(
                 with open(mv.directory / EXAMPLES_FILE, "rb") as fh:
                     tar.addfile(ti, fh)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"cannot write '{escape(out)}': {exc.strerror or exc}",
+                hint="check free disk space and permissions",
+                code="write_failed",
+            ) from None
         raise
     return ExportResult(
         ref=mv.ref, output=str(out), size=out.stat().st_size, files=len(mv.meta["files"])

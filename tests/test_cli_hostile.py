@@ -1,0 +1,161 @@
+"""An outside tester's audit of the CLI: hostile outputs (devices, FIFOs, symlinks, the input
+file itself, a full disk) and hostile data the corpus in tests/hostile did not cover
+(nested JSON Lines values, Parquet list columns, JSON nested beyond Python's recursion limit).
+
+Every refusal: a documented exit, one ``error:`` line naming the problem, no traceback; no
+special file is ever replaced by a rename (``-o /dev/null`` run as root used to turn
+/dev/null into a regular file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests import builders
+from tests.hostile.harness import assert_ok, assert_refused, cli, mf
+
+pytestmark = pytest.mark.timeout(120)
+
+CSV = "f0,f1,f2,f3\n1,2,3,4\n5,6,7,8\n"
+COLS = "f0,f1,f2,f3"
+
+
+@pytest.fixture
+def model(tmp_path):
+    return builders.save(builders.linear(4, 1), tmp_path / "lin.onnx")
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text(CSV)
+    return path
+
+
+def _fifo(tmp_path):
+    """A FIFO held open for reading and writing by the test (so nobody blocks on it)."""
+    path = tmp_path / "pipe.csv"
+    os.mkfifo(path)
+    return path, os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+
+# outputs ----------------------------------------------------------------------------------
+
+
+def test_predict_into_a_fifo_streams_into_it_instead_of_replacing_it(model, data, tmp_path):
+    fifo, fd = _fifo(tmp_path)
+    try:
+        out = mf("predict", model, data, "--columns", COLS, "-o", fifo, "--output-format", "csv")
+        assert_ok(out)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO was replaced by a file"
+        assert os.read(fd, 65536).decode().startswith("y_0\n")
+    finally:
+        os.close(fd)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predict_through_a_symlink_keeps_the_link_and_writes_its_target(model, data, tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "out.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert_ok(cli("predict", model, data, "--columns", COLS, "-o", link))
+    assert link.is_symlink()
+    assert target.read_text().startswith("y_0\n")
+
+
+def test_predict_output_that_is_the_input_is_refused(model, data):
+    line = assert_refused(
+        cli("predict", model, data, "--columns", COLS, "-o", data), 2, "d.csv", "input"
+    )
+    assert "Hint:" in line
+    assert data.read_text() == CSV
+
+
+def test_predict_output_that_is_the_input_by_another_path_is_refused(model, data, tmp_path):
+    (tmp_path / "sub").mkdir()
+    other = tmp_path / "sub" / ".." / "d.csv"
+    assert_refused(cli("predict", model, data, "--columns", COLS, "-o", other), 2, "input")
+    assert data.read_text() == CSV
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_convert_and_export_refuse_a_fifo_output(command, model, tmp_path):
+    fifo, fd = _fifo(tmp_path)
+    try:
+        if command == "convert":
+            out = cli("convert", model, "--opset", "17", "-o", fifo)
+        else:
+            assert_ok(cli("models", "add", model, "--name", "lin", "--columns", COLS))
+            out = cli("models", "export", "lin", "-o", fifo)
+        assert_refused(out, 10, "pipe.csv", "not a regular file")
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    finally:
+        os.close(fd)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".pipe")]
+
+
+def _to_dev_full(*args):
+    env = {k: v for k, v in os.environ.items() if k != "MODELFORGE_DEBUG"}
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "modelforge", *map(str, args)],
+            stdout=full, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, timeout=60,
+        )  # fmt: skip
+    return proc.returncode, proc.stderr.decode()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_reports_to_a_full_stdout_are_output_errors(model, json_mode):
+    rc, err = _to_dev_full("inspect", model, *(["--json"] if json_mode else []))
+    assert rc == 10, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1 and "stdout" in err
+
+
+# data -------------------------------------------------------------------------------------
+
+
+def test_jsonl_nested_object_in_a_scalar_column_names_the_column(model, tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"f0": {"a": 1}, "f1": 2, "f2": 3, "f3": 4}\n')
+    assert_refused(cli("predict", model, path, "--columns", COLS), 5, "n.jsonl", "'f0'")
+
+
+def test_parquet_list_column_fed_as_one_value_per_row_names_the_column(model, tmp_path):
+    path = tmp_path / "l.parquet"
+    table = pa.table({"f0": [[1.0], [2.0]], "f1": [1.0, 2], "f2": [1.0, 2], "f3": [1.0, 2]})
+    pq.write_table(table, path)
+    assert_refused(cli("predict", model, path, "--columns", COLS), 5, "l.parquet", "'f0'")
+
+
+def test_jsonl_nested_deeper_than_python_can_parse_is_a_data_error(model, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"f0": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert_refused(cli("predict", model, path, "--columns", COLS), 5, "deep.jsonl", "line 1")
+
+
+def test_json_mode_error_envelope_for_nested_jsonl(model, tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"f0": [1, 2], "f1": 2, "f2": 3, "f3": 4}\n')
+    out = cli("predict", model, path, "--columns", COLS, "-o", tmp_path / "o.csv", "--json")
+    assert out.rc == 5, str(out)
+    assert json.loads(out.stdout)["error"]["exit_code"] == 5
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_export_to_a_folder_or_an_unwritable_place_is_an_output_error(model, tmp_path):
+    assert_ok(cli("models", "add", model, "--name", "lin", "--columns", COLS))
+    assert_refused(cli("models", "export", "lin", "-o", tmp_path), 10, "is a directory")
+    line = assert_refused(cli("models", "export", "lin", "-o", "/proc/x.tar.gz"), 10, "/proc")
+    assert "cannot write" in line
