@@ -126,7 +126,7 @@ def test_reports_to_a_full_stdout_are_output_errors(model, json_mode):
 # data -------------------------------------------------------------------------------------
 
 
-def test_jsonl_nested_object_in_a_scalar_column_names_the_column(model, tmp_path):
+def test_jsonl_object_in_a_scalar_column_names_the_column(model, tmp_path):
     path = tmp_path / "n.jsonl"
     path.write_text('{"f0": {"a": 1}, "f1": 2, "f2": 3, "f3": 4}\n')
     assert_refused(cli("predict", model, path, "--columns", COLS), 5, "n.jsonl", "'f0'")
@@ -159,3 +159,22 @@ def test_export_to_a_folder_or_an_unwritable_place_is_an_output_error(model, tmp
     assert_refused(cli("models", "export", "lin", "-o", tmp_path), 10, "is a directory")
     line = assert_refused(cli("models", "export", "lin", "-o", "/proc/x.tar.gz"), 10, "/proc")
     assert "cannot write" in line
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_object_cells_are_not_fed_in_key_order(fmt, model, tmp_path):
+    # {"d": 4, "a": 1, ...} used to be fed as [4, 1, 2, 3]: the order of the keys in the file
+    rows = [{"d": 4.0, "a": 1.0, "b": 2.0, "c": 3.0}]
+    path = tmp_path / f"s.{fmt}"
+    if fmt == "jsonl":
+        path.write_text(json.dumps({"x": rows[0]}) + "\n")
+    else:
+        pq.write_table(pa.table({"x": rows}), path)
+    assert_refused(cli("predict", model, path), 5, "column 'x'", "objects")
+
+
+def test_jsonl_list_in_a_scalar_column_names_the_column(model, tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"f0": [1], "f1": 2, "f2": 3, "f3": 4}\n')
+    line = assert_refused(cli("predict", model, path, "--columns", COLS), 5, "l.jsonl", "'f0'")
+    assert "lists" in line
