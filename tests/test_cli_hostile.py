@@ -178,3 +178,18 @@ def test_jsonl_list_in_a_scalar_column_names_the_column(model, tmp_path):
     path.write_text('{"f0": [1], "f1": 2, "f2": 3, "f3": 4}\n')
     line = assert_refused(cli("predict", model, path, "--columns", COLS), 5, "l.jsonl", "'f0'")
     assert "lists" in line
+
+
+# options ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300"])
+@pytest.mark.parametrize("command", ["predict", "validate"])
+def test_timeouts_that_are_not_finite_are_usage_errors(command, value, model, data):
+    args = [model, data, "--columns", COLS] if command == "predict" else [model]
+    assert_refused(cli(command, *args, "--timeout", value), 2, "--timeout")
+
+
+def test_a_nan_timeout_in_the_environment_is_a_usage_error(model, monkeypatch):
+    monkeypatch.setenv("MODELFORGE_TIMEOUT", "nan")
+    assert_refused(cli("validate", model), 2, "MODELFORGE_TIMEOUT")
