@@ -193,3 +193,15 @@ def test_timeouts_that_are_not_finite_are_usage_errors(command, value, model, da
 def test_a_nan_timeout_in_the_environment_is_a_usage_error(model, monkeypatch):
     monkeypatch.setenv("MODELFORGE_TIMEOUT", "nan")
     assert_refused(cli("validate", model), 2, "MODELFORGE_TIMEOUT")
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [(CSV.encode(), "utf-16"), (CSV.encode("utf-16-le") + b"\x00", "utf-16-le")],
+    ids=["utf8-read-as-utf16", "odd-byte-at-the-end"],
+)
+def test_csv_that_is_not_in_the_given_encoding_is_a_data_error(content, encoding, model, tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_bytes(content)
+    out = cli("predict", model, path, "--columns", COLS, "--encoding", encoding)
+    assert_refused(out, 5, "e.csv", encoding)
