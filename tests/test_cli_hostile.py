@@ -205,3 +205,10 @@ def test_csv_that_is_not_in_the_given_encoding_is_a_data_error(content, encoding
     path.write_bytes(content)
     out = cli("predict", model, path, "--columns", COLS, "--encoding", encoding)
     assert_refused(out, 5, "e.csv", encoding)
+
+
+@pytest.mark.parametrize("command", ["predict", "bench"])
+def test_absurd_thread_counts_are_usage_errors_not_crashes(command, model, data):
+    # --threads 100000 crashed onnxruntime (SIGSEGV, reported as a hostile model); 2048 hung
+    args = [model, data, "--columns", COLS] if command == "predict" else [model]
+    assert_refused(cli(command, *args, "--threads", "100000"), 2, "--threads")
