@@ -212,3 +212,29 @@ def test_absurd_thread_counts_are_usage_errors_not_crashes(command, model, data)
     # --threads 100000 crashed onnxruntime (SIGSEGV, reported as a hostile model); 2048 hung
     args = [model, data, "--columns", COLS] if command == "predict" else [model]
     assert_refused(cli(command, *args, "--threads", "100000"), 2, "--threads")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_inline_data_nested_too_deeply_is_a_usage_error(model):
+    assert_refused(cli("predict", model, "--data", '{"x": ' + DEEP + "}"), 2, "--data", "JSON")
+
+
+def test_json_file_nested_too_deeply_is_a_data_error(model, tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"x": ' + DEEP + "}")
+    assert_refused(cli("predict", model, path), 5, "deep.json", "JSON")
+
+
+def test_archive_whose_manifest_is_nested_too_deeply_is_refused(tmp_path, store_root):
+    import io
+    import tarfile
+
+    archive = tmp_path / "deep.tar.gz"
+    payload = DEEP.encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("modelforge-export.json")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    assert_refused(cli("models", "import", archive), 4, "manifest")

@@ -256,7 +256,7 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                     raw = fh.read(16 * 1024 * 1024)
                     try:
                         manifest = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         raise InvalidModelError(
                             "the archive's manifest is not valid JSON", code="bad_archive"
                         ) from None

@@ -104,7 +104,7 @@ def read_json(path: Path, what: str) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise StoreCorruptError(
             f"{what} '{escape(path)}' is unreadable or not valid JSON ({escape(exc)})",
             hint="run 'modelforge models verify' to see every problem; remove or restore the "
