@@ -238,3 +238,25 @@ def test_archive_whose_manifest_is_nested_too_deeply_is_refused(tmp_path, store_
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     assert_refused(cli("models", "import", archive), 4, "manifest")
+
+
+@pytest.mark.parametrize("entry", [{"path": 5}, "lin.onnx", {"path": "lin.onnx", "size": "1"}])
+def test_archive_with_a_malformed_file_list_is_refused(entry, model, tmp_path, store_root):
+    import io
+    import tarfile
+
+    assert_ok(cli("models", "add", model, "--name", "lin", "--columns", COLS))
+    good = tmp_path / "good.tar.gz"
+    assert_ok(cli("models", "export", "lin", "-o", good))
+    with tarfile.open(good) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    manifest = json.loads(members["modelforge-export.json"])
+    manifest["meta"]["files"] = [entry]
+    members["modelforge-export.json"] = json.dumps(manifest).encode()
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    assert_refused(cli("models", "import", bad, "--name", "other"), 4, "'files'")

@@ -186,6 +186,18 @@ def _string_list(value: Any, field: str) -> list[str] | None:
     return list(value)
 
 
+def _file_entry(value: Any) -> dict[str, Any]:
+    """One entry of the manifest's file list: {"path": str, "sha256": str, "size": int}."""
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("path"), str)
+        and isinstance(value.get("sha256"), str)
+        and isinstance(value.get("size"), int)
+    ):
+        raise _bad_manifest("files")
+    return value
+
+
 def _checked(check: Any, value: Any) -> Any:
     """Run an add-time validator on archive data; its complaint is about the archive."""
     try:
@@ -296,7 +308,7 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
     meta = manifest.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
         raise InvalidModelError("the archive's manifest has no file list", code="bad_archive")
-    expected = {f["path"]: (f["sha256"], f["size"]) for f in meta["files"]}
+    expected = {f["path"]: (f["sha256"], f["size"]) for f in map(_file_entry, meta["files"])}
     if set(expected) != set(written):
         missing = sorted(set(expected) - set(written))
         extra = sorted(set(written) - set(expected))
