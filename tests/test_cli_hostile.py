@@ -260,3 +260,27 @@ def test_archive_with_a_malformed_file_list_is_refused(entry, model, tmp_path, s
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
     assert_refused(cli("models", "import", bad, "--name", "other"), 4, "'files'")
+
+
+# predict --cluster ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def parquet(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({c: [1.0, 2.0] for c in COLS.split(",")}), path)
+    return path
+
+
+@pytest.mark.parametrize("address", ["tcp://[::1", "http://127.0.0.1:1", "tcp://host", "sched"])
+def test_cluster_addresses_that_are_not_addresses_are_usage_errors(
+    address, model, parquet, tmp_path
+):
+    if address == "sched":  # a scheduler file that is not JSON
+        address = str(tmp_path / "sched.json")
+        (tmp_path / "sched.json").write_text("{")
+    out = cli(
+        "predict", model, parquet, "--columns", COLS, "-o", f"{tmp_path}/o/", "--cluster", address
+    )
+    assert_refused(out, 2, "--cluster", bound=15)
+    assert not (tmp_path / "o").exists()
