@@ -284,3 +284,29 @@ def test_cluster_addresses_that_are_not_addresses_are_usage_errors(
     )
     assert_refused(out, 2, "--cluster", bound=15)
     assert not (tmp_path / "o").exists()
+
+
+# stdin ------------------------------------------------------------------------------------
+
+
+def _closed_stdin(*args):
+    env = {k: v for k, v in os.environ.items() if k != "MODELFORGE_DEBUG"}
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, "-m", "modelforge", *map(str, args)],
+        capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    return proc.returncode, proc.stderr.decode()
+
+
+def test_predict_from_a_closed_stdin_is_a_data_error(model):
+    rc, err = _closed_stdin("predict", model, "-")
+    assert rc == 5, err
+    assert err.startswith("error: ") and "stdin is closed" in err and "Traceback" not in err
+
+
+def test_models_rm_with_a_closed_stdin_asks_for_yes(model):
+    assert_ok(cli("models", "add", model, "--name", "lin", "--columns", COLS))
+    assert_ok(cli("models", "tag", "lin:1", "prod"))
+    rc, err = _closed_stdin("models", "rm", "lin:1")
+    assert rc == 2, err
+    assert "--yes" in err and "Traceback" not in err
