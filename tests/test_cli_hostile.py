@@ -310,3 +310,14 @@ def test_models_rm_with_a_closed_stdin_asks_for_yes(model):
     rc, err = _closed_stdin("models", "rm", "lin:1")
     assert rc == 2, err
     assert "--yes" in err and "Traceback" not in err
+
+
+def test_a_relative_custom_op_library_is_loaded_from_here_not_the_library_path(
+    model, data, tmp_path, monkeypatch
+):
+    # dlopen("lib.so") searches LD_LIBRARY_PATH, so a file in the current folder was "missing"
+    (tmp_path / "notalib.so").write_bytes(b"not an ELF file")
+    monkeypatch.chdir(tmp_path)
+    out = cli("predict", model, data, "--columns", COLS, "--custom-ops", "notalib.so")
+    line = assert_refused(out, 7, "notalib.so")
+    assert "cannot open shared object file" not in line

@@ -111,12 +111,13 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
         path = Path(lib)
         if not path.is_file():
             raise UsageError(
-                f"custom-op library '{escape(lib)}' does not exist", code="invalid_option"
+                f"custom-op library '{escape(lib)}' does not exist or is not a file",
+                code="invalid_option",
             )
-        try:
-            so.register_custom_ops_library(os.fspath(path))
+        try:  # absolute: dlopen looks a bare name up on the library path, not here
+            so.register_custom_ops_library(os.fspath(path.absolute()))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise translate_error(exc, f"loading custom-op library '{lib}'") from None
+            raise translate_error(exc, f"loading custom-op library '{escape(lib)}'") from None
     return so
 
 
