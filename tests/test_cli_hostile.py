@@ -321,3 +321,24 @@ def test_a_relative_custom_op_library_is_loaded_from_here_not_the_library_path(
     out = cli("predict", model, data, "--columns", COLS, "--custom-ops", "notalib.so")
     line = assert_refused(out, 7, "notalib.so")
     assert "cannot open shared object file" not in line
+
+
+# the store root ---------------------------------------------------------------------------
+
+
+def test_an_empty_store_option_is_a_usage_error_not_the_current_folder(
+    model, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    out = cli("--store", "", "models", "add", model, "--name", "lin", "--columns", COLS)
+    assert out.rc == 2 and "--store" in out.stderr, str(out)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "store.json").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [("models", "list"), ("models", "show", "lin"), ("inspect", "lin")]
+)
+def test_a_store_root_that_is_a_file_is_a_store_error(command, tmp_path):
+    root = tmp_path / "store-file"
+    root.write_text("")
+    assert_refused(cli("--store", root, *command), 6, "not a folder")
