@@ -342,3 +342,11 @@ def test_a_store_root_that_is_a_file_is_a_store_error(command, tmp_path):
     root = tmp_path / "store-file"
     root.write_text("")
     assert_refused(cli("--store", root, *command), 6, "not a folder")
+
+
+@pytest.mark.parametrize("command", ["validate", "convert"])
+@pytest.mark.parametrize("option", ["--rtol", "--atol"])
+def test_nan_tolerances_are_usage_errors(command, option, model, tmp_path):
+    extra = ["--opset", "18", "-o", tmp_path / "c.onnx"] if command == "convert" else []
+    assert_refused(cli(command, model, *extra, option, "nan"), 2, "--rtol and --atol")
+    assert not (tmp_path / "c.onnx").exists()

@@ -209,7 +209,7 @@ def convert_model(
 
     if opset < 1:
         raise UsageError("--opset must be a positive integer", code="invalid_option")
-    if rtol < 0 or atol < 0:
+    if not (rtol >= 0 and atol >= 0):  # also refuses NaN
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
     expected_sha256 = None
     if isinstance(model, OpenedModel):
