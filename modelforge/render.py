@@ -28,6 +28,8 @@ from modelforge.text import escape
 if TYPE_CHECKING:
     from rich.console import Console
 
+STDOUT_WRITE_FAILED = "stdout_write_failed"  # the error code of a failed write to stdout
+
 
 class ProgressHandle(Protocol):
     """What ``Renderer.progress`` yields: report work done, change the total or fields."""
@@ -307,22 +309,48 @@ class Renderer:
             "error": error,
             "warnings": list(self.warnings),
         }
-        self.stdout.write(dumps(payload) + "\n")
-        self.stdout.flush()
+        with self._writing():
+            self.stdout.write(dumps(payload) + "\n")
+            self.stdout.flush()
         self.emitted = True
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Writes to stdout: a full disk or an I/O error is an OutputError (exit 10), not a
+        bug; a closed pipe stays a BrokenPipeError (the CLI ends quietly)."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the result to stdout: {exc.strerror or exc}",
+                hint="check free disk space where stdout is redirected",
+                code=STDOUT_WRITE_FAILED,
+            ) from None
+
+    def flush(self) -> None:
+        """Flush stdout at the end of a command (errors as in :meth:`_writing`)."""
+        out = self._stdout or sys.stdout
+        if out is not None and not getattr(out, "closed", False):
+            with self._writing():
+                out.flush()
 
     # helpers for human renderers ----------------------------------------------------
     def print(self, renderable: Any = "") -> None:
         """Print a rich renderable (table, text) or a plain string to stdout."""
-        if isinstance(renderable, str):
-            self.stdout.write(renderable + "\n")
-        else:
-            self.out_console().print(renderable)
+        with self._writing():
+            if isinstance(renderable, str):
+                self.stdout.write(renderable + "\n")
+            else:
+                self.out_console().print(renderable)
 
     def line(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
+        with self._writing():
+            self.stdout.write(text + "\n")
 
 
+STDOUT_WRITE_FAILED = "stdout_write_failed"
 BINARY_FORMATS = frozenset({"npy", "npz", "parquet"})
 
 

@@ -64,8 +64,10 @@ class BenchOptions:
             not self.batch_sizes or any(b < 1 for b in self.batch_sizes)
         ):
             raise bad("--batch-sizes must list positive integers", "e.g. --batch-sizes 1,8,64")
-        if self.threads is not None and self.threads < 0:
-            raise bad("--threads must be 0 (onnxruntime default) or more")
+        if self.threads is not None:
+            from modelforge.engine.session import check_threads
+
+            check_threads(self.threads)
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
             raise bad(
                 f"unknown optimisation level '{self.opt_level}'",

@@ -77,6 +77,8 @@ def root(
     from modelforge.cli.common import install_unraisable_hook
 
     install_unraisable_hook(debug)
+    if store is not None and not store.strip():  # Path("") is the current folder
+        raise typer.BadParameter("must name a folder, not be empty", param_hint="'--store'")
     paths.set_store_override(store)
     ctx.obj = GlobalOptions(debug=debug, quiet=quiet, verbose=verbose)
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from modelforge.errors import ExitCode, ModelForgeError
-from modelforge.render import Renderer
+from modelforge.render import STDOUT_WRITE_FAILED, Renderer
 
 
 @dataclass
@@ -208,7 +208,10 @@ def run(ctx: typer.Context | None, command: str, json_mode: bool = False) -> Ite
     code: int = ExitCode.OK
     try:
         yield out
+        out.flush()
     except ModelForgeError as err:
+        if err.code == STDOUT_WRITE_FAILED:
+            _silence_broken_pipe()  # what could not be written is dropped, not retried at exit
         code = _report(out, err, opts.debug)
     except BrokenPipeError:
         _silence_broken_pipe()

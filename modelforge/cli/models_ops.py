@@ -49,7 +49,7 @@ def _confirm_rm(ref: str, all_versions: bool, aliases: list[str]) -> None:
 
     what = f"every version of '{safe(ref)}'" if all_versions else f"'{safe(ref)}'"
     named = f" (the alias(es) {', '.join(aliases)} would be removed with it)" if aliases else ""
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # None: started with stdin closed
         raise UsageError(
             f"refusing to remove {what}{named} without confirmation",
             hint="pass --yes"

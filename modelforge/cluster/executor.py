@@ -97,6 +97,46 @@ def _spawn_environ(config: Any) -> dict[str, Any]:
     return env
 
 
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")  # Dask's network address schemes
+
+
+def _check_address(target: str, given: str) -> None:
+    """``tcp://HOST:PORT`` (or another of :data:`SCHEMES`), checked before Dask sees it:
+    Dask asserts on a missing host and hangs 20 s closing a client that never connected."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(target)
+        ok = parts.scheme in SCHEMES and bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a bad port, an unclosed [IPv6 bracket
+        ok = False
+    if not ok:
+        raise UsageError(
+            f"--cluster '{escape(given)}' is not tcp://HOST:PORT, tls://HOST:PORT, a "
+            "scheduler file, local, local:N or auto",
+            hint="e.g. --cluster tcp://scheduler:8786",
+            code="invalid_option",
+        )
+
+
+def _scheduler_file_address(path: str) -> str:
+    """The scheduler's address from a file written by ``dask scheduler --scheduler-file``."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            address = json.load(fh).get("address")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        address = None
+    if not isinstance(address, str):
+        raise UsageError(
+            f"--cluster scheduler file '{escape(path)}' is not a JSON object with an 'address'",
+            hint="pass the file written by 'dask scheduler --scheduler-file FILE'",
+            code="invalid_option",
+        )
+    return address
+
+
 class Dask:
     """Parts as Dask futures on a running scheduler, or on an embedded LocalCluster."""
 
@@ -132,18 +172,13 @@ class Dask:
                                  code="invalid_option")  # fmt: skip
         if target == "local" or target.startswith("local:"):
             return self._local(distributed, target)
-        kw: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S, "set_as_default": False}
-        if "://" in target:
-            kw["address"] = target
-        elif os.path.isfile(target):
-            kw["scheduler_file"] = target
-        else:
-            raise UsageError(
-                f"--cluster '{escape(address)}' is not tcp://HOST:PORT, a scheduler file, "
-                "local, local:N or auto", code="invalid_option",
-            )  # fmt: skip
+        if "://" not in target and os.path.isfile(target):
+            target = _scheduler_file_address(target)
+        _check_address(target, address)
         try:
-            return distributed.Client(**kw)
+            return distributed.Client(
+                address=target, timeout=CONNECT_TIMEOUT_S, set_as_default=False
+            )
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(
                 f"cannot reach the Dask scheduler at '{escape(target)}' within "

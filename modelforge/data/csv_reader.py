@@ -73,6 +73,7 @@ class CsvReader:
         self._d = self.delim.encode()
         self.block_size = block_size
         self._decoder = None
+        self._encoding = encoding or "utf-8"
         if encoding and not _is_utf8(encoding):
             self._decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
         self._buf = b""
@@ -91,20 +92,21 @@ class CsvReader:
         raw = self._read(want)
         if not raw:
             self._eof = True
-            if self._decoder is not None:
-                self._buf += self._decoder.decode(b"", final=True).encode()
+            self._buf += self._transcode(b"", final=True)
             return False
         self._buf += self._transcode(raw)
         return True
 
-    def _transcode(self, raw: bytes) -> bytes:
+    def _transcode(self, raw: bytes, final: bool = False) -> bytes:
         if self._decoder is None:
             return raw
         try:
-            return self._decoder.decode(raw).encode("utf-8")
-        except UnicodeDecodeError as exc:
+            return self._decoder.decode(raw, final=final).encode("utf-8")
+        except UnicodeError as exc:  # UTF-16 without a BOM is a plain UnicodeError
+            reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
             raise DataError(
-                f"input '{self.name}' cannot be decoded: {escape(exc.reason)}",
+                f"input '{self.name}' cannot be decoded as {escape(self._encoding)}: "
+                f"{escape(reason)}",
                 hint="check --encoding",
                 code="encoding_error",
             ) from None
@@ -219,9 +221,7 @@ class CsvReader:
         raw = self.stream.readline(MAX_RECORD_BYTES + 1)
         if not raw:
             self._eof = True
-            if self._decoder is not None:
-                return self._decoder.decode(b"", final=True).encode()
-            return b""
+            return self._transcode(b"", final=True)
         return self._transcode(raw)
 
     def _chunk(self) -> bytes:

@@ -22,9 +22,10 @@ def arrays_from_json(text: str, name: str = "--data") -> dict[str, np.ndarray]:
     err = UsageError if name == "--data" else DataError
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise err(
-            f"{safe(name)} is not valid JSON: {safe(str(exc), 100)}",
+            f"{safe(name)} is not valid JSON: {safe(why, 100)}",
             hint='write it as {"input": [[1.0, 2.0]]}',
             code="invalid_json",
         ) from None

@@ -47,7 +47,13 @@ def _open_path(path: str) -> tuple[IO[bytes], int | None]:
 
 
 def _stdin(stdin: IO[bytes] | None) -> tuple[IO[bytes], int | None]:
-    fh = stdin or sys.stdin.buffer
+    fh = stdin or getattr(sys.stdin, "buffer", None)  # sys.stdin is None when started <&-
+    if fh is None:
+        raise DataError(
+            "cannot read the input from stdin: stdin is closed",
+            hint="pass an input file, or pipe the data into stdin",
+            code="stdin_closed",
+        )
     try:  # stdin redirected from a regular file (< data.parquet) reads like that file
         st = os.fstat(fh.fileno())
     except (AttributeError, OSError, ValueError):

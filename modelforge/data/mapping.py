@@ -358,6 +358,7 @@ def assemble(
             for c in b.columns
         ]
         if b.layout == "matrix":
+            _check_scalar_cells(b, batch, arrays, what)
             feed = np.stack(arrays, axis=1) if arrays else np.empty((batch.rows, 0))
         else:
             feed = arrays[0]
@@ -394,6 +395,22 @@ def _from_frame(batch: ColumnBatch, b: InputBinding) -> bool:
     if batch.frame is None or not b.columns:
         return False
     return all(c in batch.finite and str(batch.columns[c].dtype) == b.dtype for c in b.columns)
+
+
+def _check_scalar_cells(
+    b: InputBinding, batch: ColumnBatch, arrays: list[np.ndarray], what: str
+) -> None:
+    """A matrix input takes one value per cell of each column: a column of lists (JSON
+    Lines, Parquet) cannot be one of its columns."""
+    for column, arr in zip(b.columns, arrays, strict=True):
+        if arr.ndim != 1:
+            raise DataError(
+                f"{what} takes one value per row from column '{safe(column)}', but "
+                f"'{safe(batch.source)}' holds lists in it",
+                hint="flatten the column into one column per value, or feed it alone "
+                "with --map INPUT=COLUMN",
+                code="nested_column",
+            )
 
 
 def _where(batch: ColumnBatch, b: InputBinding, column: str):  # type: ignore[no-untyped-def]

@@ -25,6 +25,14 @@ def series_to_numpy(s: pl.Series, place: Callable[[int], str] | None = None) -> 
     import numpy as np
     import polars as pl
 
+    if isinstance(s.dtype, pl.Struct):  # polars would give its fields in key order
+        keys = ", ".join(safe(f.name) for f in s.dtype.fields[:8])
+        raise DataError(
+            f"{place(0) if place else 'row 1'}, column '{safe(s.name)}' holds objects "
+            f"({{...}} with keys {keys}); ModelForge does not guess an order for their values",
+            hint="write each value as its own column (key), or the values as a list",
+            code="nested_column",
+        )
     if isinstance(s.dtype, (pl.List, pl.Array)):
         values = s.to_list()
         try:
@@ -283,10 +291,11 @@ class JsonlReader:
                 continue
             try:
                 value: Any = json.loads(line)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 raise DataError(
                     f"input '{safe(self.name)}' line {line0 + i + 1} is not valid JSON: "
-                    f"{safe(str(exc), 80)}",
+                    f"{safe(why, 80)}",
                     hint="write one JSON object per line",
                     code="invalid_json",
                 ) from None

@@ -77,6 +77,7 @@ ENV_START = "MODELFORGE_SANDBOX_START"
 ENV_ISOLATE = "MODELFORGE_ISOLATE"
 DEFAULT_TIMEOUT_S = 120.0
 MAX_DEFAULT_MEMORY_MB = 8192
+MAX_LIMIT = 10**9  # the largest timeout (s, ~31 years) or memory cap (MiB) accepted
 MIN_MEMORY_MB = 4096  # predict/bench: onnxruntime + polars/pyarrow reserve ~1.3-2.6 GiB
 CRASH_SIGNALS = {
     signal.SIGSEGV: "SIGSEGV (segmentation fault)",
@@ -114,7 +115,7 @@ def _env_number(name: str, kind: type) -> float | int | None:
         value = kind(raw.strip())
     except ValueError:
         value = -1
-    if value < 0:
+    if not _in_range(value):
         raise UsageError(
             f"environment variable {name}='{escape(raw)}' is not a non-negative number",
             hint=f"set {name} to a number (0 disables the limit) or unset it",
@@ -123,14 +124,19 @@ def _env_number(name: str, kind: type) -> float | int | None:
     return value
 
 
+def _in_range(value: float) -> bool:
+    """0 (no limit) up to MAX_LIMIT: NaN, infinity and 1e300 would only overflow later."""
+    return 0 <= value <= MAX_LIMIT
+
+
 def _check_option(timeout_s: float | None, memory_mb: int | None) -> None:
-    if timeout_s is not None and timeout_s < 0:
+    if timeout_s is not None and not _in_range(timeout_s):
         raise UsageError(
             "--timeout must be 0 (none) or a number of seconds",
             hint="e.g. --timeout 600",
             code="invalid_option",
         )
-    if memory_mb is not None and memory_mb < 0:
+    if memory_mb is not None and not _in_range(memory_mb):
         raise UsageError(
             "--memory-limit must be 0 (none) or a number of MiB",
             hint="e.g. --memory-limit 8192",

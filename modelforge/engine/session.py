@@ -70,6 +70,18 @@ def quiet_onnxruntime() -> None:
     ort.set_default_logger_severity(_ORT_LOG_FATAL)
 
 
+def check_threads(threads: int) -> None:
+    """0 (onnxruntime's default) up to 4 per CPU (at least 64): onnxruntime crashes or
+    hangs starting thousands of threads, which would read as a broken model."""
+    most = max(64, 4 * (os.cpu_count() or 1))
+    if not 0 <= threads <= most:
+        raise UsageError(
+            f"--threads must be 0 (onnxruntime default) up to {most} (4 per CPU), got {threads}",
+            hint="pass 0, or at most the number of CPU cores",
+            code="invalid_option",
+        )
+
+
 def session_options(cfg: SessionConfig) -> ort.SessionOptions:
     import onnxruntime as ort
 
@@ -77,10 +89,7 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
     so.log_severity_level = _ORT_LOG_FATAL
     so.log_verbosity_level = 0
     if cfg.threads is not None:
-        if cfg.threads < 0:
-            raise UsageError(
-                "--threads must be 0 (onnxruntime default) or more", code="invalid_option"
-            )
+        check_threads(cfg.threads)
         so.intra_op_num_threads = cfg.threads
     if cfg.spinning is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", str(int(cfg.spinning)))
@@ -102,12 +111,13 @@ def session_options(cfg: SessionConfig) -> ort.SessionOptions:
         path = Path(lib)
         if not path.is_file():
             raise UsageError(
-                f"custom-op library '{escape(lib)}' does not exist", code="invalid_option"
+                f"custom-op library '{escape(lib)}' does not exist or is not a file",
+                code="invalid_option",
             )
-        try:
-            so.register_custom_ops_library(os.fspath(path))
+        try:  # absolute: dlopen looks a bare name up on the library path, not here
+            so.register_custom_ops_library(os.fspath(path.absolute()))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise translate_error(exc, f"loading custom-op library '{lib}'") from None
+            raise translate_error(exc, f"loading custom-op library '{escape(lib)}'") from None
     return so
 
 

@@ -204,12 +204,12 @@ def convert_model(
     if results are unchanged. Store references are resolved by :func:`modelforge.convert_model`.
     """
     from modelforge.engine.isolate import Limits, run_isolated
-    from modelforge.model.files import check_regular_file
+    from modelforge.model.files import check_output_file, check_regular_file
     from modelforge.model.open import OpenedModel
 
     if opset < 1:
         raise UsageError("--opset must be a positive integer", code="invalid_option")
-    if rtol < 0 or atol < 0:
+    if not (rtol >= 0 and atol >= 0):  # also refuses NaN
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
     expected_sha256 = None
     if isinstance(model, OpenedModel):
@@ -225,8 +225,7 @@ def convert_model(
             hint="create it first",
             code="output_folder_missing",
         )
-    if out.is_dir():
-        raise OutputError(f"output '{escape(out)}' is a directory", code="output_is_directory")
+    check_output_file(out)
     if out.exists() and out.resolve() == info.resolved:
         raise UsageError(
             "the output would overwrite the input model",

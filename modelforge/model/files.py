@@ -13,11 +13,29 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelforge.errors import InvalidModelError, NotFoundError
+from modelforge.errors import InvalidModelError, NotFoundError, OutputError
 from modelforge.text import escape, human_bytes
 
 # Protobuf cannot hold more than 2 GiB; bigger models must keep weights as external data.
 MAX_MODEL_BYTES = 2 * 1024**3
+
+
+def check_output_file(out: Path) -> None:
+    """An output written by a rename must be a new or regular file: renaming onto a folder
+    fails, and onto a device or FIFO replaces it (run as root, ``-o /dev/null`` would turn
+    /dev/null into a regular file)."""
+    if out.is_dir():
+        raise OutputError(
+            f"output '{escape(out)}' is a directory",
+            hint="pass a file name with -o",
+            code="output_is_directory",
+        )
+    if out.exists() and not out.is_file():
+        raise OutputError(
+            f"output '{escape(out)}' is not a regular file (a device, FIFO or socket)",
+            hint="write to a regular file with -o",
+            code="output_not_regular",
+        )
 
 
 @dataclass(frozen=True)

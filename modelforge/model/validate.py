@@ -161,9 +161,10 @@ def check_options(opts: ValidateOptions) -> None:
     for lib in opts.custom_ops:
         if not Path(lib).is_file():
             raise NotFoundError(
-                f"custom-op library '{escape(lib)}' does not exist", code="file_not_found"
+                f"custom-op library '{escape(lib)}' does not exist or is not a file",
+                code="file_not_found",
             )
-    if opts.rtol < 0 or opts.atol < 0:
+    if not (opts.rtol >= 0 and opts.atol >= 0):  # also refuses NaN
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
     from modelforge.engine.providers import canonical
 

@@ -30,7 +30,7 @@ from modelforge.errors import (
     UnsafeModelError,
     UsageError,
 )
-from modelforge.model.files import check_regular_file
+from modelforge.model.files import check_output_file, check_regular_file
 from modelforge.store.catalog import find
 from modelforge.store.columns import validate_columns
 from modelforge.store.layout import Store
@@ -68,6 +68,7 @@ def export_version(
             hint="create it first",
             code="output_dir_missing",
         )
+    check_output_file(out)
     _check_stored_files(mv)
     manifest = {
         "format": EXPORT_FORMAT,
@@ -103,8 +104,14 @@ def export_version(
                 with open(mv.directory / EXAMPLES_FILE, "rb") as fh:
                     tar.addfile(ti, fh)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(
+                f"cannot write '{escape(out)}': {exc.strerror or exc}",
+                hint="check free disk space and permissions",
+                code="write_failed",
+            ) from None
         raise
     return ExportResult(
         ref=mv.ref, output=str(out), size=out.stat().st_size, files=len(mv.meta["files"])
@@ -179,6 +186,18 @@ def _string_list(value: Any, field: str) -> list[str] | None:
     return list(value)
 
 
+def _file_entry(value: Any) -> dict[str, Any]:
+    """One entry of the manifest's file list: {"path": str, "sha256": str, "size": int}."""
+    if not (
+        isinstance(value, dict)
+        and isinstance(value.get("path"), str)
+        and isinstance(value.get("sha256"), str)
+        and isinstance(value.get("size"), int)
+    ):
+        raise _bad_manifest("files")
+    return value
+
+
 def _checked(check: Any, value: Any) -> Any:
     """Run an add-time validator on archive data; its complaint is about the archive."""
     try:
@@ -249,7 +268,7 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                     raw = fh.read(16 * 1024 * 1024)
                     try:
                         manifest = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         raise InvalidModelError(
                             "the archive's manifest is not valid JSON", code="bad_archive"
                         ) from None
@@ -289,7 +308,7 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
     meta = manifest.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
         raise InvalidModelError("the archive's manifest has no file list", code="bad_archive")
-    expected = {f["path"]: (f["sha256"], f["size"]) for f in meta["files"]}
+    expected = {f["path"]: (f["sha256"], f["size"]) for f in map(_file_entry, meta["files"])}
     if set(expected) != set(written):
         missing = sorted(set(expected) - set(written))
         extra = sorted(set(written) - set(expected))

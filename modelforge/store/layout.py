@@ -104,7 +104,7 @@ def read_json(path: Path, what: str) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise StoreCorruptError(
             f"{what} '{escape(path)}' is unreadable or not valid JSON ({escape(exc)})",
             hint="run 'modelforge models verify' to see every problem; remove or restore the "
@@ -158,6 +158,12 @@ class Store:
         return (self.root / "store.json").is_file() or self.models_dir.is_dir()
 
     def names(self) -> list[str]:
+        if self.root.exists() and not self.root.is_dir():  # else: "no models in the store"
+            raise StoreError(
+                f"the store root '{escape(self.root)}' is not a folder",
+                hint="point --store or MODELFORGE_HOME at a folder (it is created if missing)",
+                code="store_not_a_folder",
+            )
         if not self.models_dir.is_dir():
             return []
         return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())

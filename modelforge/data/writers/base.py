@@ -2,8 +2,9 @@
 goes; NPY/NPZ/JSON are assembled in memory (outputs only) and written at the end.
 
 Files are written atomically: a temp file in the target folder, ``os.replace``d on success
-and removed on failure, so a failed run never leaves a partial output. Stdout output is
-flushed after every batch (``| head`` ends quietly).
+and removed on failure, so a failed run never leaves a partial output (an existing device
+or FIFO, e.g. ``-o /dev/null``, is written in place: see :func:`output_target`). Stdout
+output is flushed after every batch (``| head`` ends quietly).
 
 Output naming, one rule for every tabular format (CSV, TSV, JSON Lines, Parquet): tensor
 ``y`` of shape [N] -> column ``y``; [N, K] -> ``y_0 … y_{K-1}`` (so a [N, 1] regressor
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -123,7 +125,8 @@ def _text(arr: np.ndarray) -> np.ndarray:
 
 
 class _Sink:
-    """A binary destination: stdout, or an atomic temp file renamed on commit."""
+    """A binary destination: stdout, an atomic temp file renamed on commit, or (for an
+    existing device or FIFO, see :func:`output_target`) the file itself, written in place."""
 
     def __init__(
         self, path: str | None, stdout: IO[bytes] | None = None, temp_path: str | None = None
@@ -133,13 +136,14 @@ class _Sink:
         if path is None:
             self.fh: IO[bytes] = stdout or _stdout_buffer()
             return
-        target = Path(path)
-        if target.is_dir():
+        if Path(path).is_dir():
             raise OutputError(
                 f"output '{safe(path)}' is a directory",
                 hint="pass a file name with -o",
                 code="output_is_directory",
             )
+        real, in_place = output_target(path)
+        target = Path(real)
         folder = target.parent if str(target.parent) else Path(".")
         if not folder.is_dir():
             raise OutputError(
@@ -147,8 +151,11 @@ class _Sink:
                 hint="create it first",
                 code="output_folder_missing",
             )
+        self.target = real
         try:
-            if temp_path is not None:  # named by a parent process that cleans up after us
+            if in_place:
+                fd = os.open(path, os.O_WRONLY)
+            elif temp_path is not None:  # named by a parent process that cleans up after us
                 fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 self.tmp = temp_path
             else:
@@ -156,28 +163,49 @@ class _Sink:
                     prefix=f".{target.name}.", suffix=".tmp", dir=folder
                 )
         except OSError as exc:
+            where = path if in_place else folder
             raise OutputError(
-                f"cannot write to '{safe(folder)}': {safe(exc.strerror)}", code="output_unwritable"
+                f"cannot write to '{safe(where)}': {safe(exc.strerror)}", code="output_unwritable"
             ) from None
         self.fh = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
-        if self.tmp is None or self.path is None:
+        if self.path is None:
             self.fh.flush()
             return
         self.fh.close()
-        os.chmod(self.tmp, 0o666 & ~_umask())
-        os.replace(self.tmp, self.path)
-        self.tmp = None
+        if self.tmp is not None:
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.target)
+            self.tmp = None
 
     def abort(self) -> None:
-        if self.tmp is not None:
-            try:
+        if self.path is None:  # stdout: not ours to close
+            return
+        try:
+            with contextlib.suppress(OSError):
                 self.fh.close()
-            finally:
+        finally:
+            if self.tmp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.tmp)
                 self.tmp = None
+
+
+def output_target(path: str) -> tuple[str, bool]:
+    """The file an output at ``path`` really goes to, and whether it is written in place.
+
+    A rename replaces the directory entry it lands on, so: through a symlink the link's
+    target is replaced (the link stays), and an existing device or FIFO (``/dev/null``,
+    ``/dev/stdout`` on a pipe, a named pipe) is written into as it is: renaming onto it
+    would replace the device node (run as root) or the pipe someone reads."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or a dangling link): a new file
+        return path, False
+    if not stat.S_ISREG(mode):
+        return path, True
+    return (os.path.realpath(path) if os.path.islink(path) else path), False
 
 
 def _stdout_buffer() -> IO[bytes]:
@@ -316,5 +344,5 @@ def temp_name(path: str) -> str:
     """A fresh temp-file name next to ``path`` (for a parent that must clean up)."""
     import secrets
 
-    target = Path(path)
+    target = Path(output_target(path)[0])
     return str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
