@@ -409,6 +409,32 @@ def test_import_rechecks_metadata_from_the_archive(model_file, tmp_path, store_r
     assert Store().versions("forged") == []
 
 
+@pytest.mark.parametrize(
+    "version, shown",
+    [
+        (2, "schema_version 2,"),
+        (10**400, "schema_version 1000"),
+        ("1", "schema_version 1,"),
+        (None, "schema_version None,"),
+        (True, "schema_version True,"),
+    ],  # fmt: skip
+)
+def test_import_refuses_an_export_schema_it_cannot_read(model_file, tmp_path, store_root,
+                                                        version, shown):  # fmt: skip
+    """An archive from a newer ModelForge (or a forged schema_version) is refused by name,
+    before anything reaches the store."""
+    add_model(model_file, "lin")
+    good = tmp_path / "good.tar.gz"
+    export_version("lin", good)
+    forged = tmp_path / "forged.tar.gz"
+    _rewrite_manifest(good, forged, lambda m: m.update(schema_version=version))
+    with pytest.raises(InvalidModelError) as e:
+        import_archive(forged, name="forged")
+    assert e.value.code == "bad_archive" and shown in str(e.value), str(e.value)
+    assert "forged.tar.gz" in str(e.value)
+    assert Store().versions("forged") == []
+
+
 def test_import_derives_schema_from_the_model_not_the_archive(model_file, tmp_path, store_root):
     add_model(model_file, "lin")
     good = tmp_path / "good.tar.gz"

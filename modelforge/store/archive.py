@@ -305,6 +305,14 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
             hint="pass a file made by 'modelforge models export'",
             code="bad_archive",
         )
+    version = manifest.get("schema_version")
+    if type(version) is not int or not 1 <= version <= EXPORT_SCHEMA_VERSION:
+        raise InvalidModelError(
+            f"'{escape(path)}' is an export of schema_version {escape(str(version)[:40])}, "
+            f"which this ModelForge (export schema {EXPORT_SCHEMA_VERSION}) cannot read",
+            hint="import it with the ModelForge that exported it, or a newer one",
+            code="bad_archive",
+        )
     meta = manifest.get("meta")
     if not isinstance(meta, dict) or not isinstance(meta.get("files"), list):
         raise InvalidModelError("the archive's manifest has no file list", code="bad_archive")
