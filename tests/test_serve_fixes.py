@@ -481,3 +481,43 @@ def test_true_false_among_numbers_are_found_wherever_they_are(data, found):
     from modelforge.serve.codec import _holds_bool
 
     assert _holds_bool(data, np.asarray(data)) is found
+
+
+def test_malformed_requests_are_logged_once_a_minute_not_once_each(tmp_path):
+    """uvicorn warns for each malformed request; hostile traffic must not flood stderr."""
+    path = save(builders.linear(), tmp_path / "lin.onnx")
+    server = start_server([str(path), "--access-log"],
+                          env={"MODELFORGE_HOME": str(tmp_path / "store")})  # fmt: skip
+    try:
+        for _ in range(6):
+            with socket.create_connection(("127.0.0.1", server.info["port"]), timeout=10) as s:
+                s.sendall(b"BREW /v2 HTCPCP/1.0\r\n\r\n")
+                while s.recv(4096):  # answered (a JSON 400), then closed
+                    pass
+        conn = http.client.HTTPConnection("127.0.0.1", server.info["port"], timeout=10)
+        conn.request("GET", "/v2/health/live")
+        assert conn.getresponse().status == 200
+        conn.close()
+        # the access line comes after every warning logged before it
+        wait_until(lambda: '"GET /v2/health/live" 200' in server.stderr())
+        assert server.stderr().count("Invalid HTTP request received") == 1, server.stderr()
+    finally:
+        server.stop()
+
+
+def test_the_malformed_request_filter_counts_what_it_left_out():
+    import logging
+
+    from modelforge.serve.http_protocol import MalformedRequestLog
+
+    f = MalformedRequestLog(every_s=3600)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, (), None)
+
+    assert f.filter(record(MalformedRequestLog.MESSAGE))
+    assert not any(f.filter(record(MalformedRequestLog.MESSAGE)) for _ in range(3))
+    assert f.filter(record("another warning"))  # other lines are never held back
+    f.last -= 3600  # the next minute
+    later = record(MalformedRequestLog.MESSAGE)
+    assert f.filter(later) and "3 more since the last such line" in later.getMessage()

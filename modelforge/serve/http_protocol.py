@@ -22,6 +22,9 @@ no byte for that long is dropped (a partial head gets a 408).
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +33,42 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 DISCONNECT = "modelforge.disconnect"  # scope extension: register a callback for a lost client
 MAX_HEAD_BYTES = 1 << 20  # request line + headers; httptools itself buffers them unbounded
 LINGER_S = 2.0  # how long a refused connection's input is drained before it is closed
+
+
+class MalformedRequestLog(logging.Filter):
+    """uvicorn logs a warning for every malformed request: hostile traffic would flood
+    stderr. One such line per ``every_s``, counting the ones left out."""
+
+    MESSAGE = "Invalid HTTP request received."
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last = -math.inf
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.dropped += 1
+            return False
+        if self.dropped:
+            record.msg = (
+                f"{self.MESSAGE} ({self.dropped} more since the last such line, not logged; "
+                f"at most one a {self.every_s:g} s)"
+            )
+            record.args = ()
+        self.last, self.dropped = now, 0
+        return True
+
+
+def quiet_malformed_requests(every_s: float = 60.0) -> None:
+    """Install :class:`MalformedRequestLog` on uvicorn's error logger (once)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, MalformedRequestLog) for f in logger.filters):
+        logger.addFilter(MalformedRequestLog(every_s))
 
 
 class _Coalescing:

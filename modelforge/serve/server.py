@@ -236,6 +236,9 @@ def _configure_logging(options: ServeOptions) -> None:
     logger.setLevel(logging.ERROR if options.quiet else logging.WARNING)
     access = logging.getLogger("modelforge.serve.access")
     access.setLevel(logging.INFO if options.access_log else logging.WARNING)
+    from modelforge.serve.http_protocol import quiet_malformed_requests
+
+    quiet_malformed_requests()  # one "Invalid HTTP request" line a minute, not one each
 
 
 def serve(
