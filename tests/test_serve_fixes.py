@@ -521,3 +521,27 @@ def test_the_malformed_request_filter_counts_what_it_left_out():
     f.last -= 3600  # the next minute
     later = record(MalformedRequestLog.MESSAGE)
     assert f.filter(later) and "3 more since the last such line" in later.getMessage()
+
+
+def _nested(depth: int) -> object:
+    data: object = 1.0
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "words"),
+    [
+        (_nested(100), [1, 1], "nested 4+ levels deep, but its shape [1, 1] has 2"),
+        ([[[1.0], [2.0, 3.0]]], [1, 3], "nested 3 levels deep, but its shape [1, 3] has 2"),
+        ([[1, 2], [3]], [2, 2], "the same length at each level"),
+    ],
+)
+def test_json_data_nested_unlike_its_shape_is_named_as_such(data, shape, words):
+    from modelforge.serve.codec import _from_json
+    from modelforge.serve.protocol import HttpError
+
+    with pytest.raises(HttpError) as err:
+        _from_json("x", "FP32", data, shape)
+    assert err.value.status == 400 and words in err.value.message, err.value.message

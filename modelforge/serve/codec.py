@@ -361,6 +361,14 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
         try:
             arr = np.asarray(data)
         except (ValueError, TypeError):
+            depth = _depth(data, len(shape) + 2)
+            if depth > max(1, len(shape)):
+                raise bad_request(
+                    f"input '{clip(name)}' data is nested {depth}"
+                    f"{'+' if depth == len(shape) + 2 else ''} levels deep, but its shape "
+                    f"{shape} has {len(shape)} dimension(s); send the values flat or nested "
+                    "by the shape"
+                ) from None
             raise bad_request(
                 f"input '{clip(name)}' data is not a (nested) list of {datatype} numbers with "
                 "the same length at each level"
@@ -394,6 +402,15 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
             f"input '{clip(name)}' has {arr.size} values but shape {shape} needs {count}"
         )
     return arr.reshape(shape)
+
+
+def _depth(data: Any, limit: int) -> int:
+    """How deep lists nest along their first elements (at most ``limit``)."""
+    depth = 0
+    while isinstance(data, list) and depth < limit:
+        depth += 1
+        data = data[0] if data else None
+    return depth
 
 
 def _holds_bool(data: Any, arr: np.ndarray) -> bool:
