@@ -110,6 +110,38 @@ def test_grpc_over_tls_needs_the_token(secure):
     assert client.infer("lin", [inp], headers=auth).as_numpy("y").shape == (1, 1)
 
 
+@pytest.mark.parametrize("first_good", [True, False])
+def test_two_authorization_headers_are_refused_over_http_and_grpc(secure, first_good):
+    """A proxy and the server could each read a different one of two: neither counts."""
+    good, junk = f"Bearer {TOKEN}", "Bearer wrong"
+    pair = [good, junk] if first_good else [junk, good]
+    ctx = ssl.create_default_context(cafile=str(secure["cert"]))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", secure["server"].info["port"], context=ctx, timeout=30
+    )
+    try:
+        conn.putrequest("GET", "/v2/models/lin")
+        for value in pair:
+            conn.putheader("Authorization", value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 401
+    finally:
+        conn.close()
+    grpc = pytest.importorskip("grpc")
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials(secure["cert"].read_bytes())
+    with grpc.secure_channel(secure["server"].grpc, creds) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelMetadataRequest(name="lin")
+        assert stub.ModelMetadata(request, metadata=[("authorization", good)]).name == "lin"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelMetadata(request, metadata=[("authorization", v) for v in pair])
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_whole_store_served_and_new_names_appear(secure):
     names = {m["name"] for m in secure["server"].info["models"]}
     assert names == {"lin", "slow"}

@@ -143,8 +143,9 @@ class ServeApp:
     def _authorize(self, scope: dict[str, Any]) -> None:
         if self.token is None:
             return
-        given = _header(scope, b"authorization") or b""
-        scheme, _, value = given.partition(b" ")
+        given = [v for k, v in scope["headers"] if k == b"authorization"]
+        # one header only: a proxy and this server could each read a different one of two
+        scheme, _, value = (given[0] if len(given) == 1 else b"").partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
             raise HttpError(
                 401,

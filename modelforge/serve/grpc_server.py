@@ -147,8 +147,8 @@ class _Servicer:
     def _auth(self, context: Any, method: str) -> None:
         if self.token is None or method in _OPEN:
             return
-        md = dict(context.invocation_metadata())
-        given = str(md.get("authorization", ""))
+        given_all = [v for k, v in context.invocation_metadata() if k == "authorization"]
+        given = str(given_all[0]) if len(given_all) == 1 else ""  # one only, as over HTTP
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
             context.abort(
