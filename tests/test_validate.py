@@ -419,3 +419,40 @@ def test_crash_in_a_check_keeps_earlier_results(tmp_path):
     assert checks["runtime_compat"]["status"] == "skip"
     assert checks["session"]["status"] == "skip"
     assert report["schema"]["inputs"][0]["name"] == "x"  # streamed before the crash
+
+
+@pytest.mark.parametrize(
+    ("got", "want", "ok"),
+    [
+        ([np.nan, 1.0], [np.nan, 1.0], True),  # NaN on both sides is equal (as diff says)
+        ([np.inf, -np.inf], [np.inf, -np.inf], True),
+        ([np.nan, 1.0], [1.0, 1.0], False),
+        ([1.0, 1.0], [np.nan, 1.0], False),
+        ([np.inf, 1.0], [-np.inf, 1.0], False),  # rtol x inf must not excuse it
+        ([np.inf, 1.0], [1e308, 1.0], False),
+        ([1.0, 2.0], [1.0, 2.5], False),
+        ([1.0, 2.0], [1.0, 2.00001], True),
+    ],
+)
+def test_parity_compares_nan_and_infinities_as_values(got, want, ok):
+    from modelforge.model.checks.parity import compare
+
+    entry = compare("y", np.array(got), np.array(want), 1e-5, 1e-6)
+    assert entry["ok"] is ok, entry
+    if not ok:  # the failure's numbers say so (not "max abs error 0")
+        assert entry["max_abs"] > 0
+
+
+def test_validate_passes_nan_outputs_that_match_the_expected_nan(tmp_path):
+    model = save(identity(shape=("N", 3)), tmp_path / "ident.onnx")
+    x = np.array([[np.nan, 1.0, 2.0]], dtype=np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    np.savez(tmp_path / "exp.npz", out=x)
+    report = validate_model(
+        str(model),
+        ValidateOptions(
+            inputs=str(tmp_path / "in.npz"), expected=str(tmp_path / "exp.npz")
+        ),  # fmt: skip
+    )
+    parity = next(c for c in report.checks if c.name == "parity")
+    assert parity.status == "pass", parity

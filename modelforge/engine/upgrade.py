@@ -59,7 +59,8 @@ def create_upgrading(
             raise
         warn(
             f"the model's opset {current} is too old for this onnxruntime; upgraded it in "
-            f"memory to opset {target} (save it with 'modelforge convert MODEL --opset {target}')"
+            f"memory to opset {target} (save it with 'modelforge convert MODEL --opset "
+            f"{target} -o new.onnx')"
         )
         return session, target
     raise InvalidModelError(
