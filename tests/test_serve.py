@@ -937,6 +937,53 @@ def test_grpc_stream_answers_in_order_and_survives_a_refused_request(env, srv):
         np.testing.assert_allclose(result.as_numpy("y"), lin_expected(env, 1, sent[k]), rtol=1e-6)
 
 
+def test_grpc_open_streams_are_capped_and_unary_calls_still_get_threads(srv):
+    """Each open stream holds a gRPC thread: past MAX_STREAMS a new stream is UNAVAILABLE
+    (not a server whose every thread is held by idle streams)."""
+    import threading
+
+    grpc = pytest.importorskip("grpc")
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from modelforge.serve.grpc_server import MAX_STREAMS
+
+    request = service_pb2.ModelInferRequest(model_name="lin", id="held")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.ones((1, 4), dtype=np.float32).tobytes())
+    release = threading.Event()
+
+    def held():  # one request (answered: the stream is open on the server), then nothing
+        yield request
+        release.wait(60)
+
+    with grpc.insecure_channel(srv.grpc) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        calls = []
+        try:
+            for _ in range(MAX_STREAMS):
+                calls.append(stub.ModelStreamInfer(held()))
+                assert next(calls[-1]).infer_response.id == "held"
+            with pytest.raises(grpc.RpcError) as err:
+                next(stub.ModelStreamInfer(iter([request])))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+            assert "streams are open already" in err.value.details()
+            assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=5).live
+        finally:
+            release.set()
+            for call in calls:
+                call.cancel()
+        # once they are closed, a stream opens again
+        got = wait_until(lambda: _one_stream_answer(grpc, stub, request), timeout=20)
+        assert got.infer_response.id == "held" and not got.error_message
+
+
+def _one_stream_answer(grpc, stub, request):
+    try:
+        return next(stub.ModelStreamInfer(iter([request])), None)
+    except grpc.RpcError:  # the cancelled streams have not all ended yet
+        return None
+
+
 def test_grpc_repository_index_load_and_unload(srv):
     grpcclient = pytest.importorskip("tritonclient.grpc")
     from tritonclient.utils import InferenceServerException

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import math
+import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _OPEN = {"ServerLive", "ServerReady"}
+THREADS = 64  # the gRPC server's pool: a unary call holds a thread while it waits
+MAX_STREAMS = 48  # open ModelStreamInfer calls at once: the other threads stay for unary ones
+STREAM_QUEUE = 4  # requests read ahead of the one being answered, per stream
 log = logging.getLogger("modelforge.serve")
 
 
@@ -137,6 +141,7 @@ class _Servicer:
         self.pb = pb
         self.grpc = grpc
         self.token = app.options.token
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -160,7 +165,7 @@ class _Servicer:
         def call(request: Any, context: Any) -> Any:
             self._auth(context, method)
             try:
-                return fn(request)
+                return fn(request, context) if method == "ModelStreamInfer" else fn(request)
             except HttpError as err:
                 self._abort(context, err)
             except CancelledError:  # the event loop stopped under the call: shutting down
@@ -274,51 +279,80 @@ class _Servicer:
         self._call(unload())
         return self.pb.RepositoryModelUnloadResponse()
 
-    def model_stream_infer(self, requests: Any) -> Any:
+    def model_stream_infer(self, requests: Any, context: Any) -> Any:
         """Bidirectional streaming (``tritonclient.grpc`` ``start_stream`` /
         ``async_stream_infer``): each request is answered in order, exactly as ModelInfer
         answers it; a refused request is an ``error_message`` on the stream, which goes on.
 
-        The requests are read by a thread of their own, so that at shutdown an idle stream
-        ends (status OK) instead of holding the server for the whole grace period; requests
+        An open stream holds one of the gRPC server's threads, so at most ``MAX_STREAMS``
+        are open at once (beyond: UNAVAILABLE), leaving threads for unary calls. Requests
+        are read by a thread of their own into a small bounded queue (gRPC's flow control
+        still holds a fast sender back), so that at shutdown an idle stream ends at once
+        (UNAVAILABLE) instead of holding the server for the whole grace period; requests
         already received are still answered (503: shutting down)."""
+        if not self.streams.acquire(blocking=False):
+            raise HttpError(
+                503,
+                f"{MAX_STREAMS} gRPC streams are open already, the most this server keeps; "
+                "close one, or use unary ModelInfer calls",
+            )
+        return self._stream(requests, context)
+
+    def _stream(self, requests: Any, context: Any) -> Any:
         import queue
         import threading
 
-        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        inbox: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE)
+        done = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not done.is_set():
+                try:
+                    inbox.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def read() -> None:
             try:
                 for request in requests:
-                    inbox.put(request)
+                    if not put(request):
+                        return
             except Exception:  # the call was cancelled or the client went away
                 pass
-            inbox.put(None)
+            put(None)
 
         threading.Thread(target=read, name="mf-grpc-stream", daemon=True).start()
-        while True:
-            try:
-                request = inbox.get(timeout=0.2)
-            except queue.Empty:
-                if self.app.shutting_down:
+        try:
+            while True:
+                try:
+                    request = inbox.get(timeout=0.2)
+                except queue.Empty:
+                    if self.app.shutting_down:
+                        context.abort(
+                            self.grpc.StatusCode.UNAVAILABLE, "the server is shutting down"
+                        )
+                    continue
+                if request is None:
                     return
-                continue
-            if request is None:
-                return
-            try:
-                answer = self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
-            except HttpError as err:
-                answer = self._stream_error(request, err.message)
-            except CancelledError:  # the event loop stopped under the call: shutting down
-                yield self._stream_error(request, "the server is shutting down")
-                return
-            except Exception:  # a bug: logged with its traceback, as for HTTP; the stream goes on
-                log.exception("internal error serving gRPC ModelStreamInfer")
-                answer = self._stream_error(
-                    request,
-                    "internal error (a bug in ModelForge; the server log has the traceback)",
-                )
-            yield answer
+                yield self._stream_answer(request)
+        finally:
+            done.set()
+            self.streams.release()
+
+    def _stream_answer(self, request: Any) -> Any:
+        try:
+            return self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
+        except HttpError as err:
+            return self._stream_error(request, err.message)
+        except CancelledError:  # the event loop stopped under the call: shutting down
+            return self._stream_error(request, "the server is shutting down")
+        except Exception:  # a bug: logged with its traceback, as for HTTP; the stream goes on
+            log.exception("internal error serving gRPC ModelStreamInfer")
+            return self._stream_error(
+                request, "internal error (a bug in ModelForge; the server log has the traceback)"
+            )
 
     def _stream_error(self, request: Any, message: str) -> Any:
         return self.pb.ModelStreamInferResponse(
@@ -383,7 +417,7 @@ def start_grpc(
     server = grpc.server(
         # a call holds its thread while it waits on the event loop, a stream while it is
         # open: idle threads cost little
-        ThreadPoolExecutor(max_workers=64, thread_name_prefix="mf-grpc"),
+        ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="mf-grpc"),
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
