@@ -272,7 +272,20 @@ def parquet(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("address", ["tcp://[::1", "http://127.0.0.1:1", "tcp://host", "sched"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "tcp://[::1",
+        "http://127.0.0.1:1",
+        "tcp://host",
+        "sched",
+        "tcp://127.0.0.1:1?x",
+        "tcp://127.0.0.1:1/x",
+        "tcp://127.0.0.1:1#f",
+        "tcp://u@127.0.0.1:1",
+        "tcp://127.0.0.1:0",
+    ],
+)
 def test_cluster_addresses_that_are_not_addresses_are_usage_errors(
     address, model, parquet, tmp_path
 ):

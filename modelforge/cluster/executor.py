@@ -107,7 +107,14 @@ def _check_address(target: str, given: str) -> None:
 
     try:
         parts = urlsplit(target)
-        ok = parts.scheme in SCHEMES and bool(parts.hostname) and parts.port is not None
+        ok = (
+            parts.scheme in SCHEMES
+            and bool(parts.hostname)
+            and parts.port is not None
+            and 0 < parts.port
+            and not (parts.path or parts.query or parts.fragment or parts.username)
+            and parts.password is None
+        )
     except ValueError:  # a bad port, an unclosed [IPv6 bracket
         ok = False
     if not ok:
