@@ -371,11 +371,14 @@ def test_a_local_cluster_leaves_the_callers_environment_as_it_was(tmp_path, monk
 
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "__DASK_PARENT_PID"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MODELFORGE_TEST_CALLER", "before")
     before = dict(os.environ)
     ex = Dask("local:1")
     try:
         seen = ex.client.run(os.getenv, "OMP_NUM_THREADS")
+        os.environ["MODELFORGE_TEST_CALLER"] = "set during the run"  # the caller's own
     finally:
         ex.close()
     assert list(seen.values()) == ["1"]  # the workers still get Dask's setting
-    assert dict(os.environ) == before
+    assert os.environ["MODELFORGE_TEST_CALLER"] == "set during the run"  # left alone
+    assert dict(os.environ) == {**before, "MODELFORGE_TEST_CALLER": "set during the run"}

@@ -111,7 +111,7 @@ def _check_address(target: str, given: str) -> None:
             parts.scheme in SCHEMES
             and bool(parts.hostname)
             and parts.port is not None
-            and 0 < parts.port
+            and parts.port > 0
             and not (parts.path or parts.query or parts.fragment or parts.username)
             and parts.password is None
         )
@@ -160,8 +160,9 @@ class Dask:
         self._before: set[str] = set()
         self._model: Any = None  # the model's bytes as a task (ship)
         # Dask's nanny writes its workers' settings (OMP_NUM_THREADS=1, PYTHONHASHSEED, ...)
-        # into this process's environment before spawning them: put it back at close
-        self._environ = dict(os.environ)
+        # into this process's environment before spawning them: those keys are put back at
+        # close (set by _local: only an embedded cluster spawns from this process)
+        self._environ: dict[str, str | None] | None = None
         try:
             self.client = self._connect(distributed, address)
             self.seen: set[str] = set(self._workers())
@@ -213,7 +214,9 @@ class Dask:
         # starts the next without a round trip to the scheduler (~2-3 ms a part, measured);
         # a death also counts against that waiting part: _culprit names the part that died
         settings: dict[str, Any] = {"distributed.scheduler.worker-saturation": 1.5}
-        settings["distributed.nanny.pre-spawn-environ"] = _spawn_environ(dask.config)
+        settings["distributed.nanny.pre-spawn-environ"] = spawn = _spawn_environ(dask.config)
+        keys = {*spawn, "PYTHONHASHSEED", "__DASK_PARENT_PID"}
+        self._environ = {k: os.environ.get(k) for k in keys}
         with dask.config.set(settings):
             # the embedded cluster is ours: its own log lines (a heartbeat racing the shutdown)
             # are noise on the user's stderr; task failures still reach the client as errors
@@ -417,17 +420,18 @@ class Dask:
             if self.client is not None:
                 self.client.close(timeout=10)
         finally:
-            if self.local is not None:
-                try:
+            try:
+                if self.local is not None:
                     self.local.close(timeout=10)
-                finally:
+            finally:
+                if self._environ is not None:
                     _restore_environ(self._environ)
 
 
-def _restore_environ(saved: dict[str, str]) -> None:
-    """os.environ as it was in ``saved`` (keys added since removed, changed ones reset)."""
-    for key in [k for k in os.environ if k not in saved]:
-        del os.environ[key]
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    """The keys of ``saved`` as they were (None: absent); other keys are left alone."""
     for key, value in saved.items():
-        if os.environ.get(key) != value:
+        if value is None:
+            os.environ.pop(key, None)
+        elif os.environ.get(key) != value:
             os.environ[key] = value
