@@ -39,13 +39,16 @@ def mlp(path: Path, n_features: int = 4, hidden: tuple[int, ...] = (64,), seed: 
     return builders.save(builders._model(graph), path)
 
 
-def memory_bomb(path: Path) -> Path:
-    """x float32 [N, 4], n int64 [N, 1] -> y = x + 0 * sum(zeros(max(n))): rows whose ``n``
-    is huge make onnxruntime allocate (and fill) that many floats."""
+def memory_bomb(path: Path, always: int = 0) -> Path:
+    """x float32 [N, 4], n int64 [N, 1] -> y = x + 0 * sum(zeros(max(n) + always)): rows
+    whose ``n`` is huge make onnxruntime allocate (and fill) that many floats; ``always``
+    adds to every row's, so that even blank rows (n = 0) do."""
     shape1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "shape1")
     zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")
+    extra = numpy_helper.from_array(np.array(always, dtype=np.int64), "always")
     nodes = [
-        helper.make_node("ReduceMax", ["n"], ["nmax"], keepdims=0),
+        helper.make_node("ReduceMax", ["n"], ["nmax0"], keepdims=0),
+        helper.make_node("Add", ["nmax0", "always"], ["nmax"]),
         helper.make_node("Reshape", ["nmax", "shape1"], ["dims"]),
         helper.make_node("ConstantOfShape", ["dims"], ["big"],
                          value=numpy_helper.from_array(np.array([1.0], dtype=np.float32))),
@@ -58,7 +61,7 @@ def memory_bomb(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("n", TensorProto.INT64, ["N", 1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        initializer=[shape1, zero],
+        initializer=[shape1, zero, extra],
     )  # fmt: skip
     return builders.save(builders._model(graph), path)
 

@@ -182,6 +182,24 @@ def test_a_part_that_kills_its_workers_is_named(cluster, tmp_path):
         c.wait_for_workers(2, timeout=60)
 
 
+def test_a_model_that_kills_workers_on_blank_rows_stops_at_the_warm_up(cluster, tmp_path):
+    """The warm-up is not handed on to worker after worker: KilledWorker there stops the
+    job before any part, naming the warm-up (its rows hold no user data)."""
+    model = str(cb.memory_bomb(tmp_path / "bomb.onnx", always=2_000_000_000))
+    n_ok = lambda k, n: np.ones(n, dtype=np.int64)  # noqa: E731
+    inputs = cb.parquet_inputs(tmp_path, [100, 100], row_group=100, extra={"n": n_ok})
+    out = tmp_path / "out"
+    with pytest.raises(ResourceLimitError, match="warm-up on blank rows") as err:
+        predict_partitioned(model, inputs, f"{out}/", cluster=cluster,
+                            maps={"x": cb.FEATURES, "n": ["n"]})  # fmt: skip
+    assert err.value.code == "warmup_killed_workers"
+    assert not list(out.glob("part-*")) and not (out / "_SUCCESS").exists()
+    from distributed import Client
+
+    with Client(scheduler_file=cluster, timeout=30) as c:  # the nannies restarted them
+        c.wait_for_workers(2, timeout=60)
+
+
 def test_bad_data_in_one_file_is_named_and_not_retried(cluster, tmp_path):
     model = str(cb.mlp(tmp_path / "m.onnx"))
     inputs = cb.parquet_inputs(tmp_path, [50, 50], row_group=50)

@@ -159,6 +159,7 @@ class Dask:
         self._tasks: dict[int, PartTask] = {}
         self._before: set[str] = set()
         self._model: Any = None  # the model's bytes as a task (ship)
+        self._host_threads: dict[str, int] | None = None
         # Dask's nanny writes its workers' settings (OMP_NUM_THREADS=1, PYTHONHASHSEED, ...)
         # into this process's environment before spawning them: those keys are put back at
         # close (set by _local: only an embedded cluster spawns from this process)
@@ -279,8 +280,12 @@ class Dask:
         inside its first part: one task per worker, so that it runs in the executor thread
         the parts run in (see :func:`modelforge.cluster.part.prewarm`), with the shipped
         model as its input (which also copies the model to every worker). A worker that
-        cannot (provider, model) stops the job; a warm-up that fails otherwise (its worker
-        died) is left to the parts, which retry and name any real problem."""
+        cannot (provider, model) stops the job, and so does a warm-up that killed every
+        worker that ran it (Dask's ``KilledWorker``: its rows hold no user data, so the
+        model itself crashes or exhausts a worker); one that fails otherwise (a worker lost
+        once) is left to the parts, which retry and name any real problem."""
+        from distributed.scheduler import KilledWorker
+
         from modelforge.cluster.part import prewarm
 
         tag = os.urandom(4).hex()
@@ -293,6 +298,17 @@ class Dask:
         for addr, fut in futures.items():
             try:
                 res = fut.result()
+            except KilledWorker as exc:  # not on to other workers: stop here
+                self.client.cancel(list(futures.values()), force=True)
+                raise ResourceLimitError(
+                    "the model's warm-up on blank rows (numbers 0, booleans false, strings "
+                    "empty) killed every worker that ran it "
+                    f"({safe(str(exc).split('.')[0], 160)})",
+                    hint="the model crashes onnxruntime or exhausts a worker's memory even on "
+                    "blank input; check the workers' logs, and try it locally with "
+                    "'modelforge validate MODEL'",
+                    code="warmup_killed_workers",
+                ) from None
             except Exception:  # best effort (a worker lost during the warm-up)
                 continue
             if "error" in res:
@@ -301,11 +317,16 @@ class Dask:
                 raise err
 
     def host_threads(self) -> dict[str, int]:
-        per_host: dict[str, int] = {}
-        for info in self._workers().values():
-            host = str(info.get("host", ""))
-            per_host[host] = per_host.get(host, 0) + int(info.get("nthreads", 1))
-        return per_host
+        """Task threads per host, read once: the warm-up and the parts must size their
+        sessions alike (a worker joining in between would change every session's cache key,
+        and each worker would build a second session)."""
+        if self._host_threads is None:
+            per_host: dict[str, int] = {}
+            for info in self._workers().values():
+                host = str(info.get("host", ""))
+                per_host[host] = per_host.get(host, 0) + int(info.get("nthreads", 1))
+            self._host_threads = per_host
+        return self._host_threads
 
     def dashboard(self) -> str | None:
         if self.local is not None and not self.has_board:
