@@ -133,7 +133,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     b"the request line and headers are over %d bytes; send smaller headers"
                     % MAX_HEAD_BYTES,
                 )
-        self._mf_rearm(self._mf_reading)
+        # idle with no timer of uvicorn's running (bytes that began no request, e.g. bare
+        # CRLFs, which httptools skips: uvicorn cancelled its keep-alive timer on them)
+        idle = (
+            not self._mf_reading
+            and (self.cycle is None or self.cycle.response_complete)
+            and getattr(self, "timeout_keep_alive_task", None) is None
+        )
+        self._mf_rearm(self._mf_reading or idle)
 
     def _mf_rearm(self, reading: bool) -> None:
         if self._mf_idle is not None:
