@@ -350,7 +350,6 @@ class Renderer:
             self.stdout.write(text + "\n")
 
 
-STDOUT_WRITE_FAILED = "stdout_write_failed"
 BINARY_FORMATS = frozenset({"npy", "npz", "parquet"})
 
 

@@ -236,11 +236,14 @@ def _warm_pass(task: PartTask, session: Any, schema: Any) -> int:
         rows = _blank_pass(task, session, schema, table, None)
         seconds = time.perf_counter() - t0
         want = min(task.part.rows, 2 * READ_ROWS, rows * WARM_BYTES // max(1, table.nbytes))
-        if rows and want > rows and seconds * want / rows < WARM_BUDGET_S:
-            big = pa.concat_tables([table] * -(-want // rows)).slice(0, want)
-            rows = _blank_pass(task, session, schema, big, group_rows or None)
     except Exception:  # a warm-up only: the parts meet (and name) any real problem
         return 0
+    if rows and want > rows and seconds * want / rows < WARM_BUDGET_S:
+        try:
+            big = pa.concat_tables([table] * -(-want // rows)).slice(0, want)
+            rows = _blank_pass(task, session, schema, big, group_rows or None)
+        except Exception:  # the first pass ran: its rows are the answer
+            pass
     return rows
 
 

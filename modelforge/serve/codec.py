@@ -48,7 +48,8 @@ def _loads(data: bytes | memoryview) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         hint = ""
-        if any(t in bytes(data) for t in (b"NaN", b"Infinity")):
+        at = bytes(data[exc.pos : exc.pos + 9]).lstrip(b"-")  # where the parser stopped
+        if at.startswith((b"NaN", b"Infinity")):
             hint = (
                 " (NaN and Infinity are not JSON: send non-finite values as binary tensor "
                 "data, parameters.binary_data_size)"
