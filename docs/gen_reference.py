@@ -59,6 +59,9 @@ def updated(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv) or any(a != "--check" for a in argv):
+        sys.stdout.write(__doc__ or "")
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
     current = README.read_text(encoding="utf-8")
     new = updated(current)
     if "--check" in argv:

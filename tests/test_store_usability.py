@@ -266,3 +266,11 @@ def test_names_that_cannot_be_files_on_windows_are_refused(tmp_path, name):
 @pytest.mark.parametrize("name", ["console", "com10", "lpt0", "auxiliary", "con-1", "nul_x"])
 def test_similar_names_are_fine(name):
     assert validate_name(name) == name
+
+
+def test_models_list_of_a_name_not_in_the_store_says_so(tmp_path, store_root):
+    add_model(save(linear(), tmp_path / "m.onnx"), "lin")
+    r = invoke("models", "list", "nope")
+    assert r.exit_code == 0
+    assert "no model named 'nope' in the store" in r.output
+    assert "no models in the store" not in r.output  # the store does hold models

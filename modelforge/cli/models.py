@@ -26,7 +26,8 @@ ColumnsFromOpt = Annotated[
     typer.Option(
         "--columns-from",
         metavar="DATA",
-        help="Take --columns from the header of a CSV or Parquet file.",
+        help="Take --columns from the header of a CSV or Parquet file holding exactly the "
+        "feature columns, in order (no id or label column).",
     ),
 ]
 
@@ -146,6 +147,12 @@ def add_cmd(
 def _render_list(out: Renderer, r: Any) -> None:
     for p in r.problems:
         out.warning(safe(p, 300))
+    if not r.models and r.name:
+        out.info(
+            f"no model named '{safe(r.name, 80)}' in the store at {safe(r.store)}; "
+            "'modelforge models list' shows every name"
+        )
+        return
     if not r.models:
         out.info(
             f"no models in the store at {safe(r.store)}; add one with "

@@ -156,7 +156,10 @@ def check_options(opts: ValidateOptions) -> None:
     for label, value in (("--inputs", opts.inputs), ("--expected", opts.expected)):
         if value is not None and not Path(value).exists():
             raise NotFoundError(
-                f"{label} file '{escape(value)}' does not exist", code="file_not_found"
+                f"{label} file '{escape(value)}' does not exist",
+                hint="pass the .npz of golden inputs/outputs saved from the source framework "
+                "(see 'modelforge validate --help')",
+                code="file_not_found",
             )
     for lib in opts.custom_ops:
         if not Path(lib).is_file():

@@ -85,6 +85,7 @@ class ModelList:
     store: str
     models: list[ModelVersion]
     problems: list[str]
+    name: str | None = None  # the name asked for (models list NAME), if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,4 +121,5 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
             except StoreCorruptError as exc:
                 problems.append(exc.message)
     out.sort(key=_entered, reverse=True)
-    return ModelList(store=str(st.root), models=out, problems=problems)
+    return ModelList(store=str(st.root), models=out, problems=problems,
+                     name=parse_ref(name).name if name else None)  # fmt: skip
