@@ -290,18 +290,19 @@ class _Servicer:
         still holds a fast sender back), so that at shutdown an idle stream ends at once
         (UNAVAILABLE) instead of holding the server for the whole grace period; requests
         already received are still answered (503: shutting down)."""
-        if not self.streams.acquire(blocking=False):
-            raise HttpError(
-                503,
-                f"{MAX_STREAMS} gRPC streams are open already, the most this server keeps; "
-                "close one, or use unary ModelInfer calls",
-            )
         return self._stream(requests, context)
 
     def _stream(self, requests: Any, context: Any) -> Any:
         import queue
-        import threading
 
+        # taken once the stream is being served (a generator never started runs no
+        # finally: a slot taken before it would leak)
+        if not self.streams.acquire(blocking=False):
+            context.abort(
+                self.grpc.StatusCode.UNAVAILABLE,
+                f"{MAX_STREAMS} gRPC streams are open already, the most this server keeps; "
+                "close one, or use unary ModelInfer calls",
+            )
         inbox: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE)
         done = threading.Event()
 
