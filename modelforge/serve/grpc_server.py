@@ -423,6 +423,10 @@ def start_grpc(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 0),
+            # ping connections idle for a minute: a client gone without closing (a dead
+            # host) has its calls cancelled, and its streams give their slots back
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
         ],
     )
     methods = {
