@@ -6,6 +6,8 @@ dicts -> 2-D arrays with keys; sequences, maps and optionals kept as they are);
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -237,23 +239,26 @@ def _join(a: Batch, b: Batch) -> Batch:
     return Batch(a.start, a.rows + b.rows, feeds, keep, b.bytes_read)
 
 
+def put_until(q: queue.Queue[Any], item: Any, stop: threading.Event, step: float = 0.1) -> bool:
+    """Put ``item`` on a bounded queue, waiting for room until ``stop`` is set (then False):
+    a producer thread never blocks for ever behind a consumer that has gone."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=step)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetch(batches: Iterator[Batch], depth: int = 1) -> Iterator[Batch]:
     """Read/parse the next batch in a background thread while this one runs and is written
     (polars and onnxruntime release the GIL). Errors surface in order, where they happened."""
-    import queue
-    import threading
-
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(q, item, stop)
 
     def work() -> None:
         try:

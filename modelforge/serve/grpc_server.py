@@ -303,17 +303,13 @@ class _Servicer:
                 f"{MAX_STREAMS} gRPC streams are open already, the most this server keeps; "
                 "close one, or use unary ModelInfer calls",
             )
+        from modelforge.engine.runner import put_until
+
         inbox: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE)
         done = threading.Event()
 
         def put(item: Any) -> bool:
-            while not done.is_set():
-                try:
-                    inbox.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+            return put_until(inbox, item, done, 0.2)
 
         def read() -> None:
             try:
