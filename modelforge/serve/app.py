@@ -17,7 +17,7 @@ from typing import Any
 
 from modelforge.serve import encode
 from modelforge.serve.batcher import Work
-from modelforge.serve.codec import decode_http
+from modelforge.serve.codec import decode_http, parameters_object
 from modelforge.serve.http_protocol import DISCONNECT
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.protocol import (
@@ -294,11 +294,7 @@ class ServeApp:
         name = rest[1]
         self.registry.model(name)
         if rest[2] == "load":
-            params = req.get("parameters")
-            if params is None:
-                params = {}
-            if not isinstance(params, dict):
-                raise bad_request(f"'parameters' must be an object; got {clip(params)}")
+            params = parameters_object(req.get("parameters"), "the load request")
             if any(str(k).startswith("file:") for k in params) or "config" in params:
                 raise HttpError(
                     403,

@@ -145,7 +145,7 @@ def check_shape(name: str, shape: list[int]) -> list[int]:
     return shape
 
 
-def _params(value: Any, where: str) -> dict[str, Any]:
+def parameters_object(value: Any, where: str) -> dict[str, Any]:
     """A ``parameters`` field: absent/null or a JSON object (``[]``, ``0``, ``""`` are not)."""
     if value is None:
         return {}
@@ -169,7 +169,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             raise bad_request(f"inputs[{i}] needs a 'name' (a string)")
         port = port_for(ports, feeds, name, item.get("datatype"))
         shape = _shape(item.get("shape"), name)
-        params = _params(item.get("parameters"), f"input '{clip(name)}'")
+        params = parameters_object(item.get("parameters"), f"input '{clip(name)}'")
         size = _binary_size(params, name, len(blobs) - offset)
         if size is not None and "data" in item:
             raise bad_request(
@@ -190,7 +190,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             "binary_data_size accounts for"
         )
     rows = require_all(feeds, inputs)
-    params = _params(head.get("parameters"), "the request")
+    params = parameters_object(head.get("parameters"), "the request")
     binary = _flag(params, "binary_data_output", "the request's parameters")
     wanted = _wanted(head.get("outputs"), outputs, bool(binary))
     rid = head.get("id")
@@ -281,7 +281,7 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
         if name in seen:
             continue
         seen.add(port.name)
-        params = _params(item.get("parameters"), f"output '{clip(name)}'")
+        params = parameters_object(item.get("parameters"), f"output '{clip(name)}'")
         binary = params.get("binary_data")  # the common case without building a message
         if type(binary) is not bool:
             binary = _flag(params, "binary_data", f"output '{clip(name)}'", binary_default)
@@ -374,8 +374,7 @@ def _from_json(name: str, datatype: str, data: Any, shape: list[int]) -> np.ndar
                 f"input '{clip(name)}' data is not a (nested) list of {datatype} numbers with "
                 "the same length at each level"
             ) from None
-        # numpy reads true/false among numbers as 1/0: one pass over the values finds them
-        # (~17 ns a value; scanning the JSON text for "true" first costs as much)
+        # numpy reads true/false among numbers as 1/0: _holds_bool looks at those values
         if dtype.kind in "fiu" and arr.dtype.kind in "iuf" and _holds_bool(data, arr):
             raise bad_request(
                 f"input '{clip(name)}' is {datatype} but its data mixes true/false with "
