@@ -23,6 +23,9 @@ instead of uvicorn (peers/granian_modelforge.py, from --granian-venv, default
 /work/peers-venv-granian: `granian` + `modelforge[serve]`): not a peer, a measurement of
 the HTTP stack.
 
+`--servers ...,modelforge-b --b-args "..."` adds a second `modelforge serve` with other
+options, measured in the same interleaved run (an A/B of a setting; not a peer).
+
     python benchmarks/serve.py                                  # full grid, 3 s cells
     python benchmarks/serve.py --duration 2 --clients 1,8 --rows 1 --formats json   # quick
 """
@@ -46,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FEATURES = 20
 EXTRA_ARGS: list[str] = []  # --modelforge-args: extra `modelforge serve` options
+B_ARGS: list[str] = []  # --b-args: the options of the modelforge-b server
+NOT_PEERS = ("modelforge", "modelforge-b", "floor", "granian")
 
 
 # -- client processes -------------------------------------------------------------------
@@ -149,7 +154,7 @@ def _ready(url: str, models: list[str]) -> bool:
 def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path):
     port = free_port()
     pairs = [f"{n}={p}" for n, p in paths.items()]
-    if kind == "modelforge":
+    if kind in ("modelforge", "modelforge-b"):
         cmd = [
             sys.executable,
             "-m",
@@ -159,7 +164,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             "--port",
             str(port),
             "--quiet",
-            *EXTRA_ARGS,
+            *(EXTRA_ARGS if kind == "modelforge" else B_ARGS),
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT), MODELFORGE_HOME=str(work / "store"))
     elif kind == "floor":  # not a peer: the harness ceiling (see peers/floor_server.py)
@@ -183,7 +188,7 @@ def start(kind: str, paths: dict[str, Path], pythons: dict[str, str], work: Path
             *pairs,
         ]
         env = dict(os.environ)
-    if kind not in ("modelforge", "floor", "granian"):
+    if kind not in NOT_PEERS:
         env.pop("PYTHONPATH", None)
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -267,8 +272,14 @@ def main() -> None:
         default="",
         help="extra options for `modelforge serve`, e.g. '--instances 2 --threads 1'",
     )
+    ap.add_argument(
+        "--b-args",
+        default="",
+        help="the options of the modelforge-b server (--servers ...,modelforge-b): an A/B",
+    )
     args = ap.parse_args()
     EXTRA_ARGS.extend(args.modelforge_args.split())
+    B_ARGS.extend(args.b_args.split())
     sys.path.insert(0, str(HERE))
     from predict_csv import make_models
 
@@ -327,7 +338,7 @@ def main() -> None:
                     res[kind] = f"{rate:,.0f} ({p99:.1f}) {us:,.0f}"
                     if kind == "modelforge":  # what the load itself costs, per request
                         client_us = f"{ccpu / (len(lat) + n) * 1e6:,.0f}"
-                peers = [v for k, v in rates.items() if k not in ("modelforge", "floor", "granian")]
+                peers = [v for k, v in rates.items() if k not in NOT_PEERS]
                 ratio = (
                     f"{rates['modelforge'] / max(peers):.1f}x"
                     if "modelforge" in rates and peers

@@ -97,22 +97,28 @@ class CapacityArgs:
         ),
     ] = 0
     loop_cpu: Annotated[
-        int | None,
+        str,
         typer.Option(
             "--loop-cpu",
-            metavar="N",
-            help="Run the event loop and instance threads on CPU N (Linux; onnxruntime's "
-            "own threads keep every CPU).",
+            metavar="N|auto|off",
+            help="Run the event loop and instance threads on CPU N, or on the least crowded "
+            "CPU (auto); off: wherever the kernel puts them (Linux; onnxruntime's own "
+            "threads keep every CPU).",
         ),
-    ] = None
+    ] = "off"
 
     def build(self) -> dict[str, Any]:
         """ServeOptions keywords; ``--batching`` checked here, the numbers by
         ``ServeOptions.validate``."""
-        if self.batching not in ("auto", "on", "off"):
-            from modelforge.errors import UsageError
+        from modelforge.errors import UsageError
+        from modelforge.text import escape, truncate
 
+        if self.batching not in ("auto", "on", "off"):
             raise UsageError(f"--batching must be auto, on or off (got '{self.batching}')")
+        cpu = self.loop_cpu.strip().lower()
+        if not (cpu in ("auto", "off") or (cpu.isascii() and cpu.isdigit())):
+            got = truncate(escape(self.loop_cpu), 40)
+            raise UsageError(f"--loop-cpu must be a CPU number, auto or off (got '{got}')")
         return {
             "instances": self.instances,
             "threads": self.threads,
@@ -121,7 +127,7 @@ class CapacityArgs:
             "max_queue_delay_us": self.max_queue_delay,
             "max_queue": self.max_queue,
             "inline_below_us": self.inline_below,
-            "loop_cpu": self.loop_cpu,
+            "loop_cpu": None if cpu == "off" else cpu if cpu == "auto" else int(cpu),
         }
 
 

@@ -28,7 +28,8 @@ class ServeOptions:
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
     inline_below_us: int = 0  # opt-in: lone requests of models faster than this run on the loop
-    loop_cpu: int | None = None  # opt-in: the event loop and instance threads on this CPU
+    loop_cpu: int | str | None = None  # the event loop and instance threads on this CPU, or
+    # "auto": on the least crowded one (affinity.Mover); None: wherever the kernel puts them
     request_timeout_s: float | None = 30.0
     max_request_bytes: int = 64 * MiB
     token: str | None = None
@@ -65,7 +66,7 @@ class ServeOptions:
             cpus = available()
             need(cpus is not None, "--loop-cpu needs a platform with CPU affinity (Linux)")
             need(
-                cpus is None or self.loop_cpu in cpus,
+                cpus is None or self.loop_cpu == "auto" or self.loop_cpu in cpus,
                 f"--loop-cpu {self.loop_cpu} is not a CPU this process may use "
                 f"(allowed: {', '.join(map(str, sorted(cpus or [])))})",
             )

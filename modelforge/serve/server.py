@@ -142,9 +142,7 @@ def run_in_process(
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             nonlocal grpc_server
             if options.loop_cpu is not None:  # the models are loaded: their sessions' threads
-                from modelforge.serve import affinity  # keep every CPU
-
-                affinity.pin_loop(options.loop_cpu)
+                _pin(options.loop_cpu, asyncio.get_running_loop())  # keep every CPU
             await super().startup(sockets=sockets)
             if self.should_exit:
                 return
@@ -181,6 +179,25 @@ def run_in_process(
     if grpc_server is not None:
         grpc_server.stop(grace=1).wait(2)
     return 0 if server.started else 1
+
+
+def _pin(loop_cpu: int | str, loop: asyncio.AbstractEventLoop) -> None:
+    """``--loop-cpu N`` pins the loop for good; ``auto`` also looks again every second."""
+    from modelforge.serve import affinity
+
+    if loop_cpu != "auto":
+        affinity.pin_loop(int(loop_cpu))
+        return
+    mover = affinity.Mover()
+
+    def tick() -> None:
+        mover.check()
+        loop.call_later(MOVER_INTERVAL_S, tick)
+
+    loop.call_later(MOVER_INTERVAL_S, tick)
+
+
+MOVER_INTERVAL_S = 1.0
 
 
 def _uvicorn_config(app: Any, options: ServeOptions) -> Any:
