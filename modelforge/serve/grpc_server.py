@@ -13,11 +13,19 @@ import hmac
 import json
 import logging
 import math
+import os
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from modelforge.serve.protocol import EXTENSIONS, SERVER_NAME, HttpError, bad_request, clip
+from modelforge.serve.protocol import (
+    EXTENSIONS,
+    SERVER_NAME,
+    HttpError,
+    bad_request,
+    clip,
+    not_implemented,
+)
 
 if TYPE_CHECKING:
     from modelforge.serve.app import ServeApp
@@ -38,6 +46,18 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _OPEN = {"ServerLive", "ServerReady"}
+# Triton's methods outside the OIP that this server does not implement: UNIMPLEMENTED
+# naming the extension (grpcio's default says only "Method not implemented!")
+_TRITON_ONLY = {
+    "LogSettings": "logging",
+    "TraceSetting": "trace",
+    "SystemSharedMemoryStatus": "system shared-memory",
+    "SystemSharedMemoryRegister": "system shared-memory",
+    "SystemSharedMemoryUnregister": "system shared-memory",
+    "CudaSharedMemoryStatus": "CUDA shared-memory",
+    "CudaSharedMemoryRegister": "CUDA shared-memory",
+    "CudaSharedMemoryUnregister": "CUDA shared-memory",
+}
 THREADS = 64  # the gRPC server's pool: a unary call holds a thread while it waits
 MAX_STREAMS = 48  # open ModelStreamInfer calls at once: the other threads stay for unary ones
 STREAM_QUEUE = 4  # requests read ahead of the one being answered, per stream
@@ -47,6 +67,10 @@ log = logging.getLogger("modelforge.serve")
 def _import() -> tuple[Any, Any, Any]:
     from modelforge.errors import UsageError
 
+    # grpc's C core logs one INFO line per failed TLS handshake (a plaintext client, a port
+    # scanner) on stderr: unbounded output driven by untrusted clients. Errors still show;
+    # an operator who sets GRPC_VERBOSITY keeps their choice.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -69,9 +93,16 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         _from_bytes,
         check_shape,
         port_for,
+        refuse_unsupported,
         require_all,
     )
 
+    for t in request.inputs:  # before counting raw contents: a shared-memory input has none
+        if t.parameters:
+            refuse_unsupported(t.parameters, "input", t.name)
+    for o in request.outputs:
+        if o.parameters:
+            refuse_unsupported(o.parameters, "output", o.name)
     ports = {p.name: p for p in inputs}
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -404,6 +435,13 @@ class _Servicer:
             sv.stats.leave()
 
 
+def _unimplemented(extension: str) -> Any:
+    def call(request: Any) -> Any:
+        raise not_implemented(extension)
+
+    return call
+
+
 def start_grpc(
     app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEventLoop
 ) -> tuple[Any, int]:
@@ -438,6 +476,7 @@ def start_grpc(
         "RepositoryIndex": servicer.repository_index,
         "RepositoryModelLoad": servicer.repository_model_load,
         "RepositoryModelUnload": servicer.repository_model_unload,
+        **{name: _unimplemented(ext) for name, ext in _TRITON_ONLY.items()},
     }
     base = pb_grpc.GRPCInferenceServiceServicer
     impl = type(
