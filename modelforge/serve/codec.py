@@ -165,8 +165,8 @@ def refuse_unsupported(keys: Any, kind: str, name: str) -> None:
     for key in keys:
         if key in _SHM:
             raise bad_request(
-                f"{kind} '{clip(name)}' uses {key}: this server does not implement Triton's "
-                "shared-memory extensions; send the tensor in the request (JSON 'data' or "
+                f"{kind} '{clip(name)}' uses shared memory ({key}): this server does not implement "
+                "Triton's shared-memory extensions; send the tensor in the request (JSON 'data' or "
                 "binary tensor data) and read it from the response"
             )
         if key == "classification" and kind == "output":

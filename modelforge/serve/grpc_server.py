@@ -70,7 +70,8 @@ def _import() -> tuple[Any, Any, Any]:
     # grpc's C core logs one INFO line per failed TLS handshake (a plaintext client, a port
     # scanner) on stderr: unbounded output driven by untrusted clients. Errors still show;
     # an operator who sets GRPC_VERBOSITY keeps their choice.
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if not os.environ.get("GRPC_VERBOSITY"):
+        os.environ["GRPC_VERBOSITY"] = "ERROR"
     try:
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -107,7 +108,9 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise bad_request(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: "
+            "once it is used, every input's bytes go there, in the order of 'inputs' (as "
+            "Triton requires); or send every input in typed contents"
         )
     feeds: dict[str, Any] = {}
     for i, t in enumerate(request.inputs):
@@ -116,6 +119,11 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         if any(d < 0 for d in shape):
             raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
         check_shape(t.name, shape)
+        if raw and t.contents.ListFields():
+            raise bad_request(
+                f"input '{clip(t.name)}' has typed contents although the request uses "
+                "raw_input_contents; send every input one way"
+            )
         arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
         check_tensor(port, arr)
         feeds[t.name] = arr
@@ -145,6 +153,12 @@ def _from_contents(t: Any, shape: list[int]) -> Any:
     if field is None:
         raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents")
     values = list(getattr(t.contents, field))
+    others = [f.name for f, _ in t.contents.ListFields() if f.name != field]
+    if others:  # Triton refuses contents in a field that is not the datatype's
+        raise bad_request(
+            f"input '{clip(t.name)}' is {t.datatype}: its values go in contents.{field}, "
+            f"not {', '.join(others)}"
+        )
     if t.datatype == "BYTES":
         try:
             arr = np.array([v.decode("utf-8") for v in values], dtype=object)
