@@ -23,10 +23,12 @@ from modelforge.serve.options import ServeOptions
 from modelforge.serve.protocol import (
     EXTENSIONS,
     SERVER_NAME,
+    TRITON_ONLY,
     HttpError,
     bad_request,
     clip,
     not_found,
+    not_implemented,
     too_large,
     unavailable,
 )
@@ -214,6 +216,8 @@ class ServeApp:
 
             meta = {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
             return await self._json(send, meta)
+        if rest[0] in TRITON_ONLY:
+            raise not_implemented(TRITON_ONLY[rest[0]])
         if rest[0] == "repository":
             return await self._repository(scope, receive, send, rest[1:])
         if rest[0] == "models":
@@ -248,6 +252,8 @@ class ServeApp:
                 raise not_found("name a version: v2/models/{name}/versions/{version}")
             version, tail = tail[1], tail[2:]
         action = tail[0] if tail else ""
+        if action in TRITON_ONLY:  # v2/models/{m}/trace/setting, .../generate[_stream]
+            raise not_implemented(TRITON_ONLY[action])
         if len(tail) > 1 or action not in ("", "ready", "infer", "config", "stats"):
             raise not_found(f"no endpoint at '{clip(scope['path'])}'")
         if action == "infer":
@@ -373,8 +379,9 @@ def _client(scope: dict[str, Any]) -> str:
 
 def _method(method: str, allowed: str) -> None:
     if method != allowed and not (method == "HEAD" and allowed == "GET"):  # HEAD: no body
+        allow = "GET, HEAD" if allowed == "GET" else allowed
         raise HttpError(
-            405, f"use {allowed} for this endpoint (got {clip(method)})", {"allow": allowed}
+            405, f"use {allowed} for this endpoint (got {clip(method)})", {"allow": allow}
         )
 
 

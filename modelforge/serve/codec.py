@@ -154,6 +154,29 @@ def parameters_object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+# Triton parameters whose answer this server cannot give: refused, never silently ignored
+_SHM = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def refuse_unsupported(keys: Any, kind: str, name: str) -> None:
+    """An input's or output's parameters asking for a Triton extension this server does not
+    implement (shared memory; classification on outputs) are a 400 naming the tensor:
+    ignoring them would hand the client an answer it did not ask for."""
+    for key in keys:
+        if key in _SHM:
+            raise bad_request(
+                f"{kind} '{clip(name)}' uses shared memory ({key}): this server does not implement "
+                "Triton's shared-memory extensions; send the tensor in the request (JSON 'data' or "
+                "binary tensor data) and read it from the response"
+            )
+        if key == "classification" and kind == "output":
+            raise bad_request(
+                f"output '{clip(name)}' asks for classification (class_count): this server "
+                "does not implement Triton's classification extension; request the tensor "
+                "itself and take the top classes on the client"
+            )
+
+
 def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[Port]) -> Request:
     head = _dict(head, "the request")
     raw_inputs = head.get("inputs")
@@ -170,6 +193,8 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
         port = port_for(ports, feeds, name, item.get("datatype"))
         shape = _shape(item.get("shape"), name)
         params = parameters_object(item.get("parameters"), f"input '{clip(name)}'")
+        if params:
+            refuse_unsupported(params, "input", name)
         size = _binary_size(params, name, len(blobs) - offset)
         if size is not None and "data" in item:
             raise bad_request(
@@ -282,6 +307,8 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
             continue
         seen.add(port.name)
         params = parameters_object(item.get("parameters"), f"output '{clip(name)}'")
+        if len(params) > 1 or (params and "binary_data" not in params):
+            refuse_unsupported(params, "output", name)
         binary = params.get("binary_data")  # the common case without building a message
         if type(binary) is not bool:
             binary = _flag(params, "binary_data", f"output '{clip(name)}'", binary_default)

@@ -13,11 +13,19 @@ import hmac
 import json
 import logging
 import math
+import os
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from modelforge.serve.protocol import EXTENSIONS, SERVER_NAME, HttpError, bad_request, clip
+from modelforge.serve.protocol import (
+    EXTENSIONS,
+    SERVER_NAME,
+    HttpError,
+    bad_request,
+    clip,
+    not_implemented,
+)
 
 if TYPE_CHECKING:
     from modelforge.serve.app import ServeApp
@@ -38,6 +46,18 @@ _CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _OPEN = {"ServerLive", "ServerReady"}
+# Triton's methods outside the OIP that this server does not implement: UNIMPLEMENTED
+# naming the extension (grpcio's default says only "Method not implemented!")
+_TRITON_ONLY = {
+    "LogSettings": "logging",
+    "TraceSetting": "trace",
+    "SystemSharedMemoryStatus": "system shared-memory",
+    "SystemSharedMemoryRegister": "system shared-memory",
+    "SystemSharedMemoryUnregister": "system shared-memory",
+    "CudaSharedMemoryStatus": "CUDA shared-memory",
+    "CudaSharedMemoryRegister": "CUDA shared-memory",
+    "CudaSharedMemoryUnregister": "CUDA shared-memory",
+}
 THREADS = 64  # the gRPC server's pool: a unary call holds a thread while it waits
 MAX_STREAMS = 48  # open ModelStreamInfer calls at once: the other threads stay for unary ones
 STREAM_QUEUE = 4  # requests read ahead of the one being answered, per stream
@@ -47,6 +67,11 @@ log = logging.getLogger("modelforge.serve")
 def _import() -> tuple[Any, Any, Any]:
     from modelforge.errors import UsageError
 
+    # grpc's C core logs one INFO line per failed TLS handshake (a plaintext client, a port
+    # scanner) on stderr: unbounded output driven by untrusted clients. Errors still show;
+    # an operator who sets GRPC_VERBOSITY keeps their choice.
+    if not os.environ.get("GRPC_VERBOSITY"):
+        os.environ["GRPC_VERBOSITY"] = "ERROR"
     try:
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -69,14 +94,23 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         _from_bytes,
         check_shape,
         port_for,
+        refuse_unsupported,
         require_all,
     )
 
+    for t in request.inputs:  # before counting raw contents: a shared-memory input has none
+        if t.parameters:
+            refuse_unsupported(t.parameters, "input", t.name)
+    for o in request.outputs:
+        if o.parameters:
+            refuse_unsupported(o.parameters, "output", o.name)
     ports = {p.name: p for p in inputs}
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise bad_request(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: "
+            "once it is used, every input's bytes go there, in the order of 'inputs' (as "
+            "Triton requires); or send every input in typed contents"
         )
     feeds: dict[str, Any] = {}
     for i, t in enumerate(request.inputs):
@@ -85,6 +119,11 @@ def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
         if any(d < 0 for d in shape):
             raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
         check_shape(t.name, shape)
+        if raw and t.contents.ListFields():
+            raise bad_request(
+                f"input '{clip(t.name)}' has typed contents although the request uses "
+                "raw_input_contents; send every input one way"
+            )
         arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
         check_tensor(port, arr)
         feeds[t.name] = arr
@@ -114,6 +153,12 @@ def _from_contents(t: Any, shape: list[int]) -> Any:
     if field is None:
         raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents")
     values = list(getattr(t.contents, field))
+    others = [f.name for f, _ in t.contents.ListFields() if f.name != field]
+    if others:  # Triton refuses contents in a field that is not the datatype's
+        raise bad_request(
+            f"input '{clip(t.name)}' is {t.datatype}: its values go in contents.{field}, "
+            f"not {', '.join(others)}"
+        )
     if t.datatype == "BYTES":
         try:
             arr = np.array([v.decode("utf-8") for v in values], dtype=object)
@@ -404,6 +449,13 @@ class _Servicer:
             sv.stats.leave()
 
 
+def _unimplemented(extension: str) -> Any:
+    def call(request: Any) -> Any:
+        raise not_implemented(extension)
+
+    return call
+
+
 def start_grpc(
     app: ServeApp, options: ServeOptions, loop: asyncio.AbstractEventLoop
 ) -> tuple[Any, int]:
@@ -438,6 +490,7 @@ def start_grpc(
         "RepositoryIndex": servicer.repository_index,
         "RepositoryModelLoad": servicer.repository_model_load,
         "RepositoryModelUnload": servicer.repository_model_unload,
+        **{name: _unimplemented(ext) for name, ext in _TRITON_ONLY.items()},
     }
     base = pb_grpc.GRPCInferenceServiceServicer
     impl = type(

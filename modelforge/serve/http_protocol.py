@@ -32,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DISCONNECT = "modelforge.disconnect"  # scope extension: register a callback for a lost client
 MAX_HEAD_BYTES = 1 << 20  # request line + headers; httptools itself buffers them unbounded
+SHUTDOWN_POLL_S = 0.1  # at shutdown, how often a TLS connection is checked for abort
 LINGER_S = 2.0  # how long a refused connection's input is drained before it is closed
 
 
@@ -224,6 +225,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._mf_on_lost = []
         for callback in callbacks:
             callback()
+
+    def shutdown(self) -> None:
+        """uvicorn closes idle connections at shutdown and waits until they are lost. A TLS
+        close waits for the client's close_notify, which an idle keep-alive client never
+        sends (tritonclient.http's geventhttpclient does not read between requests): the
+        server would wait out its whole grace period. So once a TLS connection is closing
+        with nothing left to write, it is aborted."""
+        super().shutdown()
+        if self.transport.get_extra_info("sslcontext") is not None:
+            self._mf_abort_tls()
+
+    def _mf_abort_tls(self) -> None:
+        t = self.transport
+        if t.is_closing() and not t.get_write_buffer_size():
+            t.abort()
+        elif self.loop.is_running():  # an answer still in flight: look again soon
+            self.loop.call_later(SHUTDOWN_POLL_S, self._mf_abort_tls)
 
     def send_400_response(self, msg: str) -> None:
         """httptools refused the request itself (request line, a header, Content-Length):

@@ -62,6 +62,18 @@ OIP_SIZE: dict[str, int] = {
     "BF16": 2,
 }
 
+# Triton's extensions outside the OIP that this server does not implement, by the first
+# path segment after v2 (and gRPC method): 501 / UNIMPLEMENTED naming the extension, not a
+# 404 that reads like a typo in the URL
+TRITON_ONLY = {
+    "logging": "logging",
+    "trace": "trace",
+    "systemsharedmemory": "system shared-memory",
+    "cudasharedmemory": "CUDA shared-memory",
+    "generate": "generate",
+    "generate_stream": "generate",
+}
+
 BINARY_ONLY = ("FP16", "BF16")  # no JSON spelling: raw bytes only (Triton and KServe agree)
 
 
@@ -110,6 +122,14 @@ def not_found(message: str) -> HttpError:
 
 def unavailable(message: str, retry_after: int = 1) -> HttpError:
     return HttpError(503, message, {"retry-after": str(retry_after)})
+
+
+def not_implemented(extension: str) -> HttpError:
+    return HttpError(
+        501,
+        f"this server does not implement Triton's {extension} extension (GET v2 lists the "
+        f"extensions it has: {', '.join(EXTENSIONS)})",
+    )
 
 
 def too_large(message: str) -> HttpError:
