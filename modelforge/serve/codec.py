@@ -145,11 +145,16 @@ def check_shape(name: str, shape: list[int]) -> list[int]:
     return shape
 
 
-def parameters_object(value: Any, where: str) -> dict[str, Any]:
-    """A ``parameters`` field: absent/null or a JSON object (``[]``, ``0``, ``""`` are not)."""
+def parameters_object(value: Any, where: str, name: str | None = None) -> dict[str, Any]:
+    """A ``parameters`` field: absent/null or a JSON object (``[]``, ``0``, ``""`` are not).
+    ``where`` (and the tensor's ``name``) only go into the message, built on failure."""
+    if type(value) is dict:
+        return value
     if value is None:
         return {}
     if not isinstance(value, dict):
+        if name is not None:
+            where = f"{where} '{clip(name)}'"
         raise bad_request(f"'parameters' of {where} must be an object; got {clip(value)}")
     return value
 
@@ -192,7 +197,7 @@ def decode_json(head: Any, blobs: memoryview, inputs: list[Port], outputs: list[
             raise bad_request(f"inputs[{i}] needs a 'name' (a string)")
         port = port_for(ports, feeds, name, item.get("datatype"))
         shape = _shape(item.get("shape"), name)
-        params = parameters_object(item.get("parameters"), f"input '{clip(name)}'")
+        params = parameters_object(item.get("parameters"), "input", name)
         if params:
             refuse_unsupported(params, "input", name)
         size = _binary_size(params, name, len(blobs) - offset)
@@ -306,7 +311,7 @@ def _wanted(value: Any, outputs: list[Port], binary_default: bool) -> list[Wante
         if name in seen:
             continue
         seen.add(port.name)
-        params = parameters_object(item.get("parameters"), f"output '{clip(name)}'")
+        params = parameters_object(item.get("parameters"), "output", name)
         if len(params) > 1 or (params and "binary_data" not in params):
             refuse_unsupported(params, "output", name)
         binary = params.get("binary_data")  # the common case without building a message

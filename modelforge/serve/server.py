@@ -141,8 +141,6 @@ def run_in_process(
     class _Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             nonlocal grpc_server
-            if options.loop_cpu is not None:  # the models are loaded: their sessions' threads
-                _pin(options.loop_cpu, asyncio.get_running_loop())  # keep every CPU
             await super().startup(sockets=sockets)
             if self.should_exit:
                 return
@@ -151,6 +149,8 @@ def run_in_process(
                 from modelforge.serve.grpc_server import start_grpc
 
                 grpc_server, gport = start_grpc(app, options, asyncio.get_running_loop())
+            if options.loop_cpu is not None:  # after the sessions and gRPC's threads were
+                _pin(options.loop_cpu, asyncio.get_running_loop())  # made: they keep every CPU
             info = _ready_info(app, options, listener, gport, restarts)
             if on_ready is not None:
                 on_ready(info)
