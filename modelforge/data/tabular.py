@@ -170,11 +170,15 @@ class ParquetReader:
             else:
                 runs.append([g])
         for run in runs:
-            yield from self._run(run, starts[run[0]], wanted, batch_rows)
+            yield from self._run(run, starts[run[0]], wanted, dtypes, batch_rows)
 
     def _run(
-        self, groups: list[int], row0: int, wanted: list[str], batch_rows: int
-    ) -> Iterator[ColumnBatch]:
+        self, groups: list[int], row0: int, wanted: list[str], dtypes: dict[str, str],
+        batch_rows: int,
+    ) -> Iterator[ColumnBatch]:  # fmt: skip
+        """Fed columns become numpy (cast later); the others (``--keep``) stay polars
+        Series with the file's type and nulls: a nullable integer id stays an integer
+        (numpy would make it float with NaN, and one batch's type another's)."""
         import polars as pl
 
         it = self.file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=wanted)
@@ -193,7 +197,10 @@ class ParquetReader:
             df = pl.from_arrow(rb)
             assert isinstance(df, pl.DataFrame)
             place = row_place(self.name, row0)
-            cols = {c: series_to_numpy(df.get_column(c), place) for c in df.columns}
+            cols = {
+                c: series_to_numpy(df.get_column(c), place) if c in dtypes else df.get_column(c)
+                for c in df.columns
+            }
             yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
             row0 += df.height
 
