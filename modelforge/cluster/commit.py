@@ -31,6 +31,7 @@ from modelforge.text import safe
 SUCCESS = "_SUCCESS"
 TEMPORARY = "_temporary"
 MANIFEST_VERSION = 1
+MANIFEST_KIND = "modelforge.partitioned_predict"
 MANIFEST_EVERY_S = 1.0  # the partial manifest is rewritten at most this often
 
 
@@ -95,7 +96,7 @@ class OutputDir:
         ordered = [parts[i] for i in sorted(parts)]
         return {
             "schema_version": MANIFEST_VERSION,
-            "kind": "modelforge.partitioned_predict",
+            "kind": MANIFEST_KIND,
             "plan_hash": self.plan.plan_hash,
             "model": self.model,
             "identity": self.plan.identity,
@@ -175,10 +176,12 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     if not out.parent.is_dir():
         raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
                       "output_folder_missing")  # fmt: skip
+    made = [p for p in (out, out / TEMPORARY) if not p.exists()]  # undone on a refusal
     try:
         out.mkdir(exist_ok=True)
         (out / TEMPORARY).mkdir(exist_ok=True)
     except OSError as exc:
+        _undo(made)
         raise _refuse(f"cannot write to '{safe(root)}': {safe(exc.strerror)}",
                       "check permissions", "output_unwritable") from None  # fmt: skip
     lock = FileLock(str(out / TEMPORARY / ".lock"))
@@ -194,6 +197,7 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
         committed = _existing(out, plan, resume)
     except BaseException:
         lock.release()
+        _undo(made)  # a refused folder is left as it was found (no _temporary/ in it)
         raise
     pre = frozenset(os.listdir(out / TEMPORARY))
     od = OutputDir(out, plan, model, committed, lock, pre, {})
@@ -209,14 +213,34 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     return od
 
 
+def _undo(made: list[Path]) -> None:
+    """Remove the folders this run created (deepest first)."""
+    for path in reversed(made):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """Our manifest at ``path``, or None when absent or another tool's (Spark and Hadoop
+    write an empty ``_SUCCESS``; anything without our ``kind`` is not a run of ours)."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            return None
+    data = read_json(path)
+    return data if data is not None and data.get("kind") == MANIFEST_KIND else None
+
+
 def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
-    previous = read_json(out / SUCCESS) or read_json(out / TEMPORARY / "manifest.json")
-    others = [n for n in os.listdir(out) if n not in (TEMPORARY, SUCCESS)]
+    previous = _manifest(out / SUCCESS) or _manifest(out / TEMPORARY / "manifest.json")
     if previous is None:
+        others = sorted(n for n in os.listdir(out) if n != TEMPORARY)
         if others:
+            shown = ", ".join(safe(n) for n in others[:5]) + (", ..." if len(others) > 5 else "")
             raise _refuse(
-                f"output folder '{safe(out)}' is not empty and holds no ModelForge run",
-                "pick an empty or new folder", "output_not_empty",
+                f"output folder '{safe(out)}' is not empty and holds no ModelForge run "
+                f"(found: {shown})",
+                "pick an empty or new folder (the parts are never mixed with other files)",
+                "output_not_empty",
             )  # fmt: skip
         return {}
     if not resume:

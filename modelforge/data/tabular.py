@@ -152,6 +152,13 @@ class ParquetReader:
         self.row_groups = list(range(groups)) if row_groups is None else list(row_groups)
         index = _pandas_index_columns(self.file.schema_arrow)
         self.columns = [c for c in self.file.schema_arrow.names if c not in index]
+        dup = next((c for i, c in enumerate(self.columns) if c in self.columns[:i]), None)
+        if dup is not None:  # as a CSV header: which one would feed or be kept is a guess
+            raise DataError(
+                f"'{safe(name)}' has {self.columns.count(dup)} columns named '{safe(dup)}'",
+                hint="rename the duplicates when writing the file (column names must be unique)",
+                code="duplicate_column",
+            )
         self.total_rows = sum(meta.row_group(g).num_rows for g in self.row_groups)
 
     def batches(
