@@ -26,6 +26,7 @@ from typing import Any
 
 from modelforge.cluster.plan import Plan, part_name, what_changed
 from modelforge.errors import OutputError, UsageError
+from modelforge.log import warn
 from modelforge.text import safe
 
 SUCCESS = "_SUCCESS"
@@ -61,6 +62,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a committed part: recorded in the manifest, checked by
+    ``--resume`` so that a part damaged in place is rerun, not kept)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def committed_rows(path: Path) -> int | None:
     """Rows of a committed part, from its footer; None when absent or unreadable."""
     import pyarrow.parquet as pq
@@ -76,7 +89,7 @@ class OutputDir:
     root: Path
     plan: Plan
     model: dict[str, Any]
-    committed: dict[int, int]  # part index -> bytes, committed before this run
+    committed: dict[int, dict[str, Any]]  # part index -> bytes, sha256: kept from before
     _lock: Any = None
     _preexisting: frozenset[str] = frozenset()
     _done: dict[int, dict[str, Any]] | None = None
@@ -106,8 +119,8 @@ class OutputDir:
         }
 
     def record(self, index: int, nbytes: int, run: dict[str, Any] | None = None) -> None:
-        """A part was committed: add it to the partial manifest. ``run``: how it ran
-        (``seconds``, ``worker`` pid) for diagnostics."""
+        """A part was committed: add it to the partial manifest. ``run``: its ``sha256``
+        (checked by ``--resume``) and how it ran (``seconds``, worker ``pid``)."""
         assert self._done is not None
         part = self.plan.parts[index]
         self._done[index] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
@@ -202,9 +215,9 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     pre = frozenset(os.listdir(out / TEMPORARY))
     od = OutputDir(out, plan, model, committed, lock, pre, {})
     assert od._done is not None
-    for idx, nbytes in committed.items():
+    for idx, kept in committed.items():
         part = plan.parts[idx]
-        od._done[idx] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
+        od._done[idx] = {"file": part.name, "rows": part.rows, **kept,
                          "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
     if len(committed) < len(plan.parts):  # parts to (re)run: the folder is not complete now
         with contextlib.suppress(FileNotFoundError):
@@ -230,7 +243,7 @@ def _manifest(path: Path) -> dict[str, Any] | None:
     return data if data is not None and data.get("kind") == MANIFEST_KIND else None
 
 
-def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
+def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
     previous = _manifest(out / SUCCESS) or _manifest(out / TEMPORARY / "manifest.json")
     if previous is None:
         others = sorted(n for n in os.listdir(out) if n != TEMPORARY)
@@ -258,9 +271,35 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
             hint="rerun with the same model, options and inputs, or write to a new folder",
             code="resume_mismatch",
         )
-    committed: dict[int, int] = {}
+    _refuse_strangers(out, plan)
+    recorded = {str(p.get("file")): p.get("sha256") for p in previous.get("parts") or []
+                if isinstance(p, dict)}  # fmt: skip
+    committed: dict[int, dict[str, Any]] = {}
     for part in plan.parts:
         path = out / part.name
-        if committed_rows(path) == part.rows:
-            committed[part.index] = path.stat().st_size
+        if committed_rows(path) != part.rows:
+            continue
+        digest = recorded.get(part.name)
+        if isinstance(digest, str):  # recorded at its commit: the bytes must still be those
+            if file_sha256(path) != digest:
+                warn(f"{part.name} does not match the sha256 recorded when it was committed "
+                     "(damaged or replaced): running it again")  # fmt: skip
+                continue
+        else:  # committed after the last manifest update (the client was killed)
+            digest = file_sha256(path)
+        committed[part.index] = {"bytes": path.stat().st_size, "sha256": digest}
     return committed
+
+
+def _refuse_strangers(out: Path, plan: Plan) -> None:
+    """A folder being resumed holds this plan's parts, ``_SUCCESS`` and ``_temporary/``
+    only: any other file (a ``part-000099.parquet`` beyond the plan, a copy) would be
+    read with the parts by anyone globbing the folder."""
+    known = {SUCCESS, TEMPORARY, *(p.name for p in plan.parts)}
+    strangers = sorted(n for n in os.listdir(out) if n not in known)
+    if strangers:
+        shown = ", ".join(safe(n) for n in strangers[:5]) + (", ..." if len(strangers) > 5 else "")
+        raise _refuse(
+            f"output folder '{safe(out)}' holds files that are not parts of this run: {shown}",
+            "move them out of the folder, then resume", "output_not_empty",
+        )  # fmt: skip

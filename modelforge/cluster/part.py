@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelforge.cluster import worker
+from modelforge.cluster.commit import file_sha256
 from modelforge.cluster.plan import Part
 from modelforge.errors import DataError, InvalidModelError, ModelForgeError
 from modelforge.text import safe
@@ -346,6 +347,7 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
         raise
     return {
         "index": part.index, "rows": stats.rows, "bytes": os.path.getsize(task.final_path),
+        "sha256": file_sha256(task.final_path),  # read back from the page cache: ~ms
         "attempt": attempt, "pid": os.getpid(), "runs": runner.runs, "columns": stats.columns,
         "providers_used": session.to_dict()["providers_used"],
         "intra_op_threads": session.config.threads,

@@ -21,7 +21,7 @@ from modelforge.errors import DataError, NotFoundError, UsageError
 from modelforge.text import safe
 
 DEFAULT_PARTITION_ROWS = 1_000_000
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: inputs' modification times are part of the identity
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,11 @@ class InputFile:
     row_groups: tuple[int, ...]  # rows per row group
     footer_sha256: str
     schema: str  # the Arrow schema, as text (the same for every input)
+    mtime_ns: int = 0  # a rewrite that keeps the size and the footer still changes this
 
     def identity(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "rows": self.rows,
-                "footer_sha256": self.footer_sha256}  # fmt: skip
+                "footer_sha256": self.footer_sha256, "mtime_ns": self.mtime_ns}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,16 @@ def plan_hash(identity: dict[str, Any]) -> str:
 
 def _footer_sha256(path: str, size: int) -> str:
     """sha256 of the Parquet footer (schema, row groups, column statistics and offsets):
-    any rewrite of the file changes it, and reading it costs one seek."""
+    a rewrite of the file almost always changes it (the identity also holds the size and
+    the modification time), and reading it costs one seek."""
     with open(path, "rb") as fh:
         if size < 12:
-            raise DataError(f"'{safe(path)}' is too short to be Parquet", code="invalid_parquet")
+            raise DataError(
+                f"'{safe(path)}' is too short to be Parquet ({size} bytes)",
+                hint="check the file (an empty or truncated download?); partitioned output "
+                "reads Parquet inputs",
+                code="invalid_parquet",
+            )
         fh.seek(size - 8)
         tail = fh.read(8)
         if tail[4:] != b"PAR1":
@@ -110,17 +117,29 @@ def read_input(path: str) -> InputFile:
 
     full = os.path.abspath(path)
     try:
-        size = os.stat(full).st_size
+        st = os.stat(full)
     except FileNotFoundError:
         raise NotFoundError(
             f"input file '{safe(path)}' does not exist", hint="check the path",
             code="input_not_found",
         ) from None  # fmt: skip
     if not os.path.isfile(full):
-        raise DataError(f"input '{safe(path)}' is not a file", code="input_not_file")
-    footer = _footer_sha256(full, size)
+        what = "a directory" if os.path.isdir(full) else "not a regular file"
+        raise DataError(
+            f"input '{safe(path)}' is {what}",
+            hint="pass the Parquet files themselves, e.g. 'data/*.parquet' (a folder is not "
+            "read as a dataset)",
+            code="input_not_file",
+        )
+    size = st.st_size
     try:
+        footer = _footer_sha256(full, size)
         meta = pq.ParquetFile(full).metadata
+    except DataError:
+        raise
+    except PermissionError as exc:
+        raise DataError(f"cannot read input '{safe(path)}': {safe(exc.strerror)}",
+                        hint="check its permissions", code="input_unreadable") from None  # fmt: skip
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad footers
         raise DataError(
             f"'{safe(path)}' is not a readable Parquet file: {safe(str(exc), 120)}",
@@ -128,7 +147,7 @@ def read_input(path: str) -> InputFile:
         ) from None
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     schema = meta.schema.to_arrow_schema().remove_metadata().to_string()
-    return InputFile(full, size, meta.num_rows, groups, footer, schema)
+    return InputFile(full, size, meta.num_rows, groups, footer, schema, st.st_mtime_ns)
 
 
 def check_format(paths: list[str], fmt: str | None) -> None:
@@ -255,5 +274,9 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
         return "the list of inputs changed"
     for a_i, b_i in zip(a_in, b_in, strict=False):
         if a_i != b_i:
-            return f"input '{safe(b_i['path'])}' changed since the first run"
+            what = [w for k, w in (("size", "size"), ("rows", "rows"),
+                                   ("footer_sha256", "Parquet footer"),
+                                   ("mtime_ns", "modification time")) if a_i.get(k) != b_i.get(k)]  # fmt: skip
+            return (f"input '{safe(b_i['path'])}' changed since the first run "
+                    f"({', '.join(what) or 'identity'})")  # fmt: skip
     return "the plan changed"
