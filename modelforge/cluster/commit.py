@@ -181,7 +181,7 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     ``resume``, and with ``resume`` a run whose plan differs (saying what changed)."""
     from filelock import FileLock, Timeout
 
-    out = Path(root)
+    out = Path(os.path.abspath(root))  # workers may run elsewhere: never a relative path
     if out.exists() and not out.is_dir():
         raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
                       "remove it, or name a new folder for the parts (e.g. -o scores/)",
@@ -294,9 +294,10 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
 def _refuse_strangers(out: Path, plan: Plan) -> None:
     """A folder being resumed holds this plan's parts, ``_SUCCESS`` and ``_temporary/``
     only: any other file (a ``part-000099.parquet`` beyond the plan, a copy) would be
-    read with the parts by anyone globbing the folder."""
+    read with the parts by anyone globbing the folder. Hidden files (``.nfs*`` left by NFS
+    for replaced files still open somewhere, ``.DS_Store``) are no such risk."""
     known = {SUCCESS, TEMPORARY, *(p.name for p in plan.parts)}
-    strangers = sorted(n for n in os.listdir(out) if n not in known)
+    strangers = sorted(n for n in os.listdir(out) if n not in known and not n.startswith("."))
     if strangers:
         shown = ", ".join(safe(n) for n in strangers[:5]) + (", ..." if len(strangers) > 5 else "")
         raise _refuse(

@@ -217,7 +217,9 @@ class Dask:
                                  code="invalid_option")  # fmt: skip
         if target == "local" or target.startswith("local:"):
             return self._local(distributed, target)
+        source = ""
         if "://" not in target and os.path.isfile(target):
+            source = f" (from the scheduler file '{escape(target)}')"
             target = _scheduler_file_address(target)
         _check_address(target, address)
         try:
@@ -226,7 +228,7 @@ class Dask:
             )
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(
-                f"cannot reach the Dask scheduler at '{escape(target)}' within "
+                f"cannot reach the Dask scheduler at '{escape(target)}'{source} within "
                 f"{CONNECT_TIMEOUT_S:g} s: {safe(str(exc).splitlines()[0], 160)}",
                 hint="check that the scheduler runs and the address/port is reachable",
                 code="cluster_unreachable",
@@ -373,9 +375,14 @@ class Dask:
         return self._host_threads
 
     def dashboard(self) -> str | None:
-        if self.local is not None and not self.has_board:
-            return None
+        """The dashboard's link, when the scheduler serves one: its HTTP server (health,
+        metrics) runs without bokeh too, but /status then answers 404."""
+        from modelforge.cluster.worker import has_bokeh
+
         try:
+            if not (self.has_board if self.local is not None
+                    else self.client.run_on_scheduler(has_bokeh)):  # fmt: skip
+                return None
             link = self.client.dashboard_link
         except Exception:  # no dashboard (bokeh not installed) or not reported
             return None

@@ -266,7 +266,8 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("options") != new.get("options"):
         a, b = old.get("options") or {}, new["options"]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return "options changed: " + ", ".join(keys)
+        shown = [f"{k} ({safe(str(a.get(k)), 40)} -> {safe(str(b.get(k)), 40)})" for k in keys]
+        return "options changed: " + ", ".join(shown)
     if old.get("partition_rows") != new.get("partition_rows"):
         return f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
     a_in, b_in = old.get("inputs") or [], new["inputs"]

@@ -50,6 +50,13 @@ def warm() -> bool:
     return True
 
 
+def has_bokeh() -> bool:
+    """Run on the scheduler: whether it can serve the dashboard's pages."""
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
 def host_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
