@@ -232,7 +232,6 @@ def _undo(made: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-
 def _manifest(path: Path) -> dict[str, Any] | None:
     """Our manifest at ``path``, or None when absent or another tool's (Spark and Hadoop
     write an empty ``_SUCCESS``; anything without our ``kind`` is not a run of ours)."""

@@ -21,6 +21,7 @@ from modelforge.errors import DataError, NotFoundError, UsageError
 from modelforge.text import safe
 
 DEFAULT_PARTITION_ROWS = 1_000_000
+MAX_PARTS = 999_999  # part-NNNNNN.parquet
 PLAN_VERSION = 2  # 2: inputs' modification times are part of the identity
 
 
@@ -138,8 +139,11 @@ def read_input(path: str) -> InputFile:
     except DataError:
         raise
     except PermissionError as exc:
-        raise DataError(f"cannot read input '{safe(path)}': {safe(exc.strerror)}",
-                        hint="check its permissions", code="input_unreadable") from None  # fmt: skip
+        raise DataError(
+            f"cannot read input '{safe(path)}': {safe(exc.strerror)}",
+            hint="check its permissions",
+            code="input_unreadable",
+        ) from None
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad footers
         raise DataError(
             f"'{safe(path)}' is not a readable Parquet file: {safe(str(exc), 120)}",
@@ -237,6 +241,14 @@ def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> 
                 code="schema_mismatch",
             )
     parts = pack(inputs, partition_rows)
+    if len(parts) > MAX_PARTS:  # part-1000000 would sort before part-999999 in a listing
+        raise UsageError(
+            f"{len(parts):,} parts is more than {MAX_PARTS:,} (--partition-rows "
+            f"{partition_rows:,})",
+            hint="raise --partition-rows (parts are numbered with 6 digits, so that a sorted "
+            "listing is their order)",
+            code="invalid_option",
+        )
     if not parts:
         raise DataError(
             f"no rows to predict in {', '.join(safe(p) for p in paths)}",
@@ -257,6 +269,10 @@ def with_identity(plan: Plan, model_digest: str, options: dict[str, Any]) -> Pla
     return Plan(plan.inputs, plan.parts, plan.partition_rows, identity)
 
 
+_INPUT_PARTS = (("size", "size"), ("rows", "rows"), ("footer_sha256", "Parquet footer"),
+                ("mtime_ns", "modification time"))  # fmt: skip
+
+
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     """A short phrase naming what differs between two plan identities."""
     if old.get("plan_version") != new.get("plan_version"):
@@ -275,9 +291,9 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
         return "the list of inputs changed"
     for a_i, b_i in zip(a_in, b_in, strict=False):
         if a_i != b_i:
-            what = [w for k, w in (("size", "size"), ("rows", "rows"),
-                                   ("footer_sha256", "Parquet footer"),
-                                   ("mtime_ns", "modification time")) if a_i.get(k) != b_i.get(k)]  # fmt: skip
-            return (f"input '{safe(b_i['path'])}' changed since the first run "
-                    f"({', '.join(what) or 'identity'})")  # fmt: skip
+            what = [w for k, w in _INPUT_PARTS if a_i.get(k) != b_i.get(k)]
+            return (
+                f"input '{safe(b_i['path'])}' changed since the first run "
+                f"({', '.join(what) or 'identity'})"
+            )
     return "the plan changed"

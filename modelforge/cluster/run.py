@@ -182,8 +182,8 @@ class _Job:
             )
 
     def on_done(self, od: OutputDir, res: dict[str, Any]) -> None:
-        od.record(res["index"], res["bytes"],
-                  {"sha256": res["sha256"], "seconds": res["seconds"], "pid": res["pid"]})  # fmt: skip
+        run = {"sha256": res["sha256"], "seconds": res["seconds"], "pid": res["pid"]}
+        od.record(res["index"], res["bytes"], run)
         self.done["parts"] += 1
         self.done["rows"] += res["rows"]
         self.first.setdefault("columns", res["columns"])

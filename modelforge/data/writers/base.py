@@ -122,8 +122,10 @@ def check_kept_types(keep: dict[str, Any], fmt: str) -> None:
         dt = values.dtype
         binary = dt == pl.Binary
         nested = dt.is_nested() or dt == pl.Object
-        if (fmt in ("csv", "tsv") and (nested or binary)) or (fmt == "jsonl" and binary) or (
-            fmt in ("npz", "npy", "json") and nested and not isinstance(dt, pl.Array)
+        if (
+            (fmt in ("csv", "tsv") and (nested or binary))
+            or (fmt == "jsonl" and binary)
+            or (fmt in ("npz", "npy", "json") and nested and not isinstance(dt, pl.Array))
         ):
             raise OutputError(
                 f"kept column '{safe(name)}' holds {safe(str(dt), 60)} values, which "
