@@ -314,3 +314,43 @@ def test_real_workers_relative_output_and_awkward_kept_columns(model, tmp_path, 
     assert pa.concat_tables(_parts(client_dir / "rel" / "out")).equals(single)
     if importlib.util.find_spec("bokeh") is None:
         assert events[0].event == "start" and events[0].dashboard is None
+
+
+def test_nullability_and_field_metadata_do_not_make_another_schema(model, data, tmp_path):
+    """A file whose id is declared 'not null' (Spark, some writers) or carries a field
+    comment was a schema_mismatch ('nested field types differ'); one-file predict reads
+    them together."""
+    n = 1000
+    feats = {f: pq.read_table(data).column(f) for f in cb.FEATURES}
+    fields = [pa.field(f, pa.float32()) for f in cb.FEATURES]
+    strict = tmp_path / "strict.parquet"
+    pq.write_table(pa.table({"id": np.arange(n), **feats},
+                            schema=pa.schema([pa.field("id", pa.int64(), nullable=False),
+                                              *fields])), strict)  # fmt: skip
+    noted = tmp_path / "noted.parquet"
+    pq.write_table(pa.table({"id": np.arange(n), **feats},
+                            schema=pa.schema([pa.field("id", pa.int64(), metadata={"c": "x"}),
+                                              *fields])), noted)  # fmt: skip
+    inputs = [data, str(strict), str(noted)]
+    single = _single(model, inputs, tmp_path / "single.parquet", ["id"])
+    predict_partitioned(model, inputs, str(tmp_path / "out"), columns=cb.FEATURES, keep=["id"],
+                        partition_rows=400)  # fmt: skip
+    assert pa.concat_tables(_parts(tmp_path / "out")).equals(single)
+    with pytest.raises(DataError, match="column type changed: 'id' int64 -> int32"):
+        other = _write(tmp_path / "i32.parquet", {"id": np.arange(n, dtype=np.int32), **feats})
+        predict_partitioned(model, [data, other], str(tmp_path / "o2"), columns=cb.FEATURES)
+
+
+def test_one_file_predict_over_inputs_whose_kept_column_types_differ(model, tmp_path):
+    """int32 ids in one file and int64 in the next: the Parquet writer's schema mismatch
+    was an internal error; now a lossless cast, or an error naming the column."""
+    n = 100
+    small = _write(tmp_path / "a.parquet", {"id": np.arange(n, dtype=np.int32), **_features(n)})
+    wide = _write(tmp_path / "b.parquet", {"id": np.arange(n, dtype=np.int64), **_features(n)})
+    out = _single(model, [small, wide], tmp_path / "ok.parquet", ["id"])
+    assert out.schema.field("id").type == pa.int32() and out.num_rows == 2 * n
+    big = _write(tmp_path / "c.parquet", {"id": np.arange(n) + 2**40, **_features(n)})
+    with pytest.raises(DataError) as exc:
+        _single(model, [small, big], tmp_path / "bad.parquet", ["id"])
+    assert exc.value.code == "column_type_changed" and "'id' is int64" in exc.value.message
+    assert not (tmp_path / "bad.parquet").exists()

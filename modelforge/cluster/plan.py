@@ -150,8 +150,18 @@ def read_input(path: str) -> InputFile:
             code="invalid_parquet",
         ) from None
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    schema = meta.schema.to_arrow_schema().remove_metadata().to_string()
+    schema = schema_text(meta.schema.to_arrow_schema())
     return InputFile(full, size, meta.num_rows, groups, footer, schema, st.st_mtime_ns)
+
+
+def schema_text(schema: Any) -> str:
+    """The columns and types that must match across inputs: names, order and types, not
+    metadata (pandas', a field's comment) nor a column's ``not null`` flag (one writer sets
+    it, another not; the parts' columns are the same either way)."""
+    import pyarrow as pa
+
+    loose = pa.schema([pa.field(f.name, f.type) for f in schema])
+    return str(loose.to_string(show_field_metadata=False, show_schema_metadata=False))
 
 
 def check_format(paths: list[str], fmt: str | None) -> None:
