@@ -354,3 +354,22 @@ def test_one_file_predict_over_inputs_whose_kept_column_types_differ(model, tmp_
         _single(model, [small, big], tmp_path / "bad.parquet", ["id"])
     assert exc.value.code == "column_type_changed" and "'id' is int64" in exc.value.message
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_odd_output_paths(model, data, tmp_path):
+    """A name too long was an internal error (OSError from Path.exists); a dangling link
+    was 'File exists, check permissions'; a newline in the folder's name reached the
+    summary line raw."""
+    with pytest.raises(OutputError) as exc:
+        predict_partitioned(model, [data], str(tmp_path / ("x" * 300)), columns=cb.FEATURES)
+    assert exc.value.code == "output_unwritable" and "File name too long" in exc.value.message
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError) as exc:
+        predict_partitioned(model, [data], str(tmp_path / "dangling"), columns=cb.FEATURES)
+    assert exc.value.code == "output_folder_missing" and "nowhere" in exc.value.message
+    odd = tmp_path / "two\nlines"
+    res = runner.invoke(app, ["predict", model, data, "--columns", COLS, "--keep", "id",
+                              "-o", f"{odd}/"])  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "two\\nlines" in res.stderr
+    assert sorted(os.listdir(odd)) == ["_SUCCESS", "part-000000.parquet"]

@@ -64,9 +64,11 @@ class PartsArgs:
 
 def _summary_line(out: Renderer, s: dict[str, Any]) -> None:
     """One line on stderr (stdout stays for data, as with predict -o FILE)."""
+    from modelforge.text import safe
+
     resumed = f" ({s['parts_resumed']} kept from an earlier run)" if s["parts_resumed"] else ""
     out.info(
-        f"{s['rows']:,} rows in {s['parts']} parts{resumed} -> {s['output']}/ "
+        f"{s['rows']:,} rows in {s['parts']} parts{resumed} -> {safe(s['output'])}/ "
         f"({s['seconds']:.2f} s, {s['workers']} worker{'s' if s['workers'] != 1 else ''}, "
         f"{s['attempts']} attempts, {s['workers_lost']} workers lost)"
     )

@@ -182,14 +182,11 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     from filelock import FileLock, Timeout
 
     out = Path(os.path.abspath(root))  # workers may run elsewhere: never a relative path
-    if out.exists() and not out.is_dir():
-        raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
-                      "remove it, or name a new folder for the parts (e.g. -o scores/)",
-                      "output_not_directory")  # fmt: skip
-    if not out.parent.is_dir():
-        raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
-                      "output_folder_missing")  # fmt: skip
-    made = [p for p in (out, out / TEMPORARY) if not p.exists()]  # undone on a refusal
+    try:
+        made = _check_target(out, root)
+    except OSError as exc:  # a name too long, a loop of links, ...
+        raise _refuse(f"cannot use '{safe(root)}' as the output folder: {safe(exc.strerror)}",
+                      "name another folder", "output_unwritable") from None  # fmt: skip
     try:
         out.mkdir(exist_ok=True)
         (out / TEMPORARY).mkdir(exist_ok=True)
@@ -224,6 +221,23 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
             os.unlink(out / SUCCESS)
     write_json_atomic(out / TEMPORARY / "manifest.json", od.manifest(od._done))
     return od
+
+
+def _check_target(out: Path, root: str) -> list[Path]:
+    """Refuse a file or a dangling link in the way and a missing parent; return the
+    folders this run will create (removed again if it is refused)."""
+    if out.is_symlink() and not out.exists():
+        raise _refuse(f"output '{safe(root)}' is a link to '{safe(os.readlink(out))}', which "
+                      "does not exist", "create the folder it points to, or name another "
+                      "folder", "output_folder_missing")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
+                      "remove it, or name a new folder for the parts (e.g. -o scores/)",
+                      "output_not_directory")  # fmt: skip
+    if not out.parent.is_dir():
+        raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
+                      "output_folder_missing")  # fmt: skip
+    return [p for p in (out, out / TEMPORARY) if not p.exists()]
 
 
 def _undo(made: list[Path]) -> None:
