@@ -373,3 +373,31 @@ def test_odd_output_paths(model, data, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "two\\nlines" in res.stderr
     assert sorted(os.listdir(odd)) == ["_SUCCESS", "part-000000.parquet"]
+
+
+@pytest.mark.parametrize("change", ["same_shape", "deleted", "garbage"])
+def test_an_input_rewritten_during_the_run_stops_it(model, tmp_path, change):
+    """A file rewritten with row groups of the same sizes gave its later parts the new
+    rows and its earlier ones the old, under one _SUCCESS; a removed one said 'check the
+    path'. Each part now checks its input's size and footer against the plan's."""
+    n = 400
+    a = _write(tmp_path / "a.parquet", {"id": np.arange(n), **_features(n, seed=1)})
+    b = tmp_path / "b.parquet"
+    _write(b, {"id": np.arange(n), **_features(n, seed=2)})
+
+    def rewrite(event):
+        if event.event == "part" and event.parts_done == 5:  # in the middle of b's parts
+            if change == "same_shape":
+                _write(b, {"id": np.arange(n), **_features(n, seed=3)})
+            elif change == "deleted":
+                b.unlink()
+            else:
+                b.write_bytes(b"not parquet" * 100)
+
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as exc:
+        predict_partitioned(model, [a, str(b)], str(out), columns=cb.FEATURES,
+                            partition_rows=100, progress=rewrite)  # fmt: skip
+    assert exc.value.code == "input_changed" and exc.value.message.startswith("part 5 (")
+    assert str(b) in exc.value.message and exc.value.details["part"] == 5
+    assert not (out / "_SUCCESS").exists() and len(_parts(out)) == 5

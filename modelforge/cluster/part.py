@@ -65,6 +65,7 @@ class PartTask:
     attempt_dir: str
     final_path: str
     host_threads: dict[str, int] | None = None  # Dask: task threads per host
+    planned: tuple[int, str] | None = None  # the input's size and footer sha256 when planned
 
 
 def job_options(options: Any, kw: dict[str, Any], session: Any) -> tuple[Any, Any]:
@@ -319,6 +320,7 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     part, opts = task.part, task.options
+    _check_input(task)
     session, schema = _session(task, blob)
     runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
     meta, size = worker.footer(part.input)
@@ -341,6 +343,7 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
                 f"{part.describe()} gave {stats.rows} rows, its footer says {part.rows}",
                 hint="the input changed during the run; rerun", code="input_changed",
             )  # fmt: skip
+        _check_input(task)  # not rewritten while this part read it
         writer.close()  # os.replace(attempt file -> part-NNNNNN.parquet): the commit
     except BaseException:
         writer.abort()
@@ -353,6 +356,29 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
         "intra_op_threads": session.config.threads,
         "seconds": round(time.perf_counter() - t0, 4),
     }  # fmt: skip
+
+
+def _check_input(task: PartTask) -> None:
+    """The part's input is still the file the client planned from (size and footer): a
+    file rewritten during the run would otherwise give some parts old rows and others new
+    ones under one _SUCCESS, when its row groups keep their sizes."""
+    if task.planned is None:
+        return
+    from modelforge.cluster.plan import footer_sha256
+
+    path = task.part.input
+    try:
+        size = os.stat(path).st_size
+        same = size == task.planned[0] and footer_sha256(path, size) == task.planned[1]
+    except (OSError, DataError):  # removed, truncated, no longer Parquet
+        same = False
+    if not same:
+        raise DataError(
+            f"{task.part.describe()}: the input changed or disappeared since the run was "
+            "planned (its size or Parquet footer differs)",
+            hint="let the inputs settle, then rerun into a new output folder",
+            code="input_changed",
+        )
 
 
 def predict_record_batches(

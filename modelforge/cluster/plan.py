@@ -88,7 +88,7 @@ def plan_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _footer_sha256(path: str, size: int) -> str:
+def footer_sha256(path: str, size: int) -> str:
     """sha256 of the Parquet footer (schema, row groups, column statistics and offsets):
     a rewrite of the file almost always changes it (the identity also holds the size and
     the modification time), and reading it costs one seek."""
@@ -134,7 +134,7 @@ def read_input(path: str) -> InputFile:
         )
     size = st.st_size
     try:
-        footer = _footer_sha256(full, size)
+        footer = footer_sha256(full, size)
         meta = pq.ParquetFile(full).metadata
     except DataError:
         raise

@@ -151,8 +151,10 @@ class _Job:
         try:
             todo = [p for p in self.plan.parts if p.index not in od.committed]
             host_threads = executor.host_threads()
+            planned = {f.path: (f.size, f.footer_sha256) for f in self.plan.inputs}
             tasks = [PartTask(p, self.spec, self.opts, self.cfg, self.no_upgrade,
-                              str(od.temporary), od.final_path(p.index), host_threads)
+                              str(od.temporary), od.final_path(p.index), host_threads,
+                              planned[p.input])
                      for p in todo]  # fmt: skip
             self.done = {"parts": len(od.committed),
                          "rows": sum(self.plan.parts[i].rows for i in od.committed)}  # fmt: skip
