@@ -364,12 +364,10 @@ def _check_input(task: PartTask) -> None:
     ones under one _SUCCESS, when its row groups keep their sizes."""
     if task.planned is None:
         return
-    from modelforge.cluster.plan import footer_sha256
-
     path = task.part.input
     try:
-        size = os.stat(path).st_size
-        same = size == task.planned[0] and footer_sha256(path, size) == task.planned[1]
+        st = os.stat(path)
+        same = st.st_size == task.planned[0] and worker.footer_digest(path, st) == task.planned[1]
     except (OSError, DataError):  # removed, truncated, no longer Parquet
         same = False
     if not same:
