@@ -401,3 +401,14 @@ def test_an_input_rewritten_during_the_run_stops_it(model, tmp_path, change):
     assert exc.value.code == "input_changed" and exc.value.message.startswith("part 5 (")
     assert str(b) in exc.value.message and exc.value.details["part"] == 5
     assert not (out / "_SUCCESS").exists() and len(_parts(out)) == 5
+
+
+def test_a_footer_length_beyond_the_file_is_refused_without_reading_it(model, data, tmp_path):
+    raw = bytearray(Path(data).read_bytes())
+    raw[-8:-4] = (2**32 - 1).to_bytes(4, "little")  # a footer of 4 GiB in a small file
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(DataError) as exc:
+        predict_partitioned(model, [data, str(bad)], str(tmp_path / "out"), columns=cb.FEATURES)
+    assert exc.value.code == "invalid_parquet" and "footer claims 4,294,967,295" in str(exc.value)
+    assert not (tmp_path / "out").exists()

@@ -105,11 +105,19 @@ def footer_sha256(path: str, size: int) -> str:
         if tail[4:] != b"PAR1":
             raise DataError(
                 f"'{safe(path)}' is not a Parquet file (no PAR1 footer)",
-                hint="partitioned output reads Parquet inputs",
+                hint="partitioned output reads Parquet inputs; a truncated file (an "
+                "interrupted copy) also lacks it",
                 code="invalid_parquet",
             )
         length = int.from_bytes(tail[:4], "little")
-        fh.seek(max(0, size - 8 - length))
+        if length > size - 12:  # "PAR1" + footer + length + "PAR1"
+            raise DataError(
+                f"'{safe(path)}' is not a readable Parquet file: its footer claims "
+                f"{length:,} bytes of a {size:,}-byte file",
+                hint="the file is truncated or corrupt; write it again",
+                code="invalid_parquet",
+            )
+        fh.seek(size - 8 - length)
         return hashlib.sha256(fh.read(length) + tail).hexdigest()
 
 
