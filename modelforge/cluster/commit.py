@@ -241,9 +241,13 @@ def _check_target(out: Path, root: str) -> list[Path]:
 
 
 def _undo(made: list[Path]) -> None:
-    """Remove the folders this run created (deepest first)."""
+    """Remove the folders this run created (deepest first), only while they hold nothing
+    but its lock file: never another client's files."""
     for path in reversed(made):
-        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            if path.name == TEMPORARY:
+                (path / ".lock").unlink(missing_ok=True)
+            path.rmdir()
 
 
 def _manifest(path: Path) -> dict[str, Any] | None:
