@@ -412,3 +412,38 @@ def test_a_footer_length_beyond_the_file_is_refused_without_reading_it(model, da
         predict_partitioned(model, [data, str(bad)], str(tmp_path / "out"), columns=cb.FEATURES)
     assert exc.value.code == "invalid_parquet" and "footer claims 4,294,967,295" in str(exc.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_decimal256_columns(model, tmp_path):
+    """polars panics on 256-bit decimals (a Rust backtrace, then an internal error):
+    narrowed when they fit 38 digits, refused naming the column otherwise, before any
+    part runs."""
+    n = 60
+    ok = _write(
+        tmp_path / "ok.parquet",
+        {
+            "id": np.arange(n),
+            "d": pa.array([decimal.Decimal(i) / 100 for i in range(n)], pa.decimal256(20, 2)),
+            **_features(n),
+        },
+    )
+    single = _single(model, [ok], tmp_path / "single.parquet", ["id", "d"])
+    assert single.column("d").to_pylist() == pq.read_table(ok).column("d").to_pylist()
+    predict_partitioned(model, [ok], str(tmp_path / "o1"), columns=cb.FEATURES,
+                        keep=["id", "d"], partition_rows=20)  # fmt: skip
+    assert pa.concat_tables(_parts(tmp_path / "o1")).equals(single)
+    wide = _write(
+        tmp_path / "wide.parquet",
+        {
+            "id": np.arange(n),
+            "d": pa.array([decimal.Decimal(10**39 + i) for i in range(n)], pa.decimal256(45, 0)),
+            **_features(n),
+        },
+    )
+    with pytest.raises(DataError) as exc:
+        predict_partitioned(model, [wide], str(tmp_path / "o2"), columns=cb.FEATURES,
+                            keep=["id", "d"])  # fmt: skip
+    assert exc.value.code == "unsupported_type" and "column 'd' is decimal256(45, 0)" in str(
+        exc.value
+    )
+    assert not (tmp_path / "o2").exists()

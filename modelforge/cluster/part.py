@@ -117,9 +117,13 @@ def check_job(lm: LoadedModel, first_input: str, options: PredictOptions) -> lis
     from modelforge.inference.core import check_planned_clashes
 
     assert lm.schema is not None
+    from modelforge.data.tabular import check_readable
+
     source = ParquetSource(first_input)
     plan = build_plan([source], lm.schema, options, stored=lm.stored_columns)
     plan.close()
+    used = [*plan.mapping.targets(), *plan.mapping.keep]
+    check_readable(source.reader.file.schema_arrow, used, first_input)
     chosen = select_outputs(lm.schema, options.outputs)
     check_planned_clashes(lm.schema, chosen, plan.mapping.keep, "parquet")
     return chosen
