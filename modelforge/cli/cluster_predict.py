@@ -64,9 +64,11 @@ class PartsArgs:
 
 def _summary_line(out: Renderer, s: dict[str, Any]) -> None:
     """One line on stderr (stdout stays for data, as with predict -o FILE)."""
+    from modelforge.text import safe
+
     resumed = f" ({s['parts_resumed']} kept from an earlier run)" if s["parts_resumed"] else ""
     out.info(
-        f"{s['rows']:,} rows in {s['parts']} parts{resumed} -> {s['output']}/ "
+        f"{s['rows']:,} rows in {s['parts']} parts{resumed} -> {safe(s['output'])}/ "
         f"({s['seconds']:.2f} s, {s['workers']} worker{'s' if s['workers'] != 1 else ''}, "
         f"{s['attempts']} attempts, {s['workers_lost']} workers lost)"
     )
@@ -88,7 +90,7 @@ def _run(kw: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> dict[str
     return predict_partitioned(progress=lambda p: show(dataclasses.asdict(p)), **kw).to_dict()
 
 
-def predict_parts(out: Renderer, limits: Any, **kw: Any) -> None:
+def predict_parts(out: Renderer, limits: Any, out_format: str | None = None, **kw: Any) -> None:
     """Run the partitioned predict and render it. An in-process run goes through the
     guarded child (under ``limits``); a --cluster run always runs here (its workers are
     separate processes already)."""
@@ -96,6 +98,7 @@ def predict_parts(out: Renderer, limits: Any, **kw: Any) -> None:
 
     from modelforge.engine.isolate import run_isolated
     from modelforge.errors import UsageError
+    from modelforge.text import escape
 
     target = kw.get("out_dir")
     if not target or target == "-" or not (target.endswith(("/", os.sep)) or os.path.isdir(target)):
@@ -103,6 +106,15 @@ def predict_parts(out: Renderer, limits: Any, **kw: Any) -> None:
             "--cluster, --partition-rows and --resume write a folder of parts",
             hint="name the folder with a trailing slash: -o predictions/",
             code="output_not_directory",
+        )
+    from modelforge.data.formats import normalize_format
+
+    fmt = None if out_format is None else normalize_format(out_format, "--output-format")
+    if fmt not in (None, "parquet"):  # the parts were silently Parquet anyway
+        raise UsageError(
+            f"a folder of parts is written as Parquet, not {escape(str(fmt))}",
+            hint=f"drop --output-format, or write one file: -o predictions.{escape(str(fmt))}",
+            code="invalid_option",
         )
     with out.progress("predicting parts", unit="rows") as bar:
 

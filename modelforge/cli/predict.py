@@ -157,7 +157,7 @@ def predict_cmd(
 
             predict_parts(out, lim, model=model, inputs=list(inputs or []), out_dir=output,
                           options=read, session_config=cfg, no_upgrade=no_upgrade,
-                          **parts.build())  # fmt: skip
+                          out_format=out_format, **parts.build())  # fmt: skip
             return
         job = (model, inputs, output, read, out_format, cfg, no_upgrade, lim)
         _predict_file(out, *job)

@@ -26,11 +26,13 @@ from typing import Any
 
 from modelforge.cluster.plan import Plan, part_name, what_changed
 from modelforge.errors import OutputError, UsageError
+from modelforge.log import warn
 from modelforge.text import safe
 
 SUCCESS = "_SUCCESS"
 TEMPORARY = "_temporary"
 MANIFEST_VERSION = 1
+MANIFEST_KIND = "modelforge.partitioned_predict"
 MANIFEST_EVERY_S = 1.0  # the partial manifest is rewritten at most this often
 
 
@@ -60,6 +62,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a committed part: recorded in the manifest, checked by
+    ``--resume`` so that a part damaged in place is rerun, not kept)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def committed_rows(path: Path) -> int | None:
     """Rows of a committed part, from its footer; None when absent or unreadable."""
     import pyarrow.parquet as pq
@@ -75,7 +89,7 @@ class OutputDir:
     root: Path
     plan: Plan
     model: dict[str, Any]
-    committed: dict[int, int]  # part index -> bytes, committed before this run
+    committed: dict[int, dict[str, Any]]  # part index -> bytes, sha256: kept from before
     _lock: Any = None
     _preexisting: frozenset[str] = frozenset()
     _done: dict[int, dict[str, Any]] | None = None
@@ -95,7 +109,7 @@ class OutputDir:
         ordered = [parts[i] for i in sorted(parts)]
         return {
             "schema_version": MANIFEST_VERSION,
-            "kind": "modelforge.partitioned_predict",
+            "kind": MANIFEST_KIND,
             "plan_hash": self.plan.plan_hash,
             "model": self.model,
             "identity": self.plan.identity,
@@ -105,8 +119,8 @@ class OutputDir:
         }
 
     def record(self, index: int, nbytes: int, run: dict[str, Any] | None = None) -> None:
-        """A part was committed: add it to the partial manifest. ``run``: how it ran
-        (``seconds``, ``worker`` pid) for diagnostics."""
+        """A part was committed: add it to the partial manifest. ``run``: its ``sha256``
+        (checked by ``--resume``) and how it ran (``seconds``, worker ``pid``)."""
         assert self._done is not None
         part = self.plan.parts[index]
         self._done[index] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
@@ -167,18 +181,17 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     ``resume``, and with ``resume`` a run whose plan differs (saying what changed)."""
     from filelock import FileLock, Timeout
 
-    out = Path(root)
-    if out.exists() and not out.is_dir():
-        raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
-                      "remove it, or name a new folder for the parts (e.g. -o scores/)",
-                      "output_not_directory")  # fmt: skip
-    if not out.parent.is_dir():
-        raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
-                      "output_folder_missing")  # fmt: skip
+    out = Path(os.path.abspath(root))  # workers may run elsewhere: never a relative path
+    try:
+        made = _check_target(out, root)
+    except OSError as exc:  # a name too long, a loop of links, ...
+        raise _refuse(f"cannot use '{safe(root)}' as the output folder: {safe(exc.strerror)}",
+                      "name another folder", "output_unwritable") from None  # fmt: skip
     try:
         out.mkdir(exist_ok=True)
         (out / TEMPORARY).mkdir(exist_ok=True)
     except OSError as exc:
+        _undo(made)
         raise _refuse(f"cannot write to '{safe(root)}': {safe(exc.strerror)}",
                       "check permissions", "output_unwritable") from None  # fmt: skip
     lock = FileLock(str(out / TEMPORARY / ".lock"))
@@ -194,13 +207,14 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
         committed = _existing(out, plan, resume)
     except BaseException:
         lock.release()
+        _undo(made)  # a refused folder is left as it was found (no _temporary/ in it)
         raise
     pre = frozenset(os.listdir(out / TEMPORARY))
     od = OutputDir(out, plan, model, committed, lock, pre, {})
     assert od._done is not None
-    for idx, nbytes in committed.items():
+    for idx, kept in committed.items():
         part = plan.parts[idx]
-        od._done[idx] = {"file": part.name, "rows": part.rows, "bytes": nbytes,
+        od._done[idx] = {"file": part.name, "rows": part.rows, **kept,
                          "input": part.input, "row_groups": list(part.row_groups)}  # fmt: skip
     if len(committed) < len(plan.parts):  # parts to (re)run: the folder is not complete now
         with contextlib.suppress(FileNotFoundError):
@@ -209,14 +223,54 @@ def prepare(root: str, plan: Plan, model: dict[str, Any], resume: bool) -> Outpu
     return od
 
 
-def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
-    previous = read_json(out / SUCCESS) or read_json(out / TEMPORARY / "manifest.json")
-    others = [n for n in os.listdir(out) if n not in (TEMPORARY, SUCCESS)]
+def _check_target(out: Path, root: str) -> list[Path]:
+    """Refuse a file or a dangling link in the way and a missing parent; return the
+    folders this run will create (removed again if it is refused)."""
+    if out.is_symlink() and not out.exists():
+        raise _refuse(f"output '{safe(root)}' is a link to '{safe(os.readlink(out))}', which "
+                      "does not exist", "create the folder it points to, or name another "
+                      "folder", "output_folder_missing")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise _refuse(f"output '{safe(root)}' is an existing file, not a folder",
+                      "remove it, or name a new folder for the parts (e.g. -o scores/)",
+                      "output_not_directory")  # fmt: skip
+    if not out.parent.is_dir():
+        raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
+                      "output_folder_missing")  # fmt: skip
+    return [p for p in (out, out / TEMPORARY) if not p.exists()]
+
+
+def _undo(made: list[Path]) -> None:
+    """Remove the folders this run created (deepest first), only while they hold nothing
+    but its lock file: never another client's files."""
+    for path in reversed(made):
+        with contextlib.suppress(OSError):
+            if path.name == TEMPORARY:
+                (path / ".lock").unlink(missing_ok=True)
+            path.rmdir()
+
+
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """Our manifest at ``path``, or None when absent or another tool's (Spark and Hadoop
+    write an empty ``_SUCCESS``; anything without our ``kind`` is not a run of ours)."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            return None
+    data = read_json(path)
+    return data if data is not None and data.get("kind") == MANIFEST_KIND else None
+
+
+def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
+    previous = _manifest(out / SUCCESS) or _manifest(out / TEMPORARY / "manifest.json")
     if previous is None:
+        others = sorted(n for n in os.listdir(out) if n != TEMPORARY)
         if others:
+            shown = ", ".join(safe(n) for n in others[:5]) + (", ..." if len(others) > 5 else "")
             raise _refuse(
-                f"output folder '{safe(out)}' is not empty and holds no ModelForge run",
-                "pick an empty or new folder", "output_not_empty",
+                f"output folder '{safe(out)}' is not empty and holds no ModelForge run "
+                f"(found: {shown})",
+                "pick an empty or new folder (the parts are never mixed with other files)",
+                "output_not_empty",
             )  # fmt: skip
         return {}
     if not resume:
@@ -234,9 +288,36 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, int]:
             hint="rerun with the same model, options and inputs, or write to a new folder",
             code="resume_mismatch",
         )
-    committed: dict[int, int] = {}
+    _refuse_strangers(out, plan)
+    recorded = {str(p.get("file")): p.get("sha256") for p in previous.get("parts") or []
+                if isinstance(p, dict)}  # fmt: skip
+    committed: dict[int, dict[str, Any]] = {}
     for part in plan.parts:
         path = out / part.name
-        if committed_rows(path) == part.rows:
-            committed[part.index] = path.stat().st_size
+        if committed_rows(path) != part.rows:
+            continue
+        digest = recorded.get(part.name)
+        if isinstance(digest, str):  # recorded at its commit: the bytes must still be those
+            if file_sha256(path) != digest:
+                warn(f"{part.name} does not match the sha256 recorded when it was committed "
+                     "(damaged or replaced): running it again")  # fmt: skip
+                continue
+        else:  # committed after the last manifest update (the client was killed)
+            digest = file_sha256(path)
+        committed[part.index] = {"bytes": path.stat().st_size, "sha256": digest}
     return committed
+
+
+def _refuse_strangers(out: Path, plan: Plan) -> None:
+    """A folder being resumed holds this plan's parts, ``_SUCCESS`` and ``_temporary/``
+    only: any other file (a ``part-000099.parquet`` beyond the plan, a copy) would be
+    read with the parts by anyone globbing the folder. Hidden files (``.nfs*`` left by NFS
+    for replaced files still open somewhere, ``.DS_Store``) are no such risk."""
+    known = {SUCCESS, TEMPORARY, *(p.name for p in plan.parts)}
+    strangers = sorted(n for n in os.listdir(out) if n not in known and not n.startswith("."))
+    if strangers:
+        shown = ", ".join(safe(n) for n in strangers[:5]) + (", ..." if len(strangers) > 5 else "")
+        raise _refuse(
+            f"output folder '{safe(out)}' holds files that are not parts of this run: {shown}",
+            "move them out of the folder, then resume", "output_not_empty",
+        )  # fmt: skip

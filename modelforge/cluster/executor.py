@@ -98,6 +98,7 @@ def _spawn_environ(config: Any) -> dict[str, Any]:
 
 
 SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")  # Dask's network address schemes
+MAX_LOCAL_PER_CORE = 4  # local:N beyond N = 4 x cores is a typo, not a plan
 
 
 def _check_address(target: str, given: str) -> None:
@@ -118,10 +119,45 @@ def _check_address(target: str, given: str) -> None:
     except ValueError:  # a bad port, an unclosed [IPv6 bracket
         ok = False
     if not ok:
+        looks_like_file = "://" not in given and (os.sep in given or given.endswith(".json"))
+        if looks_like_file and not os.path.exists(given):
+            raise UsageError(
+                f"--cluster scheduler file '{escape(given)}' does not exist",
+                hint="pass the file written by 'dask scheduler --scheduler-file FILE' (the "
+                "same path as the scheduler sees it), or tcp://HOST:PORT",
+                code="invalid_option",
+            )
         raise UsageError(
             f"--cluster '{escape(given)}' is not tcp://HOST:PORT, tls://HOST:PORT, a "
             "scheduler file, local, local:N or auto",
             hint="e.g. --cluster tcp://scheduler:8786",
+            code="invalid_option",
+        )
+    _check_transport(parts.scheme, given)
+
+
+def _check_transport(scheme: str, given: str) -> None:
+    """What a scheme needs before Dask tries it: Dask fails a tls:// address without
+    certificates, and a ucx:// one without its package, with a TypeError, then hangs
+    20 s closing the half-made client."""
+    import importlib.util
+
+    if scheme in ("tls", "wss"):
+        from distributed.security import Security
+
+        if Security().get_connection_args("client").get("ssl_context") is None:
+            raise UsageError(
+                f"--cluster '{escape(given)}' needs TLS certificates in Dask's configuration",
+                hint="set distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+                ".key (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...); see docs/cluster.md",
+                code="invalid_option",
+            )
+    if scheme == "ucx" and not any(
+        importlib.util.find_spec(m) is not None for m in ("ucp", "distributed_ucxx")
+    ):
+        raise UsageError(
+            f"--cluster '{escape(given)}' needs UCX support, which is not installed",
+            hint="pip install distributed-ucxx (and UCX itself), or use tcp://HOST:PORT",
             code="invalid_option",
         )
 
@@ -181,7 +217,9 @@ class Dask:
                                  code="invalid_option")  # fmt: skip
         if target == "local" or target.startswith("local:"):
             return self._local(distributed, target)
+        source = ""
         if "://" not in target and os.path.isfile(target):
+            source = f" (from the scheduler file '{escape(target)}')"
             target = _scheduler_file_address(target)
         _check_address(target, address)
         try:
@@ -190,7 +228,7 @@ class Dask:
             )
         except (OSError, TimeoutError) as exc:
             raise RuntimeFailure(
-                f"cannot reach the Dask scheduler at '{escape(target)}' within "
+                f"cannot reach the Dask scheduler at '{escape(target)}'{source} within "
                 f"{CONNECT_TIMEOUT_S:g} s: {safe(str(exc).splitlines()[0], 160)}",
                 hint="check that the scheduler runs and the address/port is reachable",
                 code="cluster_unreachable",
@@ -204,6 +242,14 @@ class Dask:
             raise UsageError(f"--cluster '{escape(target)}': N must be a positive number",
                              code="invalid_option")  # fmt: skip
         n = int(n_text) if n_text else host_cores()
+        if n > MAX_LOCAL_PER_CORE * host_cores():  # each is a Python process with a session
+            raise UsageError(
+                f"--cluster '{escape(target)}' would start {n} worker processes on this "
+                f"machine's {host_cores()} cores (at most {MAX_LOCAL_PER_CORE} per core)",
+                hint="use local (one per core) or a smaller N; for more workers, start a "
+                "scheduler and workers on several machines and pass tcp://HOST:PORT",
+                code="invalid_option",
+            )
         import importlib.util
 
         import dask
@@ -329,9 +375,14 @@ class Dask:
         return self._host_threads
 
     def dashboard(self) -> str | None:
-        if self.local is not None and not self.has_board:
-            return None
+        """The dashboard's link, when the scheduler serves one: its HTTP server (health,
+        metrics) runs without bokeh too, but /status then answers 404."""
+        from modelforge.cluster.worker import has_bokeh
+
         try:
+            if not (self.has_board if self.local is not None
+                    else self.client.run_on_scheduler(has_bokeh)):  # fmt: skip
+                return None
             link = self.client.dashboard_link
         except Exception:  # no dashboard (bokeh not installed) or not reported
             return None

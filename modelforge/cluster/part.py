@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelforge.cluster import worker
+from modelforge.cluster.commit import file_sha256
 from modelforge.cluster.plan import Part
 from modelforge.errors import DataError, InvalidModelError, ModelForgeError
 from modelforge.text import safe
@@ -64,6 +65,7 @@ class PartTask:
     attempt_dir: str
     final_path: str
     host_threads: dict[str, int] | None = None  # Dask: task threads per host
+    planned: tuple[int, str] | None = None  # the input's size and footer sha256 when planned
 
 
 def job_options(options: Any, kw: dict[str, Any], session: Any) -> tuple[Any, Any]:
@@ -115,9 +117,13 @@ def check_job(lm: LoadedModel, first_input: str, options: PredictOptions) -> lis
     from modelforge.inference.core import check_planned_clashes
 
     assert lm.schema is not None
+    from modelforge.data.tabular import check_readable
+
     source = ParquetSource(first_input)
     plan = build_plan([source], lm.schema, options, stored=lm.stored_columns)
     plan.close()
+    used = [*plan.mapping.targets(), *plan.mapping.keep]
+    check_readable(source.reader.file.schema_arrow, used, first_input)
     chosen = select_outputs(lm.schema, options.outputs)
     check_planned_clashes(lm.schema, chosen, plan.mapping.keep, "parquet")
     return chosen
@@ -318,6 +324,7 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     part, opts = task.part, task.options
+    _check_input(task)
     session, schema = _session(task, blob)
     runner = Runner(session, schema, outputs=opts.outputs, batch_size=opts.batch_size)
     meta, size = worker.footer(part.input)
@@ -340,17 +347,40 @@ def _run(task: PartTask, blob: bytes | None) -> dict[str, Any]:
                 f"{part.describe()} gave {stats.rows} rows, its footer says {part.rows}",
                 hint="the input changed during the run; rerun", code="input_changed",
             )  # fmt: skip
+        _check_input(task)  # not rewritten while this part read it
         writer.close()  # os.replace(attempt file -> part-NNNNNN.parquet): the commit
     except BaseException:
         writer.abort()
         raise
     return {
         "index": part.index, "rows": stats.rows, "bytes": os.path.getsize(task.final_path),
+        "sha256": file_sha256(task.final_path),  # read back from the page cache: ~ms
         "attempt": attempt, "pid": os.getpid(), "runs": runner.runs, "columns": stats.columns,
         "providers_used": session.to_dict()["providers_used"],
         "intra_op_threads": session.config.threads,
         "seconds": round(time.perf_counter() - t0, 4),
     }  # fmt: skip
+
+
+def _check_input(task: PartTask) -> None:
+    """The part's input is still the file the client planned from (size and footer): a
+    file rewritten during the run would otherwise give some parts old rows and others new
+    ones under one _SUCCESS, when its row groups keep their sizes."""
+    if task.planned is None:
+        return
+    path = task.part.input
+    try:
+        st = os.stat(path)
+        same = st.st_size == task.planned[0] and worker.footer_digest(path, st) == task.planned[1]
+    except (OSError, DataError):  # removed, truncated, no longer Parquet
+        same = False
+    if not same:
+        raise DataError(
+            f"{task.part.describe()}: the input changed or disappeared since the run was "
+            "planned (its size or Parquet footer differs)",
+            hint="let the inputs settle, then rerun into a new output folder",
+            code="input_changed",
+        )
 
 
 def predict_record_batches(

@@ -21,7 +21,8 @@ from modelforge.errors import DataError, NotFoundError, UsageError
 from modelforge.text import safe
 
 DEFAULT_PARTITION_ROWS = 1_000_000
-PLAN_VERSION = 1
+MAX_PARTS = 999_999  # part-NNNNNN.parquet
+PLAN_VERSION = 2  # 2: inputs' modification times are part of the identity
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,11 @@ class InputFile:
     row_groups: tuple[int, ...]  # rows per row group
     footer_sha256: str
     schema: str  # the Arrow schema, as text (the same for every input)
+    mtime_ns: int = 0  # a rewrite that keeps the size and the footer still changes this
 
     def identity(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "rows": self.rows,
-                "footer_sha256": self.footer_sha256}  # fmt: skip
+                "footer_sha256": self.footer_sha256, "mtime_ns": self.mtime_ns}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,22 +88,36 @@ def plan_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _footer_sha256(path: str, size: int) -> str:
+def footer_sha256(path: str, size: int) -> str:
     """sha256 of the Parquet footer (schema, row groups, column statistics and offsets):
-    any rewrite of the file changes it, and reading it costs one seek."""
+    a rewrite of the file almost always changes it (the identity also holds the size and
+    the modification time), and reading it costs one seek."""
     with open(path, "rb") as fh:
         if size < 12:
-            raise DataError(f"'{safe(path)}' is too short to be Parquet", code="invalid_parquet")
+            raise DataError(
+                f"'{safe(path)}' is too short to be Parquet ({size} bytes)",
+                hint="check the file (an empty or truncated download?); partitioned output "
+                "reads Parquet inputs",
+                code="invalid_parquet",
+            )
         fh.seek(size - 8)
         tail = fh.read(8)
         if tail[4:] != b"PAR1":
             raise DataError(
                 f"'{safe(path)}' is not a Parquet file (no PAR1 footer)",
-                hint="partitioned output reads Parquet inputs",
+                hint="partitioned output reads Parquet inputs; a truncated file (an "
+                "interrupted copy) also lacks it",
                 code="invalid_parquet",
             )
         length = int.from_bytes(tail[:4], "little")
-        fh.seek(max(0, size - 8 - length))
+        if length > size - 12:  # "PAR1" + footer + length + "PAR1"
+            raise DataError(
+                f"'{safe(path)}' is not a readable Parquet file: its footer claims "
+                f"{length:,} bytes of a {size:,}-byte file",
+                hint="the file is truncated or corrupt; write it again",
+                code="invalid_parquet",
+            )
+        fh.seek(size - 8 - length)
         return hashlib.sha256(fh.read(length) + tail).hexdigest()
 
 
@@ -110,25 +126,50 @@ def read_input(path: str) -> InputFile:
 
     full = os.path.abspath(path)
     try:
-        size = os.stat(full).st_size
+        st = os.stat(full)
     except FileNotFoundError:
         raise NotFoundError(
             f"input file '{safe(path)}' does not exist", hint="check the path",
             code="input_not_found",
         ) from None  # fmt: skip
     if not os.path.isfile(full):
-        raise DataError(f"input '{safe(path)}' is not a file", code="input_not_file")
-    footer = _footer_sha256(full, size)
+        what = "a directory" if os.path.isdir(full) else "not a regular file"
+        raise DataError(
+            f"input '{safe(path)}' is {what}",
+            hint="pass the Parquet files themselves, e.g. 'data/*.parquet' (a folder is not "
+            "read as a dataset)",
+            code="input_not_file",
+        )
+    size = st.st_size
     try:
+        footer = footer_sha256(full, size)
         meta = pq.ParquetFile(full).metadata
+    except DataError:
+        raise
+    except PermissionError as exc:
+        raise DataError(
+            f"cannot read input '{safe(path)}': {safe(exc.strerror)}",
+            hint="check its permissions",
+            code="input_unreadable",
+        ) from None
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad footers
         raise DataError(
             f"'{safe(path)}' is not a readable Parquet file: {safe(str(exc), 120)}",
             code="invalid_parquet",
         ) from None
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    schema = meta.schema.to_arrow_schema().remove_metadata().to_string()
-    return InputFile(full, size, meta.num_rows, groups, footer, schema)
+    schema = schema_text(meta.schema.to_arrow_schema())
+    return InputFile(full, size, meta.num_rows, groups, footer, schema, st.st_mtime_ns)
+
+
+def schema_text(schema: Any) -> str:
+    """The columns and types that must match across inputs: names, order and types, not
+    metadata (pandas', a field's comment) nor a column's ``not null`` flag (one writer sets
+    it, another not; the parts' columns are the same either way)."""
+    import pyarrow as pa
+
+    loose = pa.schema([pa.field(f.name, f.type) for f in schema])
+    return str(loose.to_string(show_field_metadata=False, show_schema_metadata=False))
 
 
 def check_format(paths: list[str], fmt: str | None) -> None:
@@ -218,6 +259,14 @@ def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> 
                 code="schema_mismatch",
             )
     parts = pack(inputs, partition_rows)
+    if len(parts) > MAX_PARTS:  # part-1000000 would sort before part-999999 in a listing
+        raise UsageError(
+            f"{len(parts):,} parts is more than {MAX_PARTS:,} (--partition-rows "
+            f"{partition_rows:,})",
+            hint="raise --partition-rows (parts are numbered with 6 digits, so that a sorted "
+            "listing is their order)",
+            code="invalid_option",
+        )
     if not parts:
         raise DataError(
             f"no rows to predict in {', '.join(safe(p) for p in paths)}",
@@ -238,6 +287,10 @@ def with_identity(plan: Plan, model_digest: str, options: dict[str, Any]) -> Pla
     return Plan(plan.inputs, plan.parts, plan.partition_rows, identity)
 
 
+_INPUT_PARTS = (("size", "size"), ("rows", "rows"), ("footer_sha256", "Parquet footer"),
+                ("mtime_ns", "modification time"))  # fmt: skip
+
+
 def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     """A short phrase naming what differs between two plan identities."""
     if old.get("plan_version") != new.get("plan_version"):
@@ -247,7 +300,8 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("options") != new.get("options"):
         a, b = old.get("options") or {}, new["options"]
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        return "options changed: " + ", ".join(keys)
+        shown = [f"{k} ({safe(str(a.get(k)), 40)} -> {safe(str(b.get(k)), 40)})" for k in keys]
+        return "options changed: " + ", ".join(shown)
     if old.get("partition_rows") != new.get("partition_rows"):
         return f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
     a_in, b_in = old.get("inputs") or [], new["inputs"]
@@ -255,5 +309,9 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
         return "the list of inputs changed"
     for a_i, b_i in zip(a_in, b_in, strict=False):
         if a_i != b_i:
-            return f"input '{safe(b_i['path'])}' changed since the first run"
+            what = [w for k, w in _INPUT_PARTS if a_i.get(k) != b_i.get(k)]
+            return (
+                f"input '{safe(b_i['path'])}' changed since the first run "
+                f"({', '.join(what) or 'identity'})"
+            )
     return "the plan changed"

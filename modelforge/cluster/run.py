@@ -3,6 +3,7 @@ process or on a Dask cluster, with an atomic ``_SUCCESS`` manifest and ``--resum
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -75,8 +76,8 @@ def _identity_options(opts: Any, cfg: Any, no_upgrade: bool) -> dict[str, Any]:
 
 def predict_partitioned(
     model: str | os.PathLike[str],
-    inputs: list[str],
-    out_dir: str,
+    inputs: list[str | os.PathLike[str]] | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     options: Any = None,
     *,
     cluster: str | None = None,
@@ -95,6 +96,13 @@ def predict_partitioned(
     ``predict_to`` over the same inputs.
     """
     t0 = time.perf_counter()
+    if isinstance(inputs, (str, os.PathLike)):  # one file, not a list of its characters
+        inputs = [inputs]
+    rows = DEFAULT_PARTITION_ROWS if partition_rows is None else partition_rows
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral):
+        raise UsageError(f"partition_rows must be a whole number of rows, not {rows!r}",
+                         code="invalid_option")  # fmt: skip
+    rows = int(rows)
     opts, cfg = job_options(options, kw, session_config)
     if opts.data_json is not None:
         raise UsageError("--data cannot be partitioned", hint="write it with -o FILE",
@@ -102,11 +110,7 @@ def predict_partitioned(
     if cluster:
         _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
     with collect_warnings() as warnings:
-        plan = make_plan(
-            list(inputs),
-            DEFAULT_PARTITION_ROWS if partition_rows is None else partition_rows,
-            opts.fmt,
-        )
+        plan = make_plan([os.fspath(p) for p in inputs], rows, opts.fmt)
         spec, lm = resolve(model)
         check_job(lm, plan.inputs[0].path, opts)
     plan = with_identity(plan, spec.digest, _identity_options(opts, cfg, no_upgrade))
@@ -121,7 +125,7 @@ def predict_partitioned(
             executor.ship(job.blob, spec.digest)
             executor.prewarm(template)
         job.clock["start_s"] = time.perf_counter() - t0 - job.clock["plan_s"]
-        return job.execute(executor, out_dir, resume, list(warnings))
+        return job.execute(executor, os.fspath(out_dir), resume, list(warnings))
     finally:
         executor.close()
 
@@ -147,8 +151,10 @@ class _Job:
         try:
             todo = [p for p in self.plan.parts if p.index not in od.committed]
             host_threads = executor.host_threads()
+            planned = {f.path: (f.size, f.footer_sha256) for f in self.plan.inputs}
             tasks = [PartTask(p, self.spec, self.opts, self.cfg, self.no_upgrade,
-                              str(od.temporary), od.final_path(p.index), host_threads)
+                              str(od.temporary), od.final_path(p.index), host_threads,
+                              planned[p.input])
                      for p in todo]  # fmt: skip
             self.done = {"parts": len(od.committed),
                          "rows": sum(self.plan.parts[i].rows for i in od.committed)}  # fmt: skip
@@ -178,7 +184,8 @@ class _Job:
             )
 
     def on_done(self, od: OutputDir, res: dict[str, Any]) -> None:
-        od.record(res["index"], res["bytes"], {"seconds": res["seconds"], "pid": res["pid"]})
+        run = {"sha256": res["sha256"], "seconds": res["seconds"], "pid": res["pid"]}
+        od.record(res["index"], res["bytes"], run)
         self.done["parts"] += 1
         self.done["rows"] += res["rows"]
         self.first.setdefault("columns", res["columns"])

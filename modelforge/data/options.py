@@ -40,6 +40,10 @@ class PredictOptions:
 
             object.__setattr__(self, "fmt", normalize_format(self.fmt))
         object.__setattr__(self, "maps", dict(self.maps or {}))
+        for name in ("keep", "columns", "outputs"):  # keep="id" is one column, not "i", "d"
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, [value])
         object.__setattr__(self, "keep", list(self.keep or []))
 
     @property

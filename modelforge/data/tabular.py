@@ -152,6 +152,13 @@ class ParquetReader:
         self.row_groups = list(range(groups)) if row_groups is None else list(row_groups)
         index = _pandas_index_columns(self.file.schema_arrow)
         self.columns = [c for c in self.file.schema_arrow.names if c not in index]
+        dup = next((c for i, c in enumerate(self.columns) if c in self.columns[:i]), None)
+        if dup is not None:  # as a CSV header: which one would feed or be kept is a guess
+            raise DataError(
+                f"'{safe(name)}' has {self.columns.count(dup)} columns named '{safe(dup)}'",
+                hint="rename the duplicates when writing the file (column names must be unique)",
+                code="duplicate_column",
+            )
         self.total_rows = sum(meta.row_group(g).num_rows for g in self.row_groups)
 
     def batches(
@@ -170,12 +177,15 @@ class ParquetReader:
             else:
                 runs.append([g])
         for run in runs:
-            yield from self._run(run, starts[run[0]], wanted, batch_rows)
+            yield from self._run(run, starts[run[0]], wanted, dtypes, batch_rows)
 
     def _run(
-        self, groups: list[int], row0: int, wanted: list[str], batch_rows: int
-    ) -> Iterator[ColumnBatch]:
-        import polars as pl
+        self, groups: list[int], row0: int, wanted: list[str], dtypes: dict[str, str],
+        batch_rows: int,
+    ) -> Iterator[ColumnBatch]:  # fmt: skip
+        """Fed columns become numpy (cast later); the others (``--keep``) stay polars
+        Series with the file's type and nulls: a nullable integer id stays an integer
+        (numpy would make it float with NaN, and one batch's type another's)."""
 
         it = self.file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=wanted)
         while True:
@@ -190,12 +200,53 @@ class ParquetReader:
                 ) from None
             if rb is None:
                 return
-            df = pl.from_arrow(rb)
-            assert isinstance(df, pl.DataFrame)
+            df = _frame(rb, self.name)
             place = row_place(self.name, row0)
-            cols = {c: series_to_numpy(df.get_column(c), place) for c in df.columns}
+            cols = {
+                c: series_to_numpy(df.get_column(c), place) if c in dtypes else df.get_column(c)
+                for c in df.columns
+            }
             yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0)
             row0 += df.height
+
+
+def check_readable(schema: Any, columns: list[str], source: str) -> None:
+    """Refuse, naming the column, a type among ``columns`` that cannot be read (before any
+    work when a caller checks it up front: a cluster run, on the first input)."""
+    import pyarrow as pa
+
+    for f in schema:
+        if f.name in columns and pa.types.is_decimal256(f.type) and f.type.precision > 38:
+            raise DataError(
+                f"'{safe(source)}' column '{safe(f.name)}' is {f.type}: decimals of more "
+                "than 38 digits cannot be read",
+                hint="write it as decimal128 (38 digits at most), float64 or text",
+                code="unsupported_type",
+            )
+
+
+def _frame(rb: Any, source: str) -> pl.DataFrame:
+    """A record batch as polars. decimal256 is narrowed to decimal128 when it fits (polars
+    panics on 256-bit decimals, a Rust panic with its backtrace on stderr); a type polars
+    cannot take otherwise is a data error naming the file."""
+    import polars as pl
+    import pyarrow as pa
+
+    check_readable(rb.schema, rb.schema.names, source)
+    for i, f in enumerate(rb.schema):
+        if pa.types.is_decimal256(f.type):
+            narrow = pa.decimal128(f.type.precision, f.type.scale)
+            rb = rb.set_column(i, f.name, rb.column(i).cast(narrow))
+    try:
+        df = pl.from_arrow(rb)
+    except Exception as exc:  # polars refuses an Arrow type it does not support
+        raise DataError(
+            f"'{safe(source)}' holds a column type that cannot be read: {safe(str(exc), 120)}",
+            hint="drop or convert that column (or leave it out of --keep)",
+            code="unsupported_type",
+        ) from None
+    assert isinstance(df, pl.DataFrame)
+    return df
 
 
 def _pandas_index_columns(schema: Any) -> set[str]:

@@ -109,6 +109,32 @@ def check_clashes(keep: Iterable[str], names: Iterable[tuple[str, str]], fmt: st
             )
 
 
+def check_kept_types(keep: dict[str, Any], fmt: str) -> None:
+    """A kept column whose type the output format cannot hold (lists, structs or maps in
+    CSV/TSV, and in NPZ/JSON unless of a fixed shape; binary in CSV/TSV or JSON Lines):
+    refused before any row is written, naming the column (polars would fail, or panic,
+    inside the write)."""
+    import polars as pl
+
+    for name, values in keep.items():
+        if not isinstance(values, pl.Series):
+            continue
+        dt = values.dtype
+        binary = dt == pl.Binary
+        nested = dt.is_nested() or dt == pl.Object
+        if (
+            (fmt in ("csv", "tsv") and (nested or binary))
+            or (fmt == "jsonl" and binary)
+            or (fmt in ("npz", "npy", "json") and nested and not isinstance(dt, pl.Array))
+        ):
+            raise OutputError(
+                f"kept column '{safe(name)}' holds {safe(str(dt), 60)} values, which "
+                f"{fmt.upper()} output cannot hold",
+                hint=f"write Parquet (-o out.parquet), or drop '{safe(name)}' from --keep",
+                code="column_not_writable",
+            )
+
+
 def neutralise_text(value: str) -> str:
     """A text cell or header that a spreadsheet would run as a formula gets a leading '."""
     if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -265,6 +291,7 @@ class Writer:
         self.sink = sink
         self.rows = 0
         self.names_checked = False  # set when the plan already checked every output name
+        self._types_checked = False
 
     def write(self, keep: dict[str, Any], outputs: list[OutputValue], rows: int) -> None:
         for o in outputs:
@@ -279,6 +306,9 @@ class Writer:
         if not self.names_checked:
             check_clashes(keep, column_names(outputs, self.fmt), self.fmt)
             self.names_checked = True
+        if not self._types_checked:
+            check_kept_types(keep, self.fmt)
+            self._types_checked = True
         try:
             self._write(keep, outputs)
         except OSError as exc:

@@ -77,6 +77,26 @@ class JsonlWriter(Writer):
         self.sink.fh.flush()
 
 
+def _conform(table: Any, schema: Any) -> Any:
+    """A later batch whose kept columns have other types than the first's (the inputs
+    were written with int32 and int64 ids): cast when lossless, else name the column."""
+    import pyarrow as pa
+
+    try:
+        return table.cast(schema, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
+        pass
+    for field, first in zip(table.schema, schema, strict=False):
+        if field.type != first.type:
+            raise DataError(
+                f"kept column '{safe(field.name)}' is {field.type} in these rows but was "
+                f"{first.type} in the first ones: one Parquet file has one type per column",
+                hint="write the inputs with the same column types, or predict them separately",
+                code="column_type_changed",
+            )
+    raise DataError("the kept columns changed between inputs", code="column_type_changed")
+
+
 class ParquetWriter(Writer):
     """Row groups as batches arrive; columns named and flattened as in CSV."""
 
@@ -100,6 +120,8 @@ class ParquetWriter(Writer):
         table = pa.table(cols)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.sink.fh, table.schema)
+        elif table.schema != self._writer.schema:
+            table = _conform(table, self._writer.schema)
         self._writer.write_table(table)
 
     def _finish(self) -> None:
