@@ -49,6 +49,46 @@ class Port:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
 
 
+def _shown(port: Port) -> str:
+    symbols = [*port.symbols, *[None] * (len(port.shape) - len(port.symbols))]
+    dims = [s or ("?" if d < 0 else str(d)) for d, s in zip(port.shape, symbols, strict=False)]
+    return f"'{escape(port.name)}' [{', '.join(dims)}]" if dims else f"'{escape(port.name)}'"
+
+
+def batch_problem(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why requests of this model can never be merged along dimension 0 (None: they may be,
+    subject to the row-independence probe). Structural, from the declared shapes: every
+    input and output needs a variable first dimension, and the inputs' first dimensions
+    must be one dimension — ``x [batch, 4]`` next to ``table [k, 4]`` are two (merging would
+    concatenate the tables too), as is an output whose first dimension is a named
+    non-batch dimension of an input. An output may name its first dimension differently
+    from the inputs (exporters do); the batcher still checks its rows at run time."""
+    for port in inputs:
+        if not port.shape or port.shape[0] >= 0:
+            return f"input {_shown(port)} has no variable first (batch) dimension"
+    for port in outputs:
+        if not port.zipmap and (not port.shape or port.shape[0] >= 0):
+            return f"output {_shown(port)} has no variable first (batch) dimension"
+    named = [p for p in inputs if p.symbols and p.symbols[0]]
+    firsts = {p.symbols[0] for p in named}
+    if len(firsts) > 1:
+        a = named[0]
+        b = next(p for p in named if p.symbols[0] != a.symbols[0])
+        return (
+            f"inputs {_shown(a)} and {_shown(b)} do not share their first dimension "
+            f"('{escape(a.symbols[0] or '')}' and '{escape(b.symbols[0] or '')}')"
+        )
+    inner = {s for p in inputs for s in p.symbols[1:] if s} - firsts
+    for port in outputs:
+        first = port.symbols[0] if port.symbols else None
+        if first in inner:
+            return (
+                f"output {_shown(port)} has input dimension '{escape(first or '')}' first, "
+                "not the batch dimension"
+            )
+    return None
+
+
 def _dims(spec: TensorSpec) -> list[int]:
     if spec.shape is None:
         return [-1]
