@@ -232,6 +232,15 @@ def resolve_tabular(
             )
             remaining = []
             free = []
+    kept_inputs = [s.name for s in free if s.name in found and s.name in keep]
+    if kept_inputs:  # the column is there, named like the input, but --keep holds it back
+        raise DataError(
+            f"column(s) {_cols_list(kept_inputs, 8)} of {safe(source)} would feed the model "
+            f"input(s) of the same name, but --keep columns are never fed",
+            hint="drop them from --keep (the predictions keep the input order, so join on a "
+            "kept id column instead)",
+            code="ambiguous_mapping",
+        )
     if free:
         hint = _delimiter_hint(columns) or (
             "pass --columns a,b,... (one 2-D input) or --map INPUT=COL,... ; "
