@@ -1,0 +1,151 @@
+"""onnx.helper rebuilds of the structures found in models exported from PyTorch (dynamo and
+TorchScript exporters), for tests/test_real_models.py. torch is not in the CI environment,
+so each builder reproduces the part of a real export that mattered."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(graph: onnx.GraphProto, opset: int, ir_version: int = 10) -> onnx.ModelProto:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pytorch"
+    )
+    model.ir_version = ir_version
+    return model
+
+
+def two_batches() -> onnx.ModelProto:
+    """``scores = (x @ W) @ table.T``: x [batch, 4] and table [k, 4], two different first
+    dimensions (a query batch scored against a table of k rows), output [batch, k]."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype("f"), "W")
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Transpose", ["table"], ["tt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["xw", "tt"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_batches",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("table", TensorProto.FLOAT, ["k", 4]),
+        ],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "k"])],
+        [w],
+    )
+    return _model(graph, 20)
+
+
+def mean_opset20() -> onnx.ModelProto:
+    """What the dynamo exporter writes for ``y.mean()`` and ``x.mean((1,))``: opset-18+
+    ReduceMean nodes carrying ``noop_with_empty_axes=0`` (one with an ``axes`` input, one
+    over every axis)."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axes"], ["row_mean"], keepdims=0,
+                         noop_with_empty_axes=0),
+        helper.make_node("ReduceMean", ["x"], ["all_mean"], keepdims=0,
+                         noop_with_empty_axes=0),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "mean",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("row_mean", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("all_mean", TensorProto.FLOAT, []),
+        ],
+        [axes],
+    )
+    return _model(graph, 20)
+
+
+def small_cnn(scale: float = 1.0) -> onnx.ModelProto:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> Softmax on NCHW float input
+    [batch, 3, 8, 8]; ``scale`` multiplies the classifier weights (a retrained head: same
+    graph, same shapes, other numbers)."""
+    rng = np.random.default_rng(0)
+    conv_w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype("f"), "conv.weight")
+    fc_w = numpy_helper.from_array((rng.normal(size=(5, 4)) * scale).astype("f"), "fc.weight")
+    fc_b = numpy_helper.from_array(np.zeros(5, dtype="f"), "fc.bias")
+    nodes = [
+        helper.make_node("Conv", ["image", "conv.weight"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 5])],
+        [conv_w, fc_w, fc_b],
+    )
+    return _model(graph, 17, ir_version=8)
+
+
+def traced_seq(seq: int = 7) -> onnx.ModelProto:
+    """The TorchScript exporter's view of a TransformerEncoderLayer: inputs declared
+    [batch, seq] but a Reshape with the traced sequence length baked in, so the model only
+    runs when seq == 7 (the length of the example input)."""
+    shape = numpy_helper.from_array(np.array([seq, -1], dtype=np.int64), "traced_shape")
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["t"], perm=[1, 0]),
+        helper.make_node("Reshape", ["t", "traced_shape"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["hidden"], perm=[1, 0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq"])],
+        [shape],
+    )
+    return _model(graph, 17, ir_version=8)
+
+
+def sklearn_pipeline(c: float = 1.0, rows: int = 40) -> tuple[onnx.ModelProto, object]:
+    """A ColumnTransformer pipeline (OneHotEncoder on string columns 'city' and 'plan',
+    StandardScaler on 'age' and 'income') + LogisticRegression, through skl2onnx: one
+    [None, 1] input per column; and its training frame. ``c``/``rows``: retrain it with
+    another regularisation on the first ``rows`` rows (same graph, other coefficients)."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "city": rng.choice(["paris", "rome", "oslo"], n),
+            "plan": rng.choice(["free", "pro"], n),
+            "age": rng.normal(40, 10, n).astype(np.float32),
+            "income": rng.normal(5e4, 1e4, n).astype(np.float32),
+        }
+    )
+    y = ((frame.age > 40) ^ (frame.city == "rome")).astype(int).to_numpy()
+    pre = ColumnTransformer(
+        [
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+            ("num", StandardScaler(), ["age", "income"]),
+        ]
+    )
+    pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(C=c))])
+    pipe.fit(frame.iloc[:rows], y[:rows])
+    types = [
+        ("city", StringTensorType([None, 1])),
+        ("plan", StringTensorType([None, 1])),
+        ("age", FloatTensorType([None, 1])),
+        ("income", FloatTensorType([None, 1])),
+    ]
+    return convert_sklearn(pipe, initial_types=types), frame

@@ -1,0 +1,225 @@
+"""Defects found by driving the CLI with real exported models (PyTorch dynamo/TorchScript,
+skl2onnx pipelines), each reproduced with a model of the same structure built in code."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+import modelforge
+from modelforge.cli.app import app
+from modelforge.model.schema import extract_schema
+from modelforge.serve.models import _port, batch_problem
+from tests import real_model_builders as rb
+from tests.serve_support import save, start_server
+
+runner = CliRunner()
+
+
+def invoke(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def _ports(model: onnx.ModelProto):
+    schema = extract_schema(model)
+    return (
+        [_port(s, output=False) for s in schema.inputs],
+        [_port(s, output=True) for s in schema.outputs],
+    )
+
+
+# -- serve: inputs whose first dimensions are different dimensions -------------------------
+def test_batch_problem_names_inputs_with_different_first_dims():
+    why = batch_problem(*_ports(rb.two_batches()))
+    assert why is not None
+    assert "'x' [batch, 4]" in why and "'table' [k, 4]" in why and "'batch' and 'k'" in why
+
+
+def test_batch_problem_accepts_outputs_named_differently_and_refuses_non_row_outputs():
+    model = rb.mean_opset20()
+    assert "output 'all_mean'" in (batch_problem(*_ports(model)) or "")
+    del model.graph.output[1]
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"  # exporter's own name
+    assert batch_problem(*_ports(model)) is None
+    inputs, outputs = _ports(rb.small_cnn())
+    assert batch_problem(inputs, outputs) is None
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
+    """x [batch, 4] scored against table [k, 4]: merging two requests concatenates the
+    tables too, and every answer gets the other requests' columns. Found with
+    --batching on (which skips the probe) on a torch-exported model; /config also said
+    max_batch_size 256 with table's dims [4], as if table were per row."""
+    import tritonclient.http as httpclient
+
+    model = rb.two_batches()
+    path = save(model, tmp_path / "two.onnx")
+    cnn = save(rb.small_cnn(), tmp_path / "cnn.onnx")
+    server = start_server([str(path), str(cnn), "--batching", "on", "--max-queue-delay", "3000"])
+    try:
+        served = {m["name"]: m for m in server.info["models"]}
+        assert served["two"]["batching"] == [] and served["cnn"]["batching"] == [1]
+        assert "'table' [k, 4]" in server.stderr()
+        with urllib.request.urlopen(f"{server.url}/v2/models/two/config", timeout=30) as r:
+            config = json.loads(r.read())
+        assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
+        assert [i["dims"] for i in config["input"]] == [[-1, 4], [-1, 4]]
+        sessions = {
+            "two": ort.InferenceSession(model.SerializeToString()),
+            "cnn": ort.InferenceSession(rb.small_cnn().SerializeToString()),
+        }
+        wrong: list[str] = []
+
+        def client(k: int) -> None:
+            rng = np.random.default_rng(k)
+            c = httpclient.InferenceServerClient(server.hostport)
+            for i in range(6):
+                if (k + i) % 2:
+                    feeds = {"x": rng.normal(size=(2, 4)), "table": rng.normal(size=(2, 4))}
+                    name = "two"
+                else:
+                    feeds = {"image": rng.normal(size=(1 + i % 3, 3, 8, 8))}
+                    name = "cnn"
+                feeds = {n: v.astype(np.float32) for n, v in feeds.items()}
+                ins = []
+                for n, v in feeds.items():
+                    inp = httpclient.InferInput(n, list(v.shape), "FP32")
+                    inp.set_data_from_numpy(v)
+                    ins.append(inp)
+                got = c.infer(name, ins)
+                out = sessions[name].get_outputs()[0].name
+                want = sessions[name].run(None, feeds)[0]
+                if got.as_numpy(out).shape != want.shape or not np.allclose(
+                    got.as_numpy(out), want, rtol=1e-5, atol=1e-6
+                ):
+                    wrong.append(f"{name} client {k} request {i}")
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not wrong, wrong[:5]
+    finally:
+        assert server.stop() == 0
+
+
+# -- convert: dynamo exports downgraded below opset 18 -------------------------------------
+def test_convert_downgrade_drops_stale_noop_with_empty_axes(tmp_path):
+    """The dynamo exporter writes ReduceMean with noop_with_empty_axes=0; onnx's 18 -> 17
+    adapter kept the attribute and the result failed onnx.checker ("Unrecognized
+    attribute: noop_with_empty_axes")."""
+    src = save(rb.mean_opset20(), tmp_path / "mean.onnx")
+    out = tmp_path / "mean17.onnx"
+    res = invoke("convert", src, "--opset", "17", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    converted = onnx.load(out)
+    onnx.checker.check_model(converted)
+    assert converted.opset_import[0].version == 17
+    for node in converted.graph.node:
+        assert "noop_with_empty_axes" not in {a.name for a in node.attribute}
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    row, whole = ort.InferenceSession(str(out)).run(None, {"x": x})
+    assert np.allclose(row, x.mean(axis=1), atol=1e-6) and np.isclose(whole, x.mean(), atol=1e-6)
+
+
+def test_reduce_with_noop_and_no_axes_is_not_silently_changed():
+    from modelforge.model.opset import _drop_stale_noop_with_empty_axes
+
+    model = rb.mean_opset20()
+    model.graph.node[1].attribute[1].i = 1  # noop_with_empty_axes=1, no axes: an identity
+    _drop_stale_noop_with_empty_axes(model, 17)
+    names = [{a.name for a in n.attribute} for n in model.graph.node]
+    assert "noop_with_empty_axes" in names[1]  # kept: the old op cannot express it
+
+
+# -- models diff: a retrained model with the same architecture ------------------------------
+def test_diff_reports_changed_weights_when_outputs_are_not_compared(tmp_path):
+    a = save(rb.small_cnn(), tmp_path / "cnn.onnx")
+    b = save(rb.small_cnn(scale=1.5), tmp_path / "cnn2.onnx")
+    r = modelforge.diff_models(a, b)
+    assert r.weights["changed"] == ["fc.weight"] and r.weights["compared"] == 3
+    assert r.structure_changes == ["weights"]
+    assert any("fc.weight" in w and "--data" in w for w in r.warnings)
+    res = invoke("models", "diff", a, b)
+    assert res.exit_code == 0
+    assert "weights: 1 of 3 initializers have other values (fc.weight)" in res.stdout
+    assert res.stdout.splitlines()[-1] == "EQUAL (outputs not compared)"
+    data = tmp_path / "img.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32))
+    res = invoke("models", "diff", a, b, "--data", data)
+    assert res.exit_code == 9 and "DIFFERENT: outputs" in res.stdout
+    same = modelforge.diff_models(a, save(rb.small_cnn(), tmp_path / "again.onnx"))
+    assert same.weights["changed_count"] == 0 and same.structure_changes == []
+
+
+def test_diff_of_a_retrained_sklearn_pipeline_names_the_changed_nodes(tmp_path):
+    """scikit-learn models keep what training learned in node attributes, not
+    initializers: a retrained pipeline had 'structure: unchanged' and EQUAL."""
+    a = save(rb.sklearn_pipeline()[0], tmp_path / "v1.onnx")
+    b = save(rb.sklearn_pipeline(c=0.01, rows=30)[0], tmp_path / "v2.onnx")
+    r = modelforge.diff_models(a, b)
+    assert r.weights["nodes"] == ["Scaler", "LinearClassifier"]
+    res = invoke("models", "diff", a, b)
+    assert "weights: 2 node(s) have other attributes (Scaler, LinearClassifier)" in res.stdout
+    assert res.exit_code == 0 and "2 node(s) have other values in B" in res.stderr
+
+
+# -- validate: a traced model that only runs at the traced sizes -----------------------------
+def test_validate_smoke_failure_names_the_synthesized_dims(tmp_path):
+    path = save(rb.traced_seq(7), tmp_path / "encoder.onnx")
+    res = invoke("validate", path)
+    assert res.exit_code == 9
+    assert "(symbolic dims synthesized as batch=1, seq=1)" in res.stdout
+    assert "--dim batch=N --dim seq=N" in res.stderr
+    res = invoke("validate", path, "--dim", "seq=7", "--dim", "batch=2")
+    assert res.exit_code == 0, res.stdout
+
+
+# -- predict: --keep on a scikit-learn pipeline's feature column -----------------------------
+def test_keep_of_an_input_column_says_why_it_is_not_fed(tmp_path):
+    model, frame = rb.sklearn_pipeline()
+    path = save(model, tmp_path / "pipe.onnx")
+    csv = tmp_path / "rows.csv"
+    frame.to_csv(csv, index=False)
+    res = invoke("predict", path, csv, "--keep", "city")
+    assert res.exit_code == 5 and res.stdout == ""
+    assert "city" in res.stderr and "--keep columns are never fed" in res.stderr
+    frame.insert(0, "id", range(len(frame)))
+    frame.to_csv(csv, index=False)
+    res = invoke("predict", path, csv, "--keep", "id")
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("id,output_label,output_probability_0")
+    session = ort.InferenceSession(model.SerializeToString())
+    feeds = {
+        "city": frame[["city"]].to_numpy().astype(str),
+        "plan": frame[["plan"]].to_numpy().astype(str),
+        "age": frame[["age"]].to_numpy(np.float32),
+        "income": frame[["income"]].to_numpy(np.float32),
+    }
+    labels = session.run(["output_label"], feeds)[0]
+    assert [int(line.split(",")[1]) for line in lines[1:]] == labels.tolist()
+
+
+@pytest.mark.parametrize("opset", [18, 21])
+def test_convert_upgrade_of_the_cnn_keeps_outputs(tmp_path, opset):
+    src = save(rb.small_cnn(), tmp_path / "cnn.onnx")
+    out = tmp_path / f"cnn{opset}.onnx"
+    res = invoke("convert", src, "--opset", opset, "-o", out, "--json")
+    assert res.exit_code == 0, res.stdout
+    parity = json.loads(res.stdout)["result"]["parity"]
+    assert parity and all(p["ok"] for p in parity)
