@@ -223,3 +223,14 @@ def test_convert_upgrade_of_the_cnn_keeps_outputs(tmp_path, opset):
     assert res.exit_code == 0, res.stdout
     parity = json.loads(res.stdout)["result"]["parity"]
     assert parity and all(p["ok"] for p in parity)
+
+
+def test_validate_shows_dims_shape_inference_invented_as_unknown(tmp_path):
+    """skl2onnx declares output_label [None]; onnx's shape inference calls such dims
+    unk__0, unk__1..., which validate showed as if the model named them."""
+    model, _ = rb.sklearn_pipeline()
+    path = save(model, tmp_path / "pipe.onnx")
+    report = modelforge.validate_model(path)
+    shapes = next(c for c in report.checks if c.name == "shapes")
+    assert "unk__" not in shapes.message and "output_label: tensor(int64) [?]" in shapes.message
+    assert "unk__" not in json.dumps(report.to_dict()["inferred_outputs"])
