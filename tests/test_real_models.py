@@ -117,6 +117,17 @@ def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
         assert server.stop() == 0
 
 
+def test_serve_auto_says_why_a_model_with_two_batch_dims_is_not_batched(tmp_path):
+    path = save(rb.two_batches(), tmp_path / "two.onnx")
+    server = start_server([str(path)])
+    try:
+        assert server.info["models"][0]["batching"] == []
+        line = next(x for x in server.stderr_lines if "dynamic batching is off" in x)
+        assert "do not share their first dimension ('batch' and 'k')" in line
+    finally:
+        assert server.stop() == 0
+
+
 # -- convert: dynamo exports downgraded below opset 18 -------------------------------------
 def test_convert_downgrade_drops_stale_noop_with_empty_axes(tmp_path):
     """The dynamo exporter writes ReduceMean with noop_with_empty_axes=0; onnx's 18 -> 17

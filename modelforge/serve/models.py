@@ -55,20 +55,26 @@ def _shown(port: Port) -> str:
     return f"'{escape(port.name)}' [{', '.join(dims)}]" if dims else f"'{escape(port.name)}'"
 
 
-def batch_problem(inputs: list[Port], outputs: list[Port]) -> str | None:
-    """Why requests of this model can never be merged along dimension 0 (None: they may be,
-    subject to the row-independence probe). Structural, from the declared shapes: every
-    input and output needs a variable first dimension, and the inputs' first dimensions
-    must be one dimension — ``x [batch, 4]`` next to ``table [k, 4]`` are two (merging would
-    concatenate the tables too), as is an output whose first dimension is a named
-    non-batch dimension of an input. An output may name its first dimension differently
-    from the inputs (exporters do); the batcher still checks its rows at run time."""
+def batch_dim_missing(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why this model has no batch dimension to merge requests on (None: every input and
+    output has a variable first dimension; ZipMap outputs are one row per input row)."""
     for port in inputs:
         if not port.shape or port.shape[0] >= 0:
             return f"input {_shown(port)} has no variable first (batch) dimension"
     for port in outputs:
         if not port.zipmap and (not port.shape or port.shape[0] >= 0):
             return f"output {_shown(port)} has no variable first (batch) dimension"
+    return None
+
+
+def batch_dims_disagree(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why the variable first dimensions are not one batch dimension: ``x [batch, 4]`` next
+    to ``table [k, 4]`` are two (merging requests would concatenate the tables too, and
+    each answer would get the others' columns), and so is an output whose first dimension
+    is a named non-batch dimension of an input. An output may name its first dimension
+    differently from the inputs (exporters do: ``Divpooled_dim_0``); the batcher still
+    checks its rows at run time. Inputs named differently by mistake (``batch`` and
+    ``batch_size``) are taken at their word: served unbatched, with this reason."""
     named = [p for p in inputs if p.symbols and p.symbols[0]]
     firsts = {p.symbols[0] for p in named}
     if len(firsts) > 1:
@@ -87,6 +93,12 @@ def batch_problem(inputs: list[Port], outputs: list[Port]) -> str | None:
                 "not the batch dimension"
             )
     return None
+
+
+def batch_problem(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why requests of this model can never be merged along dimension 0, from the declared
+    shapes alone (None: they may be, subject to the row-independence probe)."""
+    return batch_dim_missing(inputs, outputs) or batch_dims_disagree(inputs, outputs)
 
 
 def _dims(spec: TensorSpec) -> list[int]:

@@ -176,10 +176,14 @@ class Registry:
         mode = self.options.batching
         if mode == "off":
             return False
-        structural = core.batch_problem(opened.inputs, opened.outputs)
-        if structural is not None:
+        missing = core.batch_dim_missing(opened.inputs, opened.outputs)
+        if missing is not None:
             if mode == "on":  # --batching on skips the probe, not the shapes
-                log.warning("%s: dynamic batching is off: %s", label, structural)
+                log.warning("%s: dynamic batching is off: %s", label, missing)
+            return False
+        disagree = core.batch_dims_disagree(opened.inputs, opened.outputs)
+        if disagree is not None:
+            log.warning("%s: dynamic batching is off: %s", label, disagree)
             return False
         if mode == "on":
             return True
