@@ -149,3 +149,22 @@ def sklearn_pipeline(c: float = 1.0, rows: int = 40) -> tuple[onnx.ModelProto, o
         ("income", FloatTensorType([None, 1])),
     ]
     return convert_sklearn(pipe, initial_types=types), frame
+
+
+def topk_declared_five() -> onnx.ModelProto:
+    """TopK with k given at run time, outputs declared [N, 5] (what the exporter saw with
+    k=5): shape inference cannot tell, and a run with another k gives [N, k]."""
+    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1)]
+    graph = helper.make_graph(
+        nodes,
+        "topk",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", 5]),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, ["N", 5]),
+        ],
+    )
+    return _model(graph, 17, ir_version=8)

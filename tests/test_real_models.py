@@ -245,3 +245,15 @@ def test_validate_shows_dims_shape_inference_invented_as_unknown(tmp_path):
     shapes = next(c for c in report.checks if c.name == "shapes")
     assert "unk__" not in shapes.message and "output_label: tensor(int64) [?]" in shapes.message
     assert "unk__" not in json.dumps(report.to_dict()["inferred_outputs"])
+
+
+def test_validate_warns_when_a_fixed_output_dim_is_not_what_the_model_computes(tmp_path):
+    path = save(rb.topk_declared_five(), tmp_path / "topk.onnx")
+    res = invoke("validate", path, "--dim", "N=3")
+    assert res.exit_code == 0, res.stdout
+    assert "output 'values' is [3, 0], declared [N, 5]" in res.stdout  # k synthesized as 0
+    assert "WARN  smoke" in res.stdout
+    assert invoke("validate", path, "--strict").exit_code == 9
+    healthy = save(rb.small_cnn(), tmp_path / "cnn.onnx")
+    res = invoke("validate", healthy, "--dim", "batch=3")
+    assert res.exit_code == 0 and "WARN" not in res.stdout

@@ -126,6 +126,7 @@ def check_smoke(ctx: Ctx) -> Check:
     summary: list[dict[str, Any]] = []
     problems: list[str] = []
     non_finite: list[str] = []
+    other_dims: list[str] = []  # a fixed declared dim the run did not produce
     for spec, value in zip(declared, outputs, strict=False):
         entry: dict[str, Any] = {"name": spec.name, "type": spec.type}
         if isinstance(value, np.ndarray):
@@ -139,6 +140,14 @@ def check_smoke(ctx: Ctx) -> Check:
             if spec.rank is not None and value.ndim != spec.rank:
                 problems.append(
                     f"output '{safe(spec.name, 80)}' has rank {value.ndim}, declared {spec.rank}"
+                )
+            elif spec.shape is not None and any(
+                isinstance(d, int) and d >= 0 and d != got
+                for d, got in zip(spec.shape, value.shape, strict=False)
+            ):
+                other_dims.append(
+                    f"output '{safe(spec.name, 80)}' is {list(value.shape)}, declared "
+                    f"{spec.shape_str()}"
                 )
             if value.dtype.kind in "fc" and not np.isfinite(value).all():
                 non_finite.append(spec.name)
@@ -161,6 +170,14 @@ def check_smoke(ctx: Ctx) -> Check:
     shapes = ", ".join(
         f"{safe(e['name'], 60)} {e.get('shape', e.get('python_type'))}" for e in summary[:8]
     )
+    if other_dims:
+        return Check(
+            "smoke", "warn", "output_shape_mismatch",
+            f"{'; '.join(other_dims[:3])}: the declared fixed dimension is not what the "
+            "model computes",
+            "clients that trust the declared shape (serve's /config, Triton tools) will "
+            "misread the output; fix the output shapes when exporting", details,
+        )  # fmt: skip
     if non_finite:
         return Check(
             "smoke", "warn", "nan_or_inf",
