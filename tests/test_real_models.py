@@ -52,10 +52,15 @@ def test_batch_problem_accepts_outputs_named_differently_and_refuses_non_row_out
     assert batch_problem(inputs, outputs) is None
 
 
-def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+def test_batch_problem_takes_tf2onnx_unk_names_as_unnamed():
+    """tf2onnx names every unknown dim on its own (unk__12, unk__14): a Keras model with two
+    inputs must still batch."""
+    model = rb.two_batches()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "unk__12"
+    model.graph.input[1].type.tensor_type.shape.dim[0].dim_param = "unk__14"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "unk__15"
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "unk__16"
+    assert batch_problem(*_ports(model)) is None
 
 
 def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,15 +68,25 @@ def batch_dim_missing(inputs: list[Port], outputs: list[Port]) -> str | None:
     return None
 
 
+_ANONYMOUS = re.compile(r"unk__\d+")
+
+
+def _named(symbol: str | None) -> bool:
+    """A dim name that means something: tf2onnx (and onnx's shape inference) give every
+    unknown dim its own ``unk__N``, so two of those say nothing about being different."""
+    return bool(symbol) and not _ANONYMOUS.fullmatch(symbol or "")
+
+
 def batch_dims_disagree(inputs: list[Port], outputs: list[Port]) -> str | None:
     """Why the variable first dimensions are not one batch dimension: ``x [batch, 4]`` next
     to ``table [k, 4]`` are two (merging requests would concatenate the tables too, and
     each answer would get the others' columns), and so is an output whose first dimension
     is a named non-batch dimension of an input. An output may name its first dimension
     differently from the inputs (exporters do: ``Divpooled_dim_0``); the batcher still
-    checks its rows at run time. Inputs named differently by mistake (``batch`` and
-    ``batch_size``) are taken at their word: served unbatched, with this reason."""
-    named = [p for p in inputs if p.symbols and p.symbols[0]]
+    checks its rows at run time. tf2onnx's ``unk__N`` names count as unnamed. Inputs named
+    differently by mistake (``batch`` and ``batch_size``) are taken at their word: served
+    unbatched, with this reason."""
+    named = [p for p in inputs if p.symbols and _named(p.symbols[0])]
     firsts = {p.symbols[0] for p in named}
     if len(firsts) > 1:
         a = named[0]
@@ -84,7 +95,7 @@ def batch_dims_disagree(inputs: list[Port], outputs: list[Port]) -> str | None:
             f"inputs {_shown(a)} and {_shown(b)} do not share their first dimension "
             f"('{escape(a.symbols[0] or '')}' and '{escape(b.symbols[0] or '')}')"
         )
-    inner = {s for p in inputs for s in p.symbols[1:] if s} - firsts
+    inner = {s for p in inputs for s in p.symbols[1:] if _named(s)} - firsts
     for port in outputs:
         first = port.symbols[0] if port.symbols else None
         if first in inner:
