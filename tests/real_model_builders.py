@@ -168,3 +168,25 @@ def topk_declared_five() -> onnx.ModelProto:
         ],
     )
     return _model(graph, 17, ir_version=8)
+
+
+def keras_two_inputs() -> onnx.ModelProto:
+    """What tf2onnx writes for a two-input Keras model: TensorFlow names with ':0' and every
+    unknown (batch) dim named on its own (unk__12, unk__14, unk__15)."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(7, 2)).astype("f"), "W")
+    nodes = [
+        helper.make_node("Concat", ["input_1:0", "input_2:0"], ["c"], axis=1),
+        helper.make_node("MatMul", ["c", "W"], ["m"]),
+        helper.make_node("Softmax", ["m"], ["dense/Softmax:0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tf2onnx",
+        [
+            helper.make_tensor_value_info("input_1:0", TensorProto.FLOAT, ["unk__12", 4]),
+            helper.make_tensor_value_info("input_2:0", TensorProto.FLOAT, ["unk__14", 3]),
+        ],
+        [helper.make_tensor_value_info("dense/Softmax:0", TensorProto.FLOAT, ["unk__15", 2])],
+        [w],
+    )
+    return _model(graph, 13, ir_version=7)

@@ -262,3 +262,41 @@ def test_validate_warns_when_a_fixed_output_dim_is_not_what_the_model_computes(t
     healthy = save(rb.small_cnn(), tmp_path / "cnn.onnx")
     res = invoke("validate", healthy, "--dim", "batch=3")
     assert res.exit_code == 0 and "WARN" not in res.stdout
+
+
+def test_predict_a_tf2onnx_model_from_npz_with_tensorflow_names(tmp_path):
+    """NPZ members named after the TF inputs ('input_1:0.npy') were refused as unsafe, and
+    the unk__12 / unk__14 batch dims sent the model to one whole-tensor run."""
+    model = rb.keras_two_inputs()
+    path = save(model, tmp_path / "keras.onnx")
+    rng = np.random.default_rng(0)
+    feeds = {
+        "input_1:0": rng.normal(size=(25, 4)).astype(np.float32),
+        "input_2:0": rng.normal(size=(25, 3)).astype(np.float32),
+    }
+    data = tmp_path / "rows.npz"
+    np.savez(data, **feeds)
+    res = invoke("predict", path, data, "--explain", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["result"]["data"]["mode"] == "rows"
+    out = tmp_path / "out.npz"
+    res = invoke("predict", path, data, "-o", out, "--batch-size", "10")
+    assert res.exit_code == 0, res.stderr
+    want = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    assert np.allclose(np.load(out)["dense/Softmax:0"], want, rtol=1e-6)
+
+
+def test_npz_member_with_a_drive_letter_is_still_refused(tmp_path):
+    import zipfile
+
+    bad = tmp_path / "bad.npz"
+    buf = tmp_path / "x.npy"
+    np.save(buf, np.ones(2))
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.write(buf, "C:x.npy")
+    from modelforge.data import npy
+    from modelforge.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        npy.load_npz(str(bad), "bad.npz")
+    assert info.value.code == "unsafe_npz_member"
