@@ -205,6 +205,16 @@ def test_validate_smoke_failure_names_the_synthesized_dims(tmp_path):
     assert res.exit_code == 0, res.stdout
 
 
+def test_bench_failure_names_the_synthesized_dims(tmp_path):
+    path = save(rb.traced_seq(7), tmp_path / "encoder.onnx")
+    res = invoke("bench", path, "--runs", "2", "--rounds", "1", "--batch-sizes", "1")
+    assert res.exit_code == 7 and "(symbolic dims synthesized as seq=1)" in res.stderr
+    assert "--dim seq=N" in res.stderr
+    res = invoke("bench", path, "--runs", "2", "--rounds", "1", "--batch-sizes", "2", "--dim",
+                 "seq=7", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+
+
 # -- predict: --keep on a scikit-learn pipeline's feature column -----------------------------
 def test_keep_of_an_input_column_says_why_it_is_not_fed(tmp_path):
     model, frame = rb.sklearn_pipeline()

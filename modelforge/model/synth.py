@@ -12,11 +12,11 @@ numpy cannot represent) raise :class:`DataError` naming the input.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import DataError, UsageError
+from modelforge.errors import DataError, ModelForgeError, UsageError
 from modelforge.model.schema import ModelSchema, TensorSpec
-from modelforge.text import escape
+from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,3 +134,29 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
             )
         out[name] = value
     return out
+
+
+def with_synthesized_sizes(
+    err: ModelForgeError, schema: ModelSchema, feeds: dict[str, Any], given: dict[str, int] | None
+) -> ModelForgeError:
+    """A failed smoke run on a model with symbolic dims: say which sizes were synthesized
+    (exporters that trace an example input, like PyTorch's TorchScript exporter, can bake
+    its sizes into Reshape constants while still declaring the dims symbolic, so the model
+    runs only at those sizes) and how to try others."""
+    guessed: dict[str, int] = {}
+    for spec in schema.inputs:
+        value = feeds.get(spec.name)
+        for axis, d in enumerate(spec.shape or []):
+            if isinstance(d, str) and d not in (given or {}) and value is not None:
+                guessed.setdefault(d, int(value.shape[axis]))
+    if not guessed:
+        return err
+    sizes = ", ".join(f"{safe(k, 40)}={v}" for k, v in list(guessed.items())[:6])
+    example = " ".join(f"--dim {safe(k, 40)}=N" for k in list(guessed)[:2])
+    err.message = f"{err.message} (symbolic dims synthesized as {sizes})"
+    err.hint = (
+        f"if the model only runs at particular sizes (e.g. the example input it was traced "
+        f"with), retry with {example}; a model that should accept any size needs re-exporting "
+        "with those dims left dynamic"
+    )
+    return err

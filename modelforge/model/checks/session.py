@@ -73,38 +73,12 @@ def check_session(ctx: Ctx) -> Check:
 # ---- 8. smoke run -----------------------------------------------------------------------------
 
 
-def _with_sizes(
-    err: ModelForgeError, schema: Any, feeds: dict[str, Any], given: dict[str, int] | None
-) -> ModelForgeError:
-    """A failed smoke run on a model with symbolic dims: say which sizes were synthesized
-    (exporters that trace an example input, like PyTorch's TorchScript exporter, can bake
-    its sizes into Reshape constants while still declaring the dims symbolic, so the model
-    runs only at those sizes) and how to try others."""
-    guessed: dict[str, int] = {}
-    for spec in schema.inputs:
-        value = feeds.get(spec.name)
-        for axis, d in enumerate(spec.shape or []):
-            if isinstance(d, str) and d not in (given or {}) and value is not None:
-                guessed.setdefault(d, int(value.shape[axis]))
-    if not guessed:
-        return err
-    sizes = ", ".join(f"{safe(k, 40)}={v}" for k, v in list(guessed.items())[:6])
-    example = " ".join(f"--dim {safe(k, 40)}=N" for k in list(guessed)[:2])
-    err.message = f"{err.message} (symbolic dims synthesized as {sizes})"
-    err.hint = (
-        f"if the model only runs at particular sizes (e.g. the example input it was traced "
-        f"with), retry with {example}; a model that should accept any size needs re-exporting "
-        "with those dims left dynamic"
-    )
-    return err
-
-
 def check_smoke(ctx: Ctx) -> Check:
     import numpy as np
 
     from modelforge.engine.session import translate_error
     from modelforge.model.schema import extract_schema
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import synthesize_inputs, with_synthesized_sizes
 
     schema = ctx.schema
     try:
@@ -119,7 +93,7 @@ def check_smoke(ctx: Ctx) -> Check:
         if isolate.is_allocation_failure(exc):
             raise
         failure = translate_error(exc, "running the model on synthesized inputs")
-        raise _with_sizes(failure, schema, feeds, ctx.opts.dims) from None
+        raise with_synthesized_sizes(failure, schema, feeds, ctx.opts.dims) from None
     run_ms = (time.perf_counter() - start) * 1000
     ctx.outputs = outputs
     declared = extract_schema(ctx.model).outputs
