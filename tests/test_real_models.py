@@ -310,3 +310,16 @@ def test_npz_member_with_a_drive_letter_is_still_refused(tmp_path):
     with pytest.raises(DataError) as info:
         npy.load_npz(str(bad), "bad.npz")
     assert info.value.code == "unsafe_npz_member"
+
+
+def test_a_csv_for_an_image_model_says_to_use_arrays(tmp_path):
+    """768 pixel columns for a CNN: the hint said 'pass --columns', which then failed
+    with 'can only feed a 2-D input'."""
+    path = save(rb.small_cnn(), tmp_path / "cnn.onnx")
+    csv = tmp_path / "pixels.csv"
+    header = ",".join(f"p{i}" for i in range(192))
+    csv.write_text(header + "\n" + ",".join(["0.5"] * 192) + "\n")
+    res = invoke("predict", path, csv)
+    assert res.exit_code == 5 and res.stdout == ""
+    assert "input 'image' is float32 [batch, 3, 8, 8] (4-D)" in res.stderr
+    assert "NPY or NPZ" in res.stderr and "--columns" not in res.stderr

@@ -241,6 +241,17 @@ def resolve_tabular(
             "kept id column instead)",
             code="ambiguous_mapping",
         )
+    high = [s for s in free if s.rank is not None and s.rank > 2]
+    if free and len(high) == len(free):  # an image/sequence model given a table
+        spec = high[0]
+        raise DataError(
+            f"input '{safe(spec.name)}' is {spec.dtype} {spec.shape_str()} ({spec.rank}-D) and "
+            f"{safe(source)} has no column named '{safe(spec.name)}': flat columns can only "
+            f"feed 1-D and 2-D inputs (found {len(columns)} columns: {_cols_list(columns, 8)})",
+            hint=f"pass the data as an NPY or NPZ file with the input's shape, or as a JSON "
+            f"Lines/Parquet column '{safe(spec.name)}' of nested lists",
+            code="ambiguous_mapping",
+        )
     if free:
         hint = _delimiter_hint(columns) or (
             "pass --columns a,b,... (one 2-D input) or --map INPUT=COL,... ; "
