@@ -190,3 +190,28 @@ def keras_two_inputs() -> onnx.ModelProto:
         [w],
     )
     return _model(graph, 13, ir_version=7)
+
+
+def masked_softmax() -> onnx.ModelProto:
+    """The attention step of a transformer export: scores where attention_mask == 0 are
+    -inf, then Softmax over the sequence: a row whose mask is all zeros (all padding) gives
+    NaN, as torch's exports do."""
+    ninf = numpy_helper.from_array(np.array(-np.inf, dtype=np.float32), "ninf")
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int64), "zero")
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Equal", ["attention_mask", "zero"], ["pad"]),
+        helper.make_node("Where", ["pad", "ninf", "f"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["weights"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["batch", "seq"])],
+        [ninf, zero],
+    )
+    return _model(graph, 17, ir_version=8)

@@ -323,3 +323,20 @@ def test_a_csv_for_an_image_model_says_to_use_arrays(tmp_path):
     assert res.exit_code == 5 and res.stdout == ""
     assert "input 'image' is float32 [batch, 3, 8, 8] (4-D)" in res.stderr
     assert "NPY or NPZ" in res.stderr and "--columns" not in res.stderr
+
+
+def test_synthesized_attention_masks_are_ones(tmp_path):
+    """A random integer attention_mask of one token is 0 a quarter of the time: an
+    all-padding row, NaN from a healthy transformer, and a nan_or_inf warning."""
+    from modelforge.model.synth import synthesize_inputs
+
+    model = rb.masked_softmax()
+    schema = extract_schema(model)
+    for seed in range(8):
+        feeds = synthesize_inputs(schema, {"seq": 3}, seed=seed)
+        assert feeds["attention_mask"].tolist() == [[1, 1, 1]]
+        assert feeds["input_ids"].min() >= 0 and feeds["input_ids"].max() < 4
+    path = save(model, tmp_path / "attention.onnx")
+    for seq in ("1", "2", "5"):
+        res = invoke("validate", path, "--dim", f"seq={seq}", "--strict")
+        assert res.exit_code == 0, res.stdout

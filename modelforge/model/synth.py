@@ -3,8 +3,10 @@
 * symbolic dims take their value from ``dims`` (``--dim NAME=VALUE``), else 1; the same
   symbolic name gets the same value in every input; unknown dims become 1;
 * ``batch`` overrides the first dimension when it is symbolic or unknown;
-* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts);
-  bools random; strings non-empty ("a").
+* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts), except
+  integer inputs named like a mask (``attention_mask``): all ones, since a row of zeros is
+  all padding and transformer exports answer it with NaN; bools random; strings non-empty
+  ("a").
 
 Inputs that cannot be synthesized (sequences, maps, optional or sparse types, element types
 numpy cannot represent) raise :class:`DataError` naming the input.
@@ -83,7 +85,10 @@ def synthesize_input(
     if kind == "b":
         return rng.integers(0, 2, size=shape).astype(bool)
     if kind in "iu":
-        return rng.integers(0, INT_HIGH, size=shape).astype(spec.dtype)
+        values = rng.integers(0, INT_HIGH, size=shape).astype(spec.dtype)
+        if "mask" in spec.name.lower():  # attention_mask: 1 = attend (a 0 row is all padding)
+            return np.ones(shape, dtype=spec.dtype)  # drawn anyway: other inputs keep theirs
+        return values
     if kind == "f":
         return rng.standard_normal(size=shape).astype(spec.dtype)
     if kind == "c":
