@@ -215,3 +215,35 @@ def masked_softmax() -> onnx.ModelProto:
         [ninf, zero],
     )
     return _model(graph, 17, ir_version=8)
+
+
+def bert_embeddings() -> onnx.ModelProto:
+    """A BERT-style embedding block as exported from transformers: word embeddings (vocab
+    100), token type embeddings with 2 rows (segments A/B) and an attention_mask input,
+    each int64 [batch, seq]; token_type_ids outside {0, 1} make Gather fail."""
+    rng = np.random.default_rng(0)
+    words = numpy_helper.from_array(rng.normal(size=(100, 8)).astype("f"), "word_embeddings")
+    types = numpy_helper.from_array(rng.normal(size=(2, 8)).astype("f"), "token_type_embeddings")
+    nodes = [
+        helper.make_node("Gather", ["word_embeddings", "input_ids"], ["w"]),
+        helper.make_node("Cast", ["token_type_ids"], ["tt"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["token_type_embeddings", "tt"], ["t"]),
+        helper.make_node("Add", ["w", "t"], ["e"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["last_hidden_state"]),
+    ]
+    axis = numpy_helper.from_array(np.array([2], dtype=np.int64), "axis")
+    ids = ["batch", "sequence"]
+    graph = helper.make_graph(
+        nodes,
+        "bert",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ids),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ids),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ids),
+        ],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [*ids, 8])],
+        [words, types, axis],
+    )
+    return _model(graph, 17, ir_version=8)

@@ -340,3 +340,29 @@ def test_synthesized_attention_masks_are_ones(tmp_path):
     for seq in ("1", "2", "5"):
         res = invoke("validate", path, "--dim", f"seq={seq}", "--strict")
         assert res.exit_code == 0, res.stdout
+
+
+def test_a_bert_export_with_two_token_types_validates_benches_and_batches(tmp_path):
+    """token_type_ids index a 2-row table: synthesized ids in [0, 4) failed Gather, so a
+    healthy BERT export failed validate (and models add), bench, and serve's probe."""
+    from modelforge.model.synth import synthesize_inputs
+
+    model = rb.bert_embeddings()
+    schema = extract_schema(model)
+    assert schema.index_bounds == {"input_ids": 100, "token_type_ids": 2}
+    feeds = synthesize_inputs(schema, {"sequence": 64})
+    assert set(np.unique(feeds["token_type_ids"])) == {0, 1}
+    assert feeds["input_ids"].max() == 3 and feeds["attention_mask"].min() == 1
+    path = save(model, tmp_path / "bert.onnx")
+    for seq in ("1", "8", "32"):
+        res = invoke("validate", path, "--dim", f"sequence={seq}", "--reference", "--strict")
+        assert res.exit_code == 0, res.stdout
+    assert invoke("models", "add", path, "--name", "bert").exit_code == 0
+    res = invoke("bench", "bert", "--runs", "2", "--rounds", "1", "--batch-sizes", "1,8")
+    assert res.exit_code == 0, res.stderr
+    server = start_server([str(path)])
+    try:
+        assert server.info["models"][0]["batching"] == [1], server.stderr()
+        assert "failed" not in server.stderr()
+    finally:
+        assert server.stop() == 0

@@ -124,6 +124,9 @@ class ModelSchema:
     outputs: list[TensorSpec]
     # initializers listed among graph inputs (IR < 4 style): callers may override them
     overridable: list[TensorSpec] = field(default_factory=list)
+    # integer inputs used as Gather indices into an initializer: input -> rows of the
+    # smallest such table (token_type_ids -> 2), so synthesized indices stay in range
+    index_bounds: dict[str, int] = field(default_factory=dict, compare=False)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -163,4 +166,31 @@ def extract_schema(model: ModelProto) -> ModelSchema:
     for vi in g.input:
         (overridable if vi.name in init_names else inputs).append(spec_from_value_info(vi))
     outputs = [spec_from_value_info(vi) for vi in g.output]
-    return ModelSchema(inputs=inputs, outputs=outputs, overridable=overridable)
+    bounds = index_bounds(model, {s.name for s in inputs})
+    return ModelSchema(inputs=inputs, outputs=outputs, overridable=overridable, index_bounds=bounds)
+
+
+_PASS_THROUGH = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
+
+
+def index_bounds(model: ModelProto, names: set[str]) -> dict[str, int]:
+    """For graph inputs that index an initializer through ``Gather`` (directly or through
+    Cast/Reshape/Unsqueeze/Squeeze/Flatten/Identity), the size of the indexed axis of the
+    smallest such initializer: embeddings (input_ids -> vocab, token_type_ids -> 2)."""
+    g = model.graph
+    tables = {t.name: list(t.dims) for t in g.initializer}
+    origin: dict[str, str] = {n: n for n in names}  # value -> the graph input it comes from
+    bounds: dict[str, int] = {}
+    for node in g.node:  # nodes are topologically sorted in a valid graph
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in _PASS_THROUGH and node.input and node.input[0] in origin:
+            for out in node.output[:1]:
+                origin[out] = origin[node.input[0]]
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in origin:
+            dims = tables.get(node.input[0])
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+            if dims and -len(dims) <= axis < len(dims) and dims[axis] > 0:
+                src = origin[node.input[1]]
+                bounds[src] = min(bounds.get(src, dims[axis]), int(dims[axis]))
+    return bounds

@@ -3,7 +3,9 @@
 * symbolic dims take their value from ``dims`` (``--dim NAME=VALUE``), else 1; the same
   symbolic name gets the same value in every input; unknown dims become 1;
 * ``batch`` overrides the first dimension when it is symbolic or unknown;
-* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts), except
+* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts), below
+  the row count of the smallest table an input indexes through Gather (BERT's
+  token_type_ids index 2 segment embeddings: values 0 and 1), except
   integer inputs named like a mask (``attention_mask``): all ones, since a row of zeros is
   all padding and transformer exports answer it with NaN; bools random; strings non-empty
   ("a").
@@ -61,6 +63,7 @@ def synthesize_input(
     rng: np.random.Generator,
     dims: dict[str, int] | None = None,
     batch: int | None = None,
+    bound: int | None = None,
 ) -> np.ndarray:
     import numpy as np
 
@@ -85,7 +88,8 @@ def synthesize_input(
     if kind == "b":
         return rng.integers(0, 2, size=shape).astype(bool)
     if kind in "iu":
-        values = rng.integers(0, INT_HIGH, size=shape).astype(spec.dtype)
+        high = min(INT_HIGH, bound) if bound else INT_HIGH
+        values = rng.integers(0, high, size=shape).astype(spec.dtype)
         if "mask" in spec.name.lower():  # attention_mask: 1 = attend (a 0 row is all padding)
             return np.ones(shape, dtype=spec.dtype)  # drawn anyway: other inputs keep theirs
         return values
@@ -119,7 +123,11 @@ def synthesize_inputs(
     if batch is not None and batch < 1:
         raise UsageError("the batch size must be at least 1", code="invalid_option")
     rng = np.random.default_rng(seed)
-    return {spec.name: synthesize_input(spec, rng, dims, batch) for spec in schema.inputs}
+    bounds = schema.index_bounds
+    return {
+        spec.name: synthesize_input(spec, rng, dims, batch, bounds.get(spec.name))
+        for spec in schema.inputs
+    }
 
 
 def parse_dims(items: list[str] | None) -> dict[str, int]:
