@@ -247,3 +247,52 @@ def bert_embeddings() -> onnx.ModelProto:
         [words, types, axis],
     )
     return _model(graph, 17, ir_version=8)
+
+
+def decoder_with_cache() -> onnx.ModelProto:
+    """A GPT-2 style decoder step as Hugging Face exports it with a KV cache: past_key
+    [batch, 2, past_sequence_length, 4], input_ids [batch, sequence_length] and an
+    attention_mask whose length is named by an expression,
+    'past_sequence_length + sequence_length'; the scores add the mask, so its length must
+    be past + new tokens."""
+    rng = np.random.default_rng(0)
+    emb = numpy_helper.from_array(rng.normal(size=(50, 8)).astype("f"), "wte")
+    heads = numpy_helper.from_array(np.array([0, 0, 2, 4], dtype=np.int64), "heads")
+    axes = numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes")
+    total = "past_sequence_length + sequence_length"
+    nodes = [
+        helper.make_node("Gather", ["wte", "input_ids"], ["h"]),
+        helper.make_node("Reshape", ["h", "heads"], ["h4"]),
+        helper.make_node("Transpose", ["h4"], ["q"], perm=[0, 2, 1, 3]),
+        helper.make_node("Concat", ["past_key", "q"], ["present_key"], axis=2),
+        helper.make_node("Transpose", ["present_key"], ["kt"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m4"]),
+        helper.make_node("Add", ["scores", "m4"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "decoder",
+        [
+            helper.make_tensor_value_info(
+                "input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]
+            ),
+            helper.make_tensor_value_info(
+                "attention_mask", TensorProto.INT64, ["batch_size", total]
+            ),
+            helper.make_tensor_value_info(
+                "past_key", TensorProto.FLOAT, ["batch_size", 2, "past_sequence_length", 4]
+            ),
+        ],
+        [
+            helper.make_tensor_value_info(
+                "logits", TensorProto.FLOAT, ["batch_size", 2, "sequence_length", total]
+            ),
+            helper.make_tensor_value_info(
+                "present_key", TensorProto.FLOAT, ["batch_size", 2, total, 4]
+            ),
+        ],
+        [emb, heads, axes],
+    )
+    return _model(graph, 17, ir_version=8)

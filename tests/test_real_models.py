@@ -366,3 +366,24 @@ def test_a_bert_export_with_two_token_types_validates_benches_and_batches(tmp_pa
         assert "failed" not in server.stderr()
     finally:
         assert server.stop() == 0
+
+
+def test_dims_named_by_an_expression_get_its_value(tmp_path):
+    """Hugging Face KV-cache exports name the mask length 'past_sequence_length +
+    sequence_length': synthesized as 1, the smoke run, serve's warm-up and bench fed a
+    one-token mask next to a longer cache (hidden by broadcasting, not a realistic run)."""
+    from modelforge.model.synth import dim_value, synthesize_inputs
+
+    model = rb.decoder_with_cache()
+    feeds = synthesize_inputs(
+        extract_schema(model), {"sequence_length": 3, "past_sequence_length": 5}
+    )
+    assert feeds["attention_mask"].shape == (1, 8) and feeds["past_key"].shape == (1, 2, 5, 4)
+    assert dim_value("past_sequence_length + 1", {}) == 2
+    assert dim_value("2*n - 1", {"n": 4}) == 7 and dim_value("n+", {"n": 4}) == 1
+    path = save(model, tmp_path / "decoder.onnx")
+    res = invoke("validate", path, "--dim", "sequence_length=3", "--dim",
+                 "past_sequence_length=5", "--reference", "--json")  # fmt: skip
+    assert res.exit_code == 0, res.stdout
+    smoke = next(c for c in json.loads(res.stdout)["result"]["checks"] if c["name"] == "smoke")
+    assert smoke["details"]["outputs"][0]["shape"] == [1, 2, 3, 8]

@@ -1,7 +1,8 @@
 """Synthesizing model inputs from a schema, for smoke runs, parity checks and benchmarks.
 
 * symbolic dims take their value from ``dims`` (``--dim NAME=VALUE``), else 1; the same
-  symbolic name gets the same value in every input; unknown dims become 1;
+  symbolic name gets the same value in every input; unknown dims become 1; a dim named by
+  a sum or product of other dims (``past_sequence_length + 1``) gets its value;
 * ``batch`` overrides the first dimension when it is symbolic or unknown;
 * floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts), below
   the row count of the smallest table an input indexes through Gather (BERT's
@@ -16,6 +17,7 @@ numpy cannot represent) raise :class:`DataError` naming the input.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import DataError, ModelForgeError, UsageError
@@ -52,10 +54,37 @@ def resolve_shape(
                 )
             shape.append(d)
         elif isinstance(d, str):
-            shape.append(int(dims.get(d, 1)))
+            shape.append(dim_value(d, dims))
         else:
             shape.append(1)
     return shape
+
+
+_OPERAND = r"([A-Za-z_][A-Za-z0-9_]*|\d+)"
+_EXPRESSION = re.compile(_OPERAND + r"(\s*[-+*]\s*" + _OPERAND + ")+")
+_TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[-+*]")
+
+
+def dim_value(name: str, dims: dict[str, int]) -> int:
+    """The size of a symbolic dim: ``--dim`` value, else 1. A dim named by an expression
+    over other dims, as Hugging Face exports with a KV cache write
+    (``past_sequence_length + 1``, ``past_sequence_length + sequence_length``), gets the
+    expression's value, so the inputs agree with each other."""
+    if name in dims:
+        return int(dims[name])
+    if not _EXPRESSION.fullmatch(name.strip()):
+        return 1
+    terms = _TERM.findall(name)
+    values = [t if t in "+-*" else int(t) if t.isdigit() else int(dims.get(t, 1)) for t in terms]
+    total, sign, product = 0, 1, values[0]
+    for op, value in zip(values[1::2], values[2::2], strict=True):
+        if op == "*":
+            product = int(product) * int(value)
+        else:
+            total += sign * int(product)
+            sign, product = (1 if op == "+" else -1), value
+    total += sign * int(product)
+    return max(total, 0)
 
 
 def synthesize_input(
