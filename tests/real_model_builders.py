@@ -296,3 +296,44 @@ def decoder_with_cache() -> onnx.ModelProto:
         [emb, heads, axes],
     )
     return _model(graph, 17, ir_version=8)
+
+
+def sklearn_default_onehot() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """scikit-learn's default OneHotEncoder (handle_unknown='error') through skl2onnx: the
+    ONNX OneHotEncoder gets zeros=0 and fails on any value it was not fitted on. One model
+    with string columns 'city'/'plan' [None, 1], one with a 2-D int64 input 'X' [None, 2]
+    whose two columns have their own categories ({10, 20, 30} and {1, 2})."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "city": rng.choice(["paris", "rome", "oslo"], n),
+            "plan": rng.choice(["free", "pro"], n),
+            "age": rng.normal(40, 10, n).astype(np.float32),
+        }
+    )
+    y = (frame.age > 40).astype(int).to_numpy()
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(), ["city", "plan"]), ("num", "passthrough", ["age"])]
+    )
+    pipe = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(frame, y)
+    strings = convert_sklearn(
+        pipe,
+        initial_types=[
+            ("city", StringTensorType([None, 1])),
+            ("plan", StringTensorType([None, 1])),
+            ("age", FloatTensorType([None, 1])),
+        ],
+    )
+    x = np.stack([rng.choice([10, 20, 30], n), rng.choice([1, 2], n)], axis=1).astype(np.int64)
+    ints = Pipeline([("ohe", OneHotEncoder()), ("clf", LogisticRegression())]).fit(x, y)
+    codes = convert_sklearn(ints, initial_types=[("X", Int64TensorType([None, 2]))])
+    return strings, codes

@@ -387,3 +387,31 @@ def test_dims_named_by_an_expression_get_its_value(tmp_path):
     assert res.exit_code == 0, res.stdout
     smoke = next(c for c in json.loads(res.stdout)["result"]["checks"] if c["name"] == "smoke")
     assert smoke["details"]["outputs"][0]["shape"] == [1, 2, 3, 8]
+
+
+def test_default_sklearn_onehot_pipelines_validate_and_serve(tmp_path):
+    """OneHotEncoder() (handle_unknown='error') becomes an ONNX OneHotEncoder with zeros=0:
+    synthesized strings 'a' and integers 0-3 are unknown categories, so validate failed
+    (and models add refused) the most common scikit-learn pipeline."""
+    from modelforge.model.synth import synthesize_inputs
+
+    strings, codes = rb.sklearn_default_onehot()
+    assert extract_schema(codes).categories == {"X": {0: [10, 20, 30], 1: [1, 2]}}
+    feeds = synthesize_inputs(extract_schema(codes), {}, batch=50)
+    assert set(feeds["X"][:, 0]) <= {10, 20, 30} and set(feeds["X"][:, 1]) <= {1, 2}
+    feeds = synthesize_inputs(extract_schema(strings), {}, batch=50)
+    assert set(feeds["city"].ravel()) == {"oslo", "paris", "rome"}
+    paths = [save(m, tmp_path / f"{n}.onnx") for n, m in (("strings", strings), ("codes", codes))]
+    for path in paths:
+        for n in ("1", "9"):
+            res = invoke("validate", path, "--dim", f"N={n}")
+            assert res.exit_code == 0, res.stdout
+        assert invoke("models", "add", path, "--name", path.stem).exit_code == 0
+        res = invoke("bench", path.stem, "--runs", "2", "--rounds", "1", "--batch-sizes", "1,8")
+        assert res.exit_code == 0, res.stderr
+    server = start_server([str(p) for p in paths])
+    try:
+        assert [m["batching"] for m in server.info["models"]] == [[1], [1]], server.stderr()
+        assert "failed" not in server.stderr()
+    finally:
+        assert server.stop() == 0

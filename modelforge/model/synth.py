@@ -9,7 +9,8 @@
   token_type_ids index 2 segment embeddings: values 0 and 1), except
   integer inputs named like a mask (``attention_mask``): all ones, since a row of zeros is
   all padding and transformer exports answer it with NaN; bools random; strings non-empty
-  ("a").
+  ("a"); inputs (or columns) read by a scikit-learn category op (OneHotEncoder,
+  LabelEncoder, CategoryMapper) take categories that op knows.
 
 Inputs that cannot be synthesized (sequences, maps, optional or sparse types, element types
 numpy cannot represent) raise :class:`DataError` naming the input.
@@ -153,10 +154,37 @@ def synthesize_inputs(
         raise UsageError("the batch size must be at least 1", code="invalid_option")
     rng = np.random.default_rng(seed)
     bounds = schema.index_bounds
-    return {
-        spec.name: synthesize_input(spec, rng, dims, batch, bounds.get(spec.name))
-        for spec in schema.inputs
-    }
+    out = {}
+    for spec in schema.inputs:
+        arr = synthesize_input(spec, rng, dims, batch, bounds.get(spec.name))
+        known = schema.categories.get(spec.name)
+        out[spec.name] = _with_categories(arr, known, rng) if known else arr
+    return out
+
+
+def _with_categories(
+    value: np.ndarray, known: dict[int | None, list[Any]], rng: np.random.Generator
+) -> np.ndarray:
+    """Fill the input (or the columns a category op reads) with categories it knows."""
+    import numpy as np
+
+    out = value.copy()
+    for col, cats in known.items():
+        if out.dtype == object:
+            usable = [str(c) for c in cats]
+        elif all(isinstance(c, (int, float)) for c in cats):
+            usable = [c for c in cats if np.asarray(c).astype(out.dtype) == c]
+        else:
+            usable = []
+        if not usable:
+            continue
+        if col is None:
+            picks = rng.integers(0, len(usable), size=out.shape)
+            out[...] = np.array(usable, dtype=out.dtype)[picks]
+        elif out.ndim == 2 and -out.shape[1] <= col < out.shape[1]:
+            picks = rng.integers(0, len(usable), size=out.shape[0])
+            out[:, col] = np.array(usable, dtype=out.dtype)[picks]
+    return out
 
 
 def parse_dims(items: list[str] | None) -> dict[str, int]:
