@@ -68,15 +68,20 @@ def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
     tables too, and every answer gets the other requests' columns. Found with
     --batching on (which skips the probe) on a torch-exported model; /config also said
     max_batch_size 256 with table's dims [4], as if table were per row."""
+    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
     model = rb.two_batches()
     path = save(model, tmp_path / "two.onnx")
     cnn = save(rb.small_cnn(), tmp_path / "cnn.onnx")
-    server = start_server([str(path), str(cnn), "--batching", "on", "--max-queue-delay", "3000"])
+    bert = save(rb.bert_embeddings(), tmp_path / "bert.onnx")
+    args = [str(path), str(cnn), str(bert), "--batching", "on", "--max-queue-delay", "3000",
+            "--grpc-port", "0"]  # fmt: skip
+    server = start_server(args)
     try:
         served = {m["name"]: m for m in server.info["models"]}
         assert served["two"]["batching"] == [] and served["cnn"]["batching"] == [1]
+        assert served["bert"]["batching"] == [1]
         assert "'table' [k, 4]" in server.stderr()
         with urllib.request.urlopen(f"{server.url}/v2/models/two/config", timeout=30) as r:
             config = json.loads(r.read())
@@ -85,23 +90,38 @@ def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
         sessions = {
             "two": ort.InferenceSession(model.SerializeToString()),
             "cnn": ort.InferenceSession(rb.small_cnn().SerializeToString()),
+            "bert": ort.InferenceSession(rb.bert_embeddings().SerializeToString()),
         }
         wrong: list[str] = []
+        checked: list[str] = []
 
         def client(k: int) -> None:
             rng = np.random.default_rng(k)
-            c = httpclient.InferenceServerClient(server.hostport)
-            for i in range(6):
-                if (k + i) % 2:
+            lib = grpcclient if k % 2 else httpclient  # half the clients over gRPC
+            c = lib.InferenceServerClient(server.grpc if k % 2 else server.hostport)
+            for i in range(9):
+                if (k + i) % 3 == 0:
                     feeds = {"x": rng.normal(size=(2, 4)), "table": rng.normal(size=(2, 4))}
                     name = "two"
-                else:
+                elif (k + i) % 3 == 1:
                     feeds = {"image": rng.normal(size=(1 + i % 3, 3, 8, 8))}
                     name = "cnn"
-                feeds = {n: v.astype(np.float32) for n, v in feeds.items()}
+                else:  # distinct sequence lengths: only equal ones may share a run
+                    shape = (1 + i % 2, 3 + (k + i) % 3)
+                    feeds = {
+                        "input_ids": rng.integers(0, 100, size=shape),
+                        "token_type_ids": rng.integers(0, 2, size=shape),
+                        "attention_mask": rng.integers(0, 2, size=shape),
+                    }
+                    name = "bert"
+                feeds = {
+                    n: v.astype(np.float32 if v.dtype.kind == "f" else np.int64)
+                    for n, v in feeds.items()
+                }
                 ins = []
                 for n, v in feeds.items():
-                    inp = httpclient.InferInput(n, list(v.shape), "FP32")
+                    kind = "FP32" if v.dtype == np.float32 else "INT64"
+                    inp = lib.InferInput(n, list(v.shape), kind)
                     inp.set_data_from_numpy(v)
                     ins.append(inp)
                 got = c.infer(name, ins)
@@ -111,6 +131,7 @@ def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
                     got.as_numpy(out), want, rtol=1e-5, atol=1e-6
                 ):
                     wrong.append(f"{name} client {k} request {i}")
+                checked.append(name)
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
         for t in threads:
@@ -118,6 +139,7 @@ def test_serve_never_merges_requests_of_a_model_with_two_batch_dims(tmp_path):
         for t in threads:
             t.join(120)
         assert not wrong, wrong[:5]
+        assert len(checked) == 72 and set(checked) == {"two", "cnn", "bert"}
     finally:
         assert server.stop() == 0
 
