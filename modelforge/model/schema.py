@@ -236,15 +236,13 @@ def known_categories(model: ModelProto, names: set[str]) -> dict[str, dict[int |
     """For each graph input read (directly, through Cast/Reshape/... or through a one-column
     Gather) by an ai.onnx.ml OneHotEncoder, LabelEncoder or CategoryMapper: the categories
     that op knows, per selected column (None: the whole input)."""
-    from onnx import numpy_helper
-
     g = model.graph
-    small = {t.name: numpy_helper.to_array(t) for t in g.initializer if _elements(t) <= 16}
+    small = {t.name: v for t in g.initializer if (v := _small_array(t)) is not None}
     origin: dict[str, tuple[str, int | None]] = {n: (n, None) for n in names}
     found: dict[str, dict[int | None, list[Any]]] = {}
     for node in g.node:
         first = node.input[0] if node.input else ""
-        if first not in origin:
+        if first not in origin or not node.output:  # (a malformed node: the checks say so)
             continue
         if node.domain in ("", "ai.onnx"):
             if node.op_type in _PASS_THROUGH:
@@ -264,8 +262,17 @@ def known_categories(model: ModelProto, names: set[str]) -> dict[str, dict[int |
     return found
 
 
-def _elements(t: Any) -> int:
+def _small_array(t: Any) -> Any:
+    """The values of a small embedded initializer (a Gather index); None for big, external
+    or malformed ones (the checks report those: this is only a hint for synthesis)."""
     count = 1
     for d in t.dims:
         count *= int(d)
-    return count if not t.external_data else 1 << 62
+    if t.external_data or not 0 < count <= 16:
+        return None
+    from onnx import numpy_helper
+
+    try:
+        return numpy_helper.to_array(t)
+    except Exception:  # onnx raises ValueError/TypeError on tensors whose data and dims disagree
+        return None
