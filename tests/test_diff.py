@@ -124,7 +124,7 @@ def test_mlp_with_one_layer_changed(tmp_path):
     assert r.parameters["delta"]["count"] == (4 * 8 + 8 + 8 * 3)  # 4x16+16+16x3 - 4x8-8-8x3
     assert r.parameters["delta"]["bytes"] == 4 * r.parameters["delta"]["count"]
     assert r.opsets["changed"] == {"ai.onnx": [17, 18]}
-    assert set(r.structure_changes) == {"opsets", "parameters"}
+    assert set(r.structure_changes) == {"opsets", "parameters", "weights"}
     res = invoke("models", "diff", "mlp", wider)
     assert "opset ai.onnx 17 -> 18" in res.stdout and "parameters 67 -> 131 (+64)" in res.stdout
 

@@ -70,6 +70,7 @@ class _Model:
     proto: ModelProto
     schema: ModelSchema
     inputs: ModelInputs
+    dims: dict[str, int] = field(default_factory=dict)  # --dim values
 
 
 @dataclass
@@ -119,6 +120,18 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _explained(target: _Target, feeds: dict[str, Any], err: Any) -> Any:
+    """A failed run on synthesized inputs names the sizes used for symbolic dims (a traced
+    export may only run at its example's sizes) and hints --dim."""
+    from modelforge.bench.feeds import batch_dim_names
+    from modelforge.model.synth import with_synthesized_sizes
+
+    if target.model.inputs.data_rows is not None:
+        return err  # real data: the sizes are the user's
+    given = {**target.model.dims, **dict.fromkeys(batch_dim_names(target.model.schema), 0)}
+    return with_synthesized_sizes(err, target.model.schema, feeds, given)
+
+
 def _run_once(target: _Target, feeds: dict[str, Any], what: str) -> None:
     from modelforge.engine.session import translate_error
 
@@ -126,7 +139,8 @@ def _run_once(target: _Target, feeds: dict[str, Any], what: str) -> None:
     try:
         target.session.inner.run(None, feeds)
     except Exception as exc:  # onnxruntime raises pybind exception types
-        raise translate_error(exc, f"running {target.name} ({what})") from None
+        failure = translate_error(exc, f"running {target.name} ({what})")
+        raise _explained(target, feeds, failure) from None
 
 
 def _cold_start(target: _Target) -> None:
@@ -172,7 +186,8 @@ def _slot(target: _Target, size: int, runs: int | None, seconds: float | None) -
                 if runs is None and t1 >= deadline:
                     break
     except Exception as exc:  # onnxruntime raises pybind exception types
-        raise translate_error(exc, f"running {target.name} at batch {size}") from None
+        failure = translate_error(exc, f"running {target.name} at batch {size}")
+        raise _explained(target, feeds, failure) from None
     target.samples.setdefault(size, []).extend(got)
     target.round_medians.setdefault(size, []).append(median(got))
     total_s = sum(got) / 1e3
@@ -209,7 +224,7 @@ def _load_model(label: str, ref: str, opts: BenchOptions) -> _Model:
         columns=opts.columns,
         max_feed_bytes=opts.max_feed_bytes,
     )
-    return _Model(label, ref, lm, proto, schema, inputs)
+    return _Model(label, ref, lm, proto, schema, inputs, dict(opts.dims or {}))
 
 
 def run_bench(

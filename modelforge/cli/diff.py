@@ -78,6 +78,18 @@ def _render_structure(out: Renderer, r: Any) -> None:
             f"external data +{', '.join(map(safe, ext['added'])) or '-'} "
             f"-{', '.join(map(safe, ext['removed'])) or '-'}"
         )
+    w = getattr(r, "weights", None) or {}
+    if w.get("changed_count"):
+        names = ", ".join(safe(n, 60) for n in w["changed"][:5])
+        more = ", ..." if w["changed_count"] > 5 else ""
+        lines.append(
+            f"weights: {w['changed_count']} of {w['compared']} initializers have other "
+            f"values ({names}{more})"
+        )
+    if w.get("nodes_changed"):
+        names = ", ".join(safe(n, 60) for n in w["nodes"][:5])
+        more = ", ..." if w["nodes_changed"] > 5 else ""
+        lines.append(f"weights: {w['nodes_changed']} node(s) have other attributes ({names}{more})")
     out.line("structure: " + ("unchanged" if not lines else f"{len(lines)} change(s)"))
     for line in lines:
         out.line(f"  {line}")
@@ -134,7 +146,10 @@ def render_diff(out: Renderer, r: Any) -> None:
     _render_outputs(out, r)
     differing = [k for k, v in r.differences.items() if v]
     if r.equal:
-        out.line("EQUAL" + (f" (ignored: {', '.join(differing)})" if differing else ""))
+        notes = [f"ignored: {', '.join(differing)}"] if differing else []
+        if r.behaviour["status"] != "compared" and r.structure_changes:
+            notes.append("outputs not compared")  # structure alone never makes a difference
+        out.line("EQUAL" + (f" ({'; '.join(notes)})" if notes else ""))
     else:
         counted = [k for k in differing if k in r.fail_on]
         out.line(f"DIFFERENT: {', '.join(counted)}")

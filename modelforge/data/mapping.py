@@ -232,6 +232,26 @@ def resolve_tabular(
             )
             remaining = []
             free = []
+    kept_inputs = [s.name for s in free if s.name in found and s.name in keep]
+    if kept_inputs:  # the column is there, named like the input, but --keep holds it back
+        raise DataError(
+            f"column(s) {_cols_list(kept_inputs, 8)} of {safe(source)} would feed the model "
+            f"input(s) of the same name, but --keep columns are never fed",
+            hint="drop them from --keep (the predictions keep the input order, so join on a "
+            "kept id column instead)",
+            code="ambiguous_mapping",
+        )
+    high = [s for s in free if s.rank is not None and s.rank > 2]
+    if free and len(high) == len(free):  # an image/sequence model given a table
+        spec = high[0]
+        raise DataError(
+            f"input '{safe(spec.name)}' is {spec.dtype} {spec.shape_str()} ({spec.rank}-D) and "
+            f"{safe(source)} has no column named '{safe(spec.name)}': flat columns can only "
+            f"feed 1-D and 2-D inputs (found {len(columns)} columns: {_cols_list(columns, 8)})",
+            hint=f"pass the data as an NPY or NPZ file with the input's shape, or as a JSON "
+            f"Lines/Parquet column '{safe(spec.name)}' of nested lists",
+            code="ambiguous_mapping",
+        )
     if free:
         hint = _delimiter_hint(columns) or (
             "pass --columns a,b,... (one 2-D input) or --map INPUT=COL,... ; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -156,6 +157,9 @@ def load_npy_bytes(data: bytes, name: str) -> np.ndarray:
     return _from_bytes(data, h)
 
 
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
 def _member_key(info: zipfile.ZipInfo, archive: str) -> str:
     name = info.filename
     parts = PurePosixPath(name).parts
@@ -165,7 +169,7 @@ def _member_key(info: zipfile.ZipInfo, archive: str) -> str:
         or "\\" in name
         or "\0" in name
         or ".." in parts
-        or ":" in (parts[0] if parts else "")
+        or _DRIVE.match(name)  # "C:x.npy"; a colon elsewhere is a TF name ("input_1:0")
         or info.is_dir()
     ):
         raise DataError(

@@ -15,6 +15,7 @@ Run modes:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -274,6 +275,9 @@ def choose_mode(
     return mode, reason
 
 
+_UNNAMED = re.compile(r"unk__\d+")
+
+
 def _mode(
     schema: ModelSchema, mapping: Mapping, arrays: dict[str, Any], force_whole: bool
 ) -> tuple[str, str]:
@@ -304,7 +308,9 @@ def _mode(
         )
     if len(set(fixed.values())) > 1:
         return "whole", "the inputs fix different first dimensions"
-    names = {v for v in symbolic.values() if isinstance(v, str)}
+    # tf2onnx (and onnx shape inference) name every unknown dim on its own, unk__N: two
+    # such names say nothing about being different dimensions
+    names = {v for v in symbolic.values() if isinstance(v, str) and not _UNNAMED.fullmatch(v)}
     if len(names) > 1:
         return "whole", (
             "the inputs have different variable first dimensions ("

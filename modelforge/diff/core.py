@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from modelforge.errors import UsageError
-from modelforge.text import escape
+from modelforge.text import escape, safe
 
 FAIL_KINDS = ("schema", "outputs", "labels")
 DEFAULT_RTOL = 1e-5
@@ -53,6 +53,7 @@ class DiffResult:
     rtol: float
     atol: float
     warnings: list[str] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)  # initializers whose values differ
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -148,6 +149,15 @@ def diff_models(
     warnings = []
     if summary["status"] == "skipped" and not summary["problems"]:
         warnings.append(f"outputs not compared: {summary['reason']}")
+        w = struct["weights"]
+        names = [*w["changed"], *w["nodes"]]
+        if names:
+            warnings.append(
+                f"{w['changed_count']} initializer(s) and {w['nodes_changed']} node(s) have "
+                f"other values in B ({', '.join(safe(n, 60) for n in names[:3])}"
+                f"{', ...' if len(names) > 3 else ''}): the outputs probably differ, but "
+                "only the structure was compared; pass --data DATA to compare outputs"
+            )
     return DiffResult(
         a=side_a.info,
         b=side_b.info,

@@ -114,6 +114,78 @@ def parameters(model: ModelProto) -> dict[str, int]:
     return {"tensors": tensors, "count": count, "bytes": size}
 
 
+def _initializers(model: ModelProto) -> dict[str, TensorProto]:
+    out: dict[str, TensorProto] = {}
+    for g in _graphs(model.graph):
+        for t in g.initializer:
+            out.setdefault(t.name, t)
+    return out
+
+
+def _is_external(t: TensorProto) -> bool:
+    return t.data_location == 1 or any(e.key == "location" for e in t.external_data)
+
+
+def _same_tensor(a: TensorProto, b: TensorProto) -> bool:
+    """Same dtype, dims and values (embedded tensors; the encoding may differ: raw_data in
+    one, typed fields in the other)."""
+    if a.data_type != b.data_type or list(a.dims) != list(b.dims):
+        return False
+    if a.raw_data and b.raw_data:
+        return a.raw_data == b.raw_data
+    if a.SerializeToString() == b.SerializeToString():
+        return True
+    import numpy as np
+    from onnx import numpy_helper
+
+    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+    return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+
+
+def _nodes_with_other_attributes(a: ModelProto, b: ModelProto) -> list[str]:
+    """Main-graph nodes, paired in order when both graphs have the same op sequence, whose
+    attributes differ: where scikit-learn models keep what training learned (the
+    coefficients of LinearClassifier, the trees of TreeEnsemble*). Subgraphs are not
+    compared here."""
+    na, nb = list(a.graph.node), list(b.graph.node)
+    if [n.op_type for n in na] != [n.op_type for n in nb]:
+        return []
+    out = []
+    for x, y in zip(na, nb, strict=True):
+        ax = [t.SerializeToString() for t in x.attribute if not (t.HasField("g") or t.graphs)]
+        ay = [t.SerializeToString() for t in y.attribute if not (t.HasField("g") or t.graphs)]
+        if sorted(ax) != sorted(ay):
+            out.append(x.op_type if x.name in ("", x.op_type) else f"{x.op_type} {x.name}")
+    return out
+
+
+def weights(a: ModelProto, b: ModelProto) -> dict[str, Any]:
+    """Initializers present in both models (by name) whose values differ: a model retrained
+    with the same architecture has the same ops and parameter count, and only this shows
+    it. External tensors are never loaded, so they are counted as not compared."""
+    ta, tb = _initializers(a), _initializers(b)
+    common = [n for n in ta if n in tb]
+    changed: list[str] = []
+    external = 0
+    for name in common:
+        x, y = ta[name], tb[name]
+        if _is_external(x) or _is_external(y):
+            external += 1
+        elif not _same_tensor(x, y):
+            changed.append(name)
+    nodes = _nodes_with_other_attributes(a, b)
+    return {
+        "nodes_changed": len(nodes),
+        "nodes": nodes[:20],
+        "compared": len(common) - external,
+        "changed_count": len(changed),
+        "changed": changed[:20],
+        "external_not_compared": external,
+        "only_a": sum(1 for n in ta if n not in tb),
+        "only_b": sum(1 for n in tb if n not in ta),
+    }
+
+
 def external_files(model: ModelProto) -> list[str]:
     found = set()
     for g in _graphs(model.graph):
@@ -159,6 +231,7 @@ def structure(a: ModelProto, b: ModelProto) -> dict[str, Any]:
         "metadata_props": _delta(meta_a, meta_b),
         "ops": {"a": ops_a, "b": ops_b, "delta": ops_delta},
         "parameters": {"a": pa, "b": pb, "delta": {k: pb[k] - pa[k] for k in pa}},
+        "weights": weights(a, b),
         "external_data": {
             "a": ea,
             "b": eb,
@@ -184,4 +257,6 @@ def structure_changed(s: dict[str, Any]) -> list[str]:
         out.append("parameters")
     if s["external_data"]["added"] or s["external_data"]["removed"]:
         out.append("external_data")
+    if s["weights"]["changed_count"] or s["weights"]["nodes_changed"]:
+        out.append("weights")
     return out

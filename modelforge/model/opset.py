@@ -110,7 +110,49 @@ def convert_version(model: ModelProto, target: int) -> ModelProto:
             raise first from None
         _restore_io_types(converted, model)
     _drop_untyped_value_info(converted)
+    _drop_stale_noop_with_empty_axes(converted, target)
     return converted
+
+
+def _graphs(graph: Any) -> list[Any]:
+    out = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                out.extend(_graphs(attr.g))
+            out.extend(g for sub in attr.graphs for g in _graphs(sub))
+    return out
+
+
+def _drop_stale_noop_with_empty_axes(model: ModelProto, target: int) -> None:
+    """onnx's Reduce* downgrade adapters (18 -> 17, ReduceSum 13 -> 12) move ``axes`` from
+    an input back to an attribute but keep ``noop_with_empty_axes``, which the older ops do
+    not have, so onnx.checker and onnxruntime refuse the result (PyTorch's dynamo exporter
+    always writes that attribute). The attribute only matters when there are no axes: it is
+    dropped when it is 0 (the default: reduce over all axes, which is what the old op does
+    without axes) or when the node has explicit axes; a node reducing nothing with
+    ``noop_with_empty_axes=1`` keeps it (the old op has no way to say that)."""
+    from onnx import defs
+
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            if node.domain not in ("", DEFAULT_DOMAIN) or not node.op_type.startswith("Reduce"):
+                continue
+            attrs = {a.name: a for a in node.attribute}
+            stale = attrs.get("noop_with_empty_axes")
+            if stale is None:
+                continue
+            try:
+                schema = defs.get_schema(node.op_type, target, "")
+            except Exception:  # onnx raises SchemaError for unknown ops
+                continue
+            if "noop_with_empty_axes" in schema.attributes:
+                continue
+            has_axes = "axes" in attrs and len(attrs["axes"].ints) > 0
+            if stale.i == 0 or has_axes:
+                kept = [a for a in node.attribute if a.name != "noop_with_empty_axes"]
+                del node.attribute[:]
+                node.attribute.extend(kept)
 
 
 def _drop_untyped_value_info(model: ModelProto) -> None:

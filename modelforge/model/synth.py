@@ -1,10 +1,16 @@
 """Synthesizing model inputs from a schema, for smoke runs, parity checks and benchmarks.
 
 * symbolic dims take their value from ``dims`` (``--dim NAME=VALUE``), else 1; the same
-  symbolic name gets the same value in every input; unknown dims become 1;
+  symbolic name gets the same value in every input; unknown dims become 1; a dim named by
+  a sum or product of other dims (``past_sequence_length + 1``) gets its value;
 * ``batch`` overrides the first dimension when it is symbolic or unknown;
-* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts);
-  bools random; strings non-empty ("a").
+* floats ~ N(0, 1); integers in [0, 4) (safe as indices, class ids, small counts), below
+  the row count of the smallest table an input indexes through Gather (BERT's
+  token_type_ids index 2 segment embeddings: values 0 and 1), except
+  integer inputs named like a mask (``attention_mask``): all ones, since a row of zeros is
+  all padding and transformer exports answer it with NaN; bools random; strings non-empty
+  ("a"); inputs (or columns) read by a scikit-learn category op (OneHotEncoder,
+  LabelEncoder, CategoryMapper) take categories that op knows.
 
 Inputs that cannot be synthesized (sequences, maps, optional or sparse types, element types
 numpy cannot represent) raise :class:`DataError` naming the input.
@@ -12,11 +18,12 @@ numpy cannot represent) raise :class:`DataError` naming the input.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import DataError, UsageError
+from modelforge.errors import DataError, ModelForgeError, UsageError
 from modelforge.model.schema import ModelSchema, TensorSpec
-from modelforge.text import escape
+from modelforge.text import escape, safe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,10 +55,37 @@ def resolve_shape(
                 )
             shape.append(d)
         elif isinstance(d, str):
-            shape.append(int(dims.get(d, 1)))
+            shape.append(dim_value(d, dims))
         else:
             shape.append(1)
     return shape
+
+
+_OPERAND = r"([A-Za-z_][A-Za-z0-9_]*|\d+)"
+_EXPRESSION = re.compile(_OPERAND + r"(\s*[-+*]\s*" + _OPERAND + ")+")
+_TERM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|[-+*]")
+
+
+def dim_value(name: str, dims: dict[str, int]) -> int:
+    """The size of a symbolic dim: ``--dim`` value, else 1. A dim named by an expression
+    over other dims, as Hugging Face exports with a KV cache write
+    (``past_sequence_length + 1``, ``past_sequence_length + sequence_length``), gets the
+    expression's value, so the inputs agree with each other."""
+    if name in dims:
+        return int(dims[name])
+    if not _EXPRESSION.fullmatch(name.strip()):
+        return 1
+    terms = _TERM.findall(name)
+    values = [t if t in "+-*" else int(t) if t.isdigit() else int(dims.get(t, 1)) for t in terms]
+    total, sign, product = 0, 1, values[0]
+    for op, value in zip(values[1::2], values[2::2], strict=True):
+        if op == "*":
+            product = int(product) * int(value)
+        else:
+            total += sign * int(product)
+            sign, product = (1 if op == "+" else -1), value
+    total += sign * int(product)
+    return max(total, 0)
 
 
 def synthesize_input(
@@ -59,6 +93,7 @@ def synthesize_input(
     rng: np.random.Generator,
     dims: dict[str, int] | None = None,
     batch: int | None = None,
+    bound: int | None = None,
 ) -> np.ndarray:
     import numpy as np
 
@@ -83,7 +118,11 @@ def synthesize_input(
     if kind == "b":
         return rng.integers(0, 2, size=shape).astype(bool)
     if kind in "iu":
-        return rng.integers(0, INT_HIGH, size=shape).astype(spec.dtype)
+        high = min(INT_HIGH, bound) if bound else INT_HIGH
+        values = rng.integers(0, high, size=shape).astype(spec.dtype)
+        if "mask" in spec.name.lower():  # attention_mask: 1 = attend (a 0 row is all padding)
+            return np.ones(shape, dtype=spec.dtype)  # drawn anyway: other inputs keep theirs
+        return values
     if kind == "f":
         return rng.standard_normal(size=shape).astype(spec.dtype)
     if kind == "c":
@@ -114,7 +153,38 @@ def synthesize_inputs(
     if batch is not None and batch < 1:
         raise UsageError("the batch size must be at least 1", code="invalid_option")
     rng = np.random.default_rng(seed)
-    return {spec.name: synthesize_input(spec, rng, dims, batch) for spec in schema.inputs}
+    bounds = schema.index_bounds
+    out = {}
+    for spec in schema.inputs:
+        arr = synthesize_input(spec, rng, dims, batch, bounds.get(spec.name))
+        known = schema.categories.get(spec.name)
+        out[spec.name] = _with_categories(arr, known, rng) if known else arr
+    return out
+
+
+def _with_categories(
+    value: np.ndarray, known: dict[int | None, list[Any]], rng: np.random.Generator
+) -> np.ndarray:
+    """Fill the input (or the columns a category op reads) with categories it knows."""
+    import numpy as np
+
+    out = value.copy()
+    for col, cats in known.items():
+        if out.dtype == object:
+            usable = [str(c) for c in cats]
+        elif all(isinstance(c, (int, float)) for c in cats):
+            usable = [c for c in cats if np.asarray(c).astype(out.dtype) == c]
+        else:
+            usable = []
+        if not usable:
+            continue
+        if col is None:
+            picks = rng.integers(0, len(usable), size=out.shape)
+            out[...] = np.array(usable, dtype=out.dtype)[picks]
+        elif out.ndim == 2 and -out.shape[1] <= col < out.shape[1]:
+            picks = rng.integers(0, len(usable), size=out.shape[0])
+            out[:, col] = np.array(usable, dtype=out.dtype)[picks]
+    return out
 
 
 def parse_dims(items: list[str] | None) -> dict[str, int]:
@@ -134,3 +204,29 @@ def parse_dims(items: list[str] | None) -> dict[str, int]:
             )
         out[name] = value
     return out
+
+
+def with_synthesized_sizes(
+    err: ModelForgeError, schema: ModelSchema, feeds: dict[str, Any], given: dict[str, int] | None
+) -> ModelForgeError:
+    """A failed smoke run on a model with symbolic dims: say which sizes were synthesized
+    (exporters that trace an example input, like PyTorch's TorchScript exporter, can bake
+    its sizes into Reshape constants while still declaring the dims symbolic, so the model
+    runs only at those sizes) and how to try others."""
+    guessed: dict[str, int] = {}
+    for spec in schema.inputs:
+        value = feeds.get(spec.name)
+        for axis, d in enumerate(spec.shape or []):
+            if isinstance(d, str) and d not in (given or {}) and value is not None:
+                guessed.setdefault(d, int(value.shape[axis]))
+    if not guessed:
+        return err
+    sizes = ", ".join(f"{safe(k, 40)}={v}" for k, v in list(guessed.items())[:6])
+    example = " ".join(f"--dim {safe(k, 40)}=N" for k in list(guessed)[:2])
+    err.message = f"{err.message} (symbolic dims synthesized as {sizes})"
+    err.hint = (
+        f"if the model only runs at particular sizes (e.g. the example input it was traced "
+        f"with), retry with {example}; a model that should accept any size needs re-exporting "
+        "with those dims left dynamic"
+    )
+    return err

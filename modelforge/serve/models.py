@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,68 @@ class Port:
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+def _shown(port: Port) -> str:
+    symbols = [*port.symbols, *[None] * (len(port.shape) - len(port.symbols))]
+    dims = [s or ("?" if d < 0 else str(d)) for d, s in zip(port.shape, symbols, strict=False)]
+    return f"'{escape(port.name)}' [{', '.join(dims)}]" if dims else f"'{escape(port.name)}'"
+
+
+def batch_dim_missing(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why this model has no batch dimension to merge requests on (None: every input and
+    output has a variable first dimension; ZipMap outputs are one row per input row)."""
+    for port in inputs:
+        if not port.shape or port.shape[0] >= 0:
+            return f"input {_shown(port)} has no variable first (batch) dimension"
+    for port in outputs:
+        if not port.zipmap and (not port.shape or port.shape[0] >= 0):
+            return f"output {_shown(port)} has no variable first (batch) dimension"
+    return None
+
+
+_ANONYMOUS = re.compile(r"unk__\d+")
+
+
+def _named(symbol: str | None) -> bool:
+    """A dim name that means something: tf2onnx (and onnx's shape inference) give every
+    unknown dim its own ``unk__N``, so two of those say nothing about being different."""
+    return bool(symbol) and not _ANONYMOUS.fullmatch(symbol or "")
+
+
+def batch_dims_disagree(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why the variable first dimensions are not one batch dimension: ``x [batch, 4]`` next
+    to ``table [k, 4]`` are two (merging requests would concatenate the tables too, and
+    each answer would get the others' columns), and so is an output whose first dimension
+    is a named non-batch dimension of an input. An output may name its first dimension
+    differently from the inputs (exporters do: ``Divpooled_dim_0``); the batcher still
+    checks its rows at run time. tf2onnx's ``unk__N`` names count as unnamed. Inputs named
+    differently by mistake (``batch`` and ``batch_size``) are taken at their word: served
+    unbatched, with this reason."""
+    named = [p for p in inputs if p.symbols and _named(p.symbols[0])]
+    firsts = {p.symbols[0] for p in named}
+    if len(firsts) > 1:
+        a = named[0]
+        b = next(p for p in named if p.symbols[0] != a.symbols[0])
+        return (
+            f"inputs {_shown(a)} and {_shown(b)} do not share their first dimension "
+            f"('{escape(a.symbols[0] or '')}' and '{escape(b.symbols[0] or '')}')"
+        )
+    inner = {s for p in inputs for s in p.symbols[1:] if _named(s)} - firsts
+    for port in outputs:
+        first = port.symbols[0] if port.symbols else None
+        if first in inner:
+            return (
+                f"output {_shown(port)} has input dimension '{escape(first or '')}' first, "
+                "not the batch dimension"
+            )
+    return None
+
+
+def batch_problem(inputs: list[Port], outputs: list[Port]) -> str | None:
+    """Why requests of this model can never be merged along dimension 0, from the declared
+    shapes alone (None: they may be, subject to the row-independence probe)."""
+    return batch_dim_missing(inputs, outputs) or batch_dims_disagree(inputs, outputs)
 
 
 def _dims(spec: TensorSpec) -> list[int]:

@@ -176,11 +176,17 @@ class Registry:
         mode = self.options.batching
         if mode == "off":
             return False
-        dynamic = all(p.shape and p.shape[0] < 0 for p in opened.inputs) and all(
-            p.zipmap or (p.shape and p.shape[0] < 0) for p in opened.outputs
-        )
-        if not dynamic or mode == "on":
-            return bool(dynamic)
+        missing = core.batch_dim_missing(opened.inputs, opened.outputs)
+        if missing is not None:
+            if mode == "on":  # --batching on skips the probe, not the shapes
+                log.warning("%s: dynamic batching is off: %s", label, missing)
+            return False
+        disagree = core.batch_dims_disagree(opened.inputs, opened.outputs)
+        if disagree is not None:
+            log.warning("%s: dynamic batching is off: %s", label, disagree)
+            return False
+        if mode == "on":
+            return True
         why = rows_independent(opened)
         if why is not None:
             log.warning("%s: dynamic batching is off: %s; --batching on forces it", label, why)

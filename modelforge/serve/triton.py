@@ -39,10 +39,12 @@ def _tensor(port: Port, batched: bool) -> dict[str, Any]:
 
 
 def model_config(sv: ServedVersion, options: ServeOptions) -> dict[str, Any]:
+    from modelforge.serve.models import batch_problem
+
     ins, outs = sv.opened.inputs, sv.opened.outputs
-    batched = all(p.shape and p.shape[0] < 0 for p in ins) and all(
-        p.shape and p.shape[0] < 0 for p in outs
-    )
+    # max_batch_size > 0 tells Triton clients that every input and output has one shared
+    # leading batch dimension (left out of dims): only true when batch_problem finds none
+    batched = batch_problem(ins, outs) is None
     config: dict[str, Any] = {
         "name": sv.name,
         "platform": PLATFORM,

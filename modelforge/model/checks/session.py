@@ -78,7 +78,7 @@ def check_smoke(ctx: Ctx) -> Check:
 
     from modelforge.engine.session import translate_error
     from modelforge.model.schema import extract_schema
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import synthesize_inputs, with_synthesized_sizes
 
     schema = ctx.schema
     try:
@@ -92,13 +92,15 @@ def check_smoke(ctx: Ctx) -> Check:
     except Exception as exc:
         if isolate.is_allocation_failure(exc):
             raise
-        raise translate_error(exc, "running the model on synthesized inputs") from None
+        failure = translate_error(exc, "running the model on synthesized inputs")
+        raise with_synthesized_sizes(failure, schema, feeds, ctx.opts.dims) from None
     run_ms = (time.perf_counter() - start) * 1000
     ctx.outputs = outputs
     declared = extract_schema(ctx.model).outputs
     summary: list[dict[str, Any]] = []
     problems: list[str] = []
     non_finite: list[str] = []
+    other_dims: list[str] = []  # a fixed declared dim the run did not produce
     for spec, value in zip(declared, outputs, strict=False):
         entry: dict[str, Any] = {"name": spec.name, "type": spec.type}
         if isinstance(value, np.ndarray):
@@ -112,6 +114,14 @@ def check_smoke(ctx: Ctx) -> Check:
             if spec.rank is not None and value.ndim != spec.rank:
                 problems.append(
                     f"output '{safe(spec.name, 80)}' has rank {value.ndim}, declared {spec.rank}"
+                )
+            elif spec.shape is not None and any(
+                isinstance(d, int) and d >= 0 and d != got
+                for d, got in zip(spec.shape, value.shape, strict=False)
+            ):
+                other_dims.append(
+                    f"output '{safe(spec.name, 80)}' is {list(value.shape)}, declared "
+                    f"{spec.shape_str()}"
                 )
             if value.dtype.kind in "fc" and not np.isfinite(value).all():
                 non_finite.append(spec.name)
@@ -134,6 +144,14 @@ def check_smoke(ctx: Ctx) -> Check:
     shapes = ", ".join(
         f"{safe(e['name'], 60)} {e.get('shape', e.get('python_type'))}" for e in summary[:8]
     )
+    if other_dims:
+        return Check(
+            "smoke", "warn", "output_shape_mismatch",
+            f"{'; '.join(other_dims[:3])}: the declared fixed dimension is not what the "
+            "model computes",
+            "clients that trust the declared shape (serve's /config, Triton tools) will "
+            "misread the output; fix the output shapes when exporting", details,
+        )  # fmt: skip
     if non_finite:
         return Check(
             "smoke", "warn", "nan_or_inf",

@@ -4,6 +4,7 @@ run in the guarded child process; none of them creates an onnxruntime session fo
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,6 +164,27 @@ def check_structure(ctx: Ctx) -> Check:
 # ---- 5. shapes --------------------------------------------------------------------------------
 
 
+_INVENTED = re.compile(r"unk__\d+")
+
+
+def _forget_invented_dims(model: Any, inferred: Any) -> None:
+    """Shape inference names the dims it cannot tell ``unk__0``, ``unk__1``...; shown as
+    they are, ``output_label [unk__4]`` reads like a dimension of the model. A name the
+    model does not use itself is shown as an unknown dim (``?``) instead."""
+    declared = {
+        d.dim_param
+        for vi in [*model.graph.input, *model.graph.output]
+        if vi.type.HasField("tensor_type")
+        for d in vi.type.tensor_type.shape.dim
+    }
+    for vi in inferred.graph.output:
+        if not vi.type.HasField("tensor_type"):
+            continue
+        for d in vi.type.tensor_type.shape.dim:
+            if _INVENTED.fullmatch(d.dim_param) and d.dim_param not in declared:
+                d.ClearField("dim_param")
+
+
 def check_shapes(ctx: Ctx) -> Check:
     import onnx
 
@@ -177,6 +199,7 @@ def check_shapes(ctx: Ctx) -> Check:
             "shapes", "fail", "shape_inference_failed", f"shape inference: {one_line(exc)}",
             "types or shapes disagree inside the graph; re-export the model", {},
         )  # fmt: skip
+    _forget_invented_dims(ctx.model, inferred)
     outs = [spec_from_value_info(vi) for vi in inferred.graph.output]
     ctx.extra["inferred_outputs"] = [o.to_dict() for o in outs]
     text = "; ".join(f"{safe(o.name, 60)}: {o.type} {o.shape_str()}" for o in outs[:8])
