@@ -107,6 +107,64 @@ def test_auto_is_not_moved_by_the_servers_own_load():
     assert "None" in results, r.stdout
 
 
+def test_auto_is_the_default_and_off_leaves_the_threads_to_the_kernel(tmp_path):
+    path = save(builders.linear(4, 2, seed=0), tmp_path / "lin.onnx")
+    everything = os.sched_getaffinity(0)
+    for args, pinned in (([], True), (["--loop-cpu", "off"], False)):
+        server = start_server([str(path), *args], env={"MODELFORGE_HOME": str(tmp_path / "s")})
+        try:
+            pid = server.info["worker_pid"]
+            assert _infer(server.info["port"]) == 200
+            loop = _affinity(pid, pid)
+            assert (len(loop) == 1) if pinned else (loop == everything), (args, loop)
+        finally:
+            assert server.stop() == 0
+
+
+INSTANCES = """
+import os, threading
+from modelforge.serve import affinity
+from modelforge.serve.batcher import _Instance
+full = sorted(os.sched_getaffinity(0))
+affinity.pin_loop(full[0])  # this thread plays the pinned event loop
+out = {}
+for colocate in (True, False):
+    inst, done = _Instance("t", colocate), threading.Event()
+    def job(c=colocate):
+        out[c] = sorted(os.sched_getaffinity(0))
+        done.set()
+    inst.submit(job)
+    done.wait(30)
+    inst.stop()
+print(out == {True: [full[0]], False: full}, out)
+"""
+
+
+def test_an_instance_thread_with_long_runs_leaves_the_loops_cpu():
+    """Started by the pinned loop, an instance thread inherits its CPU: a colocated one
+    keeps it, any other one takes every CPU back."""
+    r = subprocess.run(
+        [sys.executable, "-c", INSTANCES], capture_output=True, text=True, timeout=60
+    )
+    assert r.stdout.startswith("True"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("instances", "threads", "chosen", "expected"),
+    [(1, None, 1, True), (2, None, 1, False), (1, 1, 1, False), (1, None, 2, False)],
+)
+def test_auto_colocates_only_one_instance_of_a_short_running_model(
+    instances, threads, chosen, expected
+):
+    from types import SimpleNamespace
+
+    from modelforge.serve.options import ServeOptions
+    from modelforge.serve.registry import _short_runs
+
+    opts = ServeOptions(instances=instances, threads=threads)
+    assert _short_runs(opts, SimpleNamespace(threads=chosen)) is expected  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("idle", "others", "expected"),
     [

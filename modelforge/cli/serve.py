@@ -105,7 +105,7 @@ class CapacityArgs:
             "CPU (auto); off: wherever the kernel puts them (Linux; onnxruntime's own "
             "threads keep every CPU).",
         ),
-    ] = "off"
+    ] = "auto"
 
     def build(self) -> dict[str, Any]:
         """ServeOptions keywords; ``--batching`` checked here, the numbers by

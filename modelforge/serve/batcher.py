@@ -86,6 +86,7 @@ class Batcher:
         label: str = "",
         inline_us: int = 0,
         load: Load | None = None,
+        colocate: bool = True,
     ) -> None:
         self.version = version
         self.batching = batching
@@ -97,7 +98,7 @@ class Batcher:
         n = len(version.sessions)
         self.free = list(range(n - 1, -1, -1))
         self.queue: deque[Work] = deque()
-        self.threads = [_Instance(f"mf-infer-{label}-{i}") for i in range(n)]
+        self.threads = [_Instance(f"mf-infer-{label}-{i}", colocate) for i in range(n)]
         self.pending = 0  # queued + running requests
         self.closed = False
         self._idle = asyncio.Event()
@@ -391,10 +392,11 @@ class _Instance:
     hand-off is most of a small model's cost. Started on the first job.
     """
 
-    __slots__ = ("name", "jobs", "thread", "stopped")
+    __slots__ = ("name", "jobs", "thread", "stopped", "colocate")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, colocate: bool = True) -> None:
         self.name = name
+        self.colocate = colocate  # with a pinned loop: on its CPU, or free (long runs)
         self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.stopped = False
@@ -411,7 +413,10 @@ class _Instance:
     def _loop(self) -> None:
         from modelforge.serve import affinity
 
-        affinity.pin_here()  # --loop-cpu: next to the event loop it trades the GIL with
+        if self.colocate:  # --loop-cpu: next to the event loop it trades the GIL with
+            affinity.pin_here()
+        else:  # started by the pinned loop: it would inherit the pin
+            affinity.unpin_here()
         get = self.jobs.get
         while (job := get()) is not None:
             job()

@@ -28,7 +28,7 @@ class ServeOptions:
     max_queue_delay_us: int = 0
     max_queue: int = 256  # queued requests per model version before 503
     inline_below_us: int = 0  # opt-in: lone requests of models faster than this run on the loop
-    loop_cpu: int | str | None = None  # the event loop and instance threads on this CPU, or
+    loop_cpu: int | str | None = "auto"  # the event loop and instance threads on this CPU,
     # "auto": on the least crowded one (affinity.Mover); None: wherever the kernel puts them
     request_timeout_s: float | None = 30.0
     max_request_bytes: int = 64 * MiB
@@ -60,13 +60,17 @@ class ServeOptions:
         need(self.max_queue_delay_us >= 0, "--max-queue-delay must be 0 or more microseconds")
         need(self.max_queue >= 1, "--max-queue must be at least 1")
         need(self.inline_below_us >= 0, "--inline-below must be 0 or more microseconds")
-        if self.loop_cpu is not None:
+        need(
+            self.loop_cpu in (None, "auto") or isinstance(self.loop_cpu, int),
+            f"--loop-cpu must be a CPU number, auto or off (got {self.loop_cpu!r})",
+        )
+        if isinstance(self.loop_cpu, int):  # auto is a no-op where affinity cannot be set
             from modelforge.serve.affinity import available
 
             cpus = available()
             need(cpus is not None, "--loop-cpu needs a platform with CPU affinity (Linux)")
             need(
-                cpus is None or self.loop_cpu == "auto" or self.loop_cpu in cpus,
+                cpus is None or self.loop_cpu in cpus,
                 f"--loop-cpu {self.loop_cpu} is not a CPU this process may use "
                 f"(allowed: {', '.join(map(str, sorted(cpus or [])))})",
             )

@@ -151,6 +151,7 @@ class Registry:
             label=label,
             inline_us=opts.inline_below_us,
             load=self.traffic,
+            colocate=opts.loop_cpu != "auto" or _short_runs(opts, opened),
         )
         n = len(opened.sessions)
         stats.watch(lambda: n - len(batcher.free), lambda: len(batcher.queue))
@@ -366,3 +367,11 @@ class Registry:
             for sv in model.loaded.values():
                 left = max(0.05, budget_s - (time.monotonic() - started))
                 await sv.batcher.drain(left)
+
+
+def _short_runs(opts: ServeOptions, opened: core.OpenedVersion) -> bool:
+    """``--loop-cpu auto`` puts an instance thread on the loop's CPU only where that costs
+    no parallelism: one instance whose one intra-op thread was chosen because a full batch
+    runs under a millisecond. Longer runs would take the loop's CPU from it; several
+    instances on one CPU would run one at a time."""
+    return opts.instances == 1 and opts.threads is None and opened.threads == 1

@@ -188,10 +188,20 @@ def _pin(loop_cpu: int | str, loop: asyncio.AbstractEventLoop) -> None:
     if loop_cpu != "auto":
         affinity.pin_loop(int(loop_cpu))
         return
-    mover = affinity.Mover()
+    if len(affinity.available() or ()) < 2:
+        return  # nowhere to pin (or no affinity on this platform)
+    try:
+        mover = affinity.Mover()
+    except OSError as exc:  # a sandbox that refuses sched_setaffinity: run unpinned
+        logging.getLogger("modelforge.serve").debug("--loop-cpu auto: not pinned: %s", exc)
+        return
 
     def tick() -> None:
-        mover.check()
+        try:
+            mover.check()
+        except Exception as exc:  # /proc unreadable, a refused move: stay where it is
+            logging.getLogger("modelforge.serve").debug("--loop-cpu auto: stopped: %s", exc)
+            return
         loop.call_later(MOVER_INTERVAL_S, tick)
 
     loop.call_later(MOVER_INTERVAL_S, tick)
