@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from modelforge.model.checks.graph import walk_graphs
+
 if TYPE_CHECKING:
-    from onnx import GraphProto, ModelProto, TensorProto
+    from onnx import ModelProto, TensorProto
 
     from modelforge.model.schema import ModelSchema, TensorSpec
 
@@ -67,21 +69,9 @@ def schema_changes(a: ModelSchema, b: ModelSchema) -> list[dict[str, Any]]:
     return _io_changes("input", a.inputs, b.inputs) + _io_changes("output", a.outputs, b.outputs)
 
 
-def _graphs(graph: GraphProto) -> list[GraphProto]:
-    """The graph and every subgraph (If/Loop/Scan bodies), depth-first."""
-    out = [graph]
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                out.extend(_graphs(attr.g))
-            for g in attr.graphs:
-                out.extend(_graphs(g))
-    return out
-
-
 def op_histogram(model: ModelProto) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    for g in _graphs(model.graph):
+    for g, *_ in walk_graphs(model):
         for node in g.node:
             domain = node.domain if node.domain not in ("", "ai.onnx") else ""
             counts[f"{domain}:{node.op_type}" if domain else node.op_type] += 1
@@ -104,7 +94,7 @@ def parameters(model: ModelProto) -> dict[str, int]:
     tensors = 0
     count = 0
     size = 0
-    for g in _graphs(model.graph):
+    for g, *_ in walk_graphs(model):
         inits = list(g.initializer) + [s.values for s in g.sparse_initializer]
         for t in inits:
             n, b = _tensor_numbers(t)
@@ -116,7 +106,7 @@ def parameters(model: ModelProto) -> dict[str, int]:
 
 def _initializers(model: ModelProto) -> dict[str, TensorProto]:
     out: dict[str, TensorProto] = {}
-    for g in _graphs(model.graph):
+    for g, *_ in walk_graphs(model):
         for t in g.initializer:
             out.setdefault(t.name, t)
     return out
@@ -188,7 +178,7 @@ def weights(a: ModelProto, b: ModelProto) -> dict[str, Any]:
 
 def external_files(model: ModelProto) -> list[str]:
     found = set()
-    for g in _graphs(model.graph):
+    for g, *_ in walk_graphs(model):
         for t in g.initializer:
             for entry in t.external_data:
                 if entry.key == "location":
