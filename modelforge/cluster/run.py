@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelforge.cluster.commit import SUCCESS, OutputDir, prepare
-from modelforge.cluster.executor import Dask, InProcess, RunStats, _import_distributed
+from modelforge.cluster.dask_executor import Dask
+from modelforge.cluster.dask_setup import import_distributed
+from modelforge.cluster.executor import InProcess, RunStats
 from modelforge.cluster.part import (
     ModelSpec,
     PartTask,
@@ -108,7 +110,7 @@ def predict_partitioned(
         raise UsageError("--data cannot be partitioned", hint="write it with -o FILE",
                          code="invalid_option")  # fmt: skip
     if cluster:
-        _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
+        import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
     with collect_warnings() as warnings:
         plan = make_plan([os.fspath(p) for p in inputs], rows, opts.fmt)
         spec, lm = resolve(model)
