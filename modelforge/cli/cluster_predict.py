@@ -121,7 +121,8 @@ def predict_parts(out: Renderer, limits: Any, out_format: str | None = None, **k
         def show(p: dict[str, Any]) -> None:
             if p["event"] == "start" and p.get("dashboard"):
                 out.info(f"dashboard: {p['dashboard']}")
-            bar.update(completed=p["rows_done"], total=p["rows_total"])
+            parts = f"predicting parts {p['parts_done']:,}/{p['parts_total']:,}"
+            bar.update(completed=p["rows_done"], total=p["rows_total"], description=parts)
 
         if kw.get("cluster"):
             summary = _run(kw, show)

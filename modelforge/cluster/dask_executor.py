@@ -16,6 +16,7 @@ from modelforge.cluster.dask_setup import (
     MAX_LOCAL_PER_CORE,
     check_address,
     import_distributed,
+    probe_scheduler,
     restore_environ,
     scheduler_file_address,
     spawn_environ,
@@ -79,6 +80,7 @@ class Dask:
             source = f" (from the scheduler file '{escape(target)}')"
             target = scheduler_file_address(target)
         check_address(target, address)
+        probe_scheduler(target, CONNECT_TIMEOUT_S, source)
         try:
             return distributed.Client(
                 address=target, timeout=CONNECT_TIMEOUT_S, set_as_default=False
@@ -124,10 +126,20 @@ class Dask:
         with dask.config.set(settings):
             # the embedded cluster is ours: its own log lines (a heartbeat racing the shutdown)
             # are noise on the user's stderr; task failures still reach the client as errors
-            self.local = distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=":0", silence_logs=logging.CRITICAL, env=env,
-            )  # fmt: skip
+            try:
+                self.local = distributed.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=":0", silence_logs=logging.CRITICAL, env=env,
+                )  # fmt: skip
+            except RuntimeError as exc:  # "Nanny failed to start."
+                raise RuntimeFailure(
+                    f"--cluster '{escape(target)}': the embedded Dask cluster could not start "
+                    f"its worker processes ({safe(str(exc), 120)})",
+                    hint="from a Python script, call predict_partitioned under "
+                    "'if __name__ == \"__main__\":' (workers re-import the script); "
+                    "otherwise check memory and process limits",
+                    code="cluster_start_failed",
+                ) from exc
         return distributed.Client(self.local, set_as_default=False)
 
     def _workers(self) -> dict[str, Any]:
@@ -245,6 +257,10 @@ class Dask:
             return None
         return str(link) if link else None
 
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local" if self.local else "scheduler",
+                "address": self.client.scheduler.address, "workers": len(self.seen)}  # fmt: skip
+
     def _poll_workers(self) -> None:
         now = set(self._workers())
         self.lost |= self.seen - now
@@ -273,9 +289,7 @@ class Dask:
 
         for task in tasks:
             submit(task, 0)
-        stats = RunStats(cluster={"kind": "local" if self.local else "scheduler",
-                                  "address": self.client.scheduler.address,
-                                  "workers": len(self.seen)})  # fmt: skip
+        stats = RunStats(cluster=self.describe())
         last_poll = time.monotonic()
         try:
             for fut in done_iter:  # O(1) per completion (wait() on all pending is O(n))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from modelforge.errors import UsageError
-from modelforge.text import escape
+from modelforge.errors import RuntimeFailure, UsageError
+from modelforge.text import escape, safe
 
 
 def import_distributed() -> Any:
@@ -117,6 +117,72 @@ def scheduler_file_address(path: str) -> str:
             code="invalid_option",
         )
     return address
+
+
+def probe_scheduler(target: str, timeout: float, source: str = "") -> None:
+    """Ask ``target`` who it is (Dask's ``identity``) within ``timeout`` seconds, before a
+    ``Client`` is made: Dask bounds only the TCP connect, so a port where another server
+    listens (an HTTP server) made the client wait for ever, and one that answers bytes
+    Dask misreads made it fail with a MemoryError, then hang 20 s closing. Runs in its own
+    thread and event loop (a caller may be inside one: a notebook)."""
+    import asyncio
+    import threading
+
+    box: dict[str, Any] = {}
+
+    async def ask() -> Any:
+        from distributed.comm import connect
+        from distributed.security import Security
+
+        comm = await connect(target, timeout=timeout, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def main() -> None:
+        try:
+            box["info"] = asyncio.run(asyncio.wait_for(ask(), timeout + 2))
+        except BaseException as exc:  # reported by the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, name="modelforge-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)  # a name lookup that hangs is not cancelled by wait_for
+    err, info = box.get("error"), box.get("info")
+    where = f"the Dask scheduler at '{escape(target)}'{source}"
+    if thread.is_alive() or isinstance(err, (OSError, TimeoutError)):
+        # Dask's connect times out with a message; only the handshake's wait has none
+        why = "no answer (the name lookup or connection hangs)"
+        if err is not None:
+            why = safe(str(err).splitlines()[0], 160) if str(err) else (
+                "it accepted the connection but gave no answer in Dask's protocol (a stuck "
+                "scheduler, or another program on that port)"
+            )  # fmt: skip
+        raise RuntimeFailure(
+            f"cannot reach {where} within {timeout:g} s: {why}",
+            hint="check that the scheduler runs and the address/port is reachable",
+            code="cluster_unreachable",
+        )
+    if isinstance(err, KeyboardInterrupt):
+        raise err
+    kind = info.get("type") if isinstance(info, dict) else None
+    if err is not None or not isinstance(kind, str):
+        raise RuntimeFailure(
+            f"'{escape(target)}'{source} answers, but not as a Dask scheduler (another "
+            "program listens on that port, or a TLS/plain-TCP mix-up)",
+            hint="pass the address 'dask scheduler' prints (tcp://HOST:8786 by default), or "
+            "its --scheduler-file",
+            code="cluster_unreachable",
+        )
+    if kind in ("Worker", "Nanny"):
+        raise RuntimeFailure(
+            f"'{escape(target)}'{source} is a Dask {escape(kind).lower()}, not the scheduler",
+            hint="pass the scheduler's address (the one the workers were started with), or "
+            "its --scheduler-file",
+            code="cluster_unreachable",
+        )
 
 
 def restore_environ(saved: dict[str, str | None]) -> None:

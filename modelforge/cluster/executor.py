@@ -49,7 +49,10 @@ class InProcess:
             if "error" in res:
                 raise part_error(task, res["error"])
             on_done(res)
-        return RunStats(cluster={"kind": self.kind, "workers": 1})
+        return RunStats(cluster=self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "workers": 1}
 
     def host_threads(self) -> dict[str, int] | None:
         return None

@@ -165,7 +165,7 @@ class _Job:
             stats = (
                 executor.run(tasks, self.blob, lambda r: self.on_done(od, r))
                 if tasks
-                else RunStats()
+                else RunStats(cluster=executor.describe())
             )
             self.clock["run_s"] = time.perf_counter() - t_run
             attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
@@ -205,8 +205,18 @@ class _Job:
             parts=len(plan.parts), parts_run=ran, parts_resumed=len(od.committed),
             rows=plan.total_rows, attempts=attempts,
             workers=int(stats.cluster.get("workers", 1)), workers_lost=stats.workers_lost,
-            cluster=cluster, columns=self.first.get("columns", []),
+            cluster=cluster, columns=self.first.get("columns") or _columns(od, plan),
             providers_used=self.first.get("providers", []),
             seconds=round(time.perf_counter() - self.t0, 4),
             timings={k: round(v, 4) for k, v in self.clock.items()}, warnings=warnings,
         )  # fmt: skip
+
+
+def _columns(od: OutputDir, plan: Plan) -> list[str]:
+    """The output columns when no part ran (every part kept by --resume): the first part's."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(od.final_path(plan.parts[0].index)).names)
+    except Exception:  # a summary detail: the parts themselves were checked by prepare()
+        return []
