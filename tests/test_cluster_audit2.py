@@ -277,3 +277,25 @@ def test_an_unguarded_script_with_a_local_cluster_gets_the_fix(job, tmp_path):
     assert "CODE cluster_start_failed" in res.stdout, res.stderr[-2000:]
     assert "__main__" in res.stdout
     assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+def test_every_error_code_of_the_cluster_front_is_documented():
+    """docs/cluster.md lists the codes a partitioned run can stop with; a new code that is
+    not there is drift (``parts_missing`` guards against a bug in an executor)."""
+    import ast
+
+    codes: set[str] = set()
+    for path in [*(ROOT / "modelforge" / "cluster").glob("*.py"),
+                 ROOT / "modelforge" / "cli" / "cluster_predict.py"]:  # fmt: skip
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            for kw in node.keywords:
+                if kw.arg == "code" and isinstance(kw.value, ast.Constant):
+                    codes.add(kw.value.value)
+            refuse = getattr(node.func, "id", None) == "_refuse" and len(node.args) == 3
+            if refuse and isinstance(node.args[2], ast.Constant):
+                codes.add(node.args[2].value)
+    doc = (ROOT / "docs" / "cluster.md").read_text(encoding="utf-8")
+    assert len(codes) > 20
+    assert sorted(c for c in codes - {"parts_missing"} if f"`{c}`" not in doc) == []
