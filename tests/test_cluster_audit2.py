@@ -299,3 +299,23 @@ def test_every_error_code_of_the_cluster_front_is_documented():
     doc = (ROOT / "docs" / "cluster.md").read_text(encoding="utf-8")
     assert len(codes) > 20
     assert sorted(c for c in codes - {"parts_missing"} if f"`{c}`" not in doc) == []
+
+
+def test_timeout_with_a_cluster_is_said_not_to_apply(job, tmp_path):
+    """--timeout limits the guarded in-process run only; with --cluster it was ignored
+    without a word."""
+    pytest.importorskip("distributed")
+    from typer.testing import CliRunner
+
+    from modelforge.cli.app import app
+
+    model, inputs = job
+    with _server(b"not dask\r\n" * 8) as address:
+        args = ["predict", model, *inputs, "--columns", ",".join(cb.FEATURES), "-o",
+                f"{tmp_path}/out/", "--cluster", address, "--timeout", "30", "--json"]  # fmt: skip
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 7, res.stderr
+    envelope = json.loads(res.stdout)
+    assert envelope["error"]["code"] == "cluster_unreachable"
+    assert any("--timeout does not apply with --cluster" in w for w in envelope["warnings"])
+    assert "--timeout does not apply" in res.stderr and "Traceback" not in res.stderr

@@ -116,6 +116,11 @@ def predict_parts(out: Renderer, limits: Any, out_format: str | None = None, **k
             hint=f"drop --output-format, or write one file: -o predictions.{escape(str(fmt))}",
             code="invalid_option",
         )
+    if kw.get("cluster") and getattr(limits, "timeout_s", None):
+        out.warning(
+            "--timeout does not apply with --cluster: the parts run in the workers' "
+            "processes (use the workers' own limits, e.g. dask worker --memory-limit)"
+        )
     with out.progress("predicting parts", unit="rows") as bar:
 
         def show(p: dict[str, Any]) -> None:
