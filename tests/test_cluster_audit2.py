@@ -319,3 +319,23 @@ def test_timeout_with_a_cluster_is_said_not_to_apply(job, tmp_path):
     assert envelope["error"]["code"] == "cluster_unreachable"
     assert any("--timeout does not apply with --cluster" in w for w in envelope["warnings"])
     assert "--timeout does not apply" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["link", "file"])
+def test_a_temporary_that_is_a_link_or_a_file_is_refused(job, tmp_path, kind):
+    """A folder holding only a ``_temporary`` link counted as empty: the run wrote its
+    attempts, lock and manifest wherever the link pointed."""
+    model, inputs = job
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    if kind == "link":
+        (out / "_temporary").symlink_to(elsewhere)
+    else:
+        (out / "_temporary").write_text("mine")
+    with pytest.raises(OutputError, match=f"_temporary' is a {kind}") as err:
+        predict_partitioned(model, inputs, f"{out}/", **KW)
+    assert err.value.code == "output_not_empty"
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == [
+        "_temporary"
+    ]

@@ -237,6 +237,12 @@ def _check_target(out: Path, root: str) -> list[Path]:
     if not out.parent.is_dir():
         raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
                       "output_folder_missing")  # fmt: skip
+    work = out / TEMPORARY
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        # attempts, the lock and the manifest would land wherever it points
+        raise _refuse(f"'{safe(work)}' is a {'link' if work.is_symlink() else 'file'}, not "
+                      "the working folder of a run", "remove it, or pick another folder",
+                      "output_not_empty")  # fmt: skip
     return [p for p in (out, out / TEMPORARY) if not p.exists()]
 
 
