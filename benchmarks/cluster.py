@@ -110,7 +110,7 @@ def steady(out: Path) -> float:
 
 
 def transfer(mib: int, repeats: int) -> dict:
-    from modelforge.cluster.executor import Dask
+    from modelforge.cluster.dask_executor import Dask
     from modelforge.cluster.worker import identity
 
     ex = Dask("local:1")

@@ -353,7 +353,7 @@ def test_the_model_survives_losing_every_worker_that_held_it(slow_job, tmp_path)
 
 
 def test_a_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
-    from modelforge.cluster import executor
+    from modelforge.cluster import dask_executor as executor
 
     monkeypatch.setattr(executor, "CONNECT_TIMEOUT_S", 2.0)
     model = str(cb.mlp(tmp_path / "m.onnx"))
@@ -369,7 +369,7 @@ def test_a_scheduler_without_workers_is_refused(tmp_path, monkeypatch):
 
 def test_local_workers_keep_glibcs_dynamic_mmap_threshold(tmp_path, monkeypatch):
     """Dask's default MALLOC_TRIM_THRESHOLD_=65536 is not passed to embedded workers."""
-    from modelforge.cluster.executor import Dask
+    from modelforge.cluster.dask_executor import Dask
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     ex = Dask("local:1")
@@ -385,7 +385,7 @@ def test_local_workers_keep_glibcs_dynamic_mmap_threshold(tmp_path, monkeypatch)
 def test_a_local_cluster_leaves_the_callers_environment_as_it_was(tmp_path, monkeypatch):
     """Dask's nanny sets OMP_NUM_THREADS=1, PYTHONHASHSEED, ... in the client process to pass
     them to its workers; a library caller's process gets its own environment back."""
-    from modelforge.cluster.executor import Dask
+    from modelforge.cluster.dask_executor import Dask
 
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "__DASK_PARENT_PID"):
         monkeypatch.delenv(key, raising=False)

@@ -278,7 +278,7 @@ def test_odd_cluster_addresses_are_usage_errors_at_once(model, data, tmp_path, a
     TypeError inside Dask) followed by a 20 s hang; local:999 forked 999 workers (here one
     more than the limit, so that a regression starts few processes)."""
     pytest.importorskip("distributed")
-    from modelforge.cluster.executor import MAX_LOCAL_PER_CORE
+    from modelforge.cluster.dask_setup import MAX_LOCAL_PER_CORE
     from modelforge.cluster.worker import host_cores
 
     address = address.replace("TOO_MANY", str(MAX_LOCAL_PER_CORE * host_cores() + 1))

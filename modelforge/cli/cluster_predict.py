@@ -116,12 +116,18 @@ def predict_parts(out: Renderer, limits: Any, out_format: str | None = None, **k
             hint=f"drop --output-format, or write one file: -o predictions.{escape(str(fmt))}",
             code="invalid_option",
         )
+    if kw.get("cluster") and getattr(limits, "timeout_s", None):
+        out.warning(
+            "--timeout does not apply with --cluster: the parts run in the workers' "
+            "processes (use the workers' own limits, e.g. dask worker --memory-limit)"
+        )
     with out.progress("predicting parts", unit="rows") as bar:
 
         def show(p: dict[str, Any]) -> None:
             if p["event"] == "start" and p.get("dashboard"):
                 out.info(f"dashboard: {p['dashboard']}")
-            bar.update(completed=p["rows_done"], total=p["rows_total"])
+            parts = f"predicting parts {p['parts_done']:,}/{p['parts_total']:,}"
+            bar.update(completed=p["rows_done"], total=p["rows_total"], description=parts)
 
         if kw.get("cluster"):
             summary = _run(kw, show)

@@ -4,7 +4,8 @@
 - ``commit``: ``_temporary/`` attempts, atomic rename, ``_SUCCESS`` manifest, resume;
 - ``part``: one part through the predict core (the only module that calls it);
 - ``worker``: the per-process session cache (importable on Dask workers);
-- ``executor``: in-process and Dask futures (``distributed`` is imported only there);
+- ``executor``: the in-process executor; ``dask_executor``: Dask futures, ``dask_setup``:
+  addresses and the embedded cluster's environment (``distributed`` is imported only there);
 - ``run``: :func:`predict_partitioned`, the one entry point.
 
 Nothing here is imported by ``modelforge --help`` or plain ``predict``.

@@ -53,7 +53,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
             data = json.load(fh)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise OutputError(
             f"'{safe(path)}' is not a readable ModelForge manifest: {safe(str(exc), 100)}",
             hint="remove the output folder, or pick another one",
@@ -237,6 +237,12 @@ def _check_target(out: Path, root: str) -> list[Path]:
     if not out.parent.is_dir():
         raise _refuse(f"output folder '{safe(out.parent)}' does not exist", "create it first",
                       "output_folder_missing")  # fmt: skip
+    work = out / TEMPORARY
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        # attempts, the lock and the manifest would land wherever it points
+        raise _refuse(f"'{safe(work)}' is a {'link' if work.is_symlink() else 'file'}, not "
+                      "the working folder of a run", "remove it, or pick another folder",
+                      "output_not_empty")  # fmt: skip
     return [p for p in (out, out / TEMPORARY) if not p.exists()]
 
 
@@ -261,7 +267,11 @@ def _manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
-    previous = _manifest(out / SUCCESS) or _manifest(out / TEMPORARY / "manifest.json")
+    source = out / SUCCESS
+    previous = _manifest(source)
+    if previous is None:
+        source = out / TEMPORARY / "manifest.json"
+        previous = _manifest(source)
     if previous is None:
         others = sorted(n for n in os.listdir(out) if n != TEMPORARY)
         if others:
@@ -281,6 +291,15 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
             "folder",
             code="output_exists",
         )
+    if not isinstance(previous.get("identity"), dict) or not isinstance(
+        previous.get("parts", []), list
+    ):
+        raise _refuse(
+            f"'{safe(source)}' is not a readable ModelForge manifest: its plan identity or "
+            "its list of parts is missing or malformed (damaged or edited)",
+            "write to a new folder (the parts in this one cannot be checked against a plan)",
+            "manifest_unreadable",
+        )
     if previous.get("identity") != plan.identity:
         changed = what_changed(previous.get("identity") or {}, plan.identity)
         raise UsageError(
@@ -291,6 +310,7 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
     _refuse_strangers(out, plan)
     recorded = {str(p.get("file")): p.get("sha256") for p in previous.get("parts") or []
                 if isinstance(p, dict)}  # fmt: skip
+    complete = source.name == SUCCESS  # it recorded every part's sha256 at its commit
     committed: dict[int, dict[str, Any]] = {}
     for part in plan.parts:
         path = out / part.name
@@ -302,6 +322,10 @@ def _existing(out: Path, plan: Plan, resume: bool) -> dict[int, dict[str, Any]]:
                 warn(f"{part.name} does not match the sha256 recorded when it was committed "
                      "(damaged or replaced): running it again")  # fmt: skip
                 continue
+        elif complete:  # _SUCCESS lists every part with its sha256: this entry was edited
+            warn(f"{SUCCESS} records no sha256 for {part.name} (damaged or edited): "
+                 "running it again")  # fmt: skip
+            continue
         else:  # committed after the last manifest update (the client was killed)
             digest = file_sha256(path)
         committed[part.index] = {"bytes": path.stat().st_size, "sha256": digest}

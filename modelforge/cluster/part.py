@@ -408,13 +408,14 @@ def predict_record_batches(
     task = PartTask(Part(0, "<arrow>", (0,), 0, 0), spec, options, session, no_upgrade, "", "")
     sess, schema = _session(task, blob)
     runner = Runner(sess, schema, outputs=options.outputs, batch_size=options.batch_size)
-    for rb in batches:
+    for n, rb in enumerate(batches, 1):
         if rb.num_rows == 0:
             continue
         df = pl.from_arrow(rb)
         assert isinstance(df, pl.DataFrame)
+        source = FrameSource(df, name=f"<Arrow batch {n}>")  # errors name the batch
         with _quiet():
-            plan = build_plan([FrameSource(df)], schema, options, stored=spec.stored_columns)
+            plan = build_plan([source], schema, options, stored=spec.stored_columns)
             buf = io.BytesIO()
             writer = open_writer(None, "parquet", stdout=buf)
             run_plan(plan, runner, writer)

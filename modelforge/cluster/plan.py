@@ -128,8 +128,12 @@ def read_input(path: str) -> InputFile:
     try:
         st = os.stat(full)
     except FileNotFoundError:
+        pattern = any(c in os.path.basename(path) for c in "*?[")
         raise NotFoundError(
-            f"input file '{safe(path)}' does not exist", hint="check the path",
+            f"input file '{safe(path)}' does not exist"
+            + (" (a pattern that matched no file: the shell passed it as it is)" if pattern
+               else ""),
+            hint="check the path" + (" and the pattern" if pattern else ""),
             code="input_not_found",
         ) from None  # fmt: skip
     if not os.path.isfile(full):
@@ -155,6 +159,8 @@ def read_input(path: str) -> InputFile:
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for bad footers
         raise DataError(
             f"'{safe(path)}' is not a readable Parquet file: {safe(str(exc), 120)}",
+            hint="pass Parquet files only (partitioned output reads Parquet); check that the "
+            "file is complete",
             code="invalid_parquet",
         ) from None
     groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
@@ -193,7 +199,9 @@ def check_format(paths: list[str], fmt: str | None) -> None:
 
 def pack(inputs: list[InputFile], partition_rows: int) -> list[Part]:
     if partition_rows < 1:
-        raise UsageError("--partition-rows must be at least 1", code="invalid_option")
+        raise UsageError(f"--partition-rows must be at least 1, not {partition_rows}",
+                         hint="e.g. --partition-rows 1000000 (the default)",
+                         code="invalid_option")  # fmt: skip
     parts: list[Part] = []
     row = 0
     for f in inputs:
@@ -245,10 +253,25 @@ def schema_difference(first: str, other: str, limit: int = 3) -> str:
     return "; ".join(notes) or "nested field types differ"
 
 
+def _warn_repeats(paths: list[str], full: list[str]) -> None:
+    """One file given twice (``a.parquet ./a.parquet``) is predicted twice, as in local
+    predict; say so, since it is rarely meant."""
+    from modelforge.log import warn
+
+    seen: dict[str, int] = {}
+    for path in full:
+        seen[path] = seen.get(path, 0) + 1
+    for path, n in seen.items():
+        if n > 1:
+            given = paths[full.index(path)]
+            warn(f"input '{safe(given)}' is given {n} times: its rows are predicted {n} times")
+
+
 def make_plan(paths: list[str], partition_rows: int, fmt: str | None = None) -> Plan:
     """Read every footer; refuse inputs whose schema differs from the first, naming it."""
     check_format(paths, fmt)
     inputs = [read_input(p) for p in paths]
+    _warn_repeats(paths, [f.path for f in inputs])
     first = inputs[0]
     for f, p in zip(inputs[1:], paths[1:], strict=True):
         if f.schema != first.schema:
@@ -287,6 +310,19 @@ def with_identity(plan: Plan, model_digest: str, options: dict[str, Any]) -> Pla
     return Plan(plan.inputs, plan.parts, plan.partition_rows, identity)
 
 
+def _list_change(old: list[Any], new: list[Any]) -> str:
+    gone = [p for p in old if p not in new]
+    added = [p for p in new if p not in old]
+    said = [f"{what} {', '.join(repr(safe(str(p))) for p in ps[:3])}"
+            + (f" and {len(ps) - 3} more" if len(ps) > 3 else "")
+            for what, ps in (("removed", gone), ("added", added)) if ps]  # fmt: skip
+    if said:
+        return "; ".join(said)
+    if sorted(map(str, old)) == sorted(map(str, new)):
+        return "the same files in another order"
+    return "a file is given another number of times"
+
+
 _INPUT_PARTS = (("size", "size"), ("rows", "rows"), ("footer_sha256", "Parquet footer"),
                 ("mtime_ns", "modification time"))  # fmt: skip
 
@@ -305,8 +341,9 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     if old.get("partition_rows") != new.get("partition_rows"):
         return f"--partition-rows changed ({old.get('partition_rows')} -> {new['partition_rows']})"
     a_in, b_in = old.get("inputs") or [], new["inputs"]
-    if [i.get("path") for i in a_in] != [i["path"] for i in b_in]:
-        return "the list of inputs changed"
+    a_paths, b_paths = [i.get("path") for i in a_in], [i["path"] for i in b_in]
+    if a_paths != b_paths:
+        return "the list of inputs changed: " + _list_change(a_paths, b_paths)
     for a_i, b_i in zip(a_in, b_in, strict=False):
         if a_i != b_i:
             what = [w for k, w in _INPUT_PARTS if a_i.get(k) != b_i.get(k)]

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelforge.cluster.commit import SUCCESS, OutputDir, prepare
-from modelforge.cluster.executor import Dask, InProcess, RunStats, _import_distributed
+from modelforge.cluster.dask_executor import Dask
+from modelforge.cluster.dask_setup import import_distributed
+from modelforge.cluster.executor import InProcess, RunStats
 from modelforge.cluster.part import (
     ModelSpec,
     PartTask,
@@ -108,7 +110,7 @@ def predict_partitioned(
         raise UsageError("--data cannot be partitioned", hint="write it with -o FILE",
                          code="invalid_option")  # fmt: skip
     if cluster:
-        _import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
+        import_distributed()  # the one-line "pip install 'modelforge[dask]'" error first
     with collect_warnings() as warnings:
         plan = make_plan([os.fspath(p) for p in inputs], rows, opts.fmt)
         spec, lm = resolve(model)
@@ -163,7 +165,7 @@ class _Job:
             stats = (
                 executor.run(tasks, self.blob, lambda r: self.on_done(od, r))
                 if tasks
-                else RunStats()
+                else RunStats(cluster=executor.describe())
             )
             self.clock["run_s"] = time.perf_counter() - t_run
             attempts = len(todo) + stats.resubmitted + sum(od.attempts_left_over().values())
@@ -203,8 +205,18 @@ class _Job:
             parts=len(plan.parts), parts_run=ran, parts_resumed=len(od.committed),
             rows=plan.total_rows, attempts=attempts,
             workers=int(stats.cluster.get("workers", 1)), workers_lost=stats.workers_lost,
-            cluster=cluster, columns=self.first.get("columns", []),
+            cluster=cluster, columns=self.first.get("columns") or _columns(od, plan),
             providers_used=self.first.get("providers", []),
             seconds=round(time.perf_counter() - self.t0, 4),
             timings={k: round(v, 4) for k, v in self.clock.items()}, warnings=warnings,
         )  # fmt: skip
+
+
+def _columns(od: OutputDir, plan: Plan) -> list[str]:
+    """The output columns when no part ran (every part kept by --resume): the first part's."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(od.final_path(plan.parts[0].index)).names)
+    except Exception:  # a summary detail: the parts themselves were checked by prepare()
+        return []

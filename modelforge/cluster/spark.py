@@ -42,7 +42,17 @@ class ArrowPredictor:
     def arrow_schema(self, sample: Any) -> Any:
         """The output schema, from a sample (a pyarrow Table or RecordBatch with ≥ 1 row)."""
         batches = sample.to_batches() if hasattr(sample, "to_batches") else [sample]
-        first = next(iter(self(iter(batches[:1]))))
+        first = next(iter(self(iter(b for b in batches if b.num_rows))), None)
+        if first is None:
+            from modelforge.errors import UsageError
+
+            raise UsageError(
+                "arrow_schema needs a sample with at least one row (the output schema comes "
+                "from predicting it)",
+                hint="pass df.limit(1).toArrow() of a DataFrame that has rows, or give "
+                "mapInArrow the schema as a DDL string",
+                code="invalid_option",
+            )
         return first.schema
 
     def spark_schema(self, sample: Any) -> Any:
