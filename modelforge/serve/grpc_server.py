@@ -245,6 +245,26 @@ class _Servicer(StreamMixin):
             sv.stats.leave()
 
 
+def _connection_options(idle_s: float | None) -> list[tuple[str, int]]:
+    """grpcio options that drop idle and dead connections (docs/serve.md, "gRPC")."""
+    opts = [
+        # ping a connection silent for a minute: a client gone without closing (a dead
+        # host) has its calls cancelled within 20 s more, and its streams free their slots
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # clients may ping too (every 10 s at most), also between calls
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # a connection is renewed after an hour (a client reconnects at once), its calls
+        # given 5 minutes to finish: no connection is held for ever
+        ("grpc.max_connection_age_ms", 3_600_000),
+        ("grpc.max_connection_age_grace_ms", 300_000),
+    ]
+    if idle_s is not None:  # a connection without calls for idle_s gets GOAWAY
+        opts.append(("grpc.max_connection_idle_ms", int(idle_s * 1000)))
+    return opts
+
+
 def _unimplemented(extension: str) -> Any:
     def call(request: Any) -> Any:
         raise not_implemented(extension)
@@ -267,10 +287,7 @@ def start_grpc(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 0),
-            # ping connections idle for a minute: a client gone without closing (a dead
-            # host) has its calls cancelled, and its streams give their slots back
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
+            *_connection_options(options.grpc_idle_s),
         ],
     )
     methods = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,8 @@ class StreamMixin:
         answers it; a refused request is an ``error_message`` on the stream, which goes on.
 
         An open stream holds one of the gRPC server's threads, so at most ``MAX_STREAMS``
-        are open at once (beyond: UNAVAILABLE), leaving threads for unary calls. Requests
+        are open at once (beyond: UNAVAILABLE), leaving threads for unary calls, and a
+        stream that receives no request for ``grpc_idle_s`` is ended (UNAVAILABLE). Requests
         are read by a thread of their own into a small bounded queue (gRPC's flow control
         still holds a fast sender back), so that at shutdown an idle stream ends at once
         (UNAVAILABLE) instead of holding the server for the whole grace period; requests
@@ -73,6 +75,8 @@ class StreamMixin:
             put(None)
 
         threading.Thread(target=read, name="mf-grpc-stream", daemon=True).start()
+        idle_s = self.app.options.grpc_idle_s
+        last = time.monotonic()
         try:
             while True:
                 try:
@@ -82,10 +86,17 @@ class StreamMixin:
                         context.abort(
                             self.grpc.StatusCode.UNAVAILABLE, "the server is shutting down"
                         )
+                    if idle_s is not None and time.monotonic() - last >= idle_s:
+                        context.abort(
+                            self.grpc.StatusCode.UNAVAILABLE,
+                            f"no request arrived on this stream for {idle_s:g} s, so the "
+                            "server ended it (--grpc-idle-timeout); open a new stream",
+                        )
                     continue
                 if request is None:
                     return
                 yield self._stream_answer(request)
+                last = time.monotonic()
         finally:
             done.set()
             self.streams.release()

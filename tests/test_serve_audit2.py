@@ -1,0 +1,198 @@
+"""Slow and idle clients against a real ``modelforge serve``: a request must arrive in full
+within ``--read-timeout`` (408), and gRPC connections and streams that stay idle past
+``--grpc-idle-timeout`` are let go. Bounded loops; no timing asserts (a generous upper bound
+only keeps a broken server from hanging the test)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import select
+import socket
+import time
+
+import pytest
+
+from tests import builders
+from tests.serve_support import save, start_server
+
+grpc = pytest.importorskip("grpc")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+
+BODY = json.dumps(
+    {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+).encode()
+INFER = b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(BODY),
+    BODY,
+)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit2")
+    model = save(builders.identity(shape=("N", 3)), root / "ident.onnx")
+    server = start_server(
+        [str(model), "--threads", "1", "--grpc-port", "0"]
+        + ["--read-timeout", "1.5", "--grpc-idle-timeout", "2"],
+        env={"MODELFORGE_HOME": str(root / "store")},
+    )
+    yield server
+    assert server.stop() == 0, server.stderr()
+
+
+def drip(server, data: bytes, every_s: float = 0.25) -> tuple[bytes, int]:
+    """Send ``data`` a byte every ``every_s`` (well inside the 30 s idle timeout) until the
+    server answers; returns (what came back, how many bytes were sent)."""
+    with socket.create_connection(("127.0.0.1", server.info["port"]), timeout=30) as sock:
+        for sent, byte in enumerate(data):
+            readable, _, _ = select.select([sock], [], [], every_s)
+            if readable:
+                break
+            sock.sendall(bytes([byte]))
+        else:
+            sent = len(data)
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes after its answer
+            received += chunk
+    return received, sent
+
+
+def assert_408(received: bytes) -> dict:
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), received
+    assert b"connection: close" in head.lower(), received
+    error = json.loads(body)
+    assert list(error) == ["error"] and "did not arrive in full within 1.5 s" in error["error"]
+    return error
+
+
+def test_a_head_dripped_a_byte_at_a_time_is_answered_408(srv):
+    # 200 bytes at 0.25 s would take 50 s: the server cuts it off long before the end
+    head = b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    received, sent = drip(srv, head)
+    assert sent < len(head)
+    assert_408(received)
+
+
+def test_a_body_dripped_a_byte_at_a_time_is_answered_408(srv):
+    big = json.dumps(
+        {"inputs": [{"name": "x", "shape": [50, 3], "datatype": "FP32", "data": [0.5] * 150}]}
+    ).encode()
+    request = b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+        len(big)
+    )
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=30) as sock:
+        sock.sendall(request)  # the head at once: the clock started with its first byte
+        received = b""
+        for byte in big:
+            readable, _, _ = select.select([sock], [], [], 0.25)
+            if readable:
+                break
+            sock.sendall(bytes([byte]))
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert_408(received)
+
+
+def test_the_read_timeout_is_per_request_not_per_connection(srv):
+    """Many quick requests on one keep-alive connection, for longer in all than the read
+    timeout, are all answered."""
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=30) as sock:
+        sock.settimeout(30)
+        started = time.monotonic()
+        answered = 0
+        while time.monotonic() - started < 3.5 and answered < 200:  # past 1.5 s, bounded
+            sock.sendall(INFER)
+            received = b""
+            while b'"outputs"' not in received or not received.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 200 "), received
+            answered += 1
+            time.sleep(0.2)
+    assert answered >= 2
+
+
+def test_a_slow_client_does_not_stop_the_server(srv):
+    drip(srv, b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 40)
+    with socket.create_connection(("127.0.0.1", srv.info["port"]), timeout=30) as sock:
+        sock.sendall(INFER.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 "), received
+
+
+def test_an_idle_grpc_stream_is_ended(srv):
+    client = grpcclient.InferenceServerClient(srv.grpc)
+    results: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        _, error = results.get(timeout=30)  # nothing sent: the server ends it after 2 s
+    finally:
+        client.stop_stream()
+        client.close()
+    assert error is not None
+    assert "no request arrived on this stream for 2 s" in str(error), error
+
+
+def test_a_busy_grpc_stream_is_not_ended(srv):
+    import numpy as np
+
+    client = grpcclient.InferenceServerClient(srv.grpc)
+    results: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    try:
+        x = np.ones((1, 3), np.float32)
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 3.5 and sent < 100:  # past the 2 s idle bound
+            inp = grpcclient.InferInput("x", [1, 3], "FP32")
+            inp.set_data_from_numpy(x)
+            client.async_stream_infer("ident", [inp], request_id=str(sent))
+            result, error = results.get(timeout=30)
+            assert error is None, error
+            assert result.get_response().id == str(sent)
+            sent += 1
+            time.sleep(0.5)
+    finally:
+        client.stop_stream()
+        client.close()
+    assert sent >= 2
+
+
+def test_a_grpc_connection_without_calls_is_closed(srv):
+    """max_connection_idle: after a call, a connection with no call for 2 s gets GOAWAY
+    and the channel goes IDLE; the next call reconnects."""
+    states: queue.Queue = queue.Queue()
+    channel = grpc.insecure_channel(srv.grpc)
+    try:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30).live
+        channel.subscribe(states.put, try_to_connect=False)
+        seen = []
+        deadline = time.monotonic() + 30
+        while grpc.ChannelConnectivity.IDLE not in seen and time.monotonic() < deadline:
+            try:
+                seen.append(states.get(timeout=1))
+            except queue.Empty:
+                continue
+        assert grpc.ChannelConnectivity.IDLE in seen, seen
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30).live
+    finally:
+        channel.close()
+
+
+def test_read_and_grpc_idle_timeouts_are_checked(tmp_path):
+    from modelforge import ServeOptions
+    from modelforge.errors import UsageError
+
+    with pytest.raises(UsageError, match="--read-timeout must be more than 0"):
+        ServeOptions(read_timeout_s=-1).validate()
+    with pytest.raises(UsageError, match="--grpc-idle-timeout must be at least 1"):
+        ServeOptions(grpc_idle_s=0.5).validate()
+    assert ServeOptions(read_timeout_s=None, grpc_idle_s=None).validate().read_timeout_s is None
