@@ -47,13 +47,10 @@ def drip(server, data: bytes, every_s: float = 0.25) -> tuple[bytes, int]:
     """Send ``data`` a byte every ``every_s`` (well inside the 30 s idle timeout) until the
     server answers; returns (what came back, how many bytes were sent)."""
     with socket.create_connection(("127.0.0.1", server.info["port"]), timeout=30) as sock:
-        for sent, byte in enumerate(data):
-            readable, _, _ = select.select([sock], [], [], every_s)
-            if readable:
-                break
-            sock.sendall(bytes([byte]))
-        else:
-            sent = len(data)
+        sent = 0
+        while sent < len(data) and not select.select([sock], [], [], every_s)[0]:
+            sock.sendall(data[sent : sent + 1])
+            sent += 1
         received = b""
         while chunk := sock.recv(65536):  # the server closes after its answer
             received += chunk
