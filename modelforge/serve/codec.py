@@ -65,14 +65,16 @@ def decode_http(
         return decode_json(_loads(body), memoryview(b""), inputs, outputs)
     # ASCII digits only: int() would also take " 5", "+5", "1_0" and other scripts' digits
     plain = header_length.isascii() and header_length.isdigit()
-    hlen = int(header_length) if plain else -1
-    if hlen < 0:
+    if not plain:
         raise bad_request(
             f"Inference-Header-Content-Length '{clip(header_length)}' is not a non-negative integer"
         )
+    digits = header_length.lstrip("0") or "0"  # int() refuses past 4,300 digits
+    hlen = int(digits) if len(digits) <= 18 else len(body) + 1
     if hlen > len(body):
         raise bad_request(
-            f"Inference-Header-Content-Length is {hlen} but the body has only {len(body)} bytes"
+            f"Inference-Header-Content-Length is {clip(digits)} but the body has only "
+            f"{len(body)} bytes"
         )
     if hlen == 0:
         return decode_raw(body, inputs, outputs)

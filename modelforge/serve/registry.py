@@ -241,10 +241,11 @@ class Registry:
                 raise not_found(f"model '{clip(model.name)}' has no versions")
             return model.latest
         if version.isascii() and version.isdigit():  # not "²" or other scripts' digits
-            v = int(version)
+            digits = version.lstrip("0") or "0"  # int() refuses past 4,300 digits
+            v = int(digits) if len(digits) <= 18 else -1
             if v not in model.available:
                 raise not_found(
-                    f"model '{clip(model.name)}' has no version {v} (versions: "
+                    f"model '{clip(model.name)}' has no version {clip(digits)} (versions: "
                     f"{', '.join(map(str, model.available))})"
                 )
             return v
