@@ -277,3 +277,27 @@ def test_absurd_shapes_are_400s(srv, shape, words):
 def test_the_server_still_serves_after_all_that(srv):
     status, out = post(srv, "/v2/models/ident/infer", ONE)
     assert status == 200 and out["outputs"][0]["data"] == [1.0, 2.0, 3.0]
+
+
+def test_a_post_without_a_body_says_so(srv):
+    """HTTP/1.0 (or 1.1) without Content-Length or chunked has no body: the bytes after
+    the head are not one, and the message says why the body is empty."""
+    body = json.dumps(ONE).encode()
+    for version in (b"1.0", b"1.1"):
+        status, _, out = raw(
+            srv,
+            b"POST /v2/models/ident/infer HTTP/%s\r\nHost: x\r\nConnection: close\r\n\r\n%s"
+            % (version, body),
+        )
+        assert_error(status, json.loads(out), 400, "the request has no body")
+
+
+def test_a_transfer_coding_other_than_chunked_is_a_501(srv):
+    body = json.dumps(ONE).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    head = b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    status, headers, out = raw(srv, head + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked)
+    assert_error(status, json.loads(out), 501, "Transfer-Encoding 'gzip, chunked' is not supported")
+    assert headers["connection"] == "close"
+    status, _, out = raw(srv, head + b"Transfer-Encoding: Chunked\r\n\r\n" + chunked)
+    assert status == 200 and json.loads(out)["outputs"][0]["data"] == [1.0, 2.0, 3.0], out

@@ -165,6 +165,8 @@ class ServeApp:
                 raise bad_request("Content-Length is not an integer") from None
             if n > limit:
                 raise _too_big(n, limit)
+        else:  # chunked, or no body: looked at only here, off the Content-Length path
+            _check_transfer_coding(scope)
         chunks: list[bytes] = []
         total = 0
         more = True
@@ -382,6 +384,19 @@ def _method(method: str, allowed: str) -> None:
         allow = "GET, HEAD" if allowed == "GET" else allowed
         raise HttpError(
             405, f"use {allowed} for this endpoint (got {clip(method)})", {"allow": allow}
+        )
+
+
+def _check_transfer_coding(scope: dict[str, Any]) -> None:
+    """The HTTP parser decodes ``chunked`` only: a body sent with another transfer coding
+    (``gzip, chunked``) would reach the app still encoded. 501, as RFC 9112 asks."""
+    coding = _header(scope, b"transfer-encoding")
+    if coding is not None and coding.replace(b" ", b"").lower() != b"chunked":
+        raise HttpError(
+            501,
+            f"Transfer-Encoding '{clip(coding.decode('latin-1'))}' is not supported: send "
+            "the body chunked or with Content-Length (compress it with Content-Encoding: gzip)",
+            {"connection": "close"},
         )
 
 

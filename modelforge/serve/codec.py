@@ -47,6 +47,12 @@ def _loads(data: bytes | memoryview) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if not len(data):
+            raise bad_request(
+                "the request has no body (a request without Content-Length or "
+                "Transfer-Encoding: chunked has none, also in HTTP/1.0); send the JSON "
+                "inference request as its body"
+            ) from None
         hint = ""
         at = bytes(data[exc.pos : exc.pos + 9]).lstrip(b"-")  # where the parser stopped
         if at.startswith((b"NaN", b"Infinity")):
