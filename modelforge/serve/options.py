@@ -83,11 +83,11 @@ class ServeOptions:
         )
         need(
             self.read_timeout_s is None or self.read_timeout_s > 0,
-            "--read-timeout must be more than 0 seconds",
+            "--read-timeout must be more than 0 seconds (0 = no bound)",
         )
         need(
             self.grpc_idle_s is None or self.grpc_idle_s >= 1,
-            "--grpc-idle-timeout must be at least 1 second",
+            "--grpc-idle-timeout must be at least 1 second (0 = never)",
         )
         need(
             (self.tls_cert is None) == (self.tls_key is None),
