@@ -6,11 +6,16 @@ only keeps a broken server from hanging the test)."""
 from __future__ import annotations
 
 import json
+import os
 import queue
 import select
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from tests import builders
@@ -138,8 +143,6 @@ def test_an_idle_grpc_stream_is_ended(srv):
 
 
 def test_a_busy_grpc_stream_is_not_ended(srv):
-    import numpy as np
-
     client = grpcclient.InferenceServerClient(srv.grpc)
     results: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: results.put((result, error)))
@@ -193,3 +196,119 @@ def test_read_and_grpc_idle_timeouts_are_checked(tmp_path):
     with pytest.raises(UsageError, match="--grpc-idle-timeout must be at least 1"):
         ServeOptions(grpc_idle_s=0.5).validate()
     assert ServeOptions(read_timeout_s=None, grpc_idle_s=None).validate().read_timeout_s is None
+
+
+# -- a client that stops reading its answer --------------------------------------------------
+SHORT_KEEPALIVE = textwrap.dedent(
+    """
+    import socket, sys, uvicorn
+    from modelforge import ServeOptions, create_app
+    from modelforge.serve.server import _uvicorn_config
+
+    options = ServeOptions(poll_interval_s=0, threads=1)
+    config = _uvicorn_config(create_app([sys.argv[1]], options), options)
+    config.timeout_keep_alive = 1  # the server's 30 s, shortened for the test
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    print(sock.getsockname()[1], flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    """
+)
+BIG = 8 * 1024 * 1024  # FP32 values: a 32 MiB answer, far past the socket buffers
+
+
+def expand_model(size: int = BIG):
+    """x FP32 [N, 1] -> y = Expand(x, [1, size]): a big answer to a small request."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.builders import _model
+
+    shape = numpy_helper.from_array(np.array([1, size], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["y"])],
+        "expand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "M"])],
+        initializer=[shape],
+    )
+    return _model(graph)
+
+
+def expand_server(tmp_path, size: int):
+    model = save(expand_model(size), tmp_path / "expand.onnx")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHORT_KEEPALIVE, str(model)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, MODELFORGE_HOME=str(tmp_path / "store")),
+    )
+    return proc, int(proc.stdout.readline())
+
+
+def ask_expand(port: int) -> socket.socket:
+    """A connection with a tiny receive buffer that has asked for the big answer."""
+    body = json.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [2.0]}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    request = b"POST /v2/models/expand/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+    request = request % len(body) + b"Connection: close\r\n\r\n" + body
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def test_a_client_that_stops_reading_its_answer_is_dropped(tmp_path):
+    """The answer sits in the transport's buffer; once the client has read nothing of it for
+    the keep-alive timeout, the connection is aborted (before: held, buffer and all, for as
+    long as the client kept the socket open)."""
+    proc, port = expand_server(tmp_path, BIG)
+    try:
+        with ask_expand(port) as sock:
+            first = sock.recv(4096)  # the answer has begun: the server wrote it
+            assert first.startswith(b"HTTP/1.1 200 "), first
+            for _ in range(40):  # then stop reading: 4 s, the server's timeout is 1 s
+                time.sleep(0.1)
+            received = len(first)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+        assert received < BIG * 4, received  # cut off, not delivered whole
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as other:
+            other.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert other.recv(65536).startswith(b"HTTP/1.1 200 ")  # still serving
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_a_client_that_reads_its_answer_slowly_gets_all_of_it(tmp_path):
+    size = 256 * 1024  # 1 MiB of FP32, read at ~160 KB/s: several keep-alive timeouts long
+    proc, port = expand_server(tmp_path, size)
+    try:
+        with ask_expand(port) as sock:
+            received = b""
+            for _ in range(2000):  # bounded: 2000 x 32 KiB is far more than the answer
+                burst = b""
+                while len(burst) < 32768 and (chunk := sock.recv(32768 - len(burst))):
+                    burst += chunk
+                received += burst
+                if len(burst) < 32768:  # the server closed: the answer is complete
+                    break
+                time.sleep(0.2)
+        head, _, rest = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        header_length = int(head.lower().split(b"inference-header-content-length: ")[1].split()[0])
+        blob = rest[header_length:]
+        assert len(blob) == size * 4 and np.all(np.frombuffer(blob, np.float32) == 2.0)
+    finally:
+        proc.terminate()
+        proc.wait(20)

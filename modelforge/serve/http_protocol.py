@@ -19,8 +19,11 @@ every few seconds would hold a request open for as long as it likes. So while a 
 being read, a connection that sends no byte for ``timeout_keep_alive`` is dropped, and a
 request whose head and body have not all arrived ``read_timeout`` seconds after its first
 byte is answered 408 and closed (``READ_TIMEOUT_ATTR`` on the uvicorn config; none = no
-bound). One timer per connection does both: each read only notes the time, and the timer,
-when it fires, looks at the clocks and sets itself for the next deadline.
+bound). A client that reads nothing of its answer for ``timeout_keep_alive`` while the
+transport's buffer is full is aborted: uvicorn's close would wait for it to read, for ever,
+holding the answer. One timer per connection does all this: each read only notes the
+time, and the timer, when it fires, looks at the clocks and sets itself for the next
+deadline.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _mf_last = 0.0  # loop time of the last bytes received
     _mf_begun = 0.0  # loop time the request being read began
     _mf_read_timeout: float | None = None
+    _mf_write_stalled = 0.0  # loop time the write buffer filled up, or last shrank
+    _mf_write_left = 0  # bytes in the write buffer then
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -165,14 +170,39 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if not self._mf_refused and not self.transport.is_closing():
             self._mf_timer = self.loop.call_at(when, self._mf_tick)
 
+    def pause_writing(self) -> None:
+        """The client is not reading its answer as fast as it is written (the transport's
+        buffer is full): the timer drops it if it reads nothing for ``timeout_keep_alive``
+        (the buffer did not shrink); a slow reader is not dropped."""
+        super().pause_writing()
+        self._mf_write_stalled = self.loop.time()
+        self._mf_write_left = self.transport.get_write_buffer_size()
+        if self._mf_timer is None:
+            self._mf_timer = self.loop.call_at(
+                self._mf_write_stalled + self.timeout_keep_alive, self._mf_tick
+            )
+
     def _mf_tick(self) -> None:
         """The connection's timer: drop a connection that sent no byte for
-        ``timeout_keep_alive`` while a request was being read (or before the first one), and
-        answer 408 to a request not in full ``read_timeout`` s after its first byte."""
+        ``timeout_keep_alive`` while a request was being read (or before the first one), or
+        that read nothing of its answer for as long (a closing transport waits for its
+        buffer to be read, for ever), and answer 408 to a request not in full
+        ``read_timeout`` s after its first byte."""
         self._mf_timer = None
+        now = self.loop.time() + EARLY_S
+        if self.flow.write_paused:
+            due = self._mf_write_stalled + self.timeout_keep_alive
+            if now >= due:
+                left = self.transport.get_write_buffer_size()
+                if left >= self._mf_write_left:  # nothing read: free the answer's buffer
+                    self.transport.abort()
+                    return
+                self._mf_write_left, self._mf_write_stalled = left, now  # slow, not stopped
+                due = now + self.timeout_keep_alive
+            self._mf_timer = self.loop.call_at(due, self._mf_tick)
+            return
         if self._mf_refused or self.transport.is_closing():
             return
-        now = self.loop.time() + EARLY_S
         idle_due = self._mf_last + self.timeout_keep_alive
         if not self._mf_reading:
             if not self._mf_idle():
