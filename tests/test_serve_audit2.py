@@ -312,3 +312,45 @@ def test_a_client_that_reads_its_answer_slowly_gets_all_of_it(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_name_pinned_by_an_alias_answers_to_that_alias(tmp_path):
+    """``modelforge serve lin:prod`` serves version 1 only: ``versions/prod`` (what its
+    clients were told to use) answers with it, as ``versions/1`` does (it was a 404)."""
+    from modelforge.store.add import add_model
+    from modelforge.store.layout import Store
+    from modelforge.store.ops import tag
+
+    store = Store(tmp_path / "store")
+    for seed in (0, 1):
+        add_model(
+            save(builders.linear(4, 2, seed=seed), tmp_path / f"lin{seed}.onnx"), "lin", store=store
+        )
+    tag("lin:1", "prod", store=store)
+    server = start_server(
+        ["lin:prod", "--threads", "1"], env={"MODELFORGE_HOME": str(tmp_path / "store")}
+    )
+    try:
+        (model,) = server.info["models"]
+        assert model["versions"] == [1] and model["aliases"] == {"prod": 1}, model
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        ).encode()
+        answers = {}
+        for version in ("prod", "1", "2"):
+            with socket.create_connection(("127.0.0.1", server.info["port"]), timeout=30) as sock:
+                sock.sendall(
+                    b"POST /v2/models/lin/versions/%s/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                    % (version.encode(), len(body), body)
+                )
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+            answers[version] = received
+        assert answers["prod"].startswith(b"HTTP/1.1 200 "), answers["prod"]
+        assert b'"model_version":"1"' in answers["prod"]
+        assert answers["prod"].split(b"\r\n\r\n")[1] == answers["1"].split(b"\r\n\r\n")[1]
+        assert answers["2"].startswith(b"HTTP/1.1 404 "), answers["2"]
+    finally:
+        assert server.stop() == 0, server.stderr()
