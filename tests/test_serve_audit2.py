@@ -354,3 +354,17 @@ def test_a_name_pinned_by_an_alias_answers_to_that_alias(tmp_path):
         assert answers["2"].startswith(b"HTTP/1.1 404 "), answers["2"]
     finally:
         assert server.stop() == 0, server.stderr()
+
+
+def test_a_grpc_connection_that_never_handshakes_is_closed(srv):
+    """A TCP connection to the gRPC port that sends nothing is closed once the handshake
+    timeout (here the 2 s idle timeout; gRPC's default is 120 s) has passed."""
+    host, port = srv.grpc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        received = b""
+        try:
+            while chunk := sock.recv(65536):  # the server's HTTP/2 settings, then EOF
+                received += chunk
+        except ConnectionResetError:
+            pass
+    # recv returned: closed by the server (a held connection would time out above)

@@ -41,6 +41,7 @@ _TRITON_ONLY = {
     "CudaSharedMemoryRegister": "CUDA shared-memory",
     "CudaSharedMemoryUnregister": "CUDA shared-memory",
 }
+HANDSHAKE_S = 30.0  # at most, for a new connection's handshake (--grpc-idle-timeout if less)
 THREADS = 64  # the gRPC server's pool: a unary call holds a thread while it waits
 log = logging.getLogger("modelforge.serve")
 
@@ -260,6 +261,10 @@ def _connection_options(idle_s: float | None) -> list[tuple[str, int]]:
         ("grpc.max_connection_age_ms", 3_600_000),
         ("grpc.max_connection_age_grace_ms", 300_000),
     ]
+    # a connection that has not finished its HTTP/2 (and TLS) handshake in this long is
+    # closed: gRPC's own default is 120 s, a long time for a socket that says nothing
+    handshake_s = min(HANDSHAKE_S, idle_s) if idle_s is not None else HANDSHAKE_S
+    opts.append(("grpc.server_handshake_timeout_ms", int(handshake_s * 1000)))
     if idle_s is not None:  # a connection without calls for idle_s gets GOAWAY
         opts.append(("grpc.max_connection_idle_ms", int(idle_s * 1000)))
     return opts
