@@ -945,7 +945,7 @@ def test_grpc_open_streams_are_capped_and_unary_calls_still_get_threads(srv):
     grpc = pytest.importorskip("grpc")
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    from modelforge.serve.grpc_server import MAX_STREAMS
+    from modelforge.serve.grpc_stream import MAX_STREAMS
 
     request = service_pb2.ModelInferRequest(model_name="lin", id="held")
     request.inputs.add(name="x", datatype="FP32", shape=[1, 4])

@@ -478,9 +478,9 @@ def test_small_models_get_one_intra_op_thread_unless_threads_are_given(tmp_path)
 )
 def test_true_false_among_numbers_are_found_wherever_they_are(data, found):
     """The bool check looks only at values numpy read as 0 or 1, by their flat position."""
-    from modelforge.serve.codec import _holds_bool
+    from modelforge.serve.tensors import holds_bool
 
-    assert _holds_bool(data, np.asarray(data)) is found
+    assert holds_bool(data, np.asarray(data)) is found
 
 
 def test_malformed_requests_are_logged_once_a_minute_not_once_each(tmp_path):
@@ -539,9 +539,9 @@ def _nested(depth: int) -> object:
     ],
 )
 def test_json_data_nested_unlike_its_shape_is_named_as_such(data, shape, words):
-    from modelforge.serve.codec import _from_json
     from modelforge.serve.protocol import HttpError
+    from modelforge.serve.tensors import from_json
 
     with pytest.raises(HttpError) as err:
-        _from_json("x", "FP32", data, shape)
+        from_json("x", "FP32", data, shape)
     assert err.value.status == 400 and words in err.value.message, err.value.message

@@ -137,6 +137,24 @@ class RequestArgs:
         float,
         typer.Option("--request-timeout", metavar="S", help="Per-request timeout (0 = none)."),
     ] = 30.0
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout",
+            metavar="S",
+            help="A request's headers and body must arrive within S s of its first byte "
+            "(else 408; 0 = no bound).",
+        ),
+    ] = 60.0
+    grpc_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            "--grpc-idle-timeout",
+            metavar="S",
+            help="Close gRPC connections without calls, and end streams without requests, "
+            "after S s (0 = never).",
+        ),
+    ] = 300.0
     max_request_size: Annotated[
         int,
         typer.Option("--max-request-size", metavar="MB", help="Largest request body (413)."),
@@ -159,6 +177,8 @@ class RequestArgs:
     def build(self) -> dict[str, Any]:
         return {
             "request_timeout_s": self.request_timeout or None,
+            "read_timeout_s": self.read_timeout or None,
+            "grpc_idle_s": self.grpc_idle_timeout or None,
             "max_request_bytes": self.max_request_size * 1024 * 1024,
             "token": self.token if self.token is not None else os.environ.get(TOKEN_ENV),
             "tls_cert": self.tls_cert,

@@ -165,6 +165,8 @@ class ServeApp:
                 raise bad_request("Content-Length is not an integer") from None
             if n > limit:
                 raise _too_big(n, limit)
+        else:  # chunked, or no body: looked at only here, off the Content-Length path
+            _check_transfer_coding(scope)
         chunks: list[bytes] = []
         total = 0
         more = True
@@ -175,7 +177,7 @@ class ServeApp:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > limit:
-                raise _too_big(total, limit)
+                raise _too_big(total, limit, "read")
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -385,10 +387,29 @@ def _method(method: str, allowed: str) -> None:
         )
 
 
-def _too_big(n: int, limit: int) -> HttpError:
-    err = too_large(
-        f"the request body is {n} bytes, over the {limit}-byte limit (--max-request-size)"
-    )
+def _check_transfer_coding(scope: dict[str, Any]) -> None:
+    """The HTTP parser decodes ``chunked`` only: a body sent with another transfer coding
+    (``gzip, chunked``) would reach the app still encoded. 501, as RFC 9112 asks."""
+    coding = _header(scope, b"transfer-encoding")
+    if coding is not None and coding.replace(b" ", b"").lower() != b"chunked":
+        raise HttpError(
+            501,
+            f"Transfer-Encoding '{clip(coding.decode('latin-1'))}' is not supported: send "
+            "the body chunked or with Content-Length (compress it with Content-Encoding: gzip)",
+            {"connection": "close"},
+        )
+
+
+def _too_big(n: int, limit: int, how: str = "declared") -> HttpError:
+    """413 for a body ``declared`` (Content-Length) over the limit, ``read`` past it while
+    streamed (chunked: its size is unknown), or ``inflated`` past it (Content-Encoding)."""
+    if how == "declared":
+        what = f"the request body is {n} bytes, over"
+    elif how == "read":
+        what = f"the request body passed the limit after {n} bytes were read: it is over"
+    else:
+        what = "the request body inflates (Content-Encoding) to over"
+    err = too_large(f"{what} the {limit}-byte limit (--max-request-size)")
     err.headers = {"connection": "close"}
     return err
 
@@ -401,7 +422,12 @@ def _inflate(body: bytes, coding: bytes, limit: int) -> bytes:
     except zlib.error:
         raise bad_request(f"the body is not valid {coding.decode()} data") from None
     if len(out) > limit or d.unconsumed_tail:
-        raise _too_big(limit + 1, limit)
+        raise _too_big(limit + 1, limit, "inflated")
+    if not d.eof or d.unused_data:  # truncated, or a second gzip member: never half a body
+        raise bad_request(
+            f"the {coding.decode()} body is truncated or has data after its end (one "
+            "compressed stream per body); send the whole body compressed once"
+        )
     return out
 
 

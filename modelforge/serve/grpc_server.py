@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import math
 import os
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from modelforge.serve.grpc_stream import MAX_STREAMS, StreamMixin
 from modelforge.serve.protocol import (
     EXTENSIONS,
     SERVER_NAME,
     HttpError,
-    bad_request,
-    clip,
     not_implemented,
 )
 
@@ -31,20 +28,6 @@ if TYPE_CHECKING:
     from modelforge.serve.app import ServeApp
     from modelforge.serve.options import ServeOptions
 
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 _OPEN = {"ServerLive", "ServerReady"}
 # Triton's methods outside the OIP that this server does not implement: UNIMPLEMENTED
 # naming the extension (grpcio's default says only "Method not implemented!")
@@ -58,9 +41,8 @@ _TRITON_ONLY = {
     "CudaSharedMemoryRegister": "CUDA shared-memory",
     "CudaSharedMemoryUnregister": "CUDA shared-memory",
 }
+HANDSHAKE_S = 30.0  # at most, for a new connection's handshake (--grpc-idle-timeout if less)
 THREADS = 64  # the gRPC server's pool: a unary call holds a thread while it waits
-MAX_STREAMS = 48  # open ModelStreamInfer calls at once: the other threads stay for unary ones
-STREAM_QUEUE = 4  # requests read ahead of the one being answered, per stream
 log = logging.getLogger("modelforge.serve")
 
 
@@ -84,102 +66,7 @@ def _import() -> tuple[Any, Any, Any]:
     return grpc, service_pb2, service_pb2_grpc
 
 
-def decode_grpc(request: Any, inputs: list[Any], outputs: list[Any]) -> Any:
-    """ModelInferRequest -> codec.Request (raw_input_contents or typed contents), checked
-    exactly like an HTTP request (same messages)."""
-    from modelforge.serve.checks import check_tensor
-    from modelforge.serve.codec import (
-        Request,
-        Wanted,
-        _from_bytes,
-        check_shape,
-        port_for,
-        refuse_unsupported,
-        require_all,
-    )
-
-    for t in request.inputs:  # before counting raw contents: a shared-memory input has none
-        if t.parameters:
-            refuse_unsupported(t.parameters, "input", t.name)
-    for o in request.outputs:
-        if o.parameters:
-            refuse_unsupported(o.parameters, "output", o.name)
-    ports = {p.name: p for p in inputs}
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise bad_request(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: "
-            "once it is used, every input's bytes go there, in the order of 'inputs' (as "
-            "Triton requires); or send every input in typed contents"
-        )
-    feeds: dict[str, Any] = {}
-    for i, t in enumerate(request.inputs):
-        port = port_for(ports, feeds, t.name, t.datatype)
-        shape = [int(d) for d in t.shape]
-        if any(d < 0 for d in shape):
-            raise bad_request(f"input '{clip(t.name)}' has a negative dimension")
-        check_shape(t.name, shape)
-        if raw and t.contents.ListFields():
-            raise bad_request(
-                f"input '{clip(t.name)}' has typed contents although the request uses "
-                "raw_input_contents; send every input one way"
-            )
-        arr = _from_bytes(t.name, t.datatype, raw[i], shape) if raw else _from_contents(t, shape)
-        check_tensor(port, arr)
-        feeds[t.name] = arr
-    rows = require_all(feeds, inputs)
-    by_name = {p.name: p for p in outputs}
-    wanted: list[Wanted] = []
-    for o in request.outputs:
-        if o.name not in by_name:
-            raise bad_request(
-                f"the model has no output '{clip(o.name)}' (outputs: "
-                f"{', '.join(clip(p) for p in by_name)})"
-            )
-        if all(w.port.name != o.name for w in wanted):  # asked twice: answered once, as HTTP
-            wanted.append(Wanted(by_name[o.name], True))
-    if not wanted:
-        wanted = [Wanted(p, True) for p in outputs]
-    return Request(request.id, feeds, wanted, rows)
-
-
-def _from_contents(t: Any, shape: list[int]) -> Any:
-    """A tensor sent in the typed ``contents`` fields instead of raw bytes."""
-    import numpy as np
-
-    from modelforge.serve.protocol import OIP_NUMPY
-
-    field = _CONTENTS.get(t.datatype)
-    if field is None:
-        raise bad_request(f"input '{clip(t.name)}' is {t.datatype}: send it in raw_input_contents")
-    values = list(getattr(t.contents, field))
-    others = [f.name for f, _ in t.contents.ListFields() if f.name != field]
-    if others:  # Triton refuses contents in a field that is not the datatype's
-        raise bad_request(
-            f"input '{clip(t.name)}' is {t.datatype}: its values go in contents.{field}, "
-            f"not {', '.join(others)}"
-        )
-    if t.datatype == "BYTES":
-        try:
-            arr = np.array([v.decode("utf-8") for v in values], dtype=object)
-        except UnicodeDecodeError:
-            raise bad_request(f"input '{clip(t.name)}' holds non-UTF-8 BYTES") from None
-    else:
-        try:  # numpy refuses a Python int outside the dtype (300 for UINT8)
-            arr = np.asarray(values, dtype=OIP_NUMPY[t.datatype])
-        except OverflowError:
-            raise bad_request(
-                f"input '{clip(t.name)}' holds values outside the {t.datatype} range"
-            ) from None
-    if arr.size != math.prod(shape):
-        raise bad_request(
-            f"input '{clip(t.name)}' has {arr.size} values but shape {shape} needs "
-            f"{math.prod(shape)}"
-        )
-    return arr.reshape(shape)
-
-
-class _Servicer:
+class _Servicer(StreamMixin):
     def __init__(self, app: ServeApp, loop: asyncio.AbstractEventLoop, pb: Any, grpc: Any):
         self.app = app
         self.loop = loop
@@ -324,89 +211,11 @@ class _Servicer:
         self._call(unload())
         return self.pb.RepositoryModelUnloadResponse()
 
-    def model_stream_infer(self, requests: Any, context: Any) -> Any:
-        """Bidirectional streaming (``tritonclient.grpc`` ``start_stream`` /
-        ``async_stream_infer``): each request is answered in order, exactly as ModelInfer
-        answers it; a refused request is an ``error_message`` on the stream, which goes on.
-
-        An open stream holds one of the gRPC server's threads, so at most ``MAX_STREAMS``
-        are open at once (beyond: UNAVAILABLE), leaving threads for unary calls. Requests
-        are read by a thread of their own into a small bounded queue (gRPC's flow control
-        still holds a fast sender back), so that at shutdown an idle stream ends at once
-        (UNAVAILABLE) instead of holding the server for the whole grace period; requests
-        already received are still answered (503: shutting down)."""
-        return self._stream(requests, context)
-
-    def _stream(self, requests: Any, context: Any) -> Any:
-        import queue
-
-        # taken once the stream is being served (a generator never started runs no
-        # finally: a slot taken before it would leak)
-        if not self.streams.acquire(blocking=False):
-            context.abort(
-                self.grpc.StatusCode.UNAVAILABLE,
-                f"{MAX_STREAMS} gRPC streams are open already, the most this server keeps; "
-                "close one, or use unary ModelInfer calls",
-            )
-        from modelforge.engine.runner import put_until
-
-        inbox: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE)
-        done = threading.Event()
-
-        def put(item: Any) -> bool:
-            return put_until(inbox, item, done, 0.2)
-
-        def read() -> None:
-            try:
-                for request in requests:
-                    if not put(request):
-                        return
-            except Exception:  # the call was cancelled or the client went away
-                pass
-            put(None)
-
-        threading.Thread(target=read, name="mf-grpc-stream", daemon=True).start()
-        try:
-            while True:
-                try:
-                    request = inbox.get(timeout=0.2)
-                except queue.Empty:
-                    if self.app.shutting_down:
-                        context.abort(
-                            self.grpc.StatusCode.UNAVAILABLE, "the server is shutting down"
-                        )
-                    continue
-                if request is None:
-                    return
-                yield self._stream_answer(request)
-        finally:
-            done.set()
-            self.streams.release()
-
-    def _stream_answer(self, request: Any) -> Any:
-        try:
-            return self.pb.ModelStreamInferResponse(infer_response=self.model_infer(request))
-        except HttpError as err:
-            return self._stream_error(request, err.message)
-        except CancelledError:  # the event loop stopped under the call: shutting down
-            return self._stream_error(request, "the server is shutting down")
-        except Exception:  # a bug: logged with its traceback, as for HTTP; the stream goes on
-            log.exception("internal error serving gRPC ModelStreamInfer")
-            return self._stream_error(
-                request, "internal error (a bug in ModelForge; the server log has the traceback)"
-            )
-
-    def _stream_error(self, request: Any, message: str) -> Any:
-        return self.pb.ModelStreamInferResponse(
-            error_message=message,
-            infer_response=self.pb.ModelInferResponse(model_name=request.model_name, id=request.id),
-        )
-
     def model_infer(self, request: Any) -> Any:
         import time
 
         from modelforge.serve.batcher import Work
-        from modelforge.serve.encode import tensor_bytes
+        from modelforge.serve.grpc_codec import decode_grpc, encode_grpc
 
         t0 = time.perf_counter_ns()
         if self.app.shutting_down:
@@ -419,19 +228,7 @@ class _Servicer:
             work = Work(req.feeds, req.rows, [w.port.name for w in req.wanted])
             result = self._call(sv.batcher.infer(work, self.app.options.request_timeout_s))
             t2 = time.perf_counter_ns()
-            resp = self.pb.ModelInferResponse(
-                model_name=request.model_name, model_version=str(sv.version), id=request.id
-            )
-            for w in req.wanted:
-                arr, labels = result[w.port.name]
-                out = resp.outputs.add(
-                    name=w.port.name, datatype=w.port.datatype, shape=list(arr.shape)
-                )
-                if labels is not None:
-                    out.parameters["labels"].string_param = json.dumps(
-                        [v.item() if hasattr(v, "item") else v for v in labels]
-                    )
-                resp.raw_output_contents.append(tensor_bytes(w.port.datatype, arr))
+            resp = encode_grpc(self.pb, request, sv.version, req.wanted, result)
             sv.stats.request_done(
                 True,
                 req.rows,
@@ -447,6 +244,30 @@ class _Servicer:
             raise
         finally:
             sv.stats.leave()
+
+
+def _connection_options(idle_s: float | None) -> list[tuple[str, int]]:
+    """grpcio options that drop idle and dead connections (docs/serve.md, "gRPC")."""
+    opts = [
+        # ping a connection silent for a minute: a client gone without closing (a dead
+        # host) has its calls cancelled within 20 s more, and its streams free their slots
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # clients may ping too (every 10 s at most), also between calls
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # a connection is renewed after an hour (a client reconnects at once), its calls
+        # given 5 minutes to finish: no connection is held for ever
+        ("grpc.max_connection_age_ms", 3_600_000),
+        ("grpc.max_connection_age_grace_ms", 300_000),
+    ]
+    # a connection that has not finished its HTTP/2 (and TLS) handshake in this long is
+    # closed: gRPC's own default is 120 s, a long time for a socket that says nothing
+    handshake_s = min(HANDSHAKE_S, idle_s) if idle_s is not None else HANDSHAKE_S
+    opts.append(("grpc.server_handshake_timeout_ms", int(handshake_s * 1000)))
+    if idle_s is not None:  # a connection without calls for idle_s gets GOAWAY
+        opts.append(("grpc.max_connection_idle_ms", int(idle_s * 1000)))
+    return opts
 
 
 def _unimplemented(extension: str) -> Any:
@@ -471,10 +292,7 @@ def start_grpc(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.so_reuseport", 0),
-            # ping connections idle for a minute: a client gone without closing (a dead
-            # host) has its calls cancelled, and its streams give their slots back
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
+            *_connection_options(options.grpc_idle_s),
         ],
     )
     methods = {

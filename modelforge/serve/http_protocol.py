@@ -14,9 +14,16 @@ httptools would buffer without limit (request line + headers: ``MAX_HEAD_BYTES``
 answers malformed HTTP in the API's JSON error shape (400), closing without a reset.
 
 uvicorn's keep-alive timeout only runs between requests: a connection that sends nothing,
-or stops inside a request's head or body, would be held forever. The same timeout
-(``timeout_keep_alive``) is applied while a request is being read: a connection that sends
-no byte for that long is dropped (a partial head gets a 408).
+or stops inside a request's head or body, would be held forever, and one that sends a byte
+every few seconds would hold a request open for as long as it likes. So while a request is
+being read, a connection that sends no byte for ``timeout_keep_alive`` is dropped, and a
+request whose head and body have not all arrived ``read_timeout`` seconds after its first
+byte is answered 408 and closed (``READ_TIMEOUT_ATTR`` on the uvicorn config; none = no
+bound). A client that reads nothing of its answer for ``timeout_keep_alive`` while the
+transport's buffer is full is aborted: uvicorn's close would wait for it to read, for ever,
+holding the answer. One timer per connection does all this: each read only notes the
+time, and the timer, when it fires, looks at the clocks and sets itself for the next
+deadline.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ DISCONNECT = "modelforge.disconnect"  # scope extension: register a callback for
 MAX_HEAD_BYTES = 1 << 20  # request line + headers; httptools itself buffers them unbounded
 SHUTDOWN_POLL_S = 0.1  # at shutdown, how often a TLS connection is checked for abort
 LINGER_S = 2.0  # how long a refused connection's input is drained before it is closed
+READ_TIMEOUT_ATTR = "mf_read_timeout"  # on uvicorn's Config: seconds a request may take to arrive
+EARLY_S = 0.002  # a timer may fire this early (uvloop rounds to milliseconds)
 
 
 class MalformedRequestLog(logging.Filter):
@@ -115,15 +124,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _mf_in_head = True
     _mf_refused = False
     _mf_reading = False  # between a request's first byte and its last
-    _mf_idle: asyncio.TimerHandle | None = None  # no byte for timeout_keep_alive: dropped
+    _mf_timer: asyncio.TimerHandle | None = None  # the connection's one timer (see the module)
+    _mf_last = 0.0  # loop time of the last bytes received
+    _mf_begun = 0.0  # loop time the request being read began
+    _mf_read_timeout: float | None = None
+    _mf_write_stalled = 0.0  # loop time the write buffer filled up, or last shrank
+    _mf_write_left = 0  # bytes in the write buffer then
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._mf_rearm(True)  # a connection that never sends a byte is not kept either
+        self._mf_read_timeout = getattr(self.config, READ_TIMEOUT_ATTR, None)
+        self._mf_last = self.loop.time()
+        self._mf_arm(self._mf_last + self.timeout_keep_alive)  # it must send something
 
     def data_received(self, data: bytes) -> None:
         if self._mf_refused:
             return  # answered and closing: what the client still sends is dropped
+        self._mf_last = self.loop.time()
         super().data_received(data)
         if self._mf_in_head and not self._mf_refused:
             self._mf_head_bytes += len(data)  # over by at most the tail of one read
@@ -134,45 +151,104 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     b"the request line and headers are over %d bytes; send smaller headers"
                     % MAX_HEAD_BYTES,
                 )
-        # idle with no timer of uvicorn's running (bytes that began no request, e.g. bare
-        # CRLFs, which httptools skips: uvicorn cancelled its keep-alive timer on them)
-        idle = (
+        if self._mf_timer is None and (self._mf_reading or self._mf_idle()):
+            self._mf_arm(self._mf_last + self.timeout_keep_alive)
+
+    def _mf_idle(self) -> bool:
+        """Between requests with no timer of uvicorn's running (bytes that began no request,
+        e.g. bare CRLFs, which httptools skips: uvicorn cancelled its keep-alive timer)."""
+        return (
             not self._mf_reading
             and (self.cycle is None or self.cycle.response_complete)
             and getattr(self, "timeout_keep_alive_task", None) is None
         )
-        self._mf_rearm(self._mf_reading or idle)
 
-    def _mf_rearm(self, reading: bool) -> None:
-        if self._mf_idle is not None:
-            self._mf_idle.cancel()
-            self._mf_idle = None
-        if reading and not self._mf_refused and not self.transport.is_closing():
-            self._mf_idle = self.loop.call_later(self.timeout_keep_alive, self._mf_idle_out)
+    def _mf_arm(self, when: float) -> None:
+        if self._mf_timer is not None:
+            self._mf_timer.cancel()
+            self._mf_timer = None
+        if not self._mf_refused and not self.transport.is_closing():
+            self._mf_timer = self.loop.call_at(when, self._mf_tick)
 
-    def _mf_idle_out(self) -> None:
-        """No byte for ``timeout_keep_alive`` while a request was being read (or before the
-        first one): drop the connection."""
-        self._mf_idle = None
+    def pause_writing(self) -> None:
+        """The client is not reading its answer as fast as it is written (the transport's
+        buffer is full): the timer drops it if it reads nothing for ``timeout_keep_alive``
+        (the buffer did not shrink); a slow reader is not dropped."""
+        super().pause_writing()
+        self._mf_write_stalled = self.loop.time()
+        self._mf_write_left = self.transport.get_write_buffer_size()
+        if self._mf_timer is None:
+            self._mf_timer = self.loop.call_at(
+                self._mf_write_stalled + self.timeout_keep_alive, self._mf_tick
+            )
+
+    def _mf_tick(self) -> None:
+        """The connection's timer: drop a connection that sent no byte for
+        ``timeout_keep_alive`` while a request was being read (or before the first one), or
+        that read nothing of its answer for as long (a closing transport waits for its
+        buffer to be read, for ever), and answer 408 to a request not in full
+        ``read_timeout`` s after its first byte."""
+        self._mf_timer = None
+        now = self.loop.time() + EARLY_S
+        if self.flow.write_paused:
+            due = self._mf_write_stalled + self.timeout_keep_alive
+            if now >= due:
+                left = self.transport.get_write_buffer_size()
+                if left >= self._mf_write_left:  # nothing read: free the answer's buffer
+                    self.transport.abort()
+                    return
+                self._mf_write_left, self._mf_write_stalled = left, now  # slow, not stopped
+                due = now + self.timeout_keep_alive
+            self._mf_timer = self.loop.call_at(due, self._mf_tick)
+            return
         if self._mf_refused or self.transport.is_closing():
+            return
+        idle_due = self._mf_last + self.timeout_keep_alive
+        if not self._mf_reading:
+            if not self._mf_idle():
+                return  # the app holds a request, or uvicorn's keep-alive timer runs
+            if now < idle_due:
+                self._mf_arm(idle_due)
+            elif self._mf_head_bytes:  # bytes that began no request (CRLFs)
+                self._mf_timeout(
+                    b"no byte of the request arrived for %d s; send the whole "
+                    b"request" % self.timeout_keep_alive
+                )
+            else:  # nothing sent at all: closed like an idle keep-alive connection
+                self.transport.close()
             return
         pending = self.cycle is not None and not self.cycle.response_complete
         if self.flow.read_paused or (pending and self._mf_in_head):
             # the server is not reading (a body the app has not consumed yet), or it still
-            # owes a response (the client may be pipelining): the client is not idle
-            self._mf_rearm(True)
+            # owes a response (the client may be pipelining): the client is not slow
+            self._mf_last = self._mf_begun = now
+            self._mf_arm(now + self.timeout_keep_alive)
             return
-        if not self._mf_in_head:  # inside a body: the app sees the client leave
-            self.transport.close()
-        elif self._mf_head_bytes:
-            self._refuse(
-                408,
-                b"Request Timeout",
-                b"no byte of the request arrived for %d s; send the whole request"
-                % self.timeout_keep_alive,
+        limit = self._mf_read_timeout or math.inf
+        read_due = self._mf_begun + limit
+        if now >= read_due:
+            self._mf_timeout(
+                b"the request (headers and body) did not arrive in full within %g s of its "
+                b"first byte; send it at once" % limit
             )
-        else:  # nothing sent at all: closed like an idle keep-alive connection
-            self.transport.close()
+        elif now >= idle_due:
+            self._mf_timeout(
+                b"no byte of the request arrived for %d s; send the whole request"
+                % self.timeout_keep_alive
+            )
+        else:
+            self._mf_arm(min(idle_due, read_due))
+
+    def _mf_timeout(self, message: bytes) -> None:
+        """408 and close; a request the app is reading sees its client leave."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not self._mf_in_head:
+            if cycle.response_started:  # the app answered early (413): it only needs closing
+                self.transport.close()
+                return
+            cycle.disconnected = True  # the app's receive() says http.disconnect
+            cycle.message_event.set()
+        self._refuse(408, b"Request Timeout", message)
 
     def _refuse(self, status: int, reason: bytes, message: bytes) -> None:
         """Answer and close without a reset: closing with unread input makes the kernel send
@@ -208,6 +284,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._mf_reading = True
+        self._mf_begun = self._mf_last
+        limit = self._mf_read_timeout
+        if limit and limit < self.timeout_keep_alive:  # the timer may be set for later
+            due = self._mf_last + limit
+            timer = self._mf_timer
+            if timer is None or timer.when() > due:
+                self._mf_arm(due)
         if not hasattr(self, "_mf_on_lost"):
             self._mf_on_lost = []
         extensions: Any = {DISCONNECT: self._mf_on_lost.append}
@@ -219,7 +302,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._mf_rearm(False)
+        if self._mf_timer is not None:
+            self._mf_timer.cancel()
+            self._mf_timer = None
         super().connection_lost(exc)
         callbacks = list(getattr(self, "_mf_on_lost", ()))
         self._mf_on_lost = []

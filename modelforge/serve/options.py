@@ -31,6 +31,8 @@ class ServeOptions:
     loop_cpu: int | str | None = "auto"  # the event loop and instance threads on this CPU,
     # "auto": on the least crowded one (affinity.Mover); None: wherever the kernel puts them
     request_timeout_s: float | None = 30.0
+    read_timeout_s: float | None = 60.0  # a request's head + body must arrive within this (408)
+    grpc_idle_s: float | None = 300.0  # gRPC: connections without calls, streams without requests
     max_request_bytes: int = 64 * MiB
     token: str | None = None
     tls_cert: str | None = None
@@ -78,6 +80,14 @@ class ServeOptions:
         need(
             self.request_timeout_s is None or self.request_timeout_s > 0,
             "--request-timeout must be more than 0 seconds",
+        )
+        need(
+            self.read_timeout_s is None or self.read_timeout_s > 0,
+            "--read-timeout must be more than 0 seconds (0 = no bound)",
+        )
+        need(
+            self.grpc_idle_s is None or self.grpc_idle_s >= 1,
+            "--grpc-idle-timeout must be at least 1 second (0 = never)",
         )
         need(
             (self.tls_cert is None) == (self.tls_key is None),

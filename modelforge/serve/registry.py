@@ -49,6 +49,7 @@ class ServedModel:
     origin: str  # "store" or "file"
     path: Any = None  # for files
     pinned: int | None = None  # store: serve only this version
+    pin_alias: str | None = None  # the alias it was pinned by (NAME:prod): serves the pin
     available: list[int] = field(default_factory=list)
     aliases: dict[str, int] = field(default_factory=dict)
     loaded: dict[int, ServedVersion] = field(default_factory=dict)
@@ -56,6 +57,14 @@ class ServedModel:
     broken: set[int] = field(default_factory=set)  # versions that failed to load while polled
     reason: str = ""
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    def pin(self, versions: list[int], aliases: dict[str, int]) -> tuple[list[int], dict[str, int]]:
+        """The store's versions and aliases as this name serves them: a pinned name has its
+        one version, and the alias it was pinned by (if any) always points at it."""
+        if self.pinned is None:
+            return versions, aliases
+        versions = [self.pinned] if self.pinned in versions else []
+        return versions, ({self.pin_alias: self.pinned} if self.pin_alias and versions else {})
 
     @property
     def latest(self) -> int | None:
@@ -93,7 +102,9 @@ class Registry:
         else:
             name = self.options.name or loc.name
             pinned = loc.version if ":" in ref else None
-            model = ServedModel(loc.name, "store", pinned=pinned)
+            tag = ref.rpartition(":")[2] if pinned is not None else ""
+            alias = tag if tag and not (tag.isascii() and tag.isdigit()) else None
+            model = ServedModel(loc.name, "store", pinned=pinned, pin_alias=alias)
             if name != loc.name:
                 raise UsageError(
                     "--name renames a model file; store models are served under their name",
@@ -112,10 +123,7 @@ class Registry:
         """Re-read versions and aliases of a store model (files never change)."""
         if model.origin != "store":
             return
-        versions, aliases = core.store_versions(self.store, model.name)
-        if model.pinned is not None:
-            versions = [model.pinned] if model.pinned in versions else []
-            aliases = {}
+        versions, aliases = model.pin(*core.store_versions(self.store, model.name))
         model.available = versions
         model.aliases = {a: v for a, v in aliases.items() if v in versions}
 
@@ -241,10 +249,11 @@ class Registry:
                 raise not_found(f"model '{clip(model.name)}' has no versions")
             return model.latest
         if version.isascii() and version.isdigit():  # not "²" or other scripts' digits
-            v = int(version)
+            digits = version.lstrip("0") or "0"  # int() refuses past 4,300 digits
+            v = int(digits) if len(digits) <= 18 else -1
             if v not in model.available:
                 raise not_found(
-                    f"model '{clip(model.name)}' has no version {v} (versions: "
+                    f"model '{clip(model.name)}' has no version {clip(digits)} (versions: "
                     f"{', '.join(map(str, model.available))})"
                 )
             return v
@@ -328,10 +337,8 @@ class Registry:
             await self._poll_model(model)
 
     async def _poll_model(self, model: ServedModel) -> None:
-        versions, aliases = await asyncio.to_thread(core.store_versions, self.store, model.name)
-        if model.pinned is not None:
-            versions = [model.pinned] if model.pinned in versions else []
-            aliases = {}
+        found = await asyncio.to_thread(core.store_versions, self.store, model.name)
+        versions, aliases = model.pin(*found)
         aliases = {a: v for a, v in aliases.items() if v in versions}
         # load new targets before pointing anything at them; a version that cannot be
         # loaded is left out (said once), and aliases moved onto it keep their old target

@@ -213,9 +213,9 @@ MOVER_INTERVAL_S = 1.0
 def _uvicorn_config(app: Any, options: ServeOptions) -> Any:
     import uvicorn
 
-    from modelforge.serve.http_protocol import CoalescingHttpToolsProtocol
+    from modelforge.serve.http_protocol import READ_TIMEOUT_ATTR, CoalescingHttpToolsProtocol
 
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http=CoalescingHttpToolsProtocol,
@@ -231,6 +231,8 @@ def _uvicorn_config(app: Any, options: ServeOptions) -> Any:
         limit_concurrency=None,
         proxy_headers=False,  # X-Forwarded-* is not trusted: no proxy is assumed
     )
+    setattr(config, READ_TIMEOUT_ATTR, options.read_timeout_s)  # read by the protocol
+    return config
 
 
 def _ready_info(
