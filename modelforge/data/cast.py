@@ -157,6 +157,10 @@ def coerce_array(
     if not src.isnative:
         arr = arr.astype(src.newbyteorder("="))
         src = arr.dtype
+    if src.kind in "mM" and src != target:
+        from modelforge.data.cast_time import temporal
+
+        return temporal(arr, target, policy, where, what, allow_nan)
     if src == target:
         check_finite(arr, where, allow_nan)
         return arr

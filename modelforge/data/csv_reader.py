@@ -47,7 +47,7 @@ class CsvReader(CsvStream):
             for i, line in enumerate(lines):
                 n = line.count(self._d) + 1 if line.strip(b"\r") else 0
                 if n != ncols:
-                    self._ragged(self.lines + i + 1, n)
+                    self._ragged(self.lines + i + 1, n, b"\r" in line.rstrip(b"\r"))
             return
         import csv
         import io
@@ -85,13 +85,13 @@ class CsvReader(CsvStream):
                         code="ragged_row",
                     )
 
-    def _ragged(self, line: int, n: int) -> None:
+    def _ragged(self, line: int, n: int, cr: bool = False) -> None:
         problem = "is blank" if n == 0 else f"has {n} fields, the header has {len(self.columns)}"
-        raise DataError(
-            f"input '{self.name}' line {line} {problem}",
-            hint="every row needs one field per header column; check the delimiter and quotes",
-            code="ragged_row",
-        )
+        hint = "every row needs one field per header column; check the delimiter and quotes"
+        if cr:  # a bare CR inside the line: lines end with CR alone from here on
+            problem += " and holds a carriage return (CR) inside it: mixed line endings"
+            hint = "end every line with LF or CRLF (convert the CR-only line endings)"
+        raise DataError(f"input '{self.name}' line {line} {problem}", hint=hint, code="ragged_row")
 
     # batches ------------------------------------------------------------------------
     def batches(self, wanted: list[str], dtypes: dict[str, str]) -> Iterator[ColumnBatch]:

@@ -377,7 +377,12 @@ class JsonlReader:
                     code="missing_column",
                 )
             place = _line_place(self.name, line_of)
-            cols = {c: series_to_numpy(df.get_column(c), place) for c in wanted}
+            # fed columns become numpy (cast later); --keep columns stay polars Series with
+            # the file's types and nulls (a nullable integer id stays an integer), as Parquet
+            cols = {
+                c: series_to_numpy(df.get_column(c), place) if c in dtypes else df.get_column(c)
+                for c in wanted
+            }
             yield ColumnBatch(self.name, row0, df.height, cols, file_row=row0, line_of=line_of)
             row0 += df.height
             block, line0 = self._next_block()

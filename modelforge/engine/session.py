@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelforge.engine.providers import ProviderPlan, plan_providers, short_name
+from modelforge.engine.providers import (
+    ProviderPlan,
+    check_provider_options,
+    plan_providers,
+    short_name,
+)
 from modelforge.errors import (
     InvalidModelError,
     ModelForgeError,
@@ -251,6 +256,7 @@ def create_session(
     except Exception as exc:  # onnxruntime raises pybind exception types
         raise translate_error(exc, "creating the onnxruntime session") from None
     _check_providers(inner, plan, cfg, printed.getvalue())
+    check_provider_options(inner.get_provider_options(), plan)
     inner.disable_fallback()  # a provider failing mid-run raises instead of printing to stdout
     return Session(inner=inner, plan=plan, config=cfg)
 

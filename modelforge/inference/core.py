@@ -98,10 +98,11 @@ def make_plan(
     """The plan for ``data``: paths, a Source (or list of them), a DataFrame, an array, a
     dict of arrays, or None with ``options.data_json`` / stdin."""
     from modelforge.data.inputs import open_sources
-    from modelforge.data.plan import build_plan
+    from modelforge.data.plan import build_plan, check_has_inputs
     from modelforge.data.sources import python_source
 
     schema = lm.opened.ensure_schema() if lm.schema is None else lm.schema
+    check_has_inputs(schema, f"model '{safe(lm.location.display)}'")
     sources: list[Source]
     if options.data_json is not None:
         if data:

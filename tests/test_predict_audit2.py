@@ -1,0 +1,285 @@
+"""Defects found by the second predict audit: provider options, date/time casts, JSON Lines
+--keep types, CR-only CSV line endings, models without inputs. Each through the library and
+through the CLI (exit code, stderr, no partial output)."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from modelforge.cli.app import app
+from modelforge.data.cast import coerce_array
+from modelforge.engine.providers import check_provider_options, plan_providers
+from modelforge.errors import DataError, UsageError
+from modelforge.inference import predict
+from tests import builders
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def ident(tmp_path):
+    """float32 [N, 2] -> out, the same values."""
+    return str(builders.save(builders.identity(), tmp_path / "id.onnx"))
+
+
+@pytest.fixture
+def csv2(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,b\n1,2\n3,4\n")
+    return str(p)
+
+
+def _where(r: int, c: int) -> str:
+    return f"row {r + 1}, column 'when'"
+
+
+# --provider-option -------------------------------------------------------------------
+
+
+def test_cpu_provider_options_are_refused_up_front():
+    with pytest.raises(UsageError) as err:
+        plan_providers(["cpu"], options={"bogus": "1"}, available=["CPUExecutionProvider"])
+    assert err.value.code == "unknown_provider_option"
+    assert "'bogus'" in err.value.message and "provider cpu" in err.value.message
+
+
+def test_options_go_to_the_first_requested_provider_only():
+    avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    plan = plan_providers(["cuda"], options={"device_id": "0"}, available=avail)
+    assert plan.providers == avail and plan.options == [{"device_id": "0"}, {}]
+
+
+def test_options_of_a_missing_provider_are_dropped_with_a_warning_under_fallback(caplog):
+    plan = plan_providers(
+        ["cuda"], options={"device_id": "0"}, fallback=True, available=["CPUExecutionProvider"]
+    )
+    assert plan.providers == ["CPUExecutionProvider"] and plan.options == [{}]
+    assert "'device_id' not used: provider cuda is not available" in caplog.text
+
+
+def test_keys_onnxruntime_does_not_report_are_refused_listing_the_valid_ones():
+    avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    plan = plan_providers(["cuda"], options={"devcie_id": "0"}, available=avail)
+    effective = {"CUDAExecutionProvider": {"device_id": "0", "gpu_mem_limit": "1"}}
+    with pytest.raises(UsageError) as err:
+        check_provider_options(effective, plan)
+    assert "'devcie_id'" in err.value.message and "provider cuda" in err.value.message
+    assert err.value.hint == "valid keys: device_id, gpu_mem_limit"
+    check_provider_options(
+        effective, plan_providers(["cuda"], options={"device_id": "1"}, available=avail)
+    )
+
+
+def test_cli_refuses_cpu_provider_options(ident, csv2, tmp_path):
+    out = tmp_path / "o.csv"
+    res = runner.invoke(
+        app, ["predict", ident, csv2, "--provider-option", "bogus=1", "-o", str(out)]
+    )
+    assert res.exit_code == 2, res.stderr
+    assert "--provider-option 'bogus': provider cpu takes no provider options" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+    env = json.loads(
+        runner.invoke(
+            app, ["predict", ident, csv2, "--provider-option", "k=v", "-o", str(out), "--json"]
+        ).stdout
+    )
+    assert env["error"]["code"] == "unknown_provider_option" and env["error"]["exit_code"] == 2
+
+
+def test_cli_warns_when_onnxruntime_cannot_check_a_providers_options(ident, csv2):
+    import onnxruntime as ort
+
+    if "AzureExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no azure provider")
+    res = runner.invoke(
+        app, ["predict", ident, csv2, "--provider", "azure", "--provider-option", "k=v"]
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "reports no options for provider azure: --provider-option 'k'" in res.stderr
+
+
+# date/time and decimal columns under --cast ---------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["safe", "strict"])
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.array(["2024-01-01T00:00", "2024-01-02T00:00"], dtype="datetime64[us]"),
+        np.array(["2024-01-01", "2024-01-02"], dtype="datetime64[D]"),
+        np.array([3, 4], dtype="timedelta64[s]"),
+    ],
+)
+def test_dates_and_durations_are_not_numbers_unless_forced(arr, policy):
+    with pytest.raises(DataError) as err:
+        coerce_array(arr, "float32", policy=policy, allow_nan=False, where=_where, what="input 'x'")
+    assert err.value.code == "dtype_mismatch"
+    assert "row 1, column 'when'" in err.value.message and "input 'x'" in err.value.message
+    assert arr.dtype.name in err.value.message and "--cast force" in (err.value.hint or "")
+    forced = coerce_array(
+        arr, "float32", policy="force", allow_nan=False, where=_where, what="input 'x'"
+    )
+    assert forced.dtype == np.float32
+    assert forced.tolist() == arr.view(np.int64).astype(np.float32).tolist()
+
+
+def test_forced_nat_is_a_missing_value():
+    arr = np.array(["2024-01-01", "NaT"], dtype="datetime64[D]")
+    with pytest.raises(DataError, match=r"missing value \(NaT\) at row 2"):
+        coerce_array(arr, "float32", policy="force", allow_nan=False, where=_where, what="x")
+    got = coerce_array(arr, "float32", policy="force", allow_nan=True, where=_where, what="x")
+    assert got[0] == 19723 and np.isnan(got[1])
+    with pytest.raises(DataError, match="missing value"):
+        coerce_array(arr, "int64", policy="force", allow_nan=True, where=_where, what="x")
+
+
+def _parquet(path: Path, **cols) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(cols), path)
+    return str(path)
+
+
+def test_cli_refuses_timestamp_tz_parquet_column_under_safe(ident, tmp_path):
+    import pyarrow as pa
+
+    when = [datetime.datetime(2024, 1, d, tzinfo=datetime.UTC) for d in (1, 2)]
+    src = _parquet(
+        tmp_path / "t.parquet",
+        x=pa.array([1.0, 2.0]),
+        when=pa.array(when, pa.timestamp("us", tz="UTC")),
+    )
+    out = tmp_path / "o.csv"
+    res = runner.invoke(app, ["predict", ident, src, "--columns", "x,when", "-o", str(out)])
+    assert res.exit_code == 5, res.stderr
+    assert "t.parquet' row 1, column 'when' holds date/time values" in res.stderr
+    assert "input 'x' expects float32" in res.stderr and not out.exists()
+    res = runner.invoke(
+        app, ["predict", ident, src, "--columns", "x,when", "--cast", "force", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.stderr
+    assert out.read_text().splitlines()[1] == "1.0,1.7040672e+15"
+
+
+def test_cli_refuses_datetime_npy_under_safe(ident, tmp_path):
+    src = tmp_path / "d.npy"
+    np.save(src, np.array([["2024-01-01", "2024-01-02"]], dtype="datetime64[D]"))
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5 and "holds date/time values (datetime64[D])" in res.stderr
+    assert res.stdout == ""
+
+
+def test_decimal_columns_cast_like_their_decimal_text(ident, tmp_path):
+    """A decimal is exact text: safe feeds it like the same CSV cell, strict refuses it."""
+    import pyarrow as pa
+
+    dec = pa.array([decimal.Decimal("1.25"), decimal.Decimal("0.10")], pa.decimal128(10, 2))
+    src = _parquet(tmp_path / "m.parquet", a=dec, b=pa.array([1.0, 2.0]))
+    got = predict(ident, src, columns=["a", "b"], as_frame=False)["out"]
+    assert got.dtype == np.float32 and got[:, 0].tolist() == [1.25, np.float32(0.1)]
+    res = runner.invoke(app, ["predict", ident, src, "--columns", "a,b", "--cast", "strict"])
+    assert res.exit_code == 5 and "input 'x' expects float32" in res.stderr
+
+
+# JSON Lines --keep ---------------------------------------------------------------------
+
+
+def test_jsonl_keep_columns_keep_their_types_and_nulls(ident, tmp_path):
+    import polars as pl
+
+    src = tmp_path / "k.jsonl"
+    src.write_text(
+        '{"id": 1, "s": "a", "f": true, "a": 1.0, "b": 2.0}\n'
+        '{"id": null, "s": null, "f": null, "a": 3.0, "b": 4.0}\n'
+        '{"id": 3, "s": "=x", "f": false, "a": 5, "b": 6}\n'
+    )
+    args = ["predict", ident, str(src), "--columns", "a,b", "--keep", "id,s,f", "-o"]
+    res = runner.invoke(app, [*args, str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 0, res.stderr
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [1, None, 3]
+    assert [r["s"] for r in rows] == ["a", None, "=x"]
+    assert [r["f"] for r in rows] == [True, None, False]
+    res = runner.invoke(app, [*args, str(tmp_path / "o.parquet")])
+    assert res.exit_code == 0, res.stderr
+    df = pl.read_parquet(tmp_path / "o.parquet")
+    assert df.schema["id"] == pl.Int64 and df["id"].to_list() == [1, None, 3]
+    assert df.schema["f"] == pl.Boolean and df.schema["s"] == pl.String
+
+
+def test_frame_source_keep_columns_stay_typed_series():
+    import polars as pl
+
+    from modelforge.data.sources import FrameSource
+
+    df = pl.DataFrame({"id": [1, None], "a": [1.0, 2.0], "b": [3.0, 4.0]})
+    (batch,) = FrameSource(df).batches(["a", "b", "id"], {"a": "float32", "b": "float32"})
+    assert isinstance(batch.columns["id"], pl.Series) and batch.columns["id"].dtype == pl.Int64
+    assert isinstance(batch.columns["a"], np.ndarray)
+
+
+# CR-only line endings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b"a,b\r1,2\r3,4\r", b"a,b\r1,2\r3,4"])
+def test_cr_only_line_endings_name_the_file_and_the_fix(ident, tmp_path, data):
+    src = tmp_path / "mac.csv"
+    src.write_bytes(data)
+    out = tmp_path / "o.csv"
+    res = runner.invoke(app, ["predict", ident, str(src), "-o", str(out)])
+    assert res.exit_code == 5, res.stderr
+    assert "mac.csv' ends its lines with a carriage return (CR) alone" in res.stderr
+    assert "mac2unix" in res.stderr and not out.exists()
+
+
+def test_crlf_and_quoted_cr_still_work(ident, tmp_path):
+    src = tmp_path / "ok.csv"
+    src.write_bytes(b'"a\rx",b\r\n1,2\r\n3,4\r\n')
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines() == ["out_0,out_1", "1.0,2.0", "3.0,4.0"]
+
+
+def test_a_cr_inside_a_data_line_says_mixed_line_endings(ident, tmp_path):
+    src = tmp_path / "mixed.csv"
+    src.write_bytes(b"a,b\n1,2\r3,4\n")
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5
+    assert "line 2 has 3 fields" in res.stderr and "mixed line endings" in res.stderr
+
+
+# models without inputs ------------------------------------------------------------------
+
+
+def _constant_model(path: Path) -> str:
+    value = numpy_helper.from_array(np.array([1.0, 2.0], np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=value)],
+        "const",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    return str(builders.save(builders._model(graph), path))
+
+
+def test_a_model_without_inputs_is_a_clear_error(tmp_path, csv2):
+    model = _constant_model(tmp_path / "const.onnx")
+    out = tmp_path / "o.csv"
+    for extra in ([csv2], ["--data", "{}"], []):
+        res = runner.invoke(app, ["predict", model, *extra, "-o", str(out)], input=b"")
+        assert res.exit_code == 5, (extra, res.stderr)
+        assert "const.onnx' has no inputs" in res.stderr and "'y'" in res.stderr
+        assert not out.exists()
+    res = runner.invoke(app, ["predict", model, csv2, "-o", str(out), "--json"])
+    assert json.loads(res.stdout)["error"]["code"] == "no_model_inputs"
+    with pytest.raises(DataError, match="has no inputs"):
+        predict(model, {"x": np.zeros((1, 2), np.float32)})
