@@ -283,3 +283,43 @@ def test_a_model_without_inputs_is_a_clear_error(tmp_path, csv2):
     assert json.loads(res.stdout)["error"]["code"] == "no_model_inputs"
     with pytest.raises(DataError, match="has no inputs"):
         predict(model, {"x": np.zeros((1, 2), np.float32)})
+
+
+# found by the acceptance pass ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b'{"a": 1, "b": 2}\n', b'{"x": [[1, 2]]}', b"[[1, 2]]\n"])
+def test_json_on_stdin_without_format_says_so(ident, data):
+    res = runner.invoke(app, ["predict", ident, "-"], input=data)
+    assert res.exit_code == 5
+    assert "input '<stdin>' looks like JSON, not CSV" in res.stderr
+    assert "--format jsonl" in res.stderr and res.stdout == ""
+
+
+def test_a_bracketed_csv_header_is_still_csv(ident):
+    res = runner.invoke(app, ["predict", ident, "-"], input=b"[a],b\n1,2\n")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines()[1] == "1.0,2.0"
+
+
+def test_non_integral_text_for_an_int_input_names_the_dtype_once(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["i"], ["o"])],
+        "ints",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("o", TensorProto.INT64, ["N", 1])],
+    )
+    model = str(builders.save(builders._model(graph), tmp_path / "ints.onnx"))
+    src = tmp_path / "i.csv"
+    src.write_text("i\n1.5\n")
+    res = runner.invoke(app, ["predict", model, str(src)])
+    assert res.exit_code == 5
+    assert "non-integral value for int64 input at input" in res.stderr
+    assert "int64 input int64" not in res.stderr
+
+
+def test_a_1d_array_for_a_2d_input_hints_at_the_shape(ident, tmp_path):
+    src = tmp_path / "r.npy"
+    np.save(src, np.ones(3, np.float32))
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5 and "array needs the shape [N, 2]" in res.stderr

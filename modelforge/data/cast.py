@@ -231,7 +231,7 @@ def coerce_array(
                         arr,
                         np.trunc(arr) != arr,
                         where,
-                        f"non-integral value for {target.name} input {what}",
+                        f"non-integral value for {target.name} {what}",
                         hint_lossy,
                         "lossy_cast",
                     )
@@ -416,7 +416,7 @@ def coerce_text(
                 policy=policy,
                 allow_nan=False,
                 where=lambda r, c: where(r, 0),
-                what=f"{target.name} input",
+                what="input",
             )
         return coerce_array(
             as_int.to_numpy(),
@@ -424,7 +424,7 @@ def coerce_text(
             policy="force" if policy == "force" else "safe",
             allow_nan=False,
             where=lambda r, c: where(r, 0),
-            what=f"{target.name} input",
+            what="input",
         )
     if target.kind == "b":
         low = text.str.to_lowercase()

@@ -10,6 +10,7 @@ line is capped at 4 MiB / 65,536 columns and a record at 64 MiB. Parsing the blo
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterator
 from typing import IO
 
@@ -22,6 +23,7 @@ MAX_COLUMNS = 65_536
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 LONG_LINE = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
+_JSON_START = re.compile(r'\s*(\{|\[\s*[\[{"\d.\-\]])')
 
 
 def _is_utf8(name: str) -> bool:
@@ -161,6 +163,14 @@ class CsvStream:
             )
         self._utf8_error(line, self.consumed, 0)
         text = line.decode("utf-8").rstrip("\r")
+        if _JSON_START.match(text):  # a header naming columns does not start like JSON
+            kind = "TSV" if self.delim == "\t" else "CSV"
+            raise DataError(
+                f"input '{self.name}' looks like JSON, not {kind}",
+                hint="pass --format jsonl (one object per line) or --format json (one object "
+                "of arrays); stdin without --format is read as CSV",
+                code="looks_like_json",
+            )
         try:
             names = next(csv.reader([text], delimiter=self.delim))
         except (csv.Error, StopIteration) as exc:

@@ -401,7 +401,8 @@ def assemble(
             raise DataError(
                 f"{what} expects {b.dtype} {format_shape(b.shape)} but column "
                 f"'{safe(b.columns[0])}' holds one value per row",
-                hint=f"map {b.shape[1]} columns: --map {safe(b.input)}=a,b,... or --columns",
+                hint=f"map {b.shape[1]} columns (--map {safe(b.input)}=a,b,... or --columns); "
+                f"an NPY/NPZ/JSON array needs the shape [N, {b.shape[1]}]",
                 code="shape_mismatch",
             )
         if feed.dtype.kind in "US" and b.dtype == "str":
