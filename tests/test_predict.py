@@ -374,7 +374,7 @@ def _jsonl_error(model, path, text, **kw):
 @pytest.mark.parametrize("block", [None, 64])  # one block, or many (line numbers carry on)
 def test_jsonl_value_errors_name_the_physical_line(lin, tmp_path, monkeypatch, block):
     """Blank lines count: the message names the line the bad value is on, not its row."""
-    import modelforge.data.tabular as tab
+    import modelforge.data.jsonl as tab
 
     if block is not None:
         monkeypatch.setattr(tab, "JSONL_BLOCK", block)
@@ -391,7 +391,7 @@ def test_jsonl_value_errors_name_the_physical_line(lin, tmp_path, monkeypatch, b
 
 @pytest.mark.parametrize("block", [None, 64])
 def test_jsonl_ragged_list_names_file_line_and_column(lin, tmp_path, monkeypatch, block):
-    import modelforge.data.tabular as tab
+    import modelforge.data.jsonl as tab
 
     if block is not None:
         monkeypatch.setattr(tab, "JSONL_BLOCK", block)

@@ -323,3 +323,32 @@ def test_a_1d_array_for_a_2d_input_hints_at_the_shape(ident, tmp_path):
     np.save(src, np.ones(3, np.float32))
     res = runner.invoke(app, ["predict", ident, str(src)])
     assert res.exit_code == 5 and "array needs the shape [N, 2]" in res.stderr
+
+
+_AB = '{"a": 1, "b": 2}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (_AB + '{"a": [1], "b": 3}\n', "line 2: key 'a' holds a list, but a number on line 1"),
+        (_AB + '\n{"a": true, "b": 3}\n', "line 3: key 'a' holds a bool, but a number"),
+        (_AB + '{"a": 1e999, "b": 3}\n', "line 2 is not valid JSON: 1e999 is beyond the float"),
+        ('{"a": NaN, "b": 2}\n', "line 1 is not valid JSON: NaN is not valid JSON"),
+    ],
+)
+def test_jsonl_type_errors_name_the_line_and_key(ident, tmp_path, text, expected):
+    src = tmp_path / "j.jsonl"
+    src.write_text(text)
+    res = runner.invoke(app, ["predict", ident, str(src), "-o", str(tmp_path / "o.csv")])
+    assert res.exit_code == 5, res.stderr
+    assert expected in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_jsonl_with_a_utf8_bom_is_read(ident, tmp_path):
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"a": 1, "b": 2}\n')
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines() == ["out_0,out_1", "1.0,2.0"]

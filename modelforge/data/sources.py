@@ -105,7 +105,7 @@ class JsonlSource(_Stream):
     total_rows = None
 
     def __init__(self, fh: IO[bytes], name: str, size: int | None = None, own: bool = True):
-        from modelforge.data.tabular import JsonlReader
+        from modelforge.data.jsonl import JsonlReader
 
         super().__init__(fh, own)
         self.name, self.total_bytes = name, size
