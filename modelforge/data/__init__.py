@@ -5,7 +5,7 @@
   ``batches(wanted, dtypes)``) and a class per format: ``CsvSource`` (streamed by
   :mod:`.csv_reader` over
   :mod:`.csv_stream`), ``ParquetSource`` (optionally a list of row groups of one file —
-  a cluster task's slice), ``JsonlSource`` (:mod:`.tabular`), ``ArraySource`` (NPY/NPZ via
+  a cluster task's slice), ``JsonlSource`` (:mod:`.jsonl`), ``ArraySource`` (NPY/NPZ via
   :mod:`.npy`, JSON via :mod:`.inline`, dicts — a server's decoded request), ``FrameSource``;
   :mod:`.inputs` — ``open_sources(paths, options)`` opens user inputs (stdin sniffed).
 - :mod:`.options` — ``PredictOptions``, the one options object, validated once.
