@@ -352,3 +352,17 @@ def test_jsonl_with_a_utf8_bom_is_read(ident, tmp_path):
     res = runner.invoke(app, ["predict", ident, str(src)])
     assert res.exit_code == 0, res.stderr
     assert res.stdout.splitlines() == ["out_0,out_1", "1.0,2.0"]
+
+
+def test_npy_output_refusal_names_the_output_not_its_shape(ident, csv2, tmp_path):
+    out = tmp_path / "o.npy"
+    res = runner.invoke(
+        app, ["predict", ident, csv2, "--keep", "a", "--columns", "a,b", "-o", str(out)]
+    )
+    assert res.exit_code == 2, res.stderr  # a column both fed and kept is a usage error
+    src = tmp_path / "k.csv"
+    src.write_text("id,a,b\nr1,1,2\n")
+    res = runner.invoke(app, ["predict", ident, str(src), "--keep", "id", "-o", str(out)])
+    assert res.exit_code == 10, res.stderr
+    assert "has output out and --keep columns" in res.stderr and "[1, 2]" not in res.stderr
+    assert not out.exists()

@@ -30,12 +30,17 @@ class ArrayWriter(Writer):
 
     def _check_npy(self, outputs: list[OutputValue], keep: dict[str, Any]) -> None:
         if self.fmt == "npy" and (len(outputs) != 1 or keep or outputs[0].kind != "tensor"):
-            what = f"{len(outputs)} outputs" if len(outputs) != 1 else outputs[0].shape_text()
+            names = ", ".join(safe(o.name) for o in outputs)
+            if len(outputs) != 1:
+                what = f"{len(outputs)} outputs ({names})"
+            elif outputs[0].kind != "tensor":
+                what = f"output {names}, which is not a tensor ({outputs[0].shape_text()})"
+            else:
+                what = f"output {names}"
             raise OutputError(
-                f"NPY output holds one array but this run has {what} "
-                f"({', '.join(safe(o.name) for o in outputs)})"
+                f"NPY output holds one array but this run has {what}"
                 + (" and --keep columns" if keep else ""),
-                hint="select one tensor output with --outputs, or write .npz",
+                hint="select one tensor output with --outputs and drop --keep, or write .npz",
                 code="npy_one_output",
             )
 
