@@ -366,3 +366,12 @@ def test_npy_output_refusal_names_the_output_not_its_shape(ident, csv2, tmp_path
     assert res.exit_code == 10, res.stderr
     assert "has output out and --keep columns" in res.stderr and "[1, 2]" not in res.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("how", [["--columns", "a,a"], ["--map", "x=b,b"]])
+def test_one_column_may_feed_two_positions(ident, csv2, how):
+    """It crashed in polars (a select of one column twice) with exit 1."""
+    res = runner.invoke(app, ["predict", ident, csv2, *how])
+    assert res.exit_code == 0, res.stderr
+    col = 1 if how[0] == "--columns" else 2
+    assert res.stdout.splitlines()[1:] == [f"{v}.0,{v}.0" for v in (col, col + 2)]

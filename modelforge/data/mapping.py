@@ -413,8 +413,8 @@ def assemble(
 
 
 def _from_frame(batch: ColumnBatch, b: InputBinding) -> bool:
-    if batch.frame is None or not b.columns:
-        return False
+    if batch.frame is None or not b.columns or len(set(b.columns)) != len(b.columns):
+        return False  # polars cannot select one column twice: the column-by-column path can
     return all(c in batch.finite and str(batch.columns[c].dtype) == b.dtype for c in b.columns)
 
 
