@@ -375,3 +375,35 @@ def test_one_column_may_feed_two_positions(ident, csv2, how):
     assert res.exit_code == 0, res.stderr
     col = 1 if how[0] == "--columns" else 2
     assert res.stdout.splitlines()[1:] == [f"{v}.0,{v}.0" for v in (col, col + 2)]
+
+
+@pytest.mark.timeout(60)
+def test_predict_timeout_is_exit_8_with_a_hint_for_predict(ident, tmp_path):
+    """stdin stays open and silent: --timeout stops the run; no output file is left."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "o.csv"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-m", "modelforge", "predict", ident, "--timeout", "1", "-o", str(out)]
+    with subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as proc:
+        try:
+            proc.wait(timeout=40)  # stdin stays open: the reader waits on it
+        finally:
+            proc.kill()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert proc.returncode == 8, err
+    text = err.decode()
+    assert "did not finish within 1 s" in text and "--timeout S (0 = none;" in text
+    assert "for checks; 0 = none" not in text and not out.exists()
+
+
+def test_an_npz_without_arrays_says_none_found(ident, tmp_path):
+    src = tmp_path / "e.npz"
+    np.savez(src)
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5 and "found keys: none)" in res.stderr

@@ -81,6 +81,8 @@ def describe_inputs(inputs: list[TensorSpec]) -> str:
 
 
 def _cols_list(columns: list[str], limit: int = 30) -> str:
+    if not columns:
+        return "none"
     shown = ", ".join(safe(c, 60) for c in columns[:limit])
     return shown + (f", … ({len(columns)} in all)" if len(columns) > limit else "")
 
