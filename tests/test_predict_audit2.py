@@ -407,3 +407,20 @@ def test_an_npz_without_arrays_says_none_found(ident, tmp_path):
     np.savez(src)
     res = runner.invoke(app, ["predict", ident, str(src)])
     assert res.exit_code == 5 and "found keys: none)" in res.stderr
+
+
+def test_api_frame_keeps_nullable_ids_as_nullable_ints(ident, tmp_path):
+    import pandas as pd
+
+    src = tmp_path / "k.jsonl"
+    src.write_text(
+        '{"id": 1, "f": true, "a": 1, "b": 2}\n{"id": null, "f": null, "a": 3, "b": 4}\n'
+    )
+    df = predict(ident, str(src), columns=["a", "b"], keep=["id", "f"])
+    assert str(df["id"].dtype) == "Int64" and df["id"].iloc[0] == 1
+    assert df["id"].isna().tolist() == [False, True]
+    assert str(df["f"].dtype) == "boolean" and bool(df["f"].iloc[0]) is True
+    assert df["out_0"].tolist() == [1.0, 3.0]
+    plain = predict(ident, pd.DataFrame({"id": [7, 8], "a": [1.0, 2.0], "b": [3.0, 4.0]}),
+                    columns=["a", "b"], keep=["id"])  # fmt: skip
+    assert str(plain["id"].dtype) == "int64"

@@ -193,7 +193,7 @@ def predict(
         frames = [_frame(p.keep, p.outputs, neutralise=False) for p in parts]
         if not frames:
             return pd.DataFrame()
-        return pl.concat(frames).to_pandas()
+        return _to_pandas(pl.concat(frames))
     out: dict[str, Any] = {}
     if parts:
         for i, o in enumerate(parts[0].outputs):
@@ -204,6 +204,23 @@ def predict(
             if o.keys is not None:
                 out[f"{o.name}_keys"] = np.asarray(o.keys)
     return out
+
+
+def _to_pandas(df: Any) -> Any:
+    """polars -> pandas, keeping integer and bool columns with nulls (kept ids) as pandas'
+    nullable ``Int64``/``boolean`` instead of float64 with NaN / object."""
+    import pandas as pd
+
+    pdf = df.to_pandas()
+    for name, dtype in df.schema.items():
+        column = df.get_column(name)
+        if not column.null_count():
+            continue
+        if dtype.is_integer():
+            pdf[name] = pd.array(column.to_list(), dtype=str(dtype))
+        elif str(dtype) == "Boolean":
+            pdf[name] = pd.array(column.to_list(), dtype="boolean")
+    return pdf
 
 
 def _is_array_path(data: Any) -> bool:
