@@ -424,3 +424,42 @@ def test_api_frame_keeps_nullable_ids_as_nullable_ints(ident, tmp_path):
     plain = predict(ident, pd.DataFrame({"id": [7, 8], "a": [1.0, 2.0], "b": [3.0, 4.0]}),
                     columns=["a", "b"], keep=["id"])  # fmt: skip
     assert str(plain["id"].dtype) == "int64"
+
+
+def _types_model(tmp_path: Path) -> str:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [n], [f"o{n}"]) for n in ("i", "b", "s")],
+        "types",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("b", TensorProto.BOOL, ["N", 1]),
+            helper.make_tensor_value_info("s", TensorProto.STRING, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("oi", TensorProto.INT64, ["N", 1]),
+            helper.make_tensor_value_info("ob", TensorProto.BOOL, ["N", 1]),
+            helper.make_tensor_value_info("os", TensorProto.STRING, ["N", 1]),
+        ],
+    )
+    return str(builders.save(builders._model(graph), tmp_path / "types.onnx"))
+
+
+def test_nulls_in_inline_json_are_missing_values_not_ragged(tmp_path):
+    model = _types_model(tmp_path)
+    data = '{"i": [[1], [2]], "b": [[true], [false]], "s": [["x"], [null]]}'
+    res = runner.invoke(app, ["predict", model, "--data", data])
+    assert res.exit_code == 5 and "missing value at '--data' row 2" in res.stderr
+    res = runner.invoke(app, ["predict", model, "--data", data, "--allow-nan"])
+    assert res.exit_code == 0, res.stderr
+    assert [json.loads(line)["os_0"] for line in res.stdout.splitlines()] == ["x", ""]
+    bad_bool = '{"i": [[1]], "b": [[null]], "s": [["x"]]}'
+    res = runner.invoke(app, ["predict", model, "--data", bad_bool, "--allow-nan"])
+    assert res.exit_code == 5 and "bool inputs cannot hold a missing value" in res.stderr
+    src = tmp_path / "d.json"
+    src.write_text('{"x": [[1, null]]}')
+    ident = str(builders.save(builders.identity(), tmp_path / "id.onnx"))
+    res = runner.invoke(app, ["predict", ident, str(src), "--allow-nan"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines() == ["out_0,out_1", "1.0,NaN"]
+    res = runner.invoke(app, ["predict", ident, "--data", '{"x": [[1, 2], [3]]}'])
+    assert res.exit_code == 5 and "is ragged or mixes types" in res.stderr
