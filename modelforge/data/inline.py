@@ -64,8 +64,7 @@ def _with_nulls(arr: np.ndarray, what: str) -> np.ndarray:
             return arr
     raise DataError(
         f"{what} is ragged or mixes types",
-        hint="use nested lists of equal length, one JSON type per array (null for a "
-        "missing value)",
+        hint="use nested lists of equal length, one JSON type per array (null for a missing value)",
         code="invalid_json",
     )
 

@@ -160,3 +160,44 @@ def check_provider_options(effective: dict[str, dict[str, str]], plan: ProviderP
                 hint="valid keys: " + ", ".join(sorted(known)),
                 code="unknown_provider_option",
             )
+
+
+def reported_options(provider: str) -> dict[str, str] | None:
+    """The options ``provider`` reports with their defaults (``get_provider_options()`` of a
+    session on a one-node model), or None when a session cannot be created with it (its
+    libraries or device missing). What ``--provider-option`` keys are checked against."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION, 8)
+    import contextlib
+    import io
+    import warnings
+
+    from modelforge.engine.session import _stdout_fd_to_stderr
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:  # nothing onnxruntime says about a failing provider may reach stdout
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            _stdout_fd_to_stderr(),
+        ):
+            warnings.simplefilter("ignore")
+            sess = ort.InferenceSession(
+                model.SerializeToString(), sess_options=so, providers=[provider]
+            )
+    except Exception:  # onnxruntime raises its own exception types
+        return None
+    if provider not in sess.get_providers():
+        return None
+    return dict(sess.get_provider_options().get(provider, {}))
