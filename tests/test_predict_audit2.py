@@ -463,3 +463,37 @@ def test_nulls_in_inline_json_are_missing_values_not_ragged(tmp_path):
     assert res.stdout.splitlines() == ["out_0,out_1", "1.0,NaN"]
     res = runner.invoke(app, ["predict", ident, "--data", '{"x": [[1, 2], [3]]}'])
     assert res.exit_code == 5 and "is ragged or mixes types" in res.stderr
+
+
+def _run_shell(cmd: str, cwd: Path) -> tuple[int, str]:
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(
+        ["bash", "-c", cmd], cwd=cwd, capture_output=True, timeout=60, env=env, text=True
+    )
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_stdio_redirected_onto_an_input_is_refused(ident, tmp_path):
+    import shlex
+    import sys
+
+    data = "a,b\n1,2\n"
+    src = tmp_path / "d.csv"
+    src.write_text(data)
+    mf = f"{shlex.quote(sys.executable)} -m modelforge predict {shlex.quote(ident)}"
+    rc, err = _run_shell(f"{mf} - -o d.csv < d.csv", tmp_path)
+    assert rc == 2 and "output 'd.csv' is the file stdin reads from" in err, err
+    assert src.read_text() == data
+    rc, err = _run_shell(f"{mf} d.csv >> d.csv", tmp_path)
+    assert rc == 2 and "would be appended to the data being read" in err, err
+    assert src.read_text() == data
+    rc, err = _run_shell(f"{mf} d.csv > d.csv", tmp_path)
+    assert rc == 2 and "the shell emptied it before predict started" in err, err
+    src.write_text(data)
+    rc, err = _run_shell(f"{mf} - -o o.csv < d.csv && {mf} d.csv > p.csv", tmp_path)
+    assert rc == 0, err
+    assert (tmp_path / "o.csv").read_text() == (tmp_path / "p.csv").read_text()
