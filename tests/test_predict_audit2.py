@@ -497,3 +497,36 @@ def test_stdio_redirected_onto_an_input_is_refused(ident, tmp_path):
     rc, err = _run_shell(f"{mf} - -o o.csv < d.csv && {mf} d.csv > p.csv", tmp_path)
     assert rc == 0, err
     assert (tmp_path / "o.csv").read_text() == (tmp_path / "p.csv").read_text()
+
+
+def test_kept_dates_decimals_and_nulls_in_json_and_npz_output(ident, tmp_path):
+    """JSON output crashed (exit 1) on a kept timestamp; a null text id became "None"."""
+    import pyarrow as pa
+
+    when = [datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)] * 2
+    src = _parquet(
+        tmp_path / "k.parquet",
+        t=pa.array(when, pa.timestamp("us", tz="UTC")),
+        d=pa.array([decimal.Decimal("1.25"), None], pa.decimal128(10, 2)),
+        id=pa.array(["r1", None]),
+        n=pa.array([1, None], pa.int64()),
+        a=pa.array([1.0, 2.0]),
+        b=pa.array([3.0, 4.0]),
+    )
+    out = tmp_path / "o.json"
+    args = ["predict", ident, src, "--columns", "a,b", "--keep", "t,d,id,n"]
+    res = runner.invoke(app, [*args, "-o", str(out)])
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["t"] == ["2024-01-01T00:00:00+00:00"] * 2
+    assert doc["d"] == ["1.25", None] and doc["id"] == ["r1", None] and doc["n"] == [1, None]
+    assert doc["out"] == [[1.0, 3.0], [2.0, 4.0]]
+    npz = tmp_path / "o.npz"
+    res = runner.invoke(app, [*args, "-o", str(npz)])
+    assert res.exit_code == 10 and "--keep column 'd' has missing values" in res.stderr
+    assert not npz.exists()
+    res = runner.invoke(
+        app, ["predict", ident, src, "--columns", "a,b", "--keep", "t", "-o", str(npz)]
+    )
+    assert res.exit_code == 0, res.stderr
+    assert np.load(npz)["t"].dtype == np.dtype("datetime64[us]")

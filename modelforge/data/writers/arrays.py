@@ -49,7 +49,18 @@ class ArrayWriter(Writer):
 
         self._check_npy(outputs, keep)
         for name, values in keep.items():
+            if self.fmt == "json" and hasattr(values, "to_list"):
+                # as JSON Lines writes them: null stays null, dates become ISO text
+                self.parts.setdefault(name, []).append(_json_values(values))
+                continue
             arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+            if arr.dtype == object and any(v is None for v in arr.reshape(-1)):
+                raise OutputError(
+                    f"--keep column '{safe(name)}' has missing values, which NPZ cannot hold "
+                    "for text (numpy has no missing string)",
+                    hint="fill them, or write Parquet, JSON Lines or JSON (which keep nulls)",
+                    code="column_not_writable",
+                )
             self.parts.setdefault(name, []).append(_text(arr))
         for o in outputs:
             self.parts.setdefault(o.name, []).append(_text(o.array))
@@ -65,10 +76,15 @@ class ArrayWriter(Writer):
                 self.keys[o.name] = o.keys
 
     def _arrays(self) -> dict[str, Any]:
+        from itertools import chain
+
         import numpy as np
 
         if self.whole_values is None:
-            return {k: np.concatenate(v) for k, v in self.parts.items()}
+            return {
+                k: np.concatenate(v) if isinstance(v[0], np.ndarray) else list(chain(*v))
+                for k, v in self.parts.items()
+            }
         return {k: o.value for k, o in self.whole_values.items()}
 
     def _finish(self) -> None:
@@ -107,6 +123,16 @@ def _npz_members(name: str, value: Any) -> dict[str, Any]:
             f"{name}_values": np.asarray(list(value.values())),
         }
     return {}  # an empty optional output has nothing to write
+
+
+def _json_values(series: Any) -> list[Any]:
+    """A kept polars column as JSON values, the way the JSON Lines writer writes them."""
+    import json
+
+    import polars as pl
+
+    text = pl.DataFrame([series.rename("v")]).write_ndjson()
+    return [json.loads(line)["v"] for line in text.splitlines() if line]
 
 
 def _jsonable(value: Any) -> Any:
