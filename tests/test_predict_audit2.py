@@ -530,3 +530,12 @@ def test_kept_dates_decimals_and_nulls_in_json_and_npz_output(ident, tmp_path):
     )
     assert res.exit_code == 0, res.stderr
     assert np.load(npz)["t"].dtype == np.dtype("datetime64[us]")
+
+
+def test_a_stray_cr_in_an_lf_header_is_not_called_cr_only(ident, tmp_path):
+    src = tmp_path / "h.csv"
+    src.write_bytes(b"a\rz,b\n1,2\n")
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5
+    assert "the header line holds a carriage return (CR) inside it" in res.stderr
+    assert "alone" not in res.stderr

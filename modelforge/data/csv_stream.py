@@ -136,7 +136,7 @@ class CsvStream:
                 code="empty_input",
             )
         end = self._buf.find(b"\n")
-        self._check_cr(self._buf[: end if end >= 0 else MAX_HEADER_BYTES])
+        self._check_cr(self._buf[: end if end >= 0 else MAX_HEADER_BYTES], end >= 0)
         if end < 0:
             if len(self._buf) > MAX_HEADER_BYTES:
                 raise DataError(
@@ -202,18 +202,27 @@ class CsvStream:
             out.append(col)
         return out
 
-    def _check_cr(self, line: bytes) -> None:
+    def _check_cr(self, line: bytes, has_lf: bool) -> None:
         """A carriage return inside the first line (not the CR of a CRLF ending): the file
-        ends its lines with CR alone (classic Mac OS, some Excel exports)."""
+        ends its lines with CR alone (classic Mac OS, some Excel exports), or, when an LF
+        follows, the header line mixes line endings."""
         cr = line.rstrip(b"\r").find(b"\r")
-        if cr >= 0 and b'"' not in line[:cr]:
+        if cr < 0 or b'"' in line[:cr]:
+            return
+        if has_lf:
             raise DataError(
-                f"input '{self.name}' ends its lines with a carriage return (CR) alone; "
-                "lines must end with LF or CRLF",
-                hint=f"convert the line endings to LF (mac2unix {self.name}, from dos2unix) or "
-                "save the file again with Unix or Windows line endings",
+                f"input '{self.name}': the header line holds a carriage return (CR) inside "
+                "it (mixed line endings)",
+                hint="end every line with LF or CRLF; remove the stray CR from the header",
                 code="cr_line_endings",
             )
+        raise DataError(
+            f"input '{self.name}' ends its lines with a carriage return (CR) alone; "
+            "lines must end with LF or CRLF",
+            hint=f"convert the line endings to LF (mac2unix {self.name}, from dos2unix) or "
+            "save the file again with Unix or Windows line endings",
+            code="cr_line_endings",
+        )
 
     def _more_data(self) -> bool:
         while not self._buf.strip():
