@@ -539,3 +539,23 @@ def test_a_stray_cr_in_an_lf_header_is_not_called_cr_only(ident, tmp_path):
     assert res.exit_code == 5
     assert "the header line holds a carriage return (CR) inside it" in res.stderr
     assert "alone" not in res.stderr
+
+
+def test_iter_predict_yields_at_most_batch_size_rows(ident, tmp_path):
+    """CSV blocks are 16 MB: batch_size only cut the onnxruntime runs, not what came back."""
+    from modelforge.inference import iter_predict
+
+    src = tmp_path / "d.csv"
+    src.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(7)))
+    got = [(b.start, b.rows) for b in iter_predict(ident, str(src), batch_size=3)]
+    assert got == [(0, 3), (3, 3), (6, 1)]
+    fixed = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+    )
+    model = str(builders.save(builders._model(fixed), tmp_path / "fixed2.onnx"))
+    parts = list(iter_predict(model, str(src), batch_size=3))
+    assert [(b.start, b.rows) for b in parts] == [(0, 2), (2, 2), (4, 2), (6, 1)]
+    assert parts[-1].outputs[0].value.tolist() == [[6.0, 6.0]]

@@ -89,13 +89,14 @@ def iter_predict(
     session_config: SessionConfig | None = None,
     **kw: Any,
 ) -> Iterator[PredictionBatch]:
-    """Stream predictions batch by batch. ``data``: path(s), a Source, DataFrame, array or
+    """Stream predictions batch by batch, at most ``batch_size`` rows each (for a model with
+    a fixed batch dimension, a multiple of it). ``data``: path(s), a Source, DataFrame, array or
     dict. ``options`` or keyword arguments named as its fields (fmt, maps, columns, keep,
     cast, allow_nan, encoding, delimiter, batch_size, outputs, whole) say how the data is
     read. A model run on whole tensors yields one batch holding its outputs as they are."""
     from contextlib import closing
 
-    from modelforge.engine.runner import Runner, rebatch
+    from modelforge.engine.runner import Runner, rebatch, split_batches
     from modelforge.engine.session import SessionConfig
     from modelforge.inference.core import _no_rows, make_plan
     from modelforge.inference.model import load, open_session
@@ -122,8 +123,11 @@ def iter_predict(
         return
     rows = 0
     it = plan.batches()
+    size = opts.batch_size
     if runner.fixed and runner.fixed > 1:
         it = rebatch(it, runner.fixed)
+        size = max(runner.fixed, size - size % runner.fixed)  # whole multiples only
+    it = split_batches(it, size)
     with closing(it):  # type: ignore[type-var]
         for batch in it:
             rows += batch.rows
