@@ -19,7 +19,7 @@ from modelforge.data.batch import Batch, ColumnBatch
 from modelforge.data.cast import CastPolicy, cast_column
 from modelforge.errors import DataError, UsageError
 from modelforge.model.schema import format_shape
-from modelforge.text import safe
+from modelforge.text import plural, safe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -229,7 +229,8 @@ def resolve_tabular(
         if f is None or f == len(remaining):
             bind(free[0], remaining, "positional")
             warnings.append(
-                f"input '{safe(free[0].name)}' is fed {len(remaining)} columns by position "
+                f"input '{safe(free[0].name)}' is fed {plural(len(remaining), 'column')} by "
+                "position "
                 f"({_cols_list(remaining, 8)}); pass --columns to make the mapping explicit"
             )
             remaining = []
