@@ -559,3 +559,13 @@ def test_iter_predict_yields_at_most_batch_size_rows(ident, tmp_path):
     parts = list(iter_predict(model, str(src), batch_size=3))
     assert [(b.start, b.rows) for b in parts] == [(0, 2), (2, 2), (4, 2), (6, 1)]
     assert parts[-1].outputs[0].value.tolist() == [[6.0, 6.0]]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "npy", "npz", "json"])
+def test_an_empty_binary_or_json_input_says_empty(ident, tmp_path, fmt):
+    src = tmp_path / f"e.{fmt}"
+    src.write_bytes(b"")
+    res = runner.invoke(app, ["predict", ident, str(src)])
+    assert res.exit_code == 5 and "is empty (0 bytes)" in res.stderr, res.stderr
+    res = runner.invoke(app, ["predict", ident, "-", "--format", fmt], input=b"")
+    assert res.exit_code == 5 and "input '<stdin>' is empty (0 bytes)" in res.stderr
