@@ -569,3 +569,18 @@ def test_an_empty_binary_or_json_input_says_empty(ident, tmp_path, fmt):
     assert res.exit_code == 5 and "is empty (0 bytes)" in res.stderr, res.stderr
     res = runner.invoke(app, ["predict", ident, "-", "--format", fmt], input=b"")
     assert res.exit_code == 5 and "input '<stdin>' is empty (0 bytes)" in res.stderr
+
+
+def test_onnxruntimes_own_refusal_of_a_key_is_the_same_usage_error():
+    """CUDA/TensorRT/... parse options with onnxruntime's ProviderOptionsParser, whose
+    message is 'Unknown provider option: "<key>".' (onnxruntime/core/framework/
+    provider_options_utils.h); it comes back as an exception or in the EP Error banner."""
+    from modelforge.engine.session import unknown_option_error
+
+    avail = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    plan = plan_providers(["cuda"], options={"devcie_id": "0"}, available=avail)
+    text = '[ONNXRuntimeError] : 1 : FAIL : Unknown provider option: "devcie_id".'
+    err = unknown_option_error(text, plan)
+    assert err is not None and err.code == "unknown_provider_option" and err.exit_code == 2
+    assert "'devcie_id': not an option of provider cuda" in err.message
+    assert unknown_option_error("some other failure", plan) is None
