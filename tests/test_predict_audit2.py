@@ -584,3 +584,18 @@ def test_onnxruntimes_own_refusal_of_a_key_is_the_same_usage_error():
     assert err is not None and err.code == "unknown_provider_option" and err.exit_code == 2
     assert "'devcie_id': not an option of provider cuda" in err.message
     assert unknown_option_error("some other failure", plan) is None
+
+
+def test_decimals_feed_an_int_input_only_when_integral(tmp_path):
+    import pyarrow as pa
+
+    model = str(builders.save(builders.identity(TensorProto.INT64), tmp_path / "i.onnx"))
+    ints = pa.array([decimal.Decimal("2.00"), decimal.Decimal("3.00")], pa.decimal128(10, 2))
+    src = _parquet(tmp_path / "ok.parquet", a=ints, b=pa.array([7, 8]))
+    got = predict(model, src, columns=["a", "b"], as_frame=False)["out"]
+    assert got.dtype == np.int64 and got.tolist() == [[2, 7], [3, 8]]
+    half = pa.array([decimal.Decimal("2.50"), decimal.Decimal("3.00")], pa.decimal128(10, 2))
+    bad = _parquet(tmp_path / "bad.parquet", a=half, b=pa.array([7, 8]))
+    res = runner.invoke(app, ["predict", model, bad, "--columns", "a,b"])
+    assert res.exit_code == 5 and "non-integral value for int64 input at" in res.stderr
+    assert "row 1, column 'a'" in res.stderr
