@@ -310,8 +310,10 @@ def test_unavailable_provider_lists_available(lin):
 def test_iter_predict_streams_in_order(lin, tmp_path):
     x, p = table(tmp_path, n=30)
     parts = list(iter_predict(lin, p, keep=["id"], batch_size=4))
-    assert [b.start for b in parts] == [0]  # one read block, run in 8 onnxruntime calls
-    assert np.array_equal(parts[0].outputs[0].array, raw(lin, {"x": x})[0])
+    # one read block, run in 8 onnxruntime calls, handed back batch_size rows at a time
+    assert [(b.start, b.rows) for b in parts] == [(i, min(4, 30 - i)) for i in range(0, 30, 4)]
+    got = np.concatenate([b.outputs[0].array for b in parts])
+    assert np.array_equal(got, raw(lin, {"x": x})[0])
 
 
 def test_explain_and_data_json(lin, tmp_path):
@@ -374,7 +376,7 @@ def _jsonl_error(model, path, text, **kw):
 @pytest.mark.parametrize("block", [None, 64])  # one block, or many (line numbers carry on)
 def test_jsonl_value_errors_name_the_physical_line(lin, tmp_path, monkeypatch, block):
     """Blank lines count: the message names the line the bad value is on, not its row."""
-    import modelforge.data.tabular as tab
+    import modelforge.data.jsonl as tab
 
     if block is not None:
         monkeypatch.setattr(tab, "JSONL_BLOCK", block)
@@ -391,7 +393,7 @@ def test_jsonl_value_errors_name_the_physical_line(lin, tmp_path, monkeypatch, b
 
 @pytest.mark.parametrize("block", [None, 64])
 def test_jsonl_ragged_list_names_file_line_and_column(lin, tmp_path, monkeypatch, block):
-    import modelforge.data.tabular as tab
+    import modelforge.data.jsonl as tab
 
     if block is not None:
         monkeypatch.setattr(tab, "JSONL_BLOCK", block)

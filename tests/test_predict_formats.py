@@ -284,7 +284,7 @@ def test_header_names_are_neutralised(lin, tmp_path, ofmt):
 
 
 def test_jsonl_line_cap_names_the_line(lin, tmp_path, monkeypatch):
-    import modelforge.data.tabular as tab
+    import modelforge.data.jsonl as tab
 
     monkeypatch.setattr(tab, "MAX_RECORD_BYTES", 1000)
     monkeypatch.setattr(tab, "JSONL_BLOCK", 256)

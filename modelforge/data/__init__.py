@@ -3,8 +3,9 @@
 - :mod:`.formats` — the one registry of formats (names, extensions, magic bytes).
 - :mod:`.sources` — the one reader protocol (``columns``, ``total_bytes``/``total_rows``,
   ``batches(wanted, dtypes)``) and a class per format: ``CsvSource`` (streamed by
-  :mod:`.csv_reader`), ``ParquetSource`` (optionally a list of row groups of one file —
-  a cluster task's slice), ``JsonlSource`` (:mod:`.tabular`), ``ArraySource`` (NPY/NPZ via
+  :mod:`.csv_reader` over
+  :mod:`.csv_stream`), ``ParquetSource`` (optionally a list of row groups of one file —
+  a cluster task's slice), ``JsonlSource`` (:mod:`.jsonl`), ``ArraySource`` (NPY/NPZ via
   :mod:`.npy`, JSON via :mod:`.inline`, dicts — a server's decoded request), ``FrameSource``;
   :mod:`.inputs` — ``open_sources(paths, options)`` opens user inputs (stdin sniffed).
 - :mod:`.options` — ``PredictOptions``, the one options object, validated once.

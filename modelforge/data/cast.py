@@ -157,6 +157,10 @@ def coerce_array(
     if not src.isnative:
         arr = arr.astype(src.newbyteorder("="))
         src = arr.dtype
+    if src.kind in "mM" and src != target:
+        from modelforge.data.cast_time import temporal
+
+        return temporal(arr, target, policy, where, what, allow_nan)
     if src == target:
         check_finite(arr, where, allow_nan)
         return arr
@@ -227,7 +231,7 @@ def coerce_array(
                         arr,
                         np.trunc(arr) != arr,
                         where,
-                        f"non-integral value for {target.name} input {what}",
+                        f"non-integral value for {target.name} {what}",
                         hint_lossy,
                         "lossy_cast",
                     )
@@ -412,7 +416,7 @@ def coerce_text(
                 policy=policy,
                 allow_nan=False,
                 where=lambda r, c: where(r, 0),
-                what=f"{target.name} input",
+                what="input",
             )
         return coerce_array(
             as_int.to_numpy(),
@@ -420,7 +424,7 @@ def coerce_text(
             policy="force" if policy == "force" else "safe",
             allow_nan=False,
             where=lambda r, c: where(r, 0),
-            what=f"{target.name} input",
+            what="input",
         )
     if target.kind == "b":
         low = text.str.to_lowercase()

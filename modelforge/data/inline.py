@@ -42,13 +42,31 @@ def arrays_from_json(text: str, name: str = "--data") -> dict[str, np.ndarray]:
         except ValueError:
             arr = np.array([], dtype=object)
         if arr.dtype == object:
-            raise DataError(
-                f"{safe(name)} value for '{safe(k)}' is ragged or mixes types",
-                hint="use nested lists of equal length",
-                code="invalid_json",
-            )
+            arr = _with_nulls(arr, f"{safe(name)} value for '{safe(k)}'")
         arrays[str(k)] = arr
     return arrays
+
+
+def _with_nulls(arr: np.ndarray, what: str) -> np.ndarray:
+    """A rectangular array with nulls (numpy makes it object): numbers and nulls become
+    float64 with NaN; text or bools and nulls (or nulls alone) stay objects with None, cast
+    like text cells. Both are missing values for the cast (refused unless --allow-nan, and
+    always for integer and bool inputs). Anything else is ragged or mixes types."""
+    import numpy as np
+
+    flat = arr.reshape(-1)
+    kinds = {type(x) for x in flat if x is not None}
+    if arr.ndim and arr.size and not kinds & {list, dict}:
+        if kinds and kinds <= {int, float}:
+            values = [np.nan if x is None else x for x in flat]
+            return np.array(values, dtype=np.float64).reshape(arr.shape)
+        if kinds <= {str} or kinds == {bool}:  # cast as text cells: None is missing
+            return arr
+    raise DataError(
+        f"{what} is ragged or mixes types",
+        hint="use nested lists of equal length, one JSON type per array (null for a missing value)",
+        code="invalid_json",
+    )
 
 
 def json_source(text: str) -> ArraySource:

@@ -157,7 +157,10 @@ class _Opened:
         return self.stdin or self.size is None
 
     def read_all(self, fmt: str | None) -> bytes:
-        return read_all(self.fh, self.name, fmt)
+        data = read_all(self.fh, self.name, fmt)
+        if not data:
+            raise _empty(self.name, fmt or "json")
+        return data
 
     def release(self) -> None:
         """Done with the stream (the source reopens the path itself, or read it all)."""
@@ -225,12 +228,27 @@ SOURCES: dict[str, Callable[[_Opened, str, PredictOptions], Source]] = {
 }
 
 
+_WHOLE_FORMATS = ("npy", "npz", "parquet", "json")
+_ARTICLE = {"npy": "an NPY", "npz": "an NPZ", "parquet": "a Parquet"}
+
+
+def _empty(name: str, fmt: str) -> DataError:
+    return DataError(
+        f"input '{safe(name)}' is empty (0 bytes)",
+        hint=f"pass {_ARTICLE.get(fmt, 'a ' + fmt.upper())} file with data",
+        code="empty_input",
+    )
+
+
 def _open_one(path: str, fmt: str, options: PredictOptions, stdin: IO[bytes] | None) -> Source:
     is_stdin = path == STDIO
     fh, size = _stdin(stdin) if is_stdin else _open_path(path)
     if is_stdin and options.fmt is None:
         fmt, fh = _sniff_stdin(fh)
     opened = _Opened(path, fh, size, "<stdin>" if is_stdin else path, is_stdin)
+    if size == 0 and fmt in _WHOLE_FORMATS:  # the text readers say it (blank lines too)
+        opened.release()
+        raise _empty(opened.name, fmt)
     try:
         return SOURCES[fmt](opened, fmt, options)
     except BaseException:

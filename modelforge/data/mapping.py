@@ -19,7 +19,7 @@ from modelforge.data.batch import Batch, ColumnBatch
 from modelforge.data.cast import CastPolicy, cast_column
 from modelforge.errors import DataError, UsageError
 from modelforge.model.schema import format_shape
-from modelforge.text import safe
+from modelforge.text import plural, safe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,6 +81,8 @@ def describe_inputs(inputs: list[TensorSpec]) -> str:
 
 
 def _cols_list(columns: list[str], limit: int = 30) -> str:
+    if not columns:
+        return "none"
     shown = ", ".join(safe(c, 60) for c in columns[:limit])
     return shown + (f", … ({len(columns)} in all)" if len(columns) > limit else "")
 
@@ -227,7 +229,8 @@ def resolve_tabular(
         if f is None or f == len(remaining):
             bind(free[0], remaining, "positional")
             warnings.append(
-                f"input '{safe(free[0].name)}' is fed {len(remaining)} columns by position "
+                f"input '{safe(free[0].name)}' is fed {plural(len(remaining), 'column')} by "
+                "position "
                 f"({_cols_list(remaining, 8)}); pass --columns to make the mapping explicit"
             )
             remaining = []
@@ -401,7 +404,8 @@ def assemble(
             raise DataError(
                 f"{what} expects {b.dtype} {format_shape(b.shape)} but column "
                 f"'{safe(b.columns[0])}' holds one value per row",
-                hint=f"map {b.shape[1]} columns: --map {safe(b.input)}=a,b,... or --columns",
+                hint=f"map {b.shape[1]} columns (--map {safe(b.input)}=a,b,... or --columns); "
+                f"an NPY/NPZ/JSON array needs the shape [N, {b.shape[1]}]",
                 code="shape_mismatch",
             )
         if feed.dtype.kind in "US" and b.dtype == "str":
@@ -412,8 +416,8 @@ def assemble(
 
 
 def _from_frame(batch: ColumnBatch, b: InputBinding) -> bool:
-    if batch.frame is None or not b.columns:
-        return False
+    if batch.frame is None or not b.columns or len(set(b.columns)) != len(b.columns):
+        return False  # polars cannot select one column twice: the column-by-column path can
     return all(c in batch.finite and str(batch.columns[c].dtype) == b.dtype for c in b.columns)
 
 

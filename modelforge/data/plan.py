@@ -205,9 +205,23 @@ def build_plan(
         raise
 
 
+def check_has_inputs(schema: ModelSchema, model: str = "the model") -> None:
+    """A model without inputs computes constants: there is no data to map, nothing per row."""
+    if not schema.inputs:
+        outs = ", ".join(f"'{safe(o.name)}'" for o in schema.outputs[:8]) or "none"
+        raise DataError(
+            f"{model} has no inputs, so predict has nothing to feed it (its outputs {outs} "
+            "do not depend on any data)",
+            hint="check that this is the model you meant ('modelforge inspect MODEL' lists "
+            "its inputs); predict needs a model with at least one input",
+            code="no_model_inputs",
+        )
+
+
 def _build(
     sources: list[Source], schema: ModelSchema, options: PredictOptions, stored: Any
 ) -> DataPlan:
+    check_has_inputs(schema)
     first = sources[0]
     for s in sources[1:]:
         if s.columns != first.columns:

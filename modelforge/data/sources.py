@@ -105,7 +105,7 @@ class JsonlSource(_Stream):
     total_rows = None
 
     def __init__(self, fh: IO[bytes], name: str, size: int | None = None, own: bool = True):
-        from modelforge.data.tabular import JsonlReader
+        from modelforge.data.jsonl import JsonlReader
 
         super().__init__(fh, own)
         self.name, self.total_bytes = name, size
@@ -207,7 +207,10 @@ class FrameSource:
         for lo in range(0, self.df.height, READ_ROWS):
             part = self.df.slice(lo, READ_ROWS)
             place = row_place(self.name, lo)
-            cols = {c: series_to_numpy(part.get_column(c), place) for c in wanted}
+            cols = {
+                c: series_to_numpy(part.get_column(c), place) if c in dtypes else part.get_column(c)
+                for c in wanted
+            }
             yield ColumnBatch(self.name, lo, part.height, cols, file_row=lo)
 
     def close(self) -> None:

@@ -189,8 +189,8 @@ class Limits:
 # ---- outcomes ------------------------------------------------------------------------------
 
 _LIMIT_HINTS = {
-    "timeout": "raise the limit with --timeout S (or {env_t}=S for checks; 0 = none) if the "
-    "work is legitimately slow",
+    "timeout": "raise the limit with --timeout S (0 = none; validate's checks also read "
+    "{env_t}) if the work is legitimately slow",
     "memory_limit": "raise the cap with --memory-limit MB or {env_m}=MB (0 = none) if the "
     "model and data legitimately need it; otherwise the file asks for absurd allocations",
     "crashed": "the model or its input triggers a bug in onnx/onnxruntime; it is likely "

@@ -206,6 +206,18 @@ def _rebatch(batches: Iterator[Batch], multiple: int) -> Iterator[Batch]:
         yield carry
 
 
+def split_batches(batches: Iterator[Batch], size: int) -> Iterator[Batch]:
+    """Cut batches larger than ``size`` rows into pieces of ``size`` (the last one shorter),
+    row order unchanged: ``iter_predict`` yields at most ``batch_size`` rows at a time
+    whatever block size the reader parsed."""
+    with closing_iter(batches):
+        for b in batches:
+            while b.rows > size:
+                head, b = _split(b, size)
+                yield head
+            yield b
+
+
 def _split(b: Batch, cut: int) -> tuple[Batch, Batch]:
     head = Batch(
         b.start,

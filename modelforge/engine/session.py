@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelforge.engine.providers import ProviderPlan, plan_providers, short_name
+from modelforge.engine.providers import (
+    ProviderPlan,
+    check_provider_options,
+    plan_providers,
+    short_name,
+)
 from modelforge.errors import (
     InvalidModelError,
     ModelForgeError,
@@ -249,10 +254,35 @@ def create_session(
                 source, sess_options=so, providers=plan.providers, provider_options=plan.options
             )
     except Exception as exc:  # onnxruntime raises pybind exception types
-        raise translate_error(exc, "creating the onnxruntime session") from None
+        refused = unknown_option_error(str(exc), plan)
+        raise (refused or translate_error(exc, "creating the onnxruntime session")) from None
+    refused = unknown_option_error(printed.getvalue(), plan)  # the "EP Error" banner
+    if refused is not None:
+        raise refused
     _check_providers(inner, plan, cfg, printed.getvalue())
+    check_provider_options(inner.get_provider_options(), plan)
     inner.disable_fallback()  # a provider failing mid-run raises instead of printing to stdout
     return Session(inner=inner, plan=plan, config=cfg)
+
+
+_UNKNOWN_OPTION = re.compile(r'Unknown provider option: "([^"]*)"')
+
+
+def unknown_option_error(text: str, plan: ProviderPlan) -> UsageError | None:
+    """onnxruntime's own refusal of a key (CUDA, TensorRT, ROCm, MIGraphX, ... parse their
+    options with ``ProviderOptionsParser``: 'Unknown provider option: "k".') as the same
+    usage error as the keys ModelForge checks itself."""
+    found = _UNKNOWN_OPTION.search(text)
+    if found is None:
+        return None
+    key = found.group(1)
+    owner = next((p for p, o in zip(plan.providers, plan.options, strict=True) if key in o), None)
+    where = f"provider {short_name(owner)}" if owner else "the first provider"
+    return UsageError(
+        f"--provider-option '{escape(key)}': not an option of {where} (onnxruntime refused it)",
+        hint="'modelforge providers' lists each provider's keys",
+        code="unknown_provider_option",
+    )
 
 
 def _check_providers(inner: Any, plan: ProviderPlan, cfg: SessionConfig, printed: str) -> None:

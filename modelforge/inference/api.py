@@ -89,13 +89,14 @@ def iter_predict(
     session_config: SessionConfig | None = None,
     **kw: Any,
 ) -> Iterator[PredictionBatch]:
-    """Stream predictions batch by batch. ``data``: path(s), a Source, DataFrame, array or
+    """Stream predictions batch by batch, at most ``batch_size`` rows each (for a model with
+    a fixed batch dimension, a multiple of it). ``data``: path(s), a Source, DataFrame, array or
     dict. ``options`` or keyword arguments named as its fields (fmt, maps, columns, keep,
     cast, allow_nan, encoding, delimiter, batch_size, outputs, whole) say how the data is
     read. A model run on whole tensors yields one batch holding its outputs as they are."""
     from contextlib import closing
 
-    from modelforge.engine.runner import Runner, rebatch
+    from modelforge.engine.runner import Runner, rebatch, split_batches
     from modelforge.engine.session import SessionConfig
     from modelforge.inference.core import _no_rows, make_plan
     from modelforge.inference.model import load, open_session
@@ -122,8 +123,11 @@ def iter_predict(
         return
     rows = 0
     it = plan.batches()
+    size = opts.batch_size
     if runner.fixed and runner.fixed > 1:
         it = rebatch(it, runner.fixed)
+        size = max(runner.fixed, size - size % runner.fixed)  # whole multiples only
+    it = split_batches(it, size)
     with closing(it):  # type: ignore[type-var]
         for batch in it:
             rows += batch.rows
@@ -193,7 +197,7 @@ def predict(
         frames = [_frame(p.keep, p.outputs, neutralise=False) for p in parts]
         if not frames:
             return pd.DataFrame()
-        return pl.concat(frames).to_pandas()
+        return _to_pandas(pl.concat(frames))
     out: dict[str, Any] = {}
     if parts:
         for i, o in enumerate(parts[0].outputs):
@@ -204,6 +208,23 @@ def predict(
             if o.keys is not None:
                 out[f"{o.name}_keys"] = np.asarray(o.keys)
     return out
+
+
+def _to_pandas(df: Any) -> Any:
+    """polars -> pandas, keeping integer and bool columns with nulls (kept ids) as pandas'
+    nullable ``Int64``/``boolean`` instead of float64 with NaN / object."""
+    import pandas as pd
+
+    pdf = df.to_pandas()
+    for name, dtype in df.schema.items():
+        column = df.get_column(name)
+        if not column.null_count():
+            continue
+        if dtype.is_integer():
+            pdf[name] = pd.array(column.to_list(), dtype=str(dtype))
+        elif str(dtype) == "Boolean":
+            pdf[name] = pd.array(column.to_list(), dtype="boolean")
+    return pdf
 
 
 def _is_array_path(data: Any) -> bool:

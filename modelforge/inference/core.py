@@ -98,10 +98,11 @@ def make_plan(
     """The plan for ``data``: paths, a Source (or list of them), a DataFrame, an array, a
     dict of arrays, or None with ``options.data_json`` / stdin."""
     from modelforge.data.inputs import open_sources
-    from modelforge.data.plan import build_plan
+    from modelforge.data.plan import build_plan, check_has_inputs
     from modelforge.data.sources import python_source
 
     schema = lm.opened.ensure_schema() if lm.schema is None else lm.schema
+    check_has_inputs(schema, f"model '{safe(lm.location.display)}'")
     sources: list[Source]
     if options.data_json is not None:
         if data:
@@ -283,26 +284,6 @@ def _job(
     ).to_dict()  # fmt: skip
 
 
-def _refuse_output_is_input(output: str | None, inputs: Any) -> None:
-    """``-o`` naming one of the input files would replace the data with its predictions."""
-    if output is None or not isinstance(inputs, (list, tuple)):
-        return
-    for item in inputs:
-        if not isinstance(item, (str, os.PathLike)) or os.fspath(item) == STDIO:
-            continue
-        try:
-            same = os.path.samefile(item, output)
-        except OSError:  # either one missing: the readers or writers say so
-            continue
-        if same:
-            raise UsageError(
-                f"output '{safe(output)}' is the input file '{safe(os.fspath(item))}': "
-                "writing it would replace the data with the predictions",
-                hint="write the predictions to another file with -o",
-                code="output_is_input",
-            )
-
-
 def _predict_to(
     model: str | os.PathLike[str],
     inputs: Any,
@@ -327,7 +308,11 @@ def _predict_to(
     out_path = None if output in (None, STDIO) else output
     json_default = "jsonl" if opts.data_json and not out_path else None
     ofmt = output_format(out_path, out_format or json_default)
-    _refuse_output_is_input(out_path, inputs)
+    from modelforge.inference.same_file import refuse_output_is_input, refuse_stdio_on_inputs
+
+    refuse_output_is_input(out_path, inputs)
+    if not opts.data_json:
+        refuse_stdio_on_inputs(out_path, inputs, stdin, stdout)
     with collect_warnings() as warnings:
         lm = load(model)
         session, upgraded = open_session(lm, cfg, no_upgrade)

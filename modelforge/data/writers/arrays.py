@@ -30,12 +30,17 @@ class ArrayWriter(Writer):
 
     def _check_npy(self, outputs: list[OutputValue], keep: dict[str, Any]) -> None:
         if self.fmt == "npy" and (len(outputs) != 1 or keep or outputs[0].kind != "tensor"):
-            what = f"{len(outputs)} outputs" if len(outputs) != 1 else outputs[0].shape_text()
+            names = ", ".join(safe(o.name) for o in outputs)
+            if len(outputs) != 1:
+                what = f"{len(outputs)} outputs ({names})"
+            elif outputs[0].kind != "tensor":
+                what = f"output {names}, which is not a tensor ({outputs[0].shape_text()})"
+            else:
+                what = f"output {names}"
             raise OutputError(
-                f"NPY output holds one array but this run has {what} "
-                f"({', '.join(safe(o.name) for o in outputs)})"
+                f"NPY output holds one array but this run has {what}"
                 + (" and --keep columns" if keep else ""),
-                hint="select one tensor output with --outputs, or write .npz",
+                hint="select one tensor output with --outputs and drop --keep, or write .npz",
                 code="npy_one_output",
             )
 
@@ -44,7 +49,18 @@ class ArrayWriter(Writer):
 
         self._check_npy(outputs, keep)
         for name, values in keep.items():
+            if self.fmt == "json" and hasattr(values, "to_list"):
+                # as JSON Lines writes them: null stays null, dates become ISO text
+                self.parts.setdefault(name, []).append(_json_values(values))
+                continue
             arr = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+            if arr.dtype == object and any(v is None for v in arr.reshape(-1)):
+                raise OutputError(
+                    f"--keep column '{safe(name)}' has missing values, which NPZ cannot hold "
+                    "for text (numpy has no missing string)",
+                    hint="fill them, or write Parquet, JSON Lines or JSON (which keep nulls)",
+                    code="column_not_writable",
+                )
             self.parts.setdefault(name, []).append(_text(arr))
         for o in outputs:
             self.parts.setdefault(o.name, []).append(_text(o.array))
@@ -60,10 +76,15 @@ class ArrayWriter(Writer):
                 self.keys[o.name] = o.keys
 
     def _arrays(self) -> dict[str, Any]:
+        from itertools import chain
+
         import numpy as np
 
         if self.whole_values is None:
-            return {k: np.concatenate(v) for k, v in self.parts.items()}
+            return {
+                k: np.concatenate(v) if isinstance(v[0], np.ndarray) else list(chain(*v))
+                for k, v in self.parts.items()
+            }
         return {k: o.value for k, o in self.whole_values.items()}
 
     def _finish(self) -> None:
@@ -102,6 +123,16 @@ def _npz_members(name: str, value: Any) -> dict[str, Any]:
             f"{name}_values": np.asarray(list(value.values())),
         }
     return {}  # an empty optional output has nothing to write
+
+
+def _json_values(series: Any) -> list[Any]:
+    """A kept polars column as JSON values, the way the JSON Lines writer writes them."""
+    import json
+
+    import polars as pl
+
+    text = pl.DataFrame([series.rename("v")]).write_ndjson()
+    return [json.loads(line)["v"] for line in text.splitlines() if line]
 
 
 def _jsonable(value: Any) -> Any:
