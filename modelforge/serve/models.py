@@ -319,12 +319,13 @@ def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
 
     import onnxruntime as ort
 
-    from modelforge.engine.providers import plan_providers
+    from modelforge.engine.providers import check_provider_options, plan_providers
     from modelforge.engine.session import (
         SessionConfig,
         quiet_onnxruntime,
         session_options,
         translate_error,
+        unknown_option_error,
     )
 
     cfg = dataclasses.replace(cfg or SessionConfig(), threads=threads)
@@ -335,11 +336,14 @@ def _session(source: Any, threads: int, cfg: SessionConfig | None) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             source, sess_options=so, providers=plan.providers, provider_options=plan.options
         )
     except Exception as exc:  # onnxruntime raises pybind exception types
-        raise translate_error(exc, "creating the onnxruntime session") from None
+        refused = unknown_option_error(str(exc), plan)
+        raise (refused or translate_error(exc, "creating the onnxruntime session")) from None
+    check_provider_options(session.get_provider_options(), plan)  # keys onnxruntime ignored
+    return session
 
 
 def warmup_feeds(schema: ModelSchema) -> dict[str, np.ndarray] | None:
