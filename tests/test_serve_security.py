@@ -271,6 +271,10 @@ def test_cli_errors_before_serving(tmp_path, isolated_store):
     bad.write_bytes(b"not a model")
     r = _cli("serve", str(bad), "--port", "0")
     assert r.returncode == 4 and "bad.onnx" in r.stderr and "Traceback" not in r.stderr
+    good = save(builders.linear(), tmp_path / "good.onnx")
+    r = _cli("serve", str(good), "--port", "0", "--provider-option", "no_such_key=1", "--json")
+    assert r.returncode == 2, r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "unknown_provider_option"
 
 
 def test_cli_port_in_use(tmp_path):
