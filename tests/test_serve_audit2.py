@@ -12,7 +12,6 @@ import select
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 
 from tests import builders
 from tests.serve_support import save, start_server
+from tests.test_serve_hostile import SHORT_KEEPALIVE  # the same short keep-alive server
 
 grpc = pytest.importorskip("grpc")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -199,22 +199,6 @@ def test_read_and_grpc_idle_timeouts_are_checked(tmp_path):
 
 
 # -- a client that stops reading its answer --------------------------------------------------
-SHORT_KEEPALIVE = textwrap.dedent(
-    """
-    import socket, sys, uvicorn
-    from modelforge import ServeOptions, create_app
-    from modelforge.serve.server import _uvicorn_config
-
-    options = ServeOptions(poll_interval_s=0, threads=1)
-    config = _uvicorn_config(create_app([sys.argv[1]], options), options)
-    config.timeout_keep_alive = 1  # the server's 30 s, shortened for the test
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    print(sock.getsockname()[1], flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
-    """
-)
 BIG = 8 * 1024 * 1024  # FP32 values: a 32 MiB answer, far past the socket buffers
 
 
