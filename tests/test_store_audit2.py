@@ -103,3 +103,141 @@ def test_convert_refuses_to_overwrite_the_inputs_external_data(tmp_path):
     assert (folder / "b.onnx.data").read_bytes() == before
     assert not (folder / "b.onnx").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["a.onnx", "b.onnx.data"]
+
+
+# ---- store: names, versions, unwritable stores ------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["m:²", "m:٣", "m:３"])
+def test_non_ascii_digit_selectors_are_refused_not_a_crash(tmp_path, ref):
+    save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(tmp_path / "m.onnx"), "--name", "m").exit_code == 0
+    result = _invoke("models", "show", ref)
+    assert result.exit_code == 2, result.stderr  # '３' used to read as version 3, '²' crashed
+    assert "invalid alias" in result.stderr and "internal error" not in result.stderr
+
+
+def test_explicit_version_beyond_the_limit_is_refused(tmp_path):
+    from modelforge.store.names import MAX_VERSION
+
+    src = save(linear(), tmp_path / "m.onnx")
+    result = _invoke("models", "add", str(src), "--name", "m", "--version", str(MAX_VERSION + 1))
+    assert result.exit_code == 2
+    assert f"versions are 1 to {MAX_VERSION}" in result.stderr
+    assert _invoke("models", "list", "--json").stdout.count('"version"') == 0
+
+
+def test_import_ignores_a_boolean_or_huge_version_in_the_manifest(tmp_path):
+    import tarfile
+
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    archive = tmp_path / "m.tar.gz"
+    assert _invoke("models", "export", "m:1", "-o", str(archive)).exit_code == 0
+    for i, bad in enumerate([True, 10**30]):
+        edited = tmp_path / f"edited{i}.tar.gz"
+        with tarfile.open(archive) as tin, tarfile.open(edited, "w:gz") as tout:
+            for member in tin:
+                data = tin.extractfile(member).read()
+                if member.name == "modelforge-export.json":
+                    doc = json.loads(data)
+                    doc["meta"]["version"] = bad
+                    data = json.dumps(doc).encode()
+                    member.size = len(data)
+                import io
+
+                tout.addfile(member, io.BytesIO(data))
+        result = _invoke("models", "import", str(edited), "--name", f"n{i}", "--json")
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["result"]["version"] == 1  # not true, not 10**30
+
+
+def test_invalid_name_hint_suggests_a_valid_spelling_and_alias_example(tmp_path):
+    src = save(linear(), tmp_path / "m.onnx")
+    result = _invoke("models", "add", str(src), "--name", "Churn Model")
+    assert result.exit_code == 2 and "did you mean 'churn-model'?" in result.stderr
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    result = _invoke("models", "tag", "m:1", "Prod")
+    assert result.exit_code == 2
+    assert "e.g. prod" in result.stderr and "iris-classifier" not in result.stderr
+
+
+def test_store_root_under_a_file_is_named_for_add_and_list(tmp_path, monkeypatch):
+    src = save(linear(), tmp_path / "m.onnx")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for root in (afile, afile / "sub"):
+        monkeypatch.setenv("MODELFORGE_HOME", str(root))
+        for args in (["models", "add", str(src), "--name", "m"], ["models", "list"]):
+            result = _invoke(*args)
+            assert result.exit_code == 6, result.stderr
+            assert "is not a folder" in result.stderr, result.stderr
+            assert "free disk space" not in result.stderr
+    assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "tag", "m:1", "prod"],
+        ["models", "untag", "m", "prod"],
+        ["models", "set", "m:1", "-d", "new"],
+        ["models", "rm", "m:1", "--yes"],
+    ],
+)
+def test_writes_into_an_unwritable_store_are_store_errors_not_bugs(tmp_path, store_root, args):
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m", "--alias", "prod").exit_code == 0
+    # the lock folder replaced by a file: every write fails with an OSError, even as root
+    import shutil
+
+    shutil.rmtree(store_root / "locks")
+    (store_root / "locks").write_text("")
+    result = _invoke(*args, "--json")
+    assert result.exit_code == 6, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "store_write_failed", error
+    assert "nothing was changed" in error["hint"]
+    assert json.loads(_invoke("models", "show", "m:1", "--json").stdout)["result"]
+
+
+def _tiny_tmpfs(path, size: str):
+    import subprocess
+
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): a full disk cannot be simulated")
+
+
+def test_import_onto_a_full_disk_blames_the_disk_not_the_archive(tmp_path, monkeypatch):
+    import subprocess
+
+    big = onnx.helper.make_model(
+        helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 512])],
+            [numpy_helper.from_array(np.random.default_rng(0).random((64, 512), np.float32), "W")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
+    )  # fmt: skip
+    src = save(big, tmp_path / "big.onnx")
+    assert _invoke("models", "add", str(src), "--name", "big").exit_code == 0
+    archive = tmp_path / "big.tar.gz"
+    assert _invoke("models", "export", "big", "-o", str(archive)).exit_code == 0
+    tiny = tmp_path / "tiny"
+    _tiny_tmpfs(tiny, "64k")
+    try:
+        monkeypatch.setenv("MODELFORGE_HOME", str(tiny / "store"))
+        result = _invoke("models", "import", str(archive), "--json")
+        assert result.exit_code == 6, result.stdout
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == "store_write_failed" and "No space left" in error["message"]
+        assert list((tiny / "store" / "tmp").iterdir()) == []
+        assert not (tiny / "store" / "models" / "big").exists()
+    finally:
+        subprocess.run(["umount", str(tiny)], check=False)

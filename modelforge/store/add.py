@@ -34,7 +34,13 @@ from modelforge.store.columns import (
 )
 from modelforge.store.layout import Store, fsync_dir, link_blob, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION, load_meta
-from modelforge.store.names import validate_alias, validate_labels, validate_name
+from modelforge.store.names import (
+    MAX_VERSION,
+    check_version_number,
+    validate_alias,
+    validate_labels,
+    validate_name,
+)
 from modelforge.text import escape
 
 # (staging_dir, staged model path, column map) -> the record for meta["examples"]
@@ -269,7 +275,7 @@ def commit(
             chosen = version
         elif (
             prefer is not None
-            and prefer >= 1
+            and 1 <= prefer <= MAX_VERSION
             and prefer not in existing
             and prefer not in removed
             and not st.version_dir(name, prefer).exists()
@@ -360,8 +366,7 @@ def add_model(
             )
         columns = header_columns(columns_from)
     cols = validate_columns(columns)
-    if version is not None and version < 1:
-        raise UsageError("--version must be 1 or more", code="invalid_version")
+    check_version_number(version)
     st = store or Store()
     info = check_regular_file(path)
     # external data sits next to the path as given, like validate, inspect, predict and

@@ -27,6 +27,7 @@ from modelforge.errors import (
     InvalidModelError,
     OutputError,
     StoreCorruptError,
+    StoreError,
     UnsafeModelError,
     UsageError,
 )
@@ -225,6 +226,16 @@ def _member_path(name: str) -> str:
     return "/".join(parts)
 
 
+def _stage_write_failed(stage: Path, exc: OSError) -> StoreError:
+    """Writing the extracted files failed (disk full, read-only): the archive is not to blame."""
+    return StoreError(
+        f"cannot write to the store's staging folder '{escape(stage.parent)}': "
+        f"{exc.strerror or exc}",
+        hint="free disk space or fix permissions, then retry; nothing was imported",
+        code="store_write_failed",
+    )
+
+
 def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
     """Extract into ``stage/files`` with every check; returns the manifest."""
     manifest: dict[str, Any] | None = None
@@ -280,18 +291,28 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                     )
                 rel = name[len("files/") :]
                 dst = stage / name if golden else stage / "files" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
                 size = 0
-                with open(dst, "xb") as out:
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    out = open(dst, "xb")  # noqa: SIM115 - closed by the with below
+                except OSError as exc:
+                    raise _stage_write_failed(stage, exc) from None
+                with out:
                     while block := fh.read(1024 * 1024):
                         size += len(block)
                         if size > member.size:
                             break
                         h.update(block)
-                        out.write(block)
-                    out.flush()
-                    os.fsync(out.fileno())
+                        try:
+                            out.write(block)
+                        except OSError as exc:
+                            raise _stage_write_failed(stage, exc) from None
+                    try:
+                        out.flush()
+                        os.fsync(out.fileno())
+                    except OSError as exc:
+                        raise _stage_write_failed(stage, exc) from None
                 if not golden:
                     written[rel] = (h.hexdigest(), size)
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -356,7 +377,9 @@ def import_archive(
     )
     from modelforge.store.admission import admit
     from modelforge.store.examples import summary
+    from modelforge.store.names import check_version_number
 
+    check_version_number(version)
     info = check_regular_file(path, what="archive")
     st = store or Store()
     st.init()
@@ -407,7 +430,7 @@ def import_archive(
             "imported_from": {
                 "archive": str(info.path),
                 "name": _text(meta.get("name")),
-                "version": meta.get("version") if isinstance(meta.get("version"), int) else None,
+                "version": meta.get("version") if type(meta.get("version")) is int else None,
             },
         }
         existing = st.aliases(target)

@@ -29,6 +29,7 @@ from typing import Any
 
 from modelforge import paths
 from modelforge.errors import StoreCorruptError, StoreError
+from modelforge.store.names import is_version_text
 from modelforge.text import escape
 
 STORE_FORMAT = "modelforge-store"
@@ -158,12 +159,7 @@ class Store:
         return (self.root / "store.json").is_file() or self.models_dir.is_dir()
 
     def names(self) -> list[str]:
-        if self.root.exists() and not self.root.is_dir():  # else: "no models in the store"
-            raise StoreError(
-                f"the store root '{escape(self.root)}' is not a folder",
-                hint="point --store or MODELFORGE_HOME at a folder (it is created if missing)",
-                code="store_not_a_folder",
-            )
+        self.check_root()  # a missing root is fine here: "no models in the store"
         if not self.models_dir.is_dir():
             return []
         return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())
@@ -175,7 +171,7 @@ class Store:
             return []
         out = []
         for p in d.iterdir():
-            if p.name.isdigit() and (p / "meta.json").is_file():
+            if is_version_text(p.name) and (p / "meta.json").is_file():
                 out.append(int(p.name))
         return sorted(out)
 
@@ -184,7 +180,7 @@ class Store:
         d = self.name_dir(name) / ".removed"
         if not d.is_dir():
             return []
-        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in d.iterdir() if is_version_text(p.name))
 
     def mark_removed(self, name: str, version: int) -> None:
         d = self.name_dir(name) / ".removed"
@@ -208,37 +204,73 @@ class Store:
         return dict(data)
 
     # writing -----------------------------------------------------------------------
+    def check_root(self) -> None:
+        """Refuse a store root that is a file, or that sits under a file."""
+        for p in (self.root, *self.root.parents):
+            if p.exists():
+                if not p.is_dir():
+                    what = "" if p == self.root else f" (its parent '{escape(p)}' is a file)"
+                    raise StoreError(
+                        f"the store root '{escape(self.root)}' is not a folder{what}",
+                        hint="point --store or MODELFORGE_HOME at a folder (it is created if "
+                        "missing)",
+                        code="store_not_a_folder",
+                    )
+                return
+
     def init(self) -> None:
         """Create the layout (idempotent)."""
-        for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
-            d.mkdir(parents=True, exist_ok=True)
-        marker = self.root / "store.json"
-        if not marker.exists():
-            write_json_atomic(
-                marker, {"format": STORE_FORMAT, "schema_version": STORE_SCHEMA_VERSION}
-            )
+        self.check_root()
+        try:
+            for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
+                d.mkdir(parents=True, exist_ok=True)
+            marker = self.root / "store.json"
+            if not marker.exists():
+                write_json_atomic(
+                    marker, {"format": STORE_FORMAT, "schema_version": STORE_SCHEMA_VERSION}
+                )
+        except OSError as exc:
+            raise self.write_error(exc) from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The store-wide lock for commits, removals and alias changes."""
         from filelock import FileLock, Timeout
 
-        self.init()
-        lock = FileLock(str(self.root / "locks" / "store.lock"), timeout=LOCK_TIMEOUT_S)
         try:
-            with lock:
-                yield
+            self.init()
+            lock = FileLock(str(self.root / "locks" / "store.lock"), timeout=LOCK_TIMEOUT_S)
+            lock.acquire()
         except Timeout:
             raise StoreError(
                 f"the store at '{escape(self.root)}' stayed locked for {LOCK_TIMEOUT_S:.0f} s",
                 hint="another modelforge process is writing; retry when it is done",
                 code="store_locked",
             ) from None
+        except OSError as exc:  # read-only file system, permissions, disk full
+            raise self.write_error(exc) from None
+        try:
+            yield
+        except OSError as exc:  # everything done under the lock writes into the store
+            raise self.write_error(exc) from None
+        finally:
+            lock.release()
+
+    def write_error(self, exc: OSError) -> StoreError:
+        """A write into the store failed (disk full, quota, read-only, permissions)."""
+        return StoreError(
+            f"cannot write to the store at '{escape(self.root)}': {exc.strerror or exc}",
+            hint="free disk space or fix permissions, then retry; nothing was changed",
+            code="store_write_failed",
+        )
 
     def new_staging_dir(self, kind: str) -> Path:
         self.init()
         path = self.tmp_dir / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
-        path.mkdir()
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise self.write_error(exc) from None
         return path
 
     def clean_stale_staging(self) -> list[str]:
@@ -248,9 +280,10 @@ class Store:
             return removed
         for p in self.tmp_dir.iterdir():
             pid_text = p.name.split("-", 1)[0]
-            if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            pid = int(pid_text) if is_version_text(pid_text) else None
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
                 continue
-            if pid_text.isdigit() and int(pid_text) == os.getpid():
+            if pid is not None and pid == os.getpid():
                 continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p.name)

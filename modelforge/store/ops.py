@@ -10,7 +10,7 @@ from typing import Any
 from modelforge.errors import ModelNotFoundError, StoreCorruptError
 from modelforge.store.catalog import find, open_version
 from modelforge.store.layout import Store, hash_file, write_json_atomic
-from modelforge.store.names import parse_ref, validate_alias, validate_name
+from modelforge.store.names import is_version_text, parse_ref, validate_alias, validate_name
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResul
         for n in st.names():
             d = st.name_dir(n)
             for p in d.iterdir():
-                if p.is_dir() and p.name.isdigit() and not (p / "meta.json").exists():
+                if p.is_dir() and is_version_text(p.name) and not (p / "meta.json").exists():
                     problems.append(
                         {
                             "ref": f"{n}:{p.name}",
