@@ -241,3 +241,71 @@ def test_import_onto_a_full_disk_blames_the_disk_not_the_archive(tmp_path, monke
         assert not (tiny / "store" / "models" / "big").exists()
     finally:
         subprocess.run(["umount", str(tiny)], check=False)
+
+
+# ---- diff -------------------------------------------------------------------------------------
+
+
+def _two_in() -> onnx.ModelProto:
+    """y = x + 1 on float [N, 2]."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _fails_at_run_time() -> onnx.ModelProto:
+    """float [N, 2] reshaped to [3, 3]: onnxruntime fails on every input."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 3])],
+        [numpy_helper.from_array(np.array([3, 3], np.int64), "s")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_diff_against_a_removed_version_says_it_was_removed(tmp_path):
+    a = save(_two_in(), tmp_path / "a.onnx")
+    b = save(linear(), tmp_path / "b.onnx")
+    for src in (a, b):
+        assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    assert _invoke("models", "rm", "m:1", "--yes").exit_code == 0
+    result = _invoke("models", "diff", "m:1", "m:2", "--json")
+    assert result.exit_code == 3
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "version_not_found"
+    assert "was removed" in error["message"] and error["hint"] == "versions: 2"
+
+
+def test_diff_data_mapping_hint_names_no_predict_only_options(tmp_path):
+    a = save(_two_in(), tmp_path / "a.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("p,q,r\n1,2,3\n")
+    result = _invoke("models", "diff", str(a), str(a), "--data", str(data), "--json")
+    assert result.exit_code == 5
+    error = json.loads(result.stdout)["error"]
+    assert error["message"].startswith("--data cannot be mapped onto A")
+    hint = error["hint"]
+    assert "--columns a,b" in hint and "models set" in hint and "--explain" in hint
+    assert "--map" not in hint  # predict's options are named only through 'models set'/predict
+    assert "modelforge predict" in hint
+
+
+@pytest.mark.parametrize("source", ["data", "examples"])
+def test_diff_runtime_failure_names_the_failing_side(tmp_path, source):
+    a = save(_two_in(), tmp_path / "a.onnx")
+    b = save(_fails_at_run_time(), tmp_path / "b.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("p,q\n1,2\n3,4\n")
+    add = ["models", "add", str(a), "--name", "a", "--columns", "p,q"]
+    assert _invoke(*add, "--example", str(data)).exit_code == 0
+    extra = ["--data", str(data)] if source == "data" else []
+    result = _invoke("models", "diff", "a", str(b), *extra, "--json")
+    assert result.exit_code == 7, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["message"].startswith(f"B ({b}): "), error["message"]
+    assert "Reshape" in error["message"]

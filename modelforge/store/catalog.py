@@ -52,8 +52,10 @@ def find(store: Store, ref: Ref | str) -> ModelVersion:
         version = versions[-1]
     elif isinstance(r.selector, int):
         if r.selector not in versions:
+            removed = r.selector in store.removed_versions(r.name)
             raise ModelNotFoundError(
-                f"model '{r.name}' has no version {r.selector}",
+                f"model '{r.name}' has no version {r.selector}"
+                + (" (it was removed with 'models rm'; numbers are never reused)" if removed else ""),
                 hint="versions: " + ", ".join(map(str, versions)),
                 code="version_not_found",
             )
