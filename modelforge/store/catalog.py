@@ -53,9 +53,9 @@ def find(store: Store, ref: Ref | str) -> ModelVersion:
     elif isinstance(r.selector, int):
         if r.selector not in versions:
             removed = r.selector in store.removed_versions(r.name)
+            why = " (it was removed with 'models rm'; numbers are never reused)"
             raise ModelNotFoundError(
-                f"model '{r.name}' has no version {r.selector}"
-                + (" (it was removed with 'models rm'; numbers are never reused)" if removed else ""),
+                f"model '{r.name}' has no version {r.selector}" + (why if removed else ""),
                 hint="versions: " + ", ".join(map(str, versions)),
                 code="version_not_found",
             )
