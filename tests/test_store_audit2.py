@@ -309,3 +309,43 @@ def test_diff_runtime_failure_names_the_failing_side(tmp_path, source):
     error = json.loads(result.stdout)["error"]
     assert error["message"].startswith(f"B ({b}): "), error["message"]
     assert "Reshape" in error["message"]
+
+
+def _identity(shape) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims", "hint"),
+    [
+        ([1_000_000, 1_000_000], [], "fixed shape"),
+        (["N", 4], ["--dim", "N=100000000000"], "smaller --dim"),
+    ],
+)
+def test_validate_refuses_to_synthesize_terabytes_with_a_clear_skip(tmp_path, shape, dims, hint):
+    path = save(_identity(shape), tmp_path / "big.onnx")
+    result = _invoke("validate", str(path), *dims, "--json")
+    # used to be exit 8 "the model asks for absurd allocations" after numpy hit the cap
+    assert result.exit_code == 0, result.stdout
+    smoke = {c["name"]: c for c in json.loads(result.stdout)["result"]["checks"]}["smoke"]
+    assert (smoke["status"], smoke["code"]) == ("skip", "synthesized_too_large")
+    assert "input 'x'" in smoke["message"] and "TiB" in smoke["message"]
+    assert hint in smoke["hint"]
+
+
+def test_validate_warns_about_a_dim_the_model_does_not_have(tmp_path):
+    path = save(_identity(["batch", 2]), tmp_path / "m.onnx")
+    result = _invoke("validate", str(path), "--dim", "N=4", "--json")
+    assert result.exit_code == 0
+    smoke = {c["name"]: c for c in json.loads(result.stdout)["result"]["checks"]}["smoke"]
+    assert (smoke["status"], smoke["code"]) == ("warn", "unknown_dim")
+    assert "--dim N names no symbolic dimension" in smoke["message"] and "batch" in smoke["message"]
+    assert _invoke("validate", str(path), "--dim", "N=4", "--strict").exit_code == 9
+    ok = _invoke("validate", str(path), "--dim", "batch=4", "--json")
+    smoke = {c["name"]: c for c in json.loads(ok.stdout)["result"]["checks"]}["smoke"]
+    assert smoke["status"] == "pass" and "[4, 2]" in smoke["message"]

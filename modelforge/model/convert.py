@@ -141,7 +141,7 @@ def _convert_child(
     from modelforge.model.checks.context import raised_by_dependency
     from modelforge.model.checks.parity import compare, reference_unavailable
     from modelforge.model.open import open_model
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import MAX_SYNTH_BYTES, synthesize_inputs
 
     opened = open_model(source, trusted=trusted, expected_sha256=expected_sha256, parse=True)
     model = opened.parse()
@@ -160,7 +160,7 @@ def _convert_child(
             hint="try another target opset",
             code="conversion_failed",
         ) from None
-    feeds = synthesize_inputs(opened.ensure_schema())
+    feeds = synthesize_inputs(opened.ensure_schema(), max_bytes=MAX_SYNTH_BYTES)
     converted_bytes = converted.SerializeToString()
     try:
         orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
