@@ -349,3 +349,25 @@ def test_validate_warns_about_a_dim_the_model_does_not_have(tmp_path):
     ok = _invoke("validate", str(path), "--dim", "batch=4", "--json")
     smoke = {c["name"]: c for c in json.loads(ok.stdout)["result"]["checks"]}["smoke"]
     assert smoke["status"] == "pass" and "[4, 2]" in smoke["message"]
+
+
+# ---- bench ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--duration", "1e308"], "--duration must be a positive number of seconds, at most"),
+        (["--seed", "-1", "--runs", "1"], "--seed must be 0 to"),
+        (["--runs", "99999999999999999999"], "--runs must be 1 to 10,000,000"),
+        (["--runs", "1", "--warmup", "99999999999999999999"], "--warmup must be 0 to"),
+        (["--runs", "1", "--rounds", "99999999999"], "--rounds must be 1 to 1,000"),
+    ],
+)
+def test_bench_out_of_range_options_are_usage_errors(tmp_path, args, needle):
+    """--duration 1e308 and --seed -1 were internal errors; --runs/--warmup 1e20 ran forever."""
+    src = save(linear(), tmp_path / "m.onnx")
+    result = _invoke("bench", str(src), *args)
+    assert result.exit_code == 2, result.stderr
+    assert needle in result.stderr and "internal error" not in result.stderr
+    assert result.stdout == ""

@@ -169,7 +169,9 @@ def _check_size(schema: ModelSchema, dims: dict[str, int] | None, batch: int | N
                 f"synthesizing input '{escape(spec.name)}' {shape} ({spec.dtype}) would take "
                 f"{human_bytes(need)}, over the {human_bytes(max_bytes)} limit for synthesized "
                 "inputs",
-                hint="pass smaller --dim values" if symbolic else "the model declares this "
+                hint="pass smaller --dim values"
+                if symbolic
+                else "the model declares this "
                 "fixed shape: check it on real inputs (validate --inputs/--expected)",
                 code="synthesized_too_large",
             )
