@@ -371,3 +371,33 @@ def test_bench_out_of_range_options_are_usage_errors(tmp_path, args, needle):
     assert result.exit_code == 2, result.stderr
     assert needle in result.stderr and "internal error" not in result.stderr
     assert result.stdout == ""
+
+
+def test_bench_model_without_outputs_is_refused_before_running(tmp_path):
+    path = save(_no_outputs(), tmp_path / "noout.onnx")
+    result = _invoke("bench", str(path), "--runs", "2", "--json")
+    assert result.exit_code == 4
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "no_outputs" and "declares no outputs" in error["message"]
+
+
+# ---- convert: models that cannot run ----------------------------------------------------------
+
+
+def test_convert_model_failing_at_run_time_is_a_runtime_error_not_a_bug(tmp_path):
+    src = save(_fails_at_run_time(), tmp_path / "rt.onnx")
+    out = tmp_path / "rt18.onnx"
+    result = _invoke("convert", str(src), "--opset", "18", "-o", str(out), "--json")
+    assert result.exit_code == 7, result.stdout  # was exit 1, "a bug in ModelForge"
+    error = json.loads(result.stdout)["error"]
+    assert "running the original model on synthesized inputs" in error["message"]
+    assert "Reshape" in error["message"] and "bug" not in (error["hint"] or "")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["rt.onnx"]
+
+
+def test_convert_model_without_outputs_is_refused(tmp_path):
+    src = save(_no_outputs(), tmp_path / "noout.onnx")
+    out = tmp_path / "n18.onnx"
+    result = _invoke("convert", str(src), "--opset", "18", "-o", str(out))
+    assert result.exit_code == 4, result.stderr  # was exit 1
+    assert "declares no outputs" in result.stderr and not out.exists()

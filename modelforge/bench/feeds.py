@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import DataError, UsageError
+from modelforge.errors import DataError, InvalidModelError, UsageError
 from modelforge.log import warn
 from modelforge.text import safe
 
@@ -179,6 +179,13 @@ def prepare_inputs(
             f"{label} has no inputs, so there is nothing to feed",
             hint="benchmark a model that takes inputs",
             code="no_inputs",
+        )
+    if not schema.outputs:
+        raise InvalidModelError(
+            f"{label} declares no outputs, so a run computes nothing",
+            hint="re-export the model with its outputs marked as graph outputs "
+            "('modelforge validate MODEL' checks this)",
+            code="no_outputs",
         )
     sizes, fixed = batch_sizes_for(schema, requested, label)
     kept: list[int] = []

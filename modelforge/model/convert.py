@@ -124,11 +124,19 @@ def convert_opset(model: ModelProto, opset: int) -> ModelProto:
     return converted
 
 
-def _ort_outputs(data: bytes, feeds: dict[str, Any], base: Path | None) -> list[Any]:
-    from modelforge.engine.session import create_session
+def _ort_outputs(
+    data: bytes, feeds: dict[str, Any], base: Path | None, which: str = "the original model"
+) -> list[Any]:
+    from modelforge.engine import isolate
+    from modelforge.engine.session import create_session, translate_error
 
     session = create_session(data, external_data_dir=base)
-    return list(session.inner.run(None, feeds))
+    try:
+        return list(session.inner.run(None, feeds))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/...
+        if isolate.is_allocation_failure(exc):
+            raise
+        raise translate_error(exc, f"running {which} on synthesized inputs") from None
 
 
 def _convert_child(
@@ -151,6 +159,14 @@ def _convert_child(
 
         load_checked_external_data(model, files)
     from_opset = require_default_opset(model)
+    if not model.graph.output:
+        raise InvalidModelError(
+            f"'{escape(Path(source).name)}' declares no outputs, so there is nothing to keep "
+            "equal through a conversion",
+            hint="re-export the model with its outputs marked as graph outputs "
+            "('modelforge validate MODEL' checks this)",
+            code="no_outputs",
+        )
     converted = convert_opset(model, opset)
     try:
         onnx.checker.check_model(converted)
@@ -181,7 +197,7 @@ def _convert_child(
                 code="parity_unavailable",
             ) from None
         compared_with = "onnx.reference"
-    new_out = _ort_outputs(converted_bytes, feeds, None)
+    new_out = _ort_outputs(converted_bytes, feeds, None, "the converted model")
     names = [o.name for o in converted.graph.output]
     parity = [
         compare(n, g, w, rtol, atol) for n, g, w in zip(names, new_out, orig_out, strict=False)
