@@ -401,3 +401,24 @@ def test_convert_model_without_outputs_is_refused(tmp_path):
     result = _invoke("convert", str(src), "--opset", "18", "-o", str(out))
     assert result.exit_code == 4, result.stderr  # was exit 1
     assert "declares no outputs" in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("marker", "code"),
+    [
+        ('{"format": "modelforge-store", "schema_version": 99}', "store_too_new"),
+        ('{"format": "something-else"}', "store_corrupt"),
+        ("not json", "store_corrupt"),
+    ],
+)
+def test_a_store_marker_from_a_newer_modelforge_or_another_tool_is_refused(
+    tmp_path, store_root, marker, code
+):
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    (store_root / "store.json").write_text(marker)  # was never read: a newer store was written
+    for args in (["models", "list"], ["models", "add", str(src), "--name", "n"], ["inspect", "m"]):
+        result = _invoke(*args, "--json")
+        assert result.exit_code == 6, (args, result.stdout)
+        assert json.loads(result.stdout)["error"]["code"] == code
+    assert not (store_root / "models" / "n").exists()

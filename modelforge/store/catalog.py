@@ -38,6 +38,7 @@ def _close(word: str, options: list[str]) -> str:
 def find(store: Store, ref: Ref | str) -> ModelVersion:
     """The version a reference names; errors list what exists and close matches."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
+    store.check_marker()
     versions = store.versions(r.name)
     if not versions:
         names = [n for n in store.names() if store.versions(n)]

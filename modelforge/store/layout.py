@@ -160,6 +160,7 @@ class Store:
 
     def names(self) -> list[str]:
         self.check_root()  # a missing root is fine here: "no models in the store"
+        self.check_marker()
         if not self.models_dir.is_dir():
             return []
         return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())
@@ -218,9 +219,43 @@ class Store:
                     )
                 return
 
+    def check_marker(self) -> None:
+        """Refuse a store written by a newer ModelForge (its layout may differ), or a folder
+        whose store.json belongs to something else. A missing marker is fine (created)."""
+        marker = self.root / "store.json"
+        try:
+            raw = marker.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreCorruptError(
+                f"cannot read the store marker '{escape(marker)}': {exc.strerror or exc}",
+                hint="fix its permissions",
+            ) from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            raise StoreCorruptError(
+                f"'{escape(marker)}' is not a ModelForge store marker, so '{escape(self.root)}' "
+                "does not look like a ModelForge store",
+                hint="point --store or MODELFORGE_HOME at a ModelForge store or an empty "
+                "folder; if this is your store, delete store.json and it is written again",
+            )
+        version = doc.get("schema_version")
+        if type(version) is not int or not 1 <= version <= STORE_SCHEMA_VERSION:
+            raise StoreCorruptError(
+                f"the store at '{escape(self.root)}' has store schema_version "
+                f"{escape(str(version)[:20])}; this ModelForge knows {STORE_SCHEMA_VERSION}",
+                hint="upgrade ModelForge (pip install -U modelforge) to use this store",
+                code="store_too_new",
+            )
+
     def init(self) -> None:
         """Create the layout (idempotent)."""
         self.check_root()
+        self.check_marker()
         try:
             for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
                 d.mkdir(parents=True, exist_ok=True)
