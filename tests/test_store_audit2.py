@@ -422,3 +422,20 @@ def test_a_store_marker_from_a_newer_modelforge_or_another_tool_is_refused(
         assert result.exit_code == 6, (args, result.stdout)
         assert json.loads(result.stdout)["error"]["code"] == code
     assert not (store_root / "models" / "n").exists()
+
+
+# ---- export -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "backup.zip", "-"])
+def test_export_never_overwrites_a_non_archive_name(tmp_path, name, monkeypatch):
+    src = save(linear(), tmp_path / "model.onnx")
+    before = src.read_bytes()
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    result = _invoke("models", "export", "m", "-o", name)
+    assert result.exit_code == 2, result.stderr
+    assert ".tar.gz" in result.stderr
+    assert src.read_bytes() == before  # '-o model.onnx' replaced the model with an archive
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert _invoke("models", "export", "m", "-o", "m.tgz").exit_code == 0

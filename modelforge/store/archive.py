@@ -60,6 +60,12 @@ class ExportResult:
 def export_version(
     ref: str, output: str | os.PathLike[str], *, store: Store | None = None
 ) -> ExportResult:
+    if os.fspath(output) == "-":
+        raise UsageError(
+            "models export cannot write the archive to stdout ('-o -')",
+            hint="pass a file name, e.g. -o model.tar.gz",
+            code="invalid_option",
+        )
     st = store or Store()
     mv = find(st, ref)
     out = Path(output).absolute()
@@ -70,6 +76,14 @@ def export_version(
             code="output_dir_missing",
         )
     check_output_file(out)
+    if not out.name.lower().endswith((".tar.gz", ".tgz")):
+        # '-o model.onnx' used to replace the user's model with an archive, silently
+        raise UsageError(
+            f"-o '{escape(out.name)}' does not end in .tar.gz or .tgz; models export writes a "
+            "gzipped tar archive",
+            hint=f"name the archive e.g. -o {escape(mv.name)}-{mv.version}.tar.gz",
+            code="invalid_option",
+        )
     _check_stored_files(mv)
     manifest = {
         "format": EXPORT_FORMAT,
