@@ -222,6 +222,7 @@ class Store:
     def check_marker(self) -> None:
         """Refuse a store written by a newer ModelForge (its layout may differ), or a folder
         whose store.json belongs to something else. A missing marker is fine (created)."""
+        self.check_root()
         marker = self.root / "store.json"
         try:
             raw = marker.read_bytes()
