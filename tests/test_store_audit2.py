@@ -439,3 +439,25 @@ def test_export_never_overwrites_a_non_archive_name(tmp_path, name, monkeypatch)
     assert src.read_bytes() == before  # '-o model.onnx' replaced the model with an archive
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     assert _invoke("models", "export", "m", "-o", "m.tgz").exit_code == 0
+
+
+# ---- models set -------------------------------------------------------------------------------
+
+
+def test_columns_from_a_binary_file_names_the_file_not_a_column_count(tmp_path):
+    src = save(_identity(["N", 4]), tmp_path / "m.onnx")
+    line = src.read_bytes().split(b"\n", 1)[0]
+    assert line.decode("utf-8")  # valid UTF-8 up to the first newline: read as a header
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    result = _invoke("models", "set", "m:1", "--columns-from", str(src))
+    assert result.exit_code == 5, result.stderr  # was "--columns names 1 column(s)" (exit 2)
+    assert "m.onnx" in result.stderr and "not a text header" in result.stderr
+
+
+def test_set_and_unset_the_same_label_is_a_usage_error(tmp_path):
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m", "-l", "k=old").exit_code == 0
+    result = _invoke("models", "set", "m:1", "--label", "k=v", "--unset-label", "k")
+    assert result.exit_code == 2 and "both set (--label) and removed" in result.stderr
+    shown = json.loads(_invoke("models", "show", "m:1", "--json").stdout)["result"]
+    assert shown["metadata"]["labels"] == {"k": "old"}
