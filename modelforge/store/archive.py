@@ -73,7 +73,7 @@ def export_version(
         raise OutputError(
             f"output folder '{escape(out.parent)}' does not exist",
             hint="create it first",
-            code="output_dir_missing",
+            code="output_folder_missing",
         )
     check_output_file(out)
     if not out.name.lower().endswith((".tar.gz", ".tgz")):
