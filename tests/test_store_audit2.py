@@ -461,3 +461,21 @@ def test_set_and_unset_the_same_label_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "both set (--label) and removed" in result.stderr
     shown = json.loads(_invoke("models", "show", "m:1", "--json").stdout)["result"]
     assert shown["metadata"]["labels"] == {"k": "old"}
+
+
+# ---- resolving references ---------------------------------------------------------------------
+
+
+def test_a_folder_named_like_a_stored_model_does_not_hide_it(tmp_path, monkeypatch):
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "churn").exit_code == 0
+    work = tmp_path / "work"
+    (work / "churn").mkdir(parents=True)  # the project folder next to the user
+    (work / "other").mkdir()
+    monkeypatch.chdir(work)
+    result = _invoke("inspect", "churn", "--json")
+    assert result.exit_code == 0, result.stderr  # was "model file 'churn' is a directory"
+    assert json.loads(result.stdout)["result"]["ref"] == "churn:1"
+    for ref in ("./churn", "other"):  # an explicit path, or no such stored model: the folder
+        result = _invoke("inspect", ref)
+        assert result.exit_code == 4 and "is a directory" in result.stderr
