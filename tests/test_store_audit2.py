@@ -479,3 +479,39 @@ def test_a_folder_named_like_a_stored_model_does_not_hide_it(tmp_path, monkeypat
     for ref in ("./churn", "other"):  # an explicit path, or no such stored model: the folder
         result = _invoke("inspect", ref)
         assert result.exit_code == 4 and "is a directory" in result.stderr
+
+
+# ---- validate: a crash in the guarded child ---------------------------------------------------
+
+
+def test_a_crashing_custom_op_library_is_named_in_the_hint_not_validate_itself(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler to build a crashing library")
+    source = tmp_path / "crash.c"
+    source.write_text(
+        "#include <signal.h>\n"
+        "__attribute__((constructor)) static void boom(void) { raise(SIGSEGV); }\n"
+    )
+    lib = tmp_path / "crash.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(source)], check=True)
+    model = save(linear(), tmp_path / "m.onnx")
+    result = _invoke("validate", str(model), "--custom-ops", str(lib), "--json")
+    assert result.exit_code == 8, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "crashed" and "SIGSEGV" in error["message"]
+    assert "--custom-ops" in error["hint"] and "modelforge validate" not in error["hint"]
+
+
+def test_the_crash_hint_without_custom_ops_is_not_circular():
+    from modelforge.errors import ResourceLimitError
+    from modelforge.model.checks.types import ValidateOptions
+    from modelforge.model.validate import _crash_hint
+
+    err = ResourceLimitError("boom", hint="... or run 'modelforge validate MODEL'", code="crashed")
+    hint = _crash_hint(err, ValidateOptions())
+    assert "re-export" in hint and "modelforge validate" not in hint
+    timeout = ResourceLimitError("slow", hint="raise --timeout", code="timeout")
+    assert _crash_hint(timeout, ValidateOptions()) == "raise --timeout"
