@@ -515,3 +515,29 @@ def test_the_crash_hint_without_custom_ops_is_not_circular():
     assert "re-export" in hint and "modelforge validate" not in hint
     timeout = ResourceLimitError("slow", hint="raise --timeout", code="timeout")
     assert _crash_hint(timeout, ValidateOptions()) == "raise --timeout"
+
+
+def test_bench_warns_about_a_dim_the_model_does_not_have(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "seq"])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = save(model, tmp_path / "m.onnx")
+    result = _invoke("bench", str(path), "--dim", "sequence=8", "--runs", "2", "--batch-sizes", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "--dim sequence names no symbolic dimension" in result.stderr
+    assert "its dims: N, seq" in result.stderr
+    quiet = _invoke("bench", str(path), "--dim", "seq=8", "--runs", "2", "--batch-sizes", "1")
+    assert quiet.exit_code == 0 and "names no symbolic dimension" not in quiet.stderr
+
+
+def test_bench_data_mapping_hint_names_no_bench_less_option(tmp_path):
+    src = save(linear(), tmp_path / "m.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n")
+    result = _invoke("bench", str(src), "--data", str(data), "--runs", "2")
+    assert result.exit_code == 5
+    assert "modelforge predict MODEL DATA --explain" in result.stderr
+    assert "; --explain" not in result.stderr

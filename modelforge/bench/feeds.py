@@ -110,7 +110,15 @@ def _read_rows(
 
     inline = data.lstrip().startswith("{")
     options = PredictOptions(maps=maps, columns=columns, data_json=data if inline else None)
-    plan = make_plan(lm, None if inline else data, options)
+    try:
+        plan = make_plan(lm, None if inline else data, options)
+    except DataError as err:  # predict's hint names --explain, which bench does not have
+        if err.hint and "--explain" in err.hint:
+            err.hint = err.hint.replace(
+                "--explain shows the mapping",
+                "'modelforge predict MODEL DATA --explain' shows the mapping",
+            )
+        raise
     parts: list[dict[str, np.ndarray]] = []
     rows = 0
     batches = plan.batches()
@@ -164,7 +172,7 @@ def prepare_inputs(
     max_feed_bytes: int = MAX_FEED_BYTES,
 ) -> ModelInputs:
     """Feeds for every batch size this model will be benchmarked at."""
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import dim_names, synthesize_inputs
 
     named = sorted(batch_dim_names(schema) & set(dims))
     if named:
@@ -173,6 +181,14 @@ def prepare_inputs(
             hint="set batch sizes with --batch-sizes; --dim is for the other symbolic "
             "dimensions (sequence length, image size)",
             code="invalid_option",
+        )
+    known = dim_names(schema)
+    unknown = sorted(set(dims) - known)
+    if unknown:
+        warn(
+            f"--dim {', '.join(safe(n) for n in unknown)} names no symbolic dimension of "
+            f"{label} (its dims: {', '.join(safe(n) for n in sorted(known)) or 'none'}); "
+            "it is not used there"
         )
     if not schema.inputs:
         raise DataError(
