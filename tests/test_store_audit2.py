@@ -541,3 +541,12 @@ def test_bench_data_mapping_hint_names_no_bench_less_option(tmp_path):
     assert result.exit_code == 5
     assert "modelforge predict MODEL DATA --explain" in result.stderr
     assert "; --explain" not in result.stderr
+
+
+def test_bench_model_with_a_huge_fixed_shape_does_not_blame_batch_sizes(tmp_path):
+    path = save(_identity([1_000_000, 1_000_000]), tmp_path / "huge.onnx")
+    result = _invoke("bench", str(path), "--runs", "1")
+    assert result.exit_code == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "fixes its batch dimension at 1000000" in line and "--data" in line
+    assert "--batch-sizes" not in line  # it has none to change

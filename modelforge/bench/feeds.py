@@ -211,6 +211,14 @@ def prepare_inputs(
             skipped.append(size)
         else:
             kept.append(size)
+    if fixed is not None and not kept:  # the model's own fixed shape is that large
+        raise UsageError(
+            f"{label} fixes its batch dimension at {fixed}, and its synthesized inputs at that "
+            f"size exceed {max_feed_bytes >> 20} MiB per run",
+            hint="benchmark it on real inputs with --data (not synthesized, not capped)"
+            + (", or pass smaller --dim values" if dims else ""),
+            code="batch_too_large",
+        )
     if skipped:
         warn(
             f"skipping batch size {', '.join(map(str, skipped))} for {label}: the inputs of one "
