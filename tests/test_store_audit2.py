@@ -550,3 +550,21 @@ def test_bench_model_with_a_huge_fixed_shape_does_not_blame_batch_sizes(tmp_path
     line = result.stderr.strip().splitlines()[-1]
     assert "fixes its batch dimension at 1000000" in line and "--data" in line
     assert "--batch-sizes" not in line  # it has none to change
+
+
+# ---- models rm --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["m:2", "m:prod", "m:latest"])
+def test_rm_all_with_a_version_is_refused_not_everything_removed(tmp_path, ref):
+    for i, model in enumerate([linear(), _two_in(), _identity(["N", 3])]):
+        src = save(model, tmp_path / f"m{i}.onnx")
+        assert _invoke("models", "add", str(src), "--name", "m", "-a", f"a{i}").exit_code == 0
+    assert _invoke("models", "tag", "m:2", "prod").exit_code == 0
+    result = _invoke("models", "rm", ref, "--all", "--yes")
+    assert result.exit_code == 2, result.stdout  # 'm:2 --all --yes' removed m:1, m:2 and m:3
+    assert "names one version" in result.stderr
+    listed = json.loads(_invoke("models", "list", "m", "--json").stdout)["result"]["models"]
+    assert sorted(v["version"] for v in listed) == [1, 2, 3]
+    assert _invoke("models", "show", "m:1").exit_code == 0
+    assert _invoke("models", "show", "m:3").exit_code == 0

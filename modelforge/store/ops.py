@@ -7,10 +7,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelforge.errors import ModelNotFoundError, StoreCorruptError
+from modelforge.errors import ModelNotFoundError, StoreCorruptError, UsageError
 from modelforge.store.catalog import find, open_version
 from modelforge.store.layout import Store, hash_file, write_json_atomic
 from modelforge.store.names import is_version_text, parse_ref, validate_alias, validate_name
+from modelforge.text import escape
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,26 @@ def _drop_empty_name(st: Store, name: str) -> None:
         st.aliases_path(name).unlink(missing_ok=True)
 
 
+def _all_versions_name(ref: str) -> str:
+    """``--all`` takes a bare NAME: 'NAME:2 --all' removed every version, not version 2."""
+    name, sep, selector = ref.partition(":")
+    if sep:
+        raise UsageError(
+            f"--all removes every version of a model, but '{escape(ref)}' names one version",
+            hint=f"to remove only that one, drop --all; to remove all of them, pass just "
+            f"'{escape(name)}' with --all",
+            code="invalid_option",
+        )
+    return validate_name(name)
+
+
 def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) -> RemoveResult:
     """Remove one version (``NAME:V``, ``NAME:ALIAS``, ``NAME`` = latest) or every version."""
     st = store or Store()
     removed: list[str] = []
     with st.lock():
         if all_versions:
-            name = validate_name(ref.partition(":")[0])
+            name = _all_versions_name(ref)
             versions = st.versions(name)
             if not versions:
                 raise ModelNotFoundError(
@@ -72,7 +86,7 @@ def aliases_removed_by(
     """The aliases (``name:alias``) that :func:`remove` with the same arguments would drop."""
     st = store or Store()
     if all_versions:
-        name = validate_name(ref.partition(":")[0])
+        name = _all_versions_name(ref)
         return [f"{name}:{a}" for a in sorted(st.aliases(name))]
     mv = find(st, ref)
     return [f"{mv.name}:{a}" for a in mv.aliases]
