@@ -568,3 +568,14 @@ def test_rm_all_with_a_version_is_refused_not_everything_removed(tmp_path, ref):
     assert sorted(v["version"] for v in listed) == [1, 2, 3]
     assert _invoke("models", "show", "m:1").exit_code == 0
     assert _invoke("models", "show", "m:3").exit_code == 0
+
+
+@pytest.mark.parametrize("args", [["models", "untag", "m:1", "prod"], ["models", "list", "m:1"]])
+def test_a_reference_where_a_bare_name_is_expected_gets_a_plain_hint(tmp_path, args):
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m", "-a", "prod").exit_code == 0
+    result = _invoke(*args)
+    # untag suggested "did you mean 'm-1'?"; list ignored ':1' and listed every version
+    assert result.exit_code == 2, result.stdout
+    assert "takes a bare model NAME" in result.stderr and "pass 'm'" in result.stderr
+    assert "m-1" not in result.stderr

@@ -9,7 +9,7 @@ from typing import Any
 from modelforge.errors import ModelNotFoundError, StoreCorruptError
 from modelforge.store.layout import Store
 from modelforge.store.metadata import ModelVersion, load_meta
-from modelforge.store.names import Ref, parse_ref
+from modelforge.store.names import Ref, parse_ref, validate_name
 from modelforge.text import escape
 
 
@@ -111,7 +111,7 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
     st = store or Store()
     out: list[ModelVersion] = []
     problems: list[str] = []
-    names = [parse_ref(name).name] if name else st.names()
+    names = [validate_name(name)] if name else st.names()
     for n in names:
         try:
             aliases = st.aliases(n)
@@ -125,4 +125,4 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
                 problems.append(exc.message)
     out.sort(key=_entered, reverse=True)
     return ModelList(store=str(st.root), models=out, problems=problems,
-                     name=parse_ref(name).name if name else None)  # fmt: skip
+                     name=validate_name(name) if name else None)  # fmt: skip

@@ -51,6 +51,13 @@ def _check(value: str, what: str) -> str:
     norm = unicodedata.normalize("NFC", value)
     if not _NAME_RE.fullmatch(norm):
         shown = truncate(escape(norm), 80) if norm else "(empty)"
+        if what == "model name" and ":" in norm:
+            base = truncate(escape(norm.partition(":")[0]), 64)
+            raise InvalidNameError(
+                f"invalid model name '{shown}': this takes a bare model NAME, not a "
+                "NAME:VERSION or NAME:ALIAS reference",
+                hint=f"pass '{base}'",
+            )
         example = "prod" if what == "alias" else "iris-classifier"
         guess = _suggestion(norm)
         raise InvalidNameError(
