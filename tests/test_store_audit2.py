@@ -579,3 +579,39 @@ def test_a_reference_where_a_bare_name_is_expected_gets_a_plain_hint(tmp_path, a
     assert result.exit_code == 2, result.stdout
     assert "takes a bare model NAME" in result.stderr and "pass 'm'" in result.stderr
     assert "m-1" not in result.stderr
+
+
+# ---- models add --example ---------------------------------------------------------------------
+
+
+def test_example_rows_without_example_is_a_usage_error(tmp_path, store_root):
+    src = save(linear(), tmp_path / "m.onnx")
+    result = _invoke("models", "add", str(src), "--name", "m", "--example-rows", "5")
+    assert result.exit_code == 2, result.stderr  # was silently ignored
+    assert "--example-rows needs --example DATA" in result.stderr
+    assert not (store_root / "models" / "m").exists()
+
+
+def test_example_errors_say_they_come_from_the_examples_and_name_add_options(tmp_path):
+    src = save(linear(), tmp_path / "m.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("p,q\n1,2\n")
+    result = _invoke("models", "add", str(src), "--name", "m", "--example", str(data), "--json")
+    assert result.exit_code == 5, result.stdout
+    error = json.loads(result.stdout)["error"]
+    assert error["message"].startswith("recording golden examples (--example): ")
+    assert "--map" not in error["hint"] and "--columns a,b" in error["hint"]
+    assert "--explain" in error["hint"] and "modelforge predict" in error["hint"]
+    assert _invoke("models", "list", "m", "--json").exit_code == 0
+    assert json.loads(_invoke("models", "list", "--json").stdout)["result"]["models"] == []
+
+
+def test_example_run_failure_is_named_and_nothing_is_stored(tmp_path):
+    src = save(_fails_at_run_time(), tmp_path / "rt.onnx")
+    data = tmp_path / "d.csv"
+    data.write_text("p,q\n1,2\n")
+    add = ["models", "add", str(src), "--name", "rt", "--force", "--example", str(data)]
+    result = _invoke(*add, "--json")
+    assert result.exit_code == 7, result.stdout
+    assert json.loads(result.stdout)["error"]["message"].startswith("recording golden examples")
+    assert json.loads(_invoke("models", "list", "--json").stdout)["result"]["models"] == []
