@@ -615,3 +615,22 @@ def test_example_run_failure_is_named_and_nothing_is_stored(tmp_path):
     assert result.exit_code == 7, result.stdout
     assert json.loads(result.stdout)["error"]["message"].startswith("recording golden examples")
     assert json.loads(_invoke("models", "list", "--json").stdout)["result"]["models"] == []
+
+
+# ---- external data through a symlinked model --------------------------------------------------
+
+
+def test_a_symlinked_model_missing_its_data_explains_where_data_is_looked_up(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    onnx.save(linear(), real / "m.onnx", save_as_external_data=True, location="w.bin",
+              size_threshold=0)  # fmt: skip
+    link = tmp_path / "link.onnx"
+    link.symlink_to(real / "m.onnx")
+    for args in (["validate", str(link)], ["models", "add", str(link), "--name", "m"]):
+        result = _invoke(*args)
+        assert result.exit_code in (4, 9), result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert "'w.bin' does not exist" in line
+        assert f"is a symlink to '{real / 'm.onnx'}'" in line and "next to the path given" in line
+    assert _invoke("validate", str(real / "m.onnx")).exit_code == 0

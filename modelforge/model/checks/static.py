@@ -97,7 +97,9 @@ def check_parse(ctx: Ctx) -> Check:
 def check_external(ctx: Ctx) -> Check:
     from modelforge.model.external import check_external_data
 
-    files = check_external_data(ctx.model, Path(ctx.path).parent, allow_hardlinks=ctx.opts.trusted)
+    files = check_external_data(
+        ctx.model, Path(ctx.path).parent, allow_hardlinks=ctx.opts.trusted, model_path=ctx.path
+    )
     ctx.has_external = bool(files)
     ctx.external_files = files
     details = {"files": [f.to_dict() for f in files]}
