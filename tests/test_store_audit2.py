@@ -634,3 +634,50 @@ def test_a_symlinked_model_missing_its_data_explains_where_data_is_looked_up(tmp
         assert "'w.bin' does not exist" in line
         assert f"is a symlink to '{real / 'm.onnx'}'" in line and "next to the path given" in line
     assert _invoke("validate", str(real / "m.onnx")).exit_code == 0
+
+
+# ---- tampered metadata ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../../../../../../../../../{target}", "{target}", "files\\\\..\\\\x.onnx"]
+)
+def test_meta_naming_a_file_outside_the_version_is_never_read(tmp_path, store_root, bad):
+    outside = save(linear(), tmp_path / "outside.onnx")  # what a tampered meta.json points at
+    src = save(_two_in(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    meta_path = store_root / "models" / "m" / "1" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    rel = bad.format(target=str(outside).lstrip("/"))
+    if bad == "{target}":
+        rel = str(outside)  # an absolute path
+    meta["model_file"] = meta["files"][0]["path"] = rel
+    import hashlib
+
+    meta["files"][0]["sha256"] = hashlib.sha256(outside.read_bytes()).hexdigest()
+    meta["files"][0]["size"] = outside.stat().st_size
+    meta_path.write_text(json.dumps(meta))
+    for args in (["inspect", "m"], ["models", "path", "m"], ["validate", "m"]):
+        result = _invoke(*args, "--json")
+        assert result.exit_code == 6, (args, result.stdout)  # the outside model was loaded
+        assert (
+            "not inside the version's files/ folder"
+            in json.loads(result.stdout)["error"]["message"]
+        )
+    verify = _invoke("models", "verify", "m", "--json")
+    assert verify.exit_code == 9
+    assert _invoke("models", "rm", "m:1", "--yes").exit_code == 0  # the damaged version goes
+    assert not (store_root / "models" / "m" / "1").exists()
+    assert outside.exists()
+
+
+def test_a_version_with_unreadable_metadata_can_still_be_removed(tmp_path, store_root):
+    for i, model in enumerate([linear(), _two_in()]):
+        src = save(model, tmp_path / f"m{i}.onnx")
+        assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    (store_root / "models" / "m" / "1" / "meta.json").write_text("{not json")
+    assert _invoke("models", "show", "m:1").exit_code == 6
+    result = _invoke("models", "rm", "m:1", "--yes")
+    assert result.exit_code == 0, result.stderr  # the hint said to do this; it failed with 6
+    assert _invoke("models", "verify", "--json").exit_code == 0
+    assert _invoke("models", "show", "m:2").exit_code == 0

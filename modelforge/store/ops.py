@@ -71,10 +71,9 @@ def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) 
                 _remove_version_locked(st, name, v)
                 removed.append(f"{name}:{v}")
         else:
-            mv = find(st, ref)
-            _remove_version_locked(st, mv.name, mv.version)
-            removed.append(mv.ref)
-            name = mv.name
+            name, version = _target(st, ref)
+            _remove_version_locked(st, name, version)
+            removed.append(f"{name}:{version}")
         _drop_empty_name(st, name)
         freed = st.gc_blobs()
     return RemoveResult(removed=removed, blobs_freed=freed)
@@ -88,8 +87,21 @@ def aliases_removed_by(
     if all_versions:
         name = _all_versions_name(ref)
         return [f"{name}:{a}" for a in sorted(st.aliases(name))]
-    mv = find(st, ref)
-    return [f"{mv.name}:{a}" for a in mv.aliases]
+    name, version = _target(st, ref)
+    return [f"{name}:{a}" for a, v in sorted(st.aliases(name).items()) if v == version]
+
+
+def _target(st: Store, ref: str) -> tuple[str, int]:
+    """The version ``models rm REF`` removes. ``NAME:V`` whose meta.json is damaged is
+    still removable (that is what the damage hints ask for); aliases and latest need it."""
+    try:
+        mv = find(st, ref)
+    except StoreCorruptError:
+        r = parse_ref(ref)
+        if isinstance(r.selector, int) and r.selector in st.versions(r.name):
+            return r.name, r.selector
+        raise
+    return mv.name, mv.version
 
 
 @dataclass(frozen=True)
