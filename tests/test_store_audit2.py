@@ -681,3 +681,19 @@ def test_a_version_with_unreadable_metadata_can_still_be_removed(tmp_path, store
     assert result.exit_code == 0, result.stderr  # the hint said to do this; it failed with 6
     assert _invoke("models", "verify", "--json").exit_code == 0
     assert _invoke("models", "show", "m:2").exit_code == 0
+
+
+def test_convert_model_whose_inputs_cannot_be_synthesized_names_what_to_do(tmp_path):
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("SequenceLength", ["s"], ["n"])], "g", [seq],
+        [helper.make_tensor_value_info("n", TensorProto.INT64, [])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    src = save(model, tmp_path / "seq.onnx")
+    result = _invoke("convert", str(src), "--opset", "18", "-o", str(tmp_path / "s18.onnx"))
+    assert result.exit_code == 5, result.stderr
+    line = result.stderr.strip()
+    assert "cannot check parity, so nothing was converted" in line and "input 's'" in line
+    assert "pass real input data" not in line and "validate NEW.onnx --inputs" in line
+    assert not (tmp_path / "s18.onnx").exists()

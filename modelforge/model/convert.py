@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import (
     CheckFailedError,
+    DataError,
     InvalidModelError,
     OutputError,
     RuntimeFailure,
@@ -176,7 +177,16 @@ def _convert_child(
             hint="try another target opset",
             code="conversion_failed",
         ) from None
-    feeds = synthesize_inputs(opened.ensure_schema(), max_bytes=MAX_SYNTH_BYTES)
+    try:
+        feeds = synthesize_inputs(opened.ensure_schema(), max_bytes=MAX_SYNTH_BYTES)
+    except DataError as err:  # its hint ("pass real input data") names nothing convert has
+        raise DataError(
+            f"cannot check parity, so nothing was converted: {err.message}",
+            hint="convert checks the conversion on synthesized inputs; convert with "
+            "onnx.version_converter yourself, then check the result with 'modelforge "
+            "validate NEW.onnx --inputs IN.npz --expected OUT.npz'",
+            code=err.code,
+        ) from None
     converted_bytes = converted.SerializeToString()
     try:
         orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
