@@ -159,8 +159,7 @@ class Store:
         return (self.root / "store.json").is_file() or self.models_dir.is_dir()
 
     def names(self) -> list[str]:
-        self.check_root()  # a missing root is fine here: "no models in the store"
-        self.check_marker()
+        self.check_marker()  # a missing root is fine here: "no models in the store"
         if not self.models_dir.is_dir():
             return []
         return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())
@@ -221,7 +220,8 @@ class Store:
 
     def check_marker(self) -> None:
         """Refuse a store written by a newer ModelForge (its layout may differ), or a folder
-        whose store.json belongs to something else. A missing marker is fine (created)."""
+        whose store.json belongs to something else. A missing marker is fine (created).
+        Checks the root first (:meth:`check_root`)."""
         self.check_root()
         marker = self.root / "store.json"
         try:
@@ -255,7 +255,6 @@ class Store:
 
     def init(self) -> None:
         """Create the layout (idempotent)."""
-        self.check_root()
         self.check_marker()
         try:
             for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
