@@ -719,3 +719,16 @@ def test_diff_without_rows_never_reads_plain_equal_and_warns_about_external_weig
     # the verdict read a bare "EQUAL" when the structure was unchanged
     assert result.stdout.strip().splitlines()[-1] == "EQUAL (outputs not compared)"
     assert "1 initializer(s) in external data were not compared" in result.stderr
+
+
+def test_a_folder_given_as_the_model_names_the_model_inside(tmp_path):
+    folder = tmp_path / "export.onnx"  # some exporters write a folder of this name
+    folder.mkdir()
+    save(linear(), folder / "model.onnx")
+    for args in (["inspect", str(folder)], ["validate", str(folder)]):
+        result = _invoke(*args)
+        assert result.exit_code in (4, 9)
+        assert f"the folder holds one model: pass '{folder / 'model.onnx'}'" in result.stderr
+    save(linear(), folder / "other.onnx")
+    result = _invoke("models", "add", str(folder), "--name", "m")
+    assert result.exit_code == 4 and "holds 2 models (model.onnx, other.onnx)" in result.stderr
