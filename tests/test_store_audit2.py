@@ -732,3 +732,16 @@ def test_a_folder_given_as_the_model_names_the_model_inside(tmp_path):
     save(linear(), folder / "other.onnx")
     result = _invoke("models", "add", str(folder), "--name", "m")
     assert result.exit_code == 4 and "holds 2 models (model.onnx, other.onnx)" in result.stderr
+
+
+@pytest.mark.parametrize("dirname", ["007", "٧"])
+def test_a_version_folder_spelled_another_way_is_ignored_not_a_crash(tmp_path, store_root, dirname):
+    import shutil
+
+    src = save(linear(), tmp_path / "m.onnx")
+    assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    shutil.copytree(store_root / "models" / "m" / "1", store_root / "models" / "m" / dirname)
+    for args in (["models", "list"], ["models", "show", "m"], ["models", "verify"]):
+        result = _invoke(*args)
+        assert result.exit_code == 0, (args, result.stderr)  # '007' was an internal error
+    assert json.loads(_invoke("models", "show", "m", "--json").stdout)["result"]["version"] == 1

@@ -123,6 +123,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _version_number(dirname: str) -> int | None:
+    """The version a folder name is, written as the store writes it ('7', never '007' or
+    '٧'): another spelling would name a folder that version_dir() never finds."""
+    if is_version_text(dirname) and dirname == str(int(dirname)):
+        return int(dirname)
+    return None
+
+
 class Store:
     """Paths and low-level operations of one store root."""
 
@@ -171,7 +179,7 @@ class Store:
             return []
         out = []
         for p in d.iterdir():
-            if is_version_text(p.name) and (p / "meta.json").is_file():
+            if _version_number(p.name) is not None and (p / "meta.json").is_file():
                 out.append(int(p.name))
         return sorted(out)
 
@@ -180,7 +188,7 @@ class Store:
         d = self.name_dir(name) / ".removed"
         if not d.is_dir():
             return []
-        return sorted(int(p.name) for p in d.iterdir() if is_version_text(p.name))
+        return sorted(int(p.name) for p in d.iterdir() if _version_number(p.name) is not None)
 
     def mark_removed(self, name: str, version: int) -> None:
         d = self.name_dir(name) / ".removed"
