@@ -189,7 +189,7 @@ def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResul
         for n in st.names():
             d = st.name_dir(n)
             for p in d.iterdir():
-                if p.is_dir() and is_version_text(p.name) and not (p / "meta.json").exists():
+                if p.is_dir() and is_version_text(p.name) and not (p / "meta.json").is_file():
                     problems.append(
                         {
                             "ref": f"{n}:{p.name}",
