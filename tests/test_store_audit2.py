@@ -745,3 +745,18 @@ def test_a_version_folder_spelled_another_way_is_ignored_not_a_crash(tmp_path, s
         result = _invoke(*args)
         assert result.exit_code == 0, (args, result.stderr)  # '007' was an internal error
     assert json.loads(_invoke("models", "show", "m", "--json").stdout)["result"]["version"] == 1
+
+
+def test_an_incomplete_version_folder_is_reported_and_removable(tmp_path, store_root):
+    for i, model in enumerate([linear(), _two_in()]):
+        src = save(model, tmp_path / f"m{i}.onnx")
+        assert _invoke("models", "add", str(src), "--name", "m").exit_code == 0
+    meta = store_root / "models" / "m" / "2" / "meta.json"
+    meta.unlink()
+    meta.mkdir()  # not a file: verify said "ok"
+    verify = _invoke("models", "verify", "--json")
+    assert verify.exit_code == 9 and "m:2" in verify.stdout
+    result = _invoke("models", "rm", "m:2", "--yes")
+    assert result.exit_code == 0, result.stderr  # verify's hint says to; it was "no version 2"
+    assert _invoke("models", "verify").exit_code == 0
+    assert _invoke("models", "show", "m:1").exit_code == 0

@@ -96,10 +96,10 @@ def _target(st: Store, ref: str) -> tuple[str, int]:
     still removable (that is what the damage hints ask for); aliases and latest need it."""
     try:
         mv = find(st, ref)
-    except StoreCorruptError:
-        r = parse_ref(ref)
-        if isinstance(r.selector, int) and r.selector in st.versions(r.name):
-            return r.name, r.selector
+    except (StoreCorruptError, ModelNotFoundError):
+        r = parse_ref(ref)  # a folder without meta.json is damaged too (adds rename whole
+        if isinstance(r.selector, int) and st.version_dir(r.name, r.selector).is_dir():
+            return r.name, r.selector  # folders in, so it is never one in progress)
         raise
     return mv.name, mv.version
 
