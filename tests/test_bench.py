@@ -199,13 +199,13 @@ def test_human_output_table_and_chart(tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["--runs", "0"], 2, "--runs must be at least 1"),
+        (["--runs", "0"], 2, "--runs must be 1 to 10,000,000, got 0"),
         (["--runs", "3", "--duration", "1"], 2, "cannot be combined"),
         (["--duration", "0"], 2, "--duration must be a positive"),
         (["--batch-sizes", "1,x"], 2, "--batch-sizes '1,x' must list positive integers"),
         (["--batch-sizes", "0"], 2, "must list positive integers"),
-        (["--warmup", "-1"], 2, "--warmup must be 0 or more"),
-        (["--rounds", "0"], 2, "--rounds must be at least 1"),
+        (["--warmup", "-1"], 2, "--warmup must be 0 to 1,000,000, got -1"),
+        (["--rounds", "0"], 2, "--rounds must be 1 to 1,000, got 0"),
         (["--opt-level", "fast"], 2, "unknown optimisation level 'fast'"),
         (["--threads", "-2"], 2, "--threads must be 0"),
         (["--provider", "nosuch"], 2, "unknown execution provider 'nosuch'"),

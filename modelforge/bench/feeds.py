@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import DataError, UsageError
+from modelforge.errors import DataError, InvalidModelError, UsageError
 from modelforge.log import warn
 from modelforge.text import safe
 
@@ -110,7 +110,15 @@ def _read_rows(
 
     inline = data.lstrip().startswith("{")
     options = PredictOptions(maps=maps, columns=columns, data_json=data if inline else None)
-    plan = make_plan(lm, None if inline else data, options)
+    try:
+        plan = make_plan(lm, None if inline else data, options)
+    except DataError as err:  # predict's hint names --explain, which bench does not have
+        if err.hint and "--explain" in err.hint:
+            err.hint = err.hint.replace(
+                "--explain shows the mapping",
+                "'modelforge predict MODEL DATA --explain' shows the mapping",
+            )
+        raise
     parts: list[dict[str, np.ndarray]] = []
     rows = 0
     batches = plan.batches()
@@ -164,7 +172,7 @@ def prepare_inputs(
     max_feed_bytes: int = MAX_FEED_BYTES,
 ) -> ModelInputs:
     """Feeds for every batch size this model will be benchmarked at."""
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import dim_names, synthesize_inputs
 
     named = sorted(batch_dim_names(schema) & set(dims))
     if named:
@@ -174,11 +182,26 @@ def prepare_inputs(
             "dimensions (sequence length, image size)",
             code="invalid_option",
         )
+    known = dim_names(schema)
+    unknown = sorted(set(dims) - known)
+    if unknown:
+        warn(
+            f"--dim {', '.join(safe(n) for n in unknown)} names no symbolic dimension of "
+            f"{label} (its dims: {', '.join(safe(n) for n in sorted(known)) or 'none'}); "
+            "it is not used there"
+        )
     if not schema.inputs:
         raise DataError(
             f"{label} has no inputs, so there is nothing to feed",
             hint="benchmark a model that takes inputs",
             code="no_inputs",
+        )
+    if not schema.outputs:
+        raise InvalidModelError(
+            f"{label} declares no outputs, so a run computes nothing",
+            hint="re-export the model with its outputs marked as graph outputs "
+            "('modelforge validate MODEL' checks this)",
+            code="no_outputs",
         )
     sizes, fixed = batch_sizes_for(schema, requested, label)
     kept: list[int] = []
@@ -188,6 +211,14 @@ def prepare_inputs(
             skipped.append(size)
         else:
             kept.append(size)
+    if fixed is not None and not kept:  # the model's own fixed shape is that large
+        raise UsageError(
+            f"{label} fixes its batch dimension at {fixed}, and its synthesized inputs at that "
+            f"size exceed {max_feed_bytes >> 20} MiB per run",
+            hint="benchmark it on real inputs with --data (not synthesized, not capped)"
+            + (", or pass smaller --dim values" if dims else ""),
+            code="batch_too_large",
+        )
     if skipped:
         warn(
             f"skipping batch size {', '.join(map(str, skipped))} for {label}: the inputs of one "

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 DEFAULT_DURATION_S = 1.0  # steady state per target and batch size, over all rounds
 DEFAULT_WARMUP = 5
 DEFAULT_ROUNDS = 5
+# upper bounds: far above any useful benchmark, low enough that a typo is caught at once
+MAX_RUNS = 10_000_000
+MAX_WARMUP = 1_000_000
+MAX_ROUNDS = 1_000
+MAX_DURATION_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,21 @@ class BenchOptions:
 
         if self.runs is not None and self.duration_s is not None:
             raise bad("--runs and --duration cannot be combined", "pass one of them")
-        if self.runs is not None and self.runs < 1:
-            raise bad("--runs must be at least 1")
+        if self.runs is not None and not 1 <= self.runs <= MAX_RUNS:
+            raise bad(f"--runs must be 1 to {MAX_RUNS:,}, got {self.runs}")
         if self.duration_s is not None and not (
-            math.isfinite(self.duration_s) and self.duration_s > 0
+            math.isfinite(self.duration_s) and 0 < self.duration_s <= MAX_DURATION_S
         ):
-            raise bad("--duration must be a positive number of seconds")
-        if self.warmup < 0:
-            raise bad("--warmup must be 0 or more")
-        if self.rounds < 1:
-            raise bad("--rounds must be at least 1")
+            raise bad(
+                f"--duration must be a positive number of seconds, at most {MAX_DURATION_S:g}",
+                "e.g. --duration 2",
+            )
+        if not 0 <= self.warmup <= MAX_WARMUP:
+            raise bad(f"--warmup must be 0 to {MAX_WARMUP:,}, got {self.warmup}")
+        if not 1 <= self.rounds <= MAX_ROUNDS:
+            raise bad(f"--rounds must be 1 to {MAX_ROUNDS:,}, got {self.rounds}")
+        if not 0 <= self.seed < 2**63:
+            raise bad(f"--seed must be 0 to {2**63 - 1}, got {self.seed}", "e.g. --seed 0")
         if self.batch_sizes is not None and (
             not self.batch_sizes or any(b < 1 for b in self.batch_sizes)
         ):

@@ -14,6 +14,7 @@ from modelforge.cli.common import (
     run,
     split_csv_option,
 )
+from modelforge.errors import UsageError
 from modelforge.render import Renderer, table
 from modelforge.text import human_bytes, safe
 
@@ -125,6 +126,12 @@ def add_cmd(
     with run(ctx, "models add", json_out) as out:
         from modelforge.api import add_model
 
+        if example is None and _given(ctx, "example_rows"):
+            raise UsageError(
+                "--example-rows needs --example DATA (it is the number of rows of DATA to store)",
+                hint="add --example DATA, or drop --example-rows",
+                code="invalid_option",
+            )
         result = add_model(
             file,
             name,
@@ -141,6 +148,12 @@ def add_cmd(
             example_rows=example_rows,
         )
         out.emit(result, _render_add)
+
+
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether the option was given on the command line (not just its default); typer
+    vendors click, so the source is compared by name."""
+    return getattr(ctx.get_parameter_source(param), "name", "") == "COMMANDLINE"
 
 
 # list / show / path -----------------------------------------------------------------------
@@ -358,7 +371,6 @@ def set_cmd(
     Example: modelforge models set iris:1 --columns-from train.csv --label team=ml
     """
     with run(ctx, "models set", json_out) as out:
-        from modelforge.errors import UsageError
         from modelforge.store.edit import set_metadata
 
         cols = split_csv_option(columns)

@@ -11,9 +11,11 @@ dimension) the reasons are listed and nothing is run from them.
 from __future__ import annotations
 
 import os
+import re
+from shlex import quote
 from typing import TYPE_CHECKING, Any
 
-from modelforge.errors import DataError
+from modelforge.errors import DataError, RuntimeFailure
 from modelforge.model.compare import compare_output, missing_output
 from modelforge.text import safe
 
@@ -81,9 +83,49 @@ def _mapped(
     except DataError as err:
         raise DataError(
             f"--data cannot be mapped onto {label} ({side.info['display']}): {err.message}",
-            hint=err.hint,
+            hint=_diff_hint(err.hint, side.ref, data),
             code=err.code,
         ) from None
+    except RuntimeFailure as err:
+        raise _named(err, side, label) from None
+
+
+def _named(err: RuntimeFailure, side: Any, label: str) -> RuntimeFailure:
+    """Say which of the two models onnxruntime failed on."""
+    return type(err)(
+        f"{label} ({side.info['display']}): {err.message}",
+        hint=err.hint,
+        code=err.code,
+        details=err.details,
+    )
+
+
+def _run_examples(side: Any, label: str, feeds: dict[str, Any], providers: Any) -> list[Any]:
+    from modelforge.inference.examples import run_feeds
+
+    wanted = {s.name for s in side.schema.inputs}
+    try:
+        return run_feeds(
+            os.fspath(side.ref), {k: v for k, v in feeds.items() if k in wanted}, providers
+        )
+    except RuntimeFailure as err:
+        raise _named(err, side, label) from None
+
+
+_DIFF_OPTIONS = frozenset({"--allow-nan", "--data"})
+
+
+def _diff_hint(hint: str | None, ref: str, data: list[str]) -> str | None:
+    """predict's hints name predict's options (--columns, --map, --cast, --explain...);
+    models diff has none of them, so point at what does work here."""
+    if hint is None or set(re.findall(r"--[a-z][a-z-]*", hint)) <= _DIFF_OPTIONS:
+        return hint
+    return (
+        "models diff maps --data as predict does (the file's columns and each model's "
+        f"stored column map): check the mapping with 'modelforge predict {quote(ref)} "
+        f"{quote(data[0])} --explain', store a column map with 'modelforge models set "
+        "NAME:VERSION --columns a,b,...', or pass a file whose columns match the inputs"
+    )
 
 
 def _pairs(out_a: list[Any], out_b: list[Any]) -> list[tuple[Any, Any | None]]:
@@ -142,8 +184,6 @@ def behaviour(
     options: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """(behaviour summary, per-output records, rows compared). ``a``/``b``: diff.core.Side."""
-    from modelforge.inference.examples import run_feeds
-
     if data:
         out_a = _mapped(a, "A", data, options, providers)
         out_b = _mapped(b, "B", data, options, providers)
@@ -164,14 +204,8 @@ def behaviour(
             + "; pass --data DATA to compare on a data file mapped onto each model"
         )
         return _skipped(source, reason, problems), {}, 0
-    wanted_a = {s.name for s in a.schema.inputs}
-    wanted_b = {s.name for s in b.schema.inputs}
-    out_a = run_feeds(
-        os.fspath(a.ref), {k: v for k, v in feeds.items() if k in wanted_a}, providers
-    )
-    out_b = run_feeds(
-        os.fspath(b.ref), {k: v for k, v in feeds.items() if k in wanted_b}, providers
-    )
+    out_a = _run_examples(a, "A", feeds, providers)
+    out_b = _run_examples(b, "B", feeds, providers)
     records, rows = _compare(out_a, out_b, rtol, atol)
     return {"source": source, "status": "compared", "reason": None, "problems": []}, records, rows
 

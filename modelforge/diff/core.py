@@ -158,6 +158,12 @@ def diff_models(
                 f"{', ...' if len(names) > 3 else ''}): the outputs probably differ, but "
                 "only the structure was compared; pass --data DATA to compare outputs"
             )
+        if w["external_not_compared"]:
+            warnings.append(
+                f"{w['external_not_compared']} initializer(s) in external data were not compared "
+                "(external data is never loaded), so other weights there go unnoticed; pass "
+                "--data DATA to compare outputs"
+            )
     return DiffResult(
         a=side_a.info,
         b=side_b.info,

@@ -16,6 +16,7 @@ exists). Nothing is ever written outside OUT's folder.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelforge.errors import (
     CheckFailedError,
+    DataError,
     InvalidModelError,
     OutputError,
     RuntimeFailure,
@@ -66,6 +68,36 @@ class ConvertResult:
         }
 
 
+_NO_ADAPTER = re.compile(r"No Adapter (From|For) Version \$?(\d+) for (\S+)")
+
+
+def _conversion_error(exc: Exception, source: int, opset: int) -> InvalidModelError:
+    """onnx.version_converter fails with a C++ assertion; name the op and the opset it is
+    stuck at when it says so, instead of the assertion text."""
+    text = " ".join(str(exc).split())
+    head = f"onnx.version_converter cannot convert the model from opset {source} to {opset}"
+    found = _NO_ADAPTER.search(text)
+    if found:
+        stuck, op = int(found.group(2)), safe(found.group(3), 80)
+        if found.group(1) == "From" and opset < source:
+            return InvalidModelError(
+                f"{head}: it has no adapter that takes {op} below opset {stuck}",
+                hint=f"pass --opset {stuck} or higher, or re-export the model from its "
+                f"source framework targeting opset {opset}",
+                code="conversion_failed",
+            )
+        return InvalidModelError(
+            f"{head}: it has no adapter for {op} at opset {stuck}",
+            hint="try another target opset, or re-export the model from its source framework",
+            code="conversion_failed",
+        )
+    return InvalidModelError(
+        f"{head}: {escape(text[:300])}",
+        hint="try another target opset, or re-export the model from its source framework",
+        code="conversion_failed",
+    )
+
+
 def convert_opset(model: ModelProto, opset: int) -> ModelProto:
     """Convert the ai.onnx opset in memory, keeping metadata, docs and producer."""
     import onnx
@@ -79,13 +111,7 @@ def convert_opset(model: ModelProto, opset: int) -> ModelProto:
     except Exception as exc:  # the converter raises RuntimeError / ConvertError
         if not raised_by_dependency(exc):
             raise
-        text = " ".join(str(exc).split())[:300]
-        raise InvalidModelError(
-            f"onnx.version_converter cannot convert the model from opset {source} to "
-            f"{opset}: {escape(text)}",
-            hint="try another target opset, or re-export the model from its source framework",
-            code="conversion_failed",
-        ) from None
+        raise _conversion_error(exc, source, opset) from None
     del converted.metadata_props[:]
     converted.metadata_props.extend(model.metadata_props)
     converted.doc_string = model.doc_string
@@ -99,11 +125,19 @@ def convert_opset(model: ModelProto, opset: int) -> ModelProto:
     return converted
 
 
-def _ort_outputs(data: bytes, feeds: dict[str, Any], base: Path | None) -> list[Any]:
-    from modelforge.engine.session import create_session
+def _ort_outputs(
+    data: bytes, feeds: dict[str, Any], base: Path | None, which: str = "the original model"
+) -> list[Any]:
+    from modelforge.engine import isolate
+    from modelforge.engine.session import create_session, translate_error
 
     session = create_session(data, external_data_dir=base)
-    return list(session.inner.run(None, feeds))
+    try:
+        return list(session.inner.run(None, feeds))
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument/...
+        if isolate.is_allocation_failure(exc):
+            raise
+        raise translate_error(exc, f"running {which} on synthesized inputs") from None
 
 
 def _convert_child(
@@ -116,7 +150,7 @@ def _convert_child(
     from modelforge.model.checks.context import raised_by_dependency
     from modelforge.model.checks.parity import compare, reference_unavailable
     from modelforge.model.open import open_model
-    from modelforge.model.synth import synthesize_inputs
+    from modelforge.model.synth import MAX_SYNTH_BYTES, synthesize_inputs
 
     opened = open_model(source, trusted=trusted, expected_sha256=expected_sha256, parse=True)
     model = opened.parse()
@@ -126,6 +160,14 @@ def _convert_child(
 
         load_checked_external_data(model, files)
     from_opset = require_default_opset(model)
+    if not model.graph.output:
+        raise InvalidModelError(
+            f"'{escape(Path(source).name)}' declares no outputs, so there is nothing to keep "
+            "equal through a conversion",
+            hint="re-export the model with its outputs marked as graph outputs "
+            "('modelforge validate MODEL' checks this)",
+            code="no_outputs",
+        )
     converted = convert_opset(model, opset)
     try:
         onnx.checker.check_model(converted)
@@ -135,7 +177,16 @@ def _convert_child(
             hint="try another target opset",
             code="conversion_failed",
         ) from None
-    feeds = synthesize_inputs(opened.ensure_schema())
+    try:
+        feeds = synthesize_inputs(opened.ensure_schema(), max_bytes=MAX_SYNTH_BYTES)
+    except DataError as err:  # its hint ("pass real input data") names nothing convert has
+        raise DataError(
+            f"cannot check parity, so nothing was converted: {err.message}",
+            hint="convert checks the conversion on synthesized inputs; convert with "
+            "onnx.version_converter yourself, then check the result with 'modelforge "
+            "validate NEW.onnx --inputs IN.npz --expected OUT.npz'",
+            code=err.code,
+        ) from None
     converted_bytes = converted.SerializeToString()
     try:
         orig_out = _ort_outputs(model.SerializeToString(), feeds, None)
@@ -156,7 +207,7 @@ def _convert_child(
                 code="parity_unavailable",
             ) from None
         compared_with = "onnx.reference"
-    new_out = _ort_outputs(converted_bytes, feeds, None)
+    new_out = _ort_outputs(converted_bytes, feeds, None, "the converted model")
     names = [o.name for o in converted.graph.output]
     parity = [
         compare(n, g, w, rtol, atol) for n, g, w in zip(names, new_out, orig_out, strict=False)
@@ -186,7 +237,36 @@ def _convert_child(
         "compared_with": compared_with,
         "parity": parity,
         "external": bool(files),
+        "input_files": [os.fspath(f.path) for f in files],
     }
+
+
+def _check_target_known(opset: int) -> None:
+    from onnx import __version__ as onnx_version
+    from onnx.defs import onnx_opset_version
+
+    known = onnx_opset_version()
+    if opset > known:
+        raise UsageError(
+            f"--opset {opset} is newer than onnx {onnx_version} knows (ai.onnx opsets 1-{known})",
+            hint=f"pass --opset {known} or lower, or upgrade onnx and onnxruntime",
+            code="invalid_option",
+        )
+
+
+def _refuse_overwriting_input_data(target: Path, input_files: list[str]) -> None:
+    """The converted model's data file is written next to it as ``OUT.data``; when that is
+    a data file of the input model itself, replacing it would break the input."""
+    if not target.exists():
+        return
+    resolved = target.resolve()
+    if any(Path(f).resolve() == resolved for f in input_files):
+        raise UsageError(
+            f"the converted model's external data '{escape(target)}' would overwrite the "
+            "input model's own external-data file",
+            hint="write the converted model to another file name or folder with -o",
+            code="output_is_input",
+        )
 
 
 def convert_model(
@@ -209,6 +289,7 @@ def convert_model(
 
     if opset < 1:
         raise UsageError("--opset must be a positive integer", code="invalid_option")
+    _check_target_known(opset)
     if not (rtol >= 0 and atol >= 0):  # also refuses NaN
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
     expected_sha256 = None
@@ -243,6 +324,7 @@ def convert_model(
         )  # fmt: skip
         written_data = os.path.join(tmp_dir, data_name)
         external = None
+        _refuse_overwriting_input_data(folder / data_name, found.get("input_files", []))
         if found.get("external") and os.path.exists(written_data):
             os.chmod(written_data, os.stat(tmp_model).st_mode & 0o777)  # onnx writes 0600
             os.replace(written_data, folder / data_name)

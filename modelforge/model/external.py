@@ -255,19 +255,43 @@ def check_location(ref: ExternalRef, base_dir: Path, *, allow_hardlinks: bool = 
 
 
 def check_external_data(
-    model: ModelProto, base_dir: str | os.PathLike[str], *, allow_hardlinks: bool = False
+    model: ModelProto,
+    base_dir: str | os.PathLike[str],
+    *,
+    allow_hardlinks: bool = False,
+    model_path: str | os.PathLike[str] | None = None,
 ) -> list[ExternalFile]:
-    """Check every external reference; return the distinct files, in first-use order."""
+    """Check every external reference; return the distinct files, in first-use order.
+    ``model_path``: the model file as given, to explain a missing file when it is a symlink."""
     base = Path(base_dir)
     files: dict[str, tuple[Path, list[str]]] = {}
     for ref in iter_external_refs(model):
-        path = check_location(ref, base, allow_hardlinks=allow_hardlinks)
+        try:
+            path = check_location(ref, base, allow_hardlinks=allow_hardlinks)
+        except UnsafeModelError as err:
+            if err.code == "external_data_missing" and model_path is not None:
+                _explain_symlinked_model(err, Path(model_path), ref.location)
+            raise
         key = normalized_location(ref.location)
         files.setdefault(key, (path, []))[1].append(ref.tensor)
     return [
         ExternalFile(location=key, path=path, size=path.stat().st_size, tensors=tuple(tensors))
         for key, (path, tensors) in files.items()
     ]
+
+
+def _explain_symlinked_model(err: UnsafeModelError, model_path: Path, location: str) -> None:
+    """External data is looked up next to the path given, as onnxruntime does: a model
+    reached through a symlink finds its data only if the data is linked too."""
+    if not model_path.is_symlink():
+        return
+    target = model_path.resolve()
+    if (target.parent / location).exists():
+        err.hint = (
+            f"'{escape(model_path.name)}' is a symlink to '{escape(target)}', and external data "
+            "is looked up next to the path given (as onnxruntime does): pass "
+            f"'{escape(target)}' instead, or put the data file next to the link"
+        )
 
 
 def normalized_location(location: str) -> str:

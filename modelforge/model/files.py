@@ -105,10 +105,26 @@ def check_regular_file(path: str | os.PathLike[str], *, what: str = "model file"
         via = f" (symlink to '{escape(resolved)}')" if is_link else ""
         raise InvalidModelError(
             f"{what} '{escape(p)}'{via} is {_kind(st.st_mode)}, not a regular file",
-            hint="pass the path of an .onnx file",
+            hint=_folder_hint(p, st.st_mode, what),
             code="not_a_regular_file",
         )
     return FileInfo(path=p, resolved=resolved, is_symlink=is_link, size=st.st_size)
+
+
+def _folder_hint(p: Path, mode: int, what: str) -> str:
+    """A folder holding one .onnx file (an exporter's output folder, `model.onnx/` from
+    some tools): name the file inside."""
+    if what == "model file" and stat.S_ISDIR(mode):
+        try:
+            inside = sorted(q.name for q in os.scandir(p) if q.name.lower().endswith(".onnx"))
+        except OSError:
+            inside = []
+        if len(inside) == 1:
+            return f"the folder holds one model: pass '{escape(p / inside[0])}'"
+        if inside:
+            shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
+            return f"the folder holds {len(inside)} models ({escape(shown)}): pass one"
+    return "pass the path of an .onnx file"
 
 
 def read_capped(

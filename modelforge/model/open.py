@@ -66,7 +66,9 @@ class OpenedModel:
             from modelforge.model.schema import extract_schema
 
             proto = parse_model_bytes(self.data, os.fspath(self.path))
-            self.external = check_external_data(proto, self.folder, allow_hardlinks=self.trusted)
+            self.external = check_external_data(
+                proto, self.folder, allow_hardlinks=self.trusted, model_path=self.path
+            )
             self.proto = proto
             self.schema = extract_schema(proto)
         return self.proto

@@ -135,13 +135,57 @@ def synthesize_input(
     )
 
 
+# validate's smoke run and convert's parity run synthesize at most this much
+MAX_SYNTH_BYTES = 1 << 30
+
+
+def dim_names(schema: ModelSchema) -> set[str]:
+    """Every symbolic dimension name the inputs use (the operands of ``a + b`` too)."""
+    names: set[str] = set()
+    for spec in schema.inputs:
+        for d in spec.shape or []:
+            if isinstance(d, str):
+                names.add(d)
+                if _EXPRESSION.fullmatch(d.strip()):
+                    names.update(t for t in _TERM.findall(d) if t[0].isalpha() or t[0] == "_")
+    return names
+
+
+def _check_size(schema: ModelSchema, dims: dict[str, int] | None, batch: int | None,
+                max_bytes: int) -> None:  # fmt: skip
+    import numpy as np
+
+    from modelforge.text import human_bytes
+
+    for spec in schema.inputs:
+        if not spec.is_tensor or spec.dtype is None or spec.shape is None:
+            continue  # synthesize_input names the problem
+        shape = resolve_shape(spec, dims, batch)
+        item = 8 if spec.dtype == "str" else max(np.dtype(spec.dtype).itemsize, 8)
+        need = int(np.prod(shape, dtype=object)) * item  # floats are drawn as float64
+        if need > max_bytes:
+            symbolic = any(isinstance(d, str) or d is None for d in spec.shape)
+            raise DataError(
+                f"synthesizing input '{escape(spec.name)}' {shape} ({spec.dtype}) would take "
+                f"{human_bytes(need)}, over the {human_bytes(max_bytes)} limit for synthesized "
+                "inputs",
+                hint="pass smaller --dim values"
+                if symbolic
+                else "the model declares this "
+                "fixed shape: check it on real inputs (validate --inputs/--expected)",
+                code="synthesized_too_large",
+            )
+
+
 def synthesize_inputs(
     schema: ModelSchema,
     dims: dict[str, int] | None = None,
     seed: int = 0,
     batch: int | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """One array per model input (overridable initializers keep their stored values)."""
+    """One array per model input (overridable initializers keep their stored values).
+    ``max_bytes``: refuse (DataError ``synthesized_too_large``) inputs bigger than this."""
     import numpy as np
 
     for name, value in (dims or {}).items():
@@ -152,6 +196,8 @@ def synthesize_inputs(
             )
     if batch is not None and batch < 1:
         raise UsageError("the batch size must be at least 1", code="invalid_option")
+    if max_bytes is not None:
+        _check_size(schema, dims, batch, max_bytes)
     rng = np.random.default_rng(seed)
     bounds = schema.index_bounds
     out = {}

@@ -175,6 +175,22 @@ def check_options(opts: ValidateOptions) -> None:
         canonical(name)  # unknown names are usage errors (exit 2), not failed checks
 
 
+def _crash_hint(err: ResourceLimitError, opts: ValidateOptions) -> str | None:
+    """The generic crash hint says "run 'modelforge validate MODEL'": circular here. A crash
+    with custom-op libraries loaded is most likely theirs."""
+    if err.code != "crashed":
+        return err.hint
+    if opts.custom_ops:
+        return (
+            "a custom-op library passed with --custom-ops runs inside the checks and may be "
+            "what crashed: rerun without it (runtime_compat then lists the ops it must provide)"
+        )
+    return (
+        "the model triggers a bug in onnx/onnxruntime; it is likely malformed or hostile: "
+        "re-export it"
+    )
+
+
 def validate_model(
     model: str | os.PathLike[str] | OpenedModel,
     options: ValidateOptions | None = None,
@@ -242,8 +258,8 @@ def validate_model(
         except ResourceLimitError as err:
             stage = state["running"] or next((n for n in wanted if n not in results), wanted[-1])
             results[stage] = Check(
-                stage, "fail", err.code, f"{err.message} (during the '{stage}' check)", err.hint,
-                {"limits": limits.to_dict()},
+                stage, "fail", err.code, f"{err.message} (during the '{stage}' check)",
+                _crash_hint(err, opts), {"limits": limits.to_dict()},
             )  # fmt: skip
     final: dict[str, Check] = {}
     for name in wanted:

@@ -21,7 +21,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelforge.errors import InvalidModelError, StoreCorruptError, StoreError, UsageError
+from modelforge.errors import (
+    DataError,
+    InvalidModelError,
+    RuntimeFailure,
+    StoreCorruptError,
+    StoreError,
+    UsageError,
+)
 from modelforge.model.external import ExternalFile
 from modelforge.model.files import check_regular_file
 from modelforge.model.open import open_model
@@ -34,7 +41,13 @@ from modelforge.store.columns import (
 )
 from modelforge.store.layout import Store, fsync_dir, link_blob, write_json_atomic
 from modelforge.store.metadata import META_SCHEMA_VERSION, load_meta
-from modelforge.store.names import validate_alias, validate_labels, validate_name
+from modelforge.store.names import (
+    MAX_VERSION,
+    check_version_number,
+    validate_alias,
+    validate_labels,
+    validate_name,
+)
 from modelforge.text import escape
 
 # (staging_dir, staged model path, column map) -> the record for meta["examples"]
@@ -269,7 +282,7 @@ def commit(
             chosen = version
         elif (
             prefer is not None
-            and prefer >= 1
+            and 1 <= prefer <= MAX_VERSION
             and prefer not in existing
             and prefer not in removed
             and not st.version_dir(name, prefer).exists()
@@ -360,8 +373,7 @@ def add_model(
             )
         columns = header_columns(columns_from)
     cols = validate_columns(columns)
-    if version is not None and version < 1:
-        raise UsageError("--version must be 1 or more", code="invalid_version")
+    check_version_number(version)
     st = store or Store()
     info = check_regular_file(path)
     # external data sits next to the path as given, like validate, inspect, predict and
@@ -404,9 +416,7 @@ def add_model(
         if examples is not None:  # golden examples, recorded in a guarded child
             from modelforge.store import examples as golden
 
-            meta["examples"] = examples(
-                staged.directory, staged.directory / "files" / staged.model_file, cols
-            )
+            meta["examples"] = _record_examples(examples, staged, cols, path)
             golden.link_blob(
                 st.blob_path(meta["examples"]["sha256"]), staged.directory / golden.EXAMPLES_FILE
             )
@@ -441,6 +451,32 @@ def add_model(
         notes=[] if "--columns" in skipped else column_notes(schema, stored_cols),
         examples=_examples_summary(vdir),
     )
+
+
+_ADD_OPTIONS = frozenset({"--columns", "--columns-from", "--example", "--example-rows"})
+
+
+def _record_examples(
+    examples: ExamplesRecorder, staged: _Staged, cols: list[str] | None, source: Any
+) -> dict[str, Any]:
+    """Run the recorder; its errors say they come from --example, and their hints name
+    only options models add has (predict's --format, --map, --cast, --explain are not)."""
+    try:
+        return examples(staged.directory, staged.directory / "files" / staged.model_file, cols)
+    except (DataError, RuntimeFailure) as err:
+        hint = err.hint
+        if hint and not set(re.findall(r"--[a-z][a-z-]*", hint)) <= _ADD_OPTIONS:
+            hint = (
+                "--example DATA is mapped as predict maps it: check the mapping with "
+                f"'modelforge predict {escape(os.fspath(source))} DATA --explain', pass "
+                "--columns a,b,..., or pass a file predict reads without extra options"
+            )
+        raise type(err)(
+            f"recording golden examples (--example): {err.message}",
+            hint=hint,
+            code=err.code,
+            details=err.details,
+        ) from None
 
 
 def _examples_summary(vdir: Path) -> dict[str, Any] | None:

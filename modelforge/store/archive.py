@@ -27,6 +27,7 @@ from modelforge.errors import (
     InvalidModelError,
     OutputError,
     StoreCorruptError,
+    StoreError,
     UnsafeModelError,
     UsageError,
 )
@@ -59,6 +60,12 @@ class ExportResult:
 def export_version(
     ref: str, output: str | os.PathLike[str], *, store: Store | None = None
 ) -> ExportResult:
+    if os.fspath(output) == "-":
+        raise UsageError(
+            "models export cannot write the archive to stdout ('-o -')",
+            hint="pass a file name, e.g. -o model.tar.gz",
+            code="invalid_option",
+        )
     st = store or Store()
     mv = find(st, ref)
     out = Path(output).absolute()
@@ -66,9 +73,17 @@ def export_version(
         raise OutputError(
             f"output folder '{escape(out.parent)}' does not exist",
             hint="create it first",
-            code="output_dir_missing",
+            code="output_folder_missing",
         )
     check_output_file(out)
+    if not out.name.lower().endswith((".tar.gz", ".tgz")):
+        # '-o model.onnx' used to replace the user's model with an archive, silently
+        raise UsageError(
+            f"-o '{escape(out.name)}' does not end in .tar.gz or .tgz; models export writes a "
+            "gzipped tar archive",
+            hint=f"name the archive e.g. -o {escape(mv.name)}-{mv.version}.tar.gz",
+            code="invalid_option",
+        )
     _check_stored_files(mv)
     manifest = {
         "format": EXPORT_FORMAT,
@@ -225,6 +240,16 @@ def _member_path(name: str) -> str:
     return "/".join(parts)
 
 
+def _stage_write_failed(stage: Path, exc: OSError) -> StoreError:
+    """Writing the extracted files failed (disk full, read-only): the archive is not to blame."""
+    return StoreError(
+        f"cannot write to the store's staging folder '{escape(stage.parent)}': "
+        f"{exc.strerror or exc}",
+        hint="free disk space or fix permissions, then retry; nothing was imported",
+        code="store_write_failed",
+    )
+
+
 def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
     """Extract into ``stage/files`` with every check; returns the manifest."""
     manifest: dict[str, Any] | None = None
@@ -280,18 +305,28 @@ def _read_archive(path: Path, stage: Path) -> dict[str, Any]:
                     )
                 rel = name[len("files/") :]
                 dst = stage / name if golden else stage / "files" / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
                 size = 0
-                with open(dst, "xb") as out:
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    out = open(dst, "xb")  # noqa: SIM115 - closed by the with below
+                except OSError as exc:
+                    raise _stage_write_failed(stage, exc) from None
+                with out:
                     while block := fh.read(1024 * 1024):
                         size += len(block)
                         if size > member.size:
                             break
                         h.update(block)
-                        out.write(block)
-                    out.flush()
-                    os.fsync(out.fileno())
+                        try:
+                            out.write(block)
+                        except OSError as exc:
+                            raise _stage_write_failed(stage, exc) from None
+                    try:
+                        out.flush()
+                        os.fsync(out.fileno())
+                    except OSError as exc:
+                        raise _stage_write_failed(stage, exc) from None
                 if not golden:
                     written[rel] = (h.hexdigest(), size)
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -356,7 +391,9 @@ def import_archive(
     )
     from modelforge.store.admission import admit
     from modelforge.store.examples import summary
+    from modelforge.store.names import check_version_number
 
+    check_version_number(version)
     info = check_regular_file(path, what="archive")
     st = store or Store()
     st.init()
@@ -407,7 +444,7 @@ def import_archive(
             "imported_from": {
                 "archive": str(info.path),
                 "name": _text(meta.get("name")),
-                "version": meta.get("version") if isinstance(meta.get("version"), int) else None,
+                "version": meta.get("version") if type(meta.get("version")) is int else None,
             },
         }
         existing = st.aliases(target)

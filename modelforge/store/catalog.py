@@ -9,7 +9,7 @@ from typing import Any
 from modelforge.errors import ModelNotFoundError, StoreCorruptError
 from modelforge.store.layout import Store
 from modelforge.store.metadata import ModelVersion, load_meta
-from modelforge.store.names import Ref, parse_ref
+from modelforge.store.names import Ref, parse_ref, validate_name
 from modelforge.text import escape
 
 
@@ -38,6 +38,7 @@ def _close(word: str, options: list[str]) -> str:
 def find(store: Store, ref: Ref | str) -> ModelVersion:
     """The version a reference names; errors list what exists and close matches."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
+    store.check_marker()
     versions = store.versions(r.name)
     if not versions:
         names = [n for n in store.names() if store.versions(n)]
@@ -52,8 +53,10 @@ def find(store: Store, ref: Ref | str) -> ModelVersion:
         version = versions[-1]
     elif isinstance(r.selector, int):
         if r.selector not in versions:
+            removed = r.selector in store.removed_versions(r.name)
+            why = " (it was removed with 'models rm'; numbers are never reused)"
             raise ModelNotFoundError(
-                f"model '{r.name}' has no version {r.selector}",
+                f"model '{r.name}' has no version {r.selector}" + (why if removed else ""),
                 hint="versions: " + ", ".join(map(str, versions)),
                 code="version_not_found",
             )
@@ -108,7 +111,7 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
     st = store or Store()
     out: list[ModelVersion] = []
     problems: list[str] = []
-    names = [parse_ref(name).name] if name else st.names()
+    names = [validate_name(name)] if name else st.names()
     for n in names:
         try:
             aliases = st.aliases(n)
@@ -122,4 +125,4 @@ def list_models(store: Store | None = None, name: str | None = None) -> ModelLis
                 problems.append(exc.message)
     out.sort(key=_entered, reverse=True)
     return ModelList(store=str(st.root), models=out, problems=problems,
-                     name=parse_ref(name).name if name else None)  # fmt: skip
+                     name=validate_name(name) if name else None)  # fmt: skip

@@ -31,6 +31,12 @@ def _csv_header(path: Path, delimiter: str | None) -> list[str]:
             hint="pass a CSV or Parquet file whose first row names the columns",
             code="invalid_header",
         ) from None
+    if b"\0" in head or any(ord(c) < 32 and c != "\t" for c in text):
+        raise DataError(
+            f"the first line of '{escape(path)}' is not a text header (the file looks binary)",
+            hint="pass a CSV or Parquet file whose first row names the columns",
+            code="invalid_header",
+        )
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     return next(csv.reader(io.StringIO(text), delimiter=delimiter), [])

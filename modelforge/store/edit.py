@@ -17,6 +17,7 @@ from modelforge.store.columns import check_columns_fit, validate_columns
 from modelforge.store.layout import Store, write_json_atomic
 from modelforge.store.metadata import load_meta
 from modelforge.store.names import validate_labels
+from modelforge.text import escape
 
 HISTORY_KEY = "metadata_history"
 
@@ -51,6 +52,13 @@ def set_metadata(
     if columns is not None and clear_columns:
         raise UsageError("--columns and --clear-columns cannot be combined", code="invalid_option")
     label_map = validate_labels(labels)
+    both = sorted(set(label_map) & set(remove_labels or []))
+    if both:
+        raise UsageError(
+            f"label '{escape(both[0])}' is both set (--label) and removed (--unset-label)",
+            hint="pass one of them",
+            code="invalid_option",
+        )
     cols = validate_columns(columns)
     if (
         cols is None

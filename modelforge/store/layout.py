@@ -29,6 +29,7 @@ from typing import Any
 
 from modelforge import paths
 from modelforge.errors import StoreCorruptError, StoreError
+from modelforge.store.names import is_version_text
 from modelforge.text import escape
 
 STORE_FORMAT = "modelforge-store"
@@ -122,6 +123,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _version_number(dirname: str) -> int | None:
+    """The version a folder name is, written as the store writes it ('7', never '007' or
+    '٧'): another spelling would name a folder that version_dir() never finds."""
+    if is_version_text(dirname) and dirname == str(int(dirname)):
+        return int(dirname)
+    return None
+
+
 class Store:
     """Paths and low-level operations of one store root."""
 
@@ -158,12 +167,7 @@ class Store:
         return (self.root / "store.json").is_file() or self.models_dir.is_dir()
 
     def names(self) -> list[str]:
-        if self.root.exists() and not self.root.is_dir():  # else: "no models in the store"
-            raise StoreError(
-                f"the store root '{escape(self.root)}' is not a folder",
-                hint="point --store or MODELFORGE_HOME at a folder (it is created if missing)",
-                code="store_not_a_folder",
-            )
+        self.check_marker()  # a missing root is fine here: "no models in the store"
         if not self.models_dir.is_dir():
             return []
         return sorted(p.name for p in self.models_dir.iterdir() if p.is_dir())
@@ -175,7 +179,7 @@ class Store:
             return []
         out = []
         for p in d.iterdir():
-            if p.name.isdigit() and (p / "meta.json").is_file():
+            if _version_number(p.name) is not None and (p / "meta.json").is_file():
                 out.append(int(p.name))
         return sorted(out)
 
@@ -184,7 +188,7 @@ class Store:
         d = self.name_dir(name) / ".removed"
         if not d.is_dir():
             return []
-        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
+        return sorted(int(p.name) for p in d.iterdir() if _version_number(p.name) is not None)
 
     def mark_removed(self, name: str, version: int) -> None:
         d = self.name_dir(name) / ".removed"
@@ -208,37 +212,108 @@ class Store:
         return dict(data)
 
     # writing -----------------------------------------------------------------------
+    def check_root(self) -> None:
+        """Refuse a store root that is a file, or that sits under a file."""
+        for p in (self.root, *self.root.parents):
+            if p.exists():
+                if not p.is_dir():
+                    what = "" if p == self.root else f" (its parent '{escape(p)}' is a file)"
+                    raise StoreError(
+                        f"the store root '{escape(self.root)}' is not a folder{what}",
+                        hint="point --store or MODELFORGE_HOME at a folder (it is created if "
+                        "missing)",
+                        code="store_not_a_folder",
+                    )
+                return
+
+    def check_marker(self) -> None:
+        """Refuse a store written by a newer ModelForge (its layout may differ), or a folder
+        whose store.json belongs to something else. A missing marker is fine (created).
+        Checks the root first (:meth:`check_root`)."""
+        self.check_root()
+        marker = self.root / "store.json"
+        try:
+            raw = marker.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreCorruptError(
+                f"cannot read the store marker '{escape(marker)}': {exc.strerror or exc}",
+                hint="fix its permissions",
+            ) from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            raise StoreCorruptError(
+                f"'{escape(marker)}' is not a ModelForge store marker, so '{escape(self.root)}' "
+                "does not look like a ModelForge store",
+                hint="point --store or MODELFORGE_HOME at a ModelForge store or an empty "
+                "folder; if this is your store, delete store.json and it is written again",
+            )
+        version = doc.get("schema_version")
+        if type(version) is not int or not 1 <= version <= STORE_SCHEMA_VERSION:
+            raise StoreCorruptError(
+                f"the store at '{escape(self.root)}' has store schema_version "
+                f"{escape(str(version)[:20])}; this ModelForge knows {STORE_SCHEMA_VERSION}",
+                hint="upgrade ModelForge (pip install -U modelforge) to use this store",
+                code="store_too_new",
+            )
+
     def init(self) -> None:
         """Create the layout (idempotent)."""
-        for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
-            d.mkdir(parents=True, exist_ok=True)
-        marker = self.root / "store.json"
-        if not marker.exists():
-            write_json_atomic(
-                marker, {"format": STORE_FORMAT, "schema_version": STORE_SCHEMA_VERSION}
-            )
+        self.check_marker()
+        try:
+            for d in (self.models_dir, self.blobs_dir, self.tmp_dir, self.root / "locks"):
+                d.mkdir(parents=True, exist_ok=True)
+            marker = self.root / "store.json"
+            if not marker.exists():
+                write_json_atomic(
+                    marker, {"format": STORE_FORMAT, "schema_version": STORE_SCHEMA_VERSION}
+                )
+        except OSError as exc:
+            raise self.write_error(exc) from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The store-wide lock for commits, removals and alias changes."""
         from filelock import FileLock, Timeout
 
-        self.init()
-        lock = FileLock(str(self.root / "locks" / "store.lock"), timeout=LOCK_TIMEOUT_S)
         try:
-            with lock:
-                yield
+            self.init()
+            lock = FileLock(str(self.root / "locks" / "store.lock"), timeout=LOCK_TIMEOUT_S)
+            lock.acquire()
         except Timeout:
             raise StoreError(
                 f"the store at '{escape(self.root)}' stayed locked for {LOCK_TIMEOUT_S:.0f} s",
                 hint="another modelforge process is writing; retry when it is done",
                 code="store_locked",
             ) from None
+        except OSError as exc:  # read-only file system, permissions, disk full
+            raise self.write_error(exc) from None
+        try:
+            yield
+        except OSError as exc:  # everything done under the lock writes into the store
+            raise self.write_error(exc) from None
+        finally:
+            lock.release()
+
+    def write_error(self, exc: OSError) -> StoreError:
+        """A write into the store failed (disk full, quota, read-only, permissions)."""
+        return StoreError(
+            f"cannot write to the store at '{escape(self.root)}': {exc.strerror or exc}",
+            hint="free disk space or fix permissions, then retry; nothing was changed",
+            code="store_write_failed",
+        )
 
     def new_staging_dir(self, kind: str) -> Path:
         self.init()
         path = self.tmp_dir / f"{os.getpid()}-{kind}-{os.urandom(6).hex()}"
-        path.mkdir()
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise self.write_error(exc) from None
         return path
 
     def clean_stale_staging(self) -> list[str]:
@@ -248,9 +323,10 @@ class Store:
             return removed
         for p in self.tmp_dir.iterdir():
             pid_text = p.name.split("-", 1)[0]
-            if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            pid = int(pid_text) if is_version_text(pid_text) else None
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
                 continue
-            if pid_text.isdigit() and int(pid_text) == os.getpid():
+            if pid is not None and pid == os.getpid():
                 continue
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p.name)

@@ -50,7 +50,26 @@ def load_meta(path: Path) -> dict[str, Any]:
             f"metadata '{escape(path)}' has a malformed file list",
             hint="run 'modelforge models verify'",
         )
+    model_file = data.get("model_file")
+    for rel in [model_file, *(f["path"] for f in files)]:
+        if not _inside_version(rel):
+            raise StoreCorruptError(
+                f"metadata '{escape(path)}' names the file '{escape(str(rel))[:120]}', which is "
+                "not inside the version's files/ folder; it is damaged or tampered with",
+                hint="remove the version with 'modelforge models rm', or restore meta.json "
+                "from a backup",
+            )
     return data
+
+
+def _inside_version(rel: object) -> bool:
+    """A stored file name: relative, no '..', no backslash or NUL (files are never read
+    outside ``<version>/files``, whatever a tampered meta.json says)."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    if rel.startswith(("/", "~")) or (len(rel) > 1 and rel[1] == ":"):
+        return False
+    return ".." not in rel.split("/")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from modelforge.text import escape, truncate
 NAME_RULE = "^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(NAME_RULE)
 RESERVED_ALIASES = frozenset({"latest"})
+# the largest version number a store gives out or accepts (fits every JSON reader's int)
+MAX_VERSION = 999_999_999
 # names Windows cannot use for a file or folder, with or without an extension
 WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul"}
@@ -29,16 +31,39 @@ def _windows_problem(norm: str) -> str | None:
     return None
 
 
+def is_version_text(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²' and '３', which int() refuses or
+    reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
+def _suggestion(norm: str) -> str | None:
+    """A valid spelling close to an invalid name ('Churn Model' -> 'churn-model')."""
+    guess = re.sub(r"[^a-z0-9._-]+", "-", norm.lower()).lstrip("._-")[:64].rstrip("-")
+    if guess and guess != norm and _NAME_RE.fullmatch(guess) and not guess.isdigit():
+        return guess
+    return None
+
+
 def _check(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidNameError(f"{what} must be text")
     norm = unicodedata.normalize("NFC", value)
     if not _NAME_RE.fullmatch(norm):
         shown = truncate(escape(norm), 80) if norm else "(empty)"
+        if what == "model name" and ":" in norm:
+            base = truncate(escape(norm.partition(":")[0]), 64)
+            raise InvalidNameError(
+                f"invalid model name '{shown}': this takes a bare model NAME, not a "
+                "NAME:VERSION or NAME:ALIAS reference",
+                hint=f"pass '{base}'",
+            )
+        example = "prod" if what == "alias" else "iris-classifier"
+        guess = _suggestion(norm)
         raise InvalidNameError(
             f"invalid {what} '{shown}': it must match {NAME_RULE}",
             hint="use 1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit, e.g. iris-classifier",
+            f"or digit, e.g. {example}" + (f" (did you mean '{guess}'?)" if guess else ""),
         )
     problem = _windows_problem(norm)
     if problem is not None:
@@ -56,7 +81,7 @@ def validate_name(name: str) -> str:
 
 def validate_alias(alias: str) -> str:
     norm = _check(alias, "alias")
-    if norm.isdigit():
+    if is_version_text(norm):
         raise InvalidNameError(
             f"invalid alias '{norm}': an alias cannot be all digits (it would read as a version)",
             hint="use a word such as prod or staging",
@@ -86,7 +111,12 @@ def parse_ref(ref: str) -> Ref:
     name = validate_name(name)
     if not sep or sel == "latest":
         return Ref(name)
-    if sel.isdigit():
+    if not sel:
+        raise InvalidNameError(
+            f"invalid reference '{escape(ref)}': nothing follows the ':'",
+            hint=f"write {name}, {name}:VERSION or {name}:ALIAS",
+        )
+    if is_version_text(sel):
         version = int(sel)
         if version < 1:
             raise InvalidNameError(
@@ -109,3 +139,13 @@ def validate_labels(labels: dict[str, str] | None) -> dict[str, str]:
             raise UsageError(f"label '{key}' is longer than 1024 characters", code="invalid_label")
         out[key] = value
     return out
+
+
+def check_version_number(version: int | None) -> None:
+    """An explicit ``--version``: 1 to MAX_VERSION."""
+    if version is not None and not 1 <= version <= MAX_VERSION:
+        raise UsageError(
+            f"--version {version} is out of range",
+            hint=f"versions are 1 to {MAX_VERSION}; omit --version to take the next free one",
+            code="invalid_version",
+        )

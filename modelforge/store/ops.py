@@ -7,10 +7,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelforge.errors import ModelNotFoundError, StoreCorruptError
+from modelforge.errors import ModelNotFoundError, StoreCorruptError, UsageError
 from modelforge.store.catalog import find, open_version
 from modelforge.store.layout import Store, hash_file, write_json_atomic
-from modelforge.store.names import parse_ref, validate_alias, validate_name
+from modelforge.store.names import is_version_text, parse_ref, validate_alias, validate_name
+from modelforge.text import escape
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,26 @@ def _drop_empty_name(st: Store, name: str) -> None:
         st.aliases_path(name).unlink(missing_ok=True)
 
 
+def _all_versions_name(ref: str) -> str:
+    """``--all`` takes a bare NAME: 'NAME:2 --all' removed every version, not version 2."""
+    name, sep, selector = ref.partition(":")
+    if sep:
+        raise UsageError(
+            f"--all removes every version of a model, but '{escape(ref)}' names one version",
+            hint=f"to remove only that one, drop --all; to remove all of them, pass just "
+            f"'{escape(name)}' with --all",
+            code="invalid_option",
+        )
+    return validate_name(name)
+
+
 def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) -> RemoveResult:
     """Remove one version (``NAME:V``, ``NAME:ALIAS``, ``NAME`` = latest) or every version."""
     st = store or Store()
     removed: list[str] = []
     with st.lock():
         if all_versions:
-            name = validate_name(ref.partition(":")[0])
+            name = _all_versions_name(ref)
             versions = st.versions(name)
             if not versions:
                 raise ModelNotFoundError(
@@ -57,10 +71,9 @@ def remove(ref: str, *, all_versions: bool = False, store: Store | None = None) 
                 _remove_version_locked(st, name, v)
                 removed.append(f"{name}:{v}")
         else:
-            mv = find(st, ref)
-            _remove_version_locked(st, mv.name, mv.version)
-            removed.append(mv.ref)
-            name = mv.name
+            name, version = _target(st, ref)
+            _remove_version_locked(st, name, version)
+            removed.append(f"{name}:{version}")
         _drop_empty_name(st, name)
         freed = st.gc_blobs()
     return RemoveResult(removed=removed, blobs_freed=freed)
@@ -72,10 +85,23 @@ def aliases_removed_by(
     """The aliases (``name:alias``) that :func:`remove` with the same arguments would drop."""
     st = store or Store()
     if all_versions:
-        name = validate_name(ref.partition(":")[0])
+        name = _all_versions_name(ref)
         return [f"{name}:{a}" for a in sorted(st.aliases(name))]
-    mv = find(st, ref)
-    return [f"{mv.name}:{a}" for a in mv.aliases]
+    name, version = _target(st, ref)
+    return [f"{name}:{a}" for a, v in sorted(st.aliases(name).items()) if v == version]
+
+
+def _target(st: Store, ref: str) -> tuple[str, int]:
+    """The version ``models rm REF`` removes. ``NAME:V`` whose meta.json is damaged is
+    still removable (that is what the damage hints ask for); aliases and latest need it."""
+    try:
+        mv = find(st, ref)
+    except (StoreCorruptError, ModelNotFoundError):
+        r = parse_ref(ref)  # a folder without meta.json is damaged too (adds rename whole
+        if isinstance(r.selector, int) and st.version_dir(r.name, r.selector).is_dir():
+            return r.name, r.selector  # folders in, so it is never one in progress)
+        raise
+    return mv.name, mv.version
 
 
 @dataclass(frozen=True)
@@ -163,7 +189,7 @@ def verify(ref: str | None = None, *, store: Store | None = None) -> VerifyResul
         for n in st.names():
             d = st.name_dir(n)
             for p in d.iterdir():
-                if p.is_dir() and p.name.isdigit() and not (p / "meta.json").exists():
+                if p.is_dir() and is_version_text(p.name) and not (p / "meta.json").is_file():
                     problems.append(
                         {
                             "ref": f"{n}:{p.name}",

@@ -67,6 +67,13 @@ def resolve_model(ref: str | os.PathLike[str], store: Store | None = None) -> Mo
     if not text:
         raise InvalidNameError("empty model reference", hint="pass a path or NAME[:VERSION]")
     if os.path.lexists(text):
+        # a folder can never be a model: 'churn' run next to a project folder named churn/
+        # means the stored model (when there is one), not "is a directory"
+        if os.path.isdir(text) and not _looks_like_path(text):
+            try:
+                return _stored(text, store)
+            except (NotFoundError, InvalidNameError):
+                pass
         return ModelLocation(path=Path(text).absolute(), ref=text, origin="file")
     if _looks_like_path(text):
         raise NotFoundError(
@@ -74,6 +81,10 @@ def resolve_model(ref: str | os.PathLike[str], store: Store | None = None) -> Mo
             hint="check the path, or use a store reference such as NAME or NAME:VERSION",
             code="file_not_found",
         )
+    return _stored(text, store)
+
+
+def _stored(text: str, store: Store | None) -> ModelLocation:
     st = store or Store()
     mv = find(st, text)
     return ModelLocation(

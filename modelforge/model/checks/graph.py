@@ -244,6 +244,12 @@ def structure_problems(
             f"the model has {nodes} nodes, over the limit of {max_nodes}",
             "raise the limit only for a trusted model",
         ), details
+    if not model.graph.output:
+        return Problem(
+            "no_outputs",
+            "the main graph declares no outputs, so the model cannot produce anything",
+            "re-export the model with its outputs marked as graph outputs",
+        ), details
     problem = _recursive_function(model)
     if problem:
         return problem, details

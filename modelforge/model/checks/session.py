@@ -78,11 +78,16 @@ def check_smoke(ctx: Ctx) -> Check:
 
     from modelforge.engine.session import translate_error
     from modelforge.model.schema import extract_schema
-    from modelforge.model.synth import synthesize_inputs, with_synthesized_sizes
+    from modelforge.model.synth import (
+        MAX_SYNTH_BYTES,
+        dim_names,
+        synthesize_inputs,
+        with_synthesized_sizes,
+    )
 
     schema = ctx.schema
     try:
-        feeds = synthesize_inputs(schema, ctx.opts.dims)
+        feeds = synthesize_inputs(schema, ctx.opts.dims, max_bytes=MAX_SYNTH_BYTES)
     except ModelForgeError as err:
         return Check("smoke", "skip", err.code, f"not run: {err.message}", err.hint)
     ctx.feeds = feeds
@@ -151,6 +156,16 @@ def check_smoke(ctx: Ctx) -> Check:
             "model computes",
             "clients that trust the declared shape (serve's /config, Triton tools) will "
             "misread the output; fix the output shapes when exporting", details,
+        )  # fmt: skip
+    unknown = sorted(set(ctx.opts.dims or {}) - dim_names(schema))
+    if unknown:
+        known = ", ".join(safe(n, 40) for n in sorted(dim_names(schema))[:8]) or "none"
+        return Check(
+            "smoke", "warn", "unknown_dim",
+            f"ran in {run_ms:.1f} ms; outputs: {shapes}; but --dim "
+            f"{', '.join(safe(n, 40) for n in unknown)} names no symbolic dimension of the "
+            f"inputs (theirs: {known}), so it was not used",
+            "check the spelling against 'modelforge inspect MODEL'", details,
         )  # fmt: skip
     if non_finite:
         return Check(

@@ -97,7 +97,9 @@ def check_parse(ctx: Ctx) -> Check:
 def check_external(ctx: Ctx) -> Check:
     from modelforge.model.external import check_external_data
 
-    files = check_external_data(ctx.model, Path(ctx.path).parent, allow_hardlinks=ctx.opts.trusted)
+    files = check_external_data(
+        ctx.model, Path(ctx.path).parent, allow_hardlinks=ctx.opts.trusted, model_path=ctx.path
+    )
     ctx.has_external = bool(files)
     ctx.external_files = files
     details = {"files": [f.to_dict() for f in files]}
@@ -144,6 +146,15 @@ def check_structure(ctx: Ctx) -> Check:
     )
     if problem is not None:
         return Check("structure", "fail", problem.code, problem.message, problem.hint, details)
+    if ctx.model.ir_version > onnx.IR_VERSION:
+        return Check(
+            "structure", "fail", "ir_too_new",
+            f"the model's IR version {ctx.model.ir_version} is newer than onnx "
+            f"{onnx.__version__} can check (max {onnx.IR_VERSION})",
+            "upgrade onnx and onnxruntime (pip install -U onnx onnxruntime), or re-export "
+            "the model with the older onnx that this environment has",
+            details,
+        )  # fmt: skip
     try:
         onnx.checker.check_model(
             _without_external_data(ctx.model) if ctx.has_external else ctx.model
