@@ -338,3 +338,19 @@ def test_text_report_details(tmp_path):
     # metavars A and B (typer wraps every required argument in braces, app-wide)
     assert re.search(r"models diff \[OPTIONS\] \{?A\}? \{?B\}?\n", res.stdout), res.stdout
     assert "--allow-nan" in res.stdout
+
+
+def test_an_explicit_output_gate_with_nothing_to_compare_is_refused(tmp_path):
+    """`--fail-on labels` without --data or golden examples cannot check labels: exit 2,
+    never a pass; the default gate (structure only, with a warning) and `--fail-on schema`
+    still answer."""
+    a = gb.io_model(tmp_path / "a.onnx", [X4], [("y", F, ["N", 4])])
+    for kinds in ("labels", "outputs", "schema,labels"):
+        res = invoke("models", "diff", a, a, "--fail-on", kinds, "--json")
+        assert res.exit_code == 2, res.stderr
+        error = json.loads(res.stdout)["error"]
+        assert error["code"] == "outputs_not_compared" and "--data" in error["hint"]
+    with pytest.raises(UsageError, match="outputs were not compared"):
+        modelforge.diff_models(a, a, fail_on="labels")
+    assert invoke("models", "diff", a, a, "--fail-on", "schema").exit_code == 0
+    assert invoke("models", "diff", a, a).exit_code == 0

@@ -184,13 +184,14 @@ def diff_cmd(
         float, typer.Option("--atol", metavar="X", help="Absolute tolerance for float outputs.")
     ] = 1e-6,
     fail_on: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--fail-on",
             metavar="KINDS",
             help="Differences that make the exit status 9: schema,outputs,labels (default all).",
+            show_default=False,
         ),
-    ] = "schema,outputs,labels",
+    ] = None,
     timeout: JobTimeoutOpt = None,
     memory_limit: JobMemoryLimitOpt = None,
     json_out: JsonOpt = False,
@@ -216,7 +217,7 @@ def diff_cmd(
             data or None,
             rtol,
             atol,
-            kinds,
+            None if fail_on is None else kinds,  # an explicit gate must be checkable
             allow_nan,
             what="models diff",
             limits=limits,

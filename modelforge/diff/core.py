@@ -63,6 +63,21 @@ class DiffResult:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+def _refuse_unchecked_gate(fail_on: object, kinds: list[str], reason: str) -> None:
+    """An explicit ``--fail-on`` naming outputs or labels promises a check of the outputs:
+    when they could not be compared (no --data, no golden examples), passing would be a
+    gate that cannot fail. (Without --fail-on, only the structure counts, with a warning.)"""
+    asked = [k for k in kinds if k in ("outputs", "labels")]
+    if fail_on is None or not asked:
+        return
+    raise UsageError(
+        f"--fail-on {','.join(asked)}: the outputs were not compared ({reason})",
+        hint="pass --data DATA (rows both models can read), record golden examples with "
+        "'modelforge models add --example DATA', or use --fail-on schema",
+        code="outputs_not_compared",
+    )
+
+
 def parse_fail_on(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
     if value is None:
         return list(FAIL_KINDS)
@@ -148,6 +163,7 @@ def diff_models(
     diffs = {"schema": bool(changes), **bh.differences(records, summary)}
     warnings = []
     if summary["status"] == "skipped" and not summary["problems"]:
+        _refuse_unchecked_gate(fail_on, kinds, summary["reason"])
         warnings.append(f"outputs not compared: {summary['reason']}")
         w = struct["weights"]
         names = [*w["changed"], *w["nodes"]]
@@ -188,7 +204,7 @@ def diff_job(
     data: list[str] | None,
     rtol: float,
     atol: float,
-    fail_on: list[str],
+    fail_on: list[str] | None,
     allow_nan: bool = False,
 ) -> dict[str, Any]:
     """``models diff`` in its guarded child (module level, so a spawned child imports it)."""
