@@ -78,6 +78,28 @@ class InvalidNameError(UsageError):
     default_code = "invalid_name"
 
 
+class ArgumentError(UsageError, TypeError):
+    """A library argument of the wrong type or an unknown keyword (also a ``TypeError``, as
+    Python reports those, so ``except TypeError`` keeps working)."""
+
+    default_code = "invalid_argument"
+
+
+def check_type(value: Any, types: type | tuple[type, ...], arg: str, expected: str) -> None:
+    """Raise :class:`ArgumentError` naming ``arg`` unless ``value`` is one of ``types``
+    (``bool`` never passes for ``int``)."""
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in _tuple(types)):
+        return
+    raise ArgumentError(
+        f"{arg} must be {expected}, got {type(value).__name__}",
+        hint=f"pass {arg} as {expected}",
+    )
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
 class NotFoundError(ModelForgeError):
     exit_code = ExitCode.NOT_FOUND
     default_code = "not_found"
