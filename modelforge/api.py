@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from modelforge.errors import ArgumentError, check_type
+
 DEFAULT_EXAMPLE_ROWS = 256  # models add --example-rows (store/examples.py holds the maximum)
 
 if TYPE_CHECKING:
@@ -39,6 +41,10 @@ def validate_model(
     from modelforge.store.open import open_location
     from modelforge.store.resolve import ModelLocation, resolve_model
 
+    if options is not None:
+        from modelforge.model.validate import ValidateOptions
+
+        check_type(options, ValidateOptions, "options", "a ValidateOptions (or None)")
     if isinstance(model, OpenedModel):
         return validate_opened(model, options, progress=progress)
     if options is not None:  # bad options are usage errors before the model is read
@@ -90,8 +96,14 @@ def add_model(
     guarded child, and stored as golden examples (:mod:`modelforge.inference.examples`)."""
     from modelforge.store.add import add_model as add_stored
 
+    kwargs = _add_kwargs(kwargs)
+    check_type(path, (str, os.PathLike), "path", "the path of an .onnx file")
+    check_type(example_rows, int, "example_rows", "an int (1..10000)")
     recorder = None
     if example is not None:
+        items = example if isinstance(example, (list, tuple)) else [example]
+        for item in items:
+            check_type(item, (str, os.PathLike), "example", "a data file path (or a list)")
         from modelforge.inference.examples import recorder as make_recorder
 
         recorder = make_recorder(
@@ -100,6 +112,25 @@ def add_model(
     return add_stored(
         path, name, timeout_s=timeout_s, memory_mb=memory_mb, examples=recorder, **kwargs
     )
+
+
+_ADD_OPTIONS = ("version", "aliases", "description", "labels", "columns", "columns_from")
+_ADD_OPTIONS += ("force", "store")
+
+
+def _add_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The store options of ``add_model``; ``aliases="prod"`` is one alias."""
+    unknown = [k for k in kwargs if k not in _ADD_OPTIONS]
+    if unknown:
+        raise ArgumentError(
+            f"add_model() got unexpected keyword argument(s): {', '.join(unknown)}",
+            hint="the options are: example, example_rows, timeout_s, memory_mb, "
+            + ", ".join(_ADD_OPTIONS),
+        )
+    for key in ("aliases", "columns"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = [kwargs[key]]
+    return kwargs
 
 
 def inspect_model(
