@@ -1,0 +1,128 @@
+"""Audit of the Python library as a user calls it: wrong argument types and values are
+ModelForgeErrors naming the argument (ArgumentError is also a TypeError), documented
+snippets run, results serialise to JSON, ``import modelforge`` stays light."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelforge as mf
+from modelforge.errors import ArgumentError, ModelForgeError, ModelNotFoundError, UsageError
+from tests.builders import linear, save
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return save(linear(), tmp_path / "m.onnx")
+
+
+@pytest.fixture
+def csv(tmp_path: Path) -> Path:
+    p = tmp_path / "data.csv"
+    p.write_text("a,b,c,d\n1,2,3,4\n5,6,7,8\n")
+    return p
+
+
+def test_argument_error_is_usage_and_type_error():
+    assert issubclass(ArgumentError, UsageError) and issubclass(ArgumentError, TypeError)
+    assert mf.ModelForgeError is ModelForgeError
+
+
+@pytest.mark.parametrize("bad", [None, 3, np.ones(2), {"x": 1}])
+def test_model_reference_of_wrong_type_names_the_argument(bad, csv):
+    for call in (
+        lambda: mf.predict(bad, csv),
+        lambda: mf.validate_model(bad),
+        lambda: mf.inspect_model(bad),
+        lambda: mf.resolve_model(bad),
+        lambda: mf.remove_model(bad),
+        lambda: mf.tag_model(bad, "prod"),
+    ):
+        with pytest.raises(ArgumentError, match="^model must be"):
+            call()
+
+
+def test_predict_data_of_wrong_type(model, csv):
+    with pytest.raises(ArgumentError, match="iterator"):
+        mf.predict(model, (p for p in [csv]))
+    with pytest.raises(ArgumentError, match="got int"):
+        mf.predict(model, 5)
+
+
+@pytest.mark.parametrize(
+    ("kw", "arg"),
+    [({"batch_size": "10"}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
+     ({"batch_size": True}, "batch_size"), ({"keep": 3}, "keep"),
+     ({"columns": ["a", 1]}, "columns entries"), ({"encoding": 8}, "encoding")],
+)  # fmt: skip
+def test_predict_option_types(kw, arg, model, csv):
+    with pytest.raises(ArgumentError, match=f"^{arg} must be"):
+        mf.predict(model, csv, **kw)
+
+
+def test_unknown_keyword_is_argument_error_listing_the_options(model, csv):
+    with pytest.raises(ArgumentError, match="colums") as info:
+        mf.predict(model, csv, colums=["a"])
+    assert "columns" in (info.value.hint or "")
+    with pytest.raises(ArgumentError, match="options must be a PredictOptions"):
+        mf.predict(model, csv, options={"batch_size": 1})
+
+
+def test_predict_to_output_type_and_single_path(model, csv, tmp_path):
+    import pandas as pd
+
+    with pytest.raises(ArgumentError, match="^output must be"):
+        mf.predict_to(model, csv, pd.DataFrame({"a": [1]}))
+    out = tmp_path / "o.csv"
+    s = mf.predict_to(model, csv, out, columns=list("abcd"), isolate=True)
+    assert s.rows == 2 and out.read_text().startswith("y_0")
+    json.dumps(s.to_dict())
+
+
+def test_add_model_arguments(model, csv):
+    r = mf.add_model(model, "churn", aliases="prod")  # one alias, not p, r, o, d
+    assert mf.resolve_model("churn:prod").version == r.version
+    with pytest.raises(ModelNotFoundError, match="has no alias 'p'"):
+        mf.resolve_model("churn:p")
+    with pytest.raises(ArgumentError, match="^path must be"):
+        mf.add_model(None, "x")
+    with pytest.raises(ArgumentError, match="bogus"):
+        mf.add_model(model, "x", bogus=1)
+    with pytest.raises(ArgumentError, match="^example_rows must be"):
+        mf.add_model(model, "x", example=csv, example_rows="5")
+    with pytest.raises(ArgumentError, match="^example must be"):
+        mf.add_model(model, "x", example=np.ones((2, 4)))
+
+
+def test_validate_options_type(model):
+    with pytest.raises(ArgumentError, match="^options must be a ValidateOptions"):
+        mf.validate_model(model, {"stop_after": "smoke"})
+
+
+def test_diff_arguments(model, csv):
+    import pandas as pd
+
+    with pytest.raises(ArgumentError, match="^a must be"):
+        mf.diff_models(None, model, data=csv)
+    with pytest.raises(ArgumentError, match="^data must be"):
+        mf.diff_models(model, model, data=pd.read_csv(csv))
+    with pytest.raises(ArgumentError, match="^fail_on must be"):
+        mf.diff_models(model, model, data=csv, fail_on=[1])
+    with pytest.raises(ArgumentError, match="^rtol must be"):
+        mf.diff_models(model, model, data=csv, rtol="0.1")
+    d = mf.diff_models(model, model, data=[csv], providers="cpu")  # one provider
+    assert d.equal
+    json.dumps(d.to_dict())
+
+
+def test_create_app_arguments(model):
+    app = mf.create_app(str(model), load=False)  # one model, not one per character
+    assert list(app.registry.models) == ["m"]
+    with pytest.raises(ArgumentError, match="^options must be a ServeOptions"):
+        mf.create_app([model], {"max_batch_size": 3}, load=False)
+    with pytest.raises(ArgumentError, match="^models must be"):
+        mf.create_app([None], load=False)
