@@ -126,3 +126,24 @@ def test_create_app_arguments(model):
         mf.create_app([model], {"max_batch_size": 3}, load=False)
     with pytest.raises(ArgumentError, match="^models must be"):
         mf.create_app([None], load=False)
+
+
+def _readme_library_snippet() -> str:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("## Python library", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_library_snippet_runs(tmp_path, monkeypatch, capsys):
+    import polars as pl
+
+    from tests.golden_builders import iris_csv, mlp
+
+    monkeypatch.chdir(tmp_path)
+    mlp(tmp_path / "model.onnx")
+    mlp(tmp_path / "new.onnx", scale_layer2=1.5)
+    iris_csv(tmp_path / "data.csv")
+    pl.read_csv(tmp_path / "data.csv").write_parquet(tmp_path / "big.parquet")
+    exec(compile(_readme_library_snippet(), "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("True [('file'") and lines[-1].startswith("False ")
