@@ -147,3 +147,42 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch, capsys):
     exec(compile(_readme_library_snippet(), "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("True [('file'") and lines[-1].startswith("False ")
+
+
+@pytest.fixture
+def parquet(tmp_path: Path) -> Path:
+    import polars as pl
+
+    p = tmp_path / "p.parquet"
+    pl.DataFrame({c: np.arange(10, dtype=np.float32) for c in "abcd"}).write_parquet(p)
+    return p
+
+
+def test_predict_partitioned_arguments(model, parquet, tmp_path):
+    import polars as pl
+
+    out = tmp_path / "out"
+    s = mf.predict_partitioned(model, (p for p in [parquet]), out, cluster=None)
+    assert s.rows == 10
+    json.dumps(s.to_dict())
+    with pytest.raises(ArgumentError, match="^inputs must be"):
+        mf.predict_partitioned(model, pl.read_parquet(parquet), tmp_path / "o2")
+    with pytest.raises(ArgumentError, match="^out_dir must be"):
+        mf.predict_partitioned(model, [parquet], None)
+    with pytest.raises(ArgumentError, match="^cluster must be"):
+        mf.predict_partitioned(model, [parquet], tmp_path / "o3", cluster=2)
+
+
+def test_arrow_predictor_arguments(model):
+    import polars as pl
+    import pyarrow as pa
+
+    from modelforge.cluster.spark import arrow_predictor
+
+    fn = arrow_predictor(model, columns=list("abcd"))
+    table = pa.table({c: np.ones(2, np.float32) for c in "abcd"})
+    assert fn.arrow_schema(table).names == ["y_0"]
+    with pytest.raises(ArgumentError, match="^sample must be a pyarrow"):
+        fn.arrow_schema(pl.from_arrow(table))
+    with pytest.raises(ArgumentError, match=r"^<Arrow batch 2> must be a pyarrow RecordBatch"):
+        list(fn(iter([table.to_batches()[0], table])))
