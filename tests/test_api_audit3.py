@@ -186,3 +186,26 @@ def test_arrow_predictor_arguments(model):
         fn.arrow_schema(pl.from_arrow(table))
     with pytest.raises(ArgumentError, match=r"^<Arrow batch 2> must be a pyarrow RecordBatch"):
         list(fn(iter([table.to_batches()[0], table])))
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"), [({"port": "80"}, "port"), ({"access_log": "yes"}, "access_log"),
+                      ({"request_timeout_s": "5"}, "request_timeout_s")],
+)  # fmt: skip
+def test_serve_options_field_types(kw, field, model):
+    with pytest.raises(ArgumentError, match=f"^{field} must be"):
+        mf.create_app([model], mf.ServeOptions(**kw), load=False)
+    app = mf.create_app([model], mf.ServeOptions(request_timeout_s=None, threads=2), load=False)
+    assert list(app.registry.models) == ["m"]
+
+
+def test_export_import_argument_types(model, tmp_path):
+    mf.add_model(model, "churn")
+    with pytest.raises(ArgumentError, match="^output must be"):
+        mf.export_model("churn:1", None)
+    with pytest.raises(ArgumentError, match="^model must be"):
+        mf.export_model(None, tmp_path / "a.tar.gz")
+    with pytest.raises(ArgumentError, match="^path must be"):
+        mf.import_model(None)
+    r = mf.export_model("churn:1", tmp_path / "a.tar.gz")
+    json.dumps(r.to_dict())
