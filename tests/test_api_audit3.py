@@ -209,3 +209,23 @@ def test_export_import_argument_types(model, tmp_path):
         mf.import_model(None)
     r = mf.export_model("churn:1", tmp_path / "a.tar.gz")
     json.dumps(r.to_dict())
+
+
+def test_prediction_batch_is_frozen_and_json_serialisable(model, csv, tmp_path):
+    import dataclasses
+
+    import orjson
+
+    from tests.golden_builders import iris_csv, mlp
+
+    c = mlp(tmp_path / "c.onnx")
+    data = iris_csv(tmp_path / "iris.csv", n=15, extra=True)
+    batches = list(mf.iter_predict(c, data, keep=["id", "note"], batch_size=6))
+    assert [b.rows for b in batches] == [6, 6, 3]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batches[0].rows = 3  # type: ignore[misc]
+    d = batches[2].to_dict()
+    # CSV has no types: kept CSV columns come back as their text
+    assert d["start"] == 12 and d["keep"] == {"id": ["12", "13", "14"], "note": ["r"] * 3}
+    assert isinstance(d["outputs"]["label"][0], int) and len(d["outputs"]["logits"][0]) == 3
+    assert json.loads(json.dumps(d)) == orjson.loads(orjson.dumps(d))

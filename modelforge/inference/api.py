@@ -71,12 +71,38 @@ def explain(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictionBatch:
+    """One batch of ``iter_predict``: rows ``start`` .. ``start + rows - 1`` of the input,
+    each output as an :class:`~modelforge.data.batch.OutputValue` (``.name``, ``.value``: a
+    numpy array for a tensor) and the ``keep`` columns."""
+
     start: int
     rows: int
     outputs: list[OutputValue]
     keep: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (lists, not arrays or Series): JSON-serialisable."""
+        return {
+            "start": int(self.start),
+            "rows": int(self.rows),
+            "outputs": {o.name: _plain(o.value) for o in self.outputs},
+            "keep": {str(k): _plain(v) for k, v in self.keep.items()},
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    for method in ("tolist", "to_list"):  # numpy arrays and scalars, polars Series
+        if hasattr(value, method):
+            return _plain(getattr(value, method)()) if method == "to_list" else value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 def iter_predict(
