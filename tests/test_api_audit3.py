@@ -229,3 +229,73 @@ def test_prediction_batch_is_frozen_and_json_serialisable(model, csv, tmp_path):
     assert d["start"] == 12 and d["keep"] == {"id": ["12", "13", "14"], "note": ["r"] * 3}
     assert isinstance(d["outputs"]["label"][0], int) and len(d["outputs"]["logits"][0]) == 3
     assert json.loads(json.dumps(d)) == orjson.loads(orjson.dumps(d))
+
+
+def test_all_matches_the_readme_and_import_stays_light():
+    import re
+    import subprocess
+    import sys
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("## Python library", 1)[1].split("\n## ", 1)[0]
+    listed = section.split("(`modelforge.__all__`):", 1)[1].lstrip().split("\n\n", 1)[0]
+    documented = set(re.findall(r"`([A-Za-z_]+)`", listed))
+    assert documented == set(mf.__all__) - {"__version__"}
+    code = (
+        "import sys, modelforge\n"
+        "from modelforge import ModelForgeError, ArgumentError, DataError, ExitCode\n"
+        "heavy = ('numpy', 'onnx', 'onnxruntime', 'pandas', 'polars', 'pyarrow', 'uvicorn',"
+        " 'distributed')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_concurrent_threads_and_a_running_event_loop(model, csv):
+    import asyncio
+    import threading
+
+    results: list[list[float]] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(mf.predict(model, csv, columns=list("abcd"))["y_0"].tolist())
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 4 and all(r == results[0] for r in results)
+
+    async def in_loop() -> tuple[list[float], bool, int]:  # as in a notebook cell
+        df = mf.predict(model, csv, columns=list("abcd"))
+        app = mf.create_app([model])
+        return df["y_0"].tolist(), mf.validate_model(model).ok, len(app.registry.models)
+
+    assert asyncio.run(in_loop()) == (results[0], True, 1)
+
+
+def test_iter_predict_abandoned_half_way_closes_its_files(model, parquet):
+    import gc
+    import os
+    import threading
+
+    def open_fds() -> set[str]:
+        return {os.readlink(f"/proc/self/fd/{f}") for f in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{f}")}  # fmt: skip
+
+    threads = threading.active_count()
+    g = mf.iter_predict(model, parquet, columns=list("abcd"), batch_size=3)
+    next(g)
+    g.close()
+    g2 = mf.iter_predict(model, parquet, columns=list("abcd"), batch_size=3)
+    next(g2)
+    del g2
+    gc.collect()
+    assert str(parquet) not in open_fds()
+    assert threading.active_count() == threads
