@@ -114,8 +114,10 @@ def add_model(
     )
 
 
-_ADD_OPTIONS = ("version", "aliases", "description", "labels", "columns", "columns_from")
-_ADD_OPTIONS += ("force", "store")
+_ADD_OPTIONS: tuple[str, ...] = (
+    *("version", "aliases", "description", "labels", "columns", "columns_from"),
+    *("force", "store"),
+)
 
 
 def _add_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

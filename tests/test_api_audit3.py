@@ -299,3 +299,23 @@ def test_iter_predict_abandoned_half_way_closes_its_files(model, parquet):
     gc.collect()
     assert str(parquet) not in open_fds()
     assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_keyboard_interrupt_propagates_and_leaves_nothing(isolate, model, parquet, tmp_path):
+    import threading
+
+    out_dir = tmp_path / "kb"
+    out_dir.mkdir()
+    calls: list[dict] = []
+
+    def progress(info: dict) -> None:
+        calls.append(info)
+        raise KeyboardInterrupt  # Ctrl-C while the first batch is being written
+
+    threads = threading.active_count()
+    with pytest.raises(KeyboardInterrupt):
+        mf.predict_to(model, [parquet, parquet], out_dir / "o.parquet", columns=list("abcd"),
+                      progress=progress, isolate=isolate)  # fmt: skip
+    assert calls and list(out_dir.iterdir()) == []
+    assert threading.active_count() == threads
