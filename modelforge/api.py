@@ -41,6 +41,11 @@ def validate_model(
     from modelforge.store.open import open_location
     from modelforge.store.resolve import ModelLocation, resolve_model
 
+    if progress is not None and not callable(progress):
+        raise ArgumentError(
+            f"progress must be a callable, got {type(progress).__name__}",
+            hint="pass progress=lambda message: ... or None",
+        )
     if options is not None:
         from modelforge.model.validate import ValidateOptions
 
@@ -163,6 +168,12 @@ def convert_model(
     from modelforge.model.convert import DEFAULT_ATOL, DEFAULT_RTOL
     from modelforge.model.convert import convert_model as convert_opened
     from modelforge.model.open import OpenedModel
+
+    check_type(opset, int, "opset", "an int, e.g. 17")
+    check_type(output, (str, os.PathLike), "output", "the path of the .onnx file to write")
+    for arg, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_type(value, (int, float), arg, "a number >= 0")
 
     opened = model if isinstance(model, OpenedModel) else _open(model, auto_parse=False)[1]
     return convert_opened(

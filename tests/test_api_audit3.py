@@ -319,3 +319,25 @@ def test_keyboard_interrupt_propagates_and_leaves_nothing(isolate, model, parque
                       progress=progress, isolate=isolate)  # fmt: skip
     assert calls and list(out_dir.iterdir()) == []
     assert threading.active_count() == threads
+
+
+def test_convert_bench_list_open_argument_types(model, tmp_path):
+    with pytest.raises(ArgumentError, match="^opset must be"):
+        mf.convert_model(model, "18", tmp_path / "o.onnx")
+    with pytest.raises(ArgumentError, match="^output must be"):
+        mf.convert_model(model, 18, None)
+    with pytest.raises(ArgumentError, match="^runs must be"):
+        mf.run_bench(model, mf.BenchOptions(runs="5"))
+    with pytest.raises(ArgumentError, match="^batch_sizes must be"):
+        mf.run_bench(model, mf.BenchOptions(batch_sizes="1"))
+    with pytest.raises(ArgumentError, match="^options must be a BenchOptions"):
+        mf.run_bench(model, {"runs": 5})
+    with pytest.raises(ArgumentError, match="name='NAME'"):
+        mf.list_models("churn")  # the first parameter is the store
+    assert mf.list_models(name=None).models == []
+    with pytest.raises(ArgumentError, match="^path must be"):
+        mf.open_model(None)
+    with pytest.raises(ArgumentError, match="^progress must be a callable"):
+        mf.validate_model(model, progress=3)
+    report = mf.run_bench(str(model), mf.BenchOptions(runs=3, batch_sizes=(1,), rounds=1))
+    json.dumps(report.to_dict())

@@ -207,34 +207,12 @@ def check_tls(cert: str, key: str) -> None:
 def library_arguments(models: Any, options: ServeOptions | None) -> tuple[list[str], ServeOptions]:
     """``create_app``/``serve`` arguments checked: ``"iris"`` is one model (not "i", "r",
     ...), every model a str or path, ``options`` a ServeOptions (validated)."""
-    from modelforge.errors import check_type
+    from modelforge.errors import check_field_types, check_type
 
     items = [models] if isinstance(models, (str, os.PathLike)) else list(models or [])
     for m in items:
         check_type(m, (str, os.PathLike), "models", "store references or .onnx paths (a list)")
     if options is not None:
         check_type(options, ServeOptions, "options", "a ServeOptions (or None)")
-        _check_field_types(options)
+        check_field_types(options)
     return [os.fspath(m) for m in items], (options or ServeOptions()).validate()
-
-
-_SIMPLE: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,),
-                                        "bool": (bool,)}  # fmt: skip
-
-
-def _check_field_types(options: ServeOptions) -> None:
-    """``ServeOptions(port="80")`` is an ArgumentError naming the field, before validate
-    compares it (a TypeError there)."""
-    import dataclasses
-
-    from modelforge.errors import check_type
-
-    for f in dataclasses.fields(options):
-        kinds = [k.strip() for k in str(f.type).split("|")]
-        if not all(k in _SIMPLE or k == "None" for k in kinds):
-            continue
-        value = getattr(options, f.name)
-        if value is None and "None" in kinds:
-            continue
-        types = tuple(t for k in kinds if k != "None" for t in _SIMPLE[k])
-        check_type(value, types, f.name, " or ".join(kinds))

@@ -110,6 +110,10 @@ def _entered(m: ModelVersion) -> tuple[str, str, int]:
 def list_models(store: Store | None = None, name: str | None = None) -> ModelList:
     """Every complete version, newest in this store first (an imported version by when it
     was imported). Unreadable versions are listed as problems."""
+    if store is not None and not isinstance(store, Store):
+        check_type(store, Store, "store", "a Store (to list one model, pass name='NAME')")
+    if name is not None:
+        check_type(name, str, "name", "a model name")
     st = store or Store()
     out: list[ModelVersion] = []
     problems: list[str] = []
