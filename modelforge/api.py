@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from modelforge.errors import ArgumentError, check_type
+
 DEFAULT_EXAMPLE_ROWS = 256  # models add --example-rows (store/examples.py holds the maximum)
 
 if TYPE_CHECKING:
@@ -39,6 +41,15 @@ def validate_model(
     from modelforge.store.open import open_location
     from modelforge.store.resolve import ModelLocation, resolve_model
 
+    if progress is not None and not callable(progress):
+        raise ArgumentError(
+            f"progress must be a callable, got {type(progress).__name__}",
+            hint="pass progress=lambda message: ... or None",
+        )
+    if options is not None:
+        from modelforge.model.validate import ValidateOptions
+
+        check_type(options, ValidateOptions, "options", "a ValidateOptions (or None)")
     if isinstance(model, OpenedModel):
         return validate_opened(model, options, progress=progress)
     if options is not None:  # bad options are usage errors before the model is read
@@ -90,8 +101,14 @@ def add_model(
     guarded child, and stored as golden examples (:mod:`modelforge.inference.examples`)."""
     from modelforge.store.add import add_model as add_stored
 
+    kwargs = _add_kwargs(kwargs)
+    check_type(path, (str, os.PathLike), "path", "the path of an .onnx file")
+    check_type(example_rows, int, "example_rows", "an int (1..10000)")
     recorder = None
     if example is not None:
+        items = example if isinstance(example, (list, tuple)) else [example]
+        for item in items:
+            check_type(item, (str, os.PathLike), "example", "a data file path (or a list)")
         from modelforge.inference.examples import recorder as make_recorder
 
         recorder = make_recorder(
@@ -100,6 +117,27 @@ def add_model(
     return add_stored(
         path, name, timeout_s=timeout_s, memory_mb=memory_mb, examples=recorder, **kwargs
     )
+
+
+_ADD_OPTIONS: tuple[str, ...] = (
+    *("version", "aliases", "description", "labels", "columns", "columns_from"),
+    *("force", "store"),
+)
+
+
+def _add_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The store options of ``add_model``; ``aliases="prod"`` is one alias."""
+    unknown = [k for k in kwargs if k not in _ADD_OPTIONS]
+    if unknown:
+        raise ArgumentError(
+            f"add_model() got unexpected keyword argument(s): {', '.join(unknown)}",
+            hint="the options are: example, example_rows, timeout_s, memory_mb, "
+            + ", ".join(_ADD_OPTIONS),
+        )
+    for key in ("aliases", "columns"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = [kwargs[key]]
+    return kwargs
 
 
 def inspect_model(
@@ -130,6 +168,12 @@ def convert_model(
     from modelforge.model.convert import DEFAULT_ATOL, DEFAULT_RTOL
     from modelforge.model.convert import convert_model as convert_opened
     from modelforge.model.open import OpenedModel
+
+    check_type(opset, int, "opset", "an int, e.g. 17")
+    check_type(output, (str, os.PathLike), "output", "the path of the .onnx file to write")
+    for arg, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_type(value, (int, float), arg, "a number >= 0")
 
     opened = model if isinstance(model, OpenedModel) else _open(model, auto_parse=False)[1]
     return convert_opened(

@@ -78,6 +78,50 @@ class InvalidNameError(UsageError):
     default_code = "invalid_name"
 
 
+class ArgumentError(UsageError, TypeError):
+    """A library argument of the wrong type or an unknown keyword (also a ``TypeError``, as
+    Python reports those, so ``except TypeError`` keeps working)."""
+
+    default_code = "invalid_argument"
+
+
+def check_type(value: Any, types: type | tuple[type, ...], arg: str, expected: str) -> None:
+    """Raise :class:`ArgumentError` naming ``arg`` unless ``value`` is one of ``types``
+    (``bool`` never passes for ``int``)."""
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in _tuple(types)):
+        return
+    raise ArgumentError(
+        f"{arg} must be {expected}, got {type(value).__name__}",
+        hint=f"pass {arg} as {expected}",
+    )
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+_SIMPLE: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,),
+                                        "bool": (bool,)}  # fmt: skip
+
+
+def check_field_types(options: Any) -> None:
+    """For an options dataclass: every field annotated with plain ``int``/``float``/``str``/
+    ``bool`` (``| None``) holds that type (``ServeOptions(port="80")`` is an ArgumentError
+    naming the field, not a TypeError from a later comparison). Other fields are left to
+    the options' own checks."""
+    import dataclasses
+
+    for f in dataclasses.fields(options):
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if not all(k in _SIMPLE or k == "None" for k in kinds):
+            continue
+        value = getattr(options, f.name)
+        if value is None and "None" in kinds:
+            continue
+        types = tuple(t for k in kinds if k != "None" for t in _SIMPLE[k])
+        check_type(value, types, f.name, " or ".join(kinds))
+
+
 class NotFoundError(ModelForgeError):
     exit_code = ExitCode.NOT_FOUND
     default_code = "not_found"

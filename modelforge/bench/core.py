@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -242,6 +243,14 @@ def run_bench(
     ``Limits.for_jobs()``): a model that crashes onnxruntime is a ResourceLimitError
     (exit 8) instead of taking the caller down; ``progress`` is still called here.
     """
+    from modelforge.errors import check_field_types, check_type
+
+    check_type(model, (str, os.PathLike), "model", "a path or a store reference")
+    if options is not None:
+        check_type(options, BenchOptions, "options", "a BenchOptions (or None)")
+        check_field_types(options)
+        for size in options.batch_sizes or ():
+            check_type(size, int, "batch_sizes", "a tuple of ints, e.g. (1, 64)")
     if isolate:
         from modelforge.engine.isolate import Limits, run_isolated
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from modelforge.cluster import worker
 from modelforge.cluster.commit import file_sha256
 from modelforge.cluster.plan import Part
-from modelforge.errors import DataError, InvalidModelError, ModelForgeError
+from modelforge.errors import ArgumentError, DataError, InvalidModelError, ModelForgeError
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -397,6 +397,7 @@ def predict_record_batches(
     import io
 
     import polars as pl
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from modelforge.data.plan import build_plan
@@ -409,6 +410,12 @@ def predict_record_batches(
     sess, schema = _session(task, blob)
     runner = Runner(sess, schema, outputs=options.outputs, batch_size=options.batch_size)
     for n, rb in enumerate(batches, 1):
+        if not isinstance(rb, pa.RecordBatch):
+            raise ArgumentError(
+                f"<Arrow batch {n}> must be a pyarrow RecordBatch, got {type(rb).__name__}",
+                hint="mapInArrow passes an iterator of pyarrow.RecordBatch; for a Table, "
+                "pass iter(table.to_batches())",
+            )
         if rb.num_rows == 0:
             continue
         df = pl.from_arrow(rb)

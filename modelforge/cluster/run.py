@@ -23,7 +23,7 @@ from modelforge.cluster.part import (
     resolve,
 )
 from modelforge.cluster.plan import DEFAULT_PARTITION_ROWS, Plan, make_plan, with_identity
-from modelforge.errors import UsageError
+from modelforge.errors import UsageError, check_type
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,16 @@ def predict_partitioned(
     t0 = time.perf_counter()
     if isinstance(inputs, (str, os.PathLike)):  # one file, not a list of its characters
         inputs = [inputs]
+    inputs = (
+        list(inputs)
+        if isinstance(inputs, (list, tuple)) or hasattr(inputs, "__next__")
+        else [inputs]
+    )
+    for p in inputs:
+        check_type(p, (str, os.PathLike), "inputs", "Parquet file paths (a path or a list)")
+    check_type(out_dir, (str, os.PathLike), "out_dir", "a folder path")
+    if cluster is not None:
+        check_type(cluster, str, "cluster", "None, 'local', 'local:N', 'auto' or an address")
     rows = DEFAULT_PARTITION_ROWS if partition_rows is None else partition_rows
     if isinstance(rows, bool) or not isinstance(rows, numbers.Integral):
         raise UsageError(f"partition_rows must be a whole number of rows, not {rows!r}",

@@ -41,6 +41,14 @@ class ArrowPredictor:
 
     def arrow_schema(self, sample: Any) -> Any:
         """The output schema, from a sample (a pyarrow Table or RecordBatch with ≥ 1 row)."""
+        if type(sample).__module__.split(".")[0] != "pyarrow":
+            from modelforge.errors import ArgumentError
+
+            raise ArgumentError(
+                f"sample must be a pyarrow Table or RecordBatch, got {type(sample).__name__}",
+                hint="pass df.limit(1).toArrow() (Spark), polars_df.to_arrow() or "
+                "pyarrow.Table.from_pandas(pandas_df)",
+            )
         batches = sample.to_batches() if hasattr(sample, "to_batches") else [sample]
         first = next(iter(self(iter(b for b in batches if b.num_rows))), None)
         if first is None:

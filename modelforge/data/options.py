@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelforge.data.cast import CastPolicy, check_policy
-from modelforge.errors import UsageError
+from modelforge.errors import ArgumentError, UsageError, check_type
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -33,6 +33,10 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         check_policy(self.cast)
+        check_type(self.batch_size, int, "batch_size", "a whole number of rows (an int >= 1)")
+        for name in ("encoding", "delimiter", "data_json", "fmt"):
+            if getattr(self, name) is not None:
+                check_type(getattr(self, name), str, name, "a str")
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1", code="invalid_option")
         if self.fmt is not None:
@@ -44,6 +48,11 @@ class PredictOptions:
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, [value])
+            elif value is not None:
+                check_type(value, (list, tuple), name, "a list of column or output names")
+                for v in value:
+                    check_type(v, str, f"{name} entries", "str names")
+                object.__setattr__(self, name, list(value))
         object.__setattr__(self, "keep", list(self.keep or []))
 
     @property
@@ -53,11 +62,16 @@ class PredictOptions:
     @classmethod
     def build(cls, options: PredictOptions | None, kw: dict[str, Any]) -> PredictOptions:
         """``options`` with the keyword arguments ``kw`` applied; unknown keys are a
-        TypeError, as for any function."""
+        ArgumentError (a TypeError, as for any function)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in kw if k not in names]
         if unknown:
-            raise TypeError(f"unexpected arguments: {', '.join(unknown)}")
+            raise ArgumentError(
+                f"unexpected keyword argument(s): {', '.join(unknown)}",
+                hint=f"the data options are: {', '.join(sorted(names))}",
+            )
+        if options is not None:
+            check_type(options, cls, "options", "a PredictOptions")
         if options is not None and not kw:
             return options
         return dataclasses.replace(options or cls(), **kw)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from modelforge.data.batch import ColumnBatch
-from modelforge.errors import DataError, NotFoundError
+from modelforge.errors import ArgumentError, DataError, NotFoundError
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -234,6 +234,14 @@ def python_source(data: Any) -> Source:
         return ArraySource(arrays, "<dict>", fmt="npz")
     if isinstance(data, np.ndarray):
         return ArraySource({"<array>": data}, "<array>", fmt="npy", single=True)
+    module = type(data).__module__.split(".")[0]
+    if module not in ("pandas", "polars") or not hasattr(data, "columns"):
+        what = "an iterator (it can be read only once)" if hasattr(data, "__next__") else None
+        raise ArgumentError(
+            f"data must be a path, a list of paths, a pandas or polars DataFrame, a numpy "
+            f"array or a dict of arrays, got {what or type(data).__name__}",
+            hint="pass data=list(...) for several paths, or build a DataFrame first",
+        )
     return FrameSource(data)
 
 

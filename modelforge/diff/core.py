@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from modelforge.errors import UsageError
+from modelforge.errors import UsageError, check_type
 from modelforge.text import escape, safe
 
 FAIL_KINDS = ("schema", "outputs", "labels")
@@ -82,6 +82,8 @@ def parse_fail_on(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
     if value is None:
         return list(FAIL_KINDS)
     items = value.split(",") if isinstance(value, str) else list(value)
+    for k in items:
+        check_type(k, str, "fail_on", "'schema', 'outputs' and/or 'labels' (a str or a list)")
     kinds = [k.strip() for k in items if k.strip()]
     bad = [k for k in kinds if k not in FAIL_KINDS]
     if bad or not kinds:
@@ -116,6 +118,8 @@ def _open(ref: str | os.PathLike[str]) -> Side:
 
 
 def _check_tolerances(rtol: float, atol: float) -> None:
+    check_type(rtol, (int, float), "rtol", "a number >= 0")
+    check_type(atol, (int, float), "atol", "a number >= 0")
     if not (rtol >= 0 and atol >= 0):  # also refuses NaN
         raise UsageError("--rtol and --atol must be >= 0", code="invalid_option")
 
@@ -145,9 +149,17 @@ def diff_models(
 
     kinds = parse_fail_on(fail_on)
     _check_tolerances(rtol, atol)
+    ref = "a path or a store reference such as 'NAME:VERSION'"
+    check_type(a, (str, os.PathLike), "a", ref)
+    check_type(b, (str, os.PathLike), "b", ref)
     sources = None
     if data is not None:
-        sources = [os.fspath(d) for d in data] if isinstance(data, list) else [os.fspath(data)]
+        items = list(data) if isinstance(data, (list, tuple)) else [data]
+        for d in items:
+            check_type(d, (str, os.PathLike), "data", "a data file path (or a list of them)")
+        sources = [os.fspath(d) for d in items]
+    if isinstance(providers, str):  # providers="cpu" is one provider, not "c", "p", "u"
+        providers = [providers]
     side_a, side_b = _open(a), _open(b)
     changes = st.schema_changes(side_a.schema, side_b.schema)
     struct = st.structure(side_a.proto, side_b.proto)

@@ -71,12 +71,38 @@ def explain(
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictionBatch:
+    """One batch of ``iter_predict``: rows ``start`` .. ``start + rows - 1`` of the input,
+    each output as an :class:`~modelforge.data.batch.OutputValue` (``.name``, ``.value``: a
+    numpy array for a tensor) and the ``keep`` columns."""
+
     start: int
     rows: int
     outputs: list[OutputValue]
     keep: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (lists, not arrays or Series): JSON-serialisable."""
+        return {
+            "start": int(self.start),
+            "rows": int(self.rows),
+            "outputs": {o.name: _plain(o.value) for o in self.outputs},
+            "keep": {str(k): _plain(v) for k, v in self.keep.items()},
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    for method in ("tolist", "to_list"):  # numpy arrays and scalars, polars Series
+        if hasattr(value, method):
+            return _plain(getattr(value, method)()) if method == "to_list" else value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 def iter_predict(
@@ -93,18 +119,45 @@ def iter_predict(
     a fixed batch dimension, a multiple of it). ``data``: path(s), a Source, DataFrame, array or
     dict. ``options`` or keyword arguments named as its fields (fmt, maps, columns, keep,
     cast, allow_nan, encoding, delimiter, batch_size, outputs, whole) say how the data is
-    read. A model run on whole tensors yields one batch holding its outputs as they are."""
-    from contextlib import closing
-
-    from modelforge.engine.runner import Runner, rebatch, split_batches
+    read. A model run on whole tensors yields one batch holding its outputs as they are.
+    The arguments are checked at the call (a wrong one raises here, not at the first
+    ``next``); the model is opened when iteration starts."""
     from modelforge.engine.session import SessionConfig
-    from modelforge.inference.core import _no_rows, make_plan
-    from modelforge.inference.model import load, open_session
+    from modelforge.errors import ArgumentError, check_type
+    from modelforge.store.resolve import ModelLocation
 
+    ref = "a path or a store reference such as 'NAME:3'"
+    check_type(model, (str, os.PathLike, ModelLocation), "model", ref)
+    if data is None:
+        raise ArgumentError(
+            "data is required: the rows to predict",
+            hint="pass a path, a list of paths, a DataFrame, a numpy array, a dict of arrays, "
+            "or '-' to read standard input",
+        )
+    if isinstance(providers, str):  # providers="cpu" is one provider
+        providers = [providers]
     cfg = session_config or SessionConfig(providers=providers)
     opts = PredictOptions.build(options, kw)
     if opts.data_json is not None:
-        raise TypeError("data_json is for predict_to and explain; pass the data as data=")
+        raise ArgumentError(
+            "data_json is for predict_to and explain", hint="pass the data as data="
+        )
+    return _iter_predict(model, data, opts, cfg, no_upgrade)
+
+
+def _iter_predict(
+    model: str | os.PathLike[str],
+    data: Any,
+    opts: PredictOptions,
+    cfg: SessionConfig,
+    no_upgrade: bool,
+) -> Iterator[PredictionBatch]:
+    from contextlib import closing
+
+    from modelforge.engine.runner import Runner, rebatch, split_batches
+    from modelforge.inference.core import _no_rows, make_plan
+    from modelforge.inference.model import load, open_session
+
     lm = load(model)
     session, _ = open_session(lm, cfg, no_upgrade)
     assert lm.schema is not None

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from modelforge.data.formats import STDIO, output_format
 from modelforge.data.options import PredictOptions
-from modelforge.errors import DataError, UsageError
+from modelforge.errors import DataError, UsageError, check_type
 from modelforge.text import safe
 
 if TYPE_CHECKING:
@@ -246,6 +246,11 @@ def predict_to(
     """
     opts = PredictOptions.build(options, kw)
     cfg = session_config
+    if output is not None:
+        check_type(output, (str, os.PathLike), "output", "a file path, '-' or None (stdout)")
+        output = os.fspath(output)
+    if isinstance(inputs, (str, os.PathLike)):  # one path: isolated like a list of one
+        inputs = [os.fspath(inputs)]
     paths = inputs is None or (
         isinstance(inputs, (list, tuple)) and all(isinstance(p, (str, os.PathLike)) for p in inputs)
     )

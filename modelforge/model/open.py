@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelforge.errors import InvalidModelError
+from modelforge.errors import InvalidModelError, check_type
 from modelforge.model.files import read_capped
 from modelforge.text import escape
 
@@ -113,6 +113,7 @@ def open_model(
     in messages (default "model file").
     """
     label = what or "model file"
+    check_type(path, (str, os.PathLike), "path", "the path of an .onnx file")
     p = Path(path).absolute()
     data = read_capped(p, what=label)
     digest = sha256_hex(data)

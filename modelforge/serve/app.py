@@ -19,7 +19,7 @@ from modelforge.serve import encode
 from modelforge.serve.batcher import Work
 from modelforge.serve.codec import decode_http, parameters_object
 from modelforge.serve.http_protocol import DISCONNECT
-from modelforge.serve.options import ServeOptions
+from modelforge.serve.options import ServeOptions, library_arguments
 from modelforge.serve.protocol import (
     EXTENSIONS,
     SERVER_NAME,
@@ -451,9 +451,9 @@ def create_app(
 ) -> ServeApp:
     """An ASGI application serving ``models`` (store references or .onnx paths; none = the
     whole store). ``load``: load and warm the models now (otherwise at ASGI start-up)."""
-    opts = (options or ServeOptions()).validate()
+    refs, opts = library_arguments(models, options)
     metrics = Metrics()
-    registry = Registry(list(models or []), opts, metrics)
+    registry = Registry(refs, opts, metrics)
     if load:
         registry.load_all_blocking()
     return ServeApp(registry, opts, metrics)

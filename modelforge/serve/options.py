@@ -202,3 +202,17 @@ def check_tls(cert: str, key: str) -> None:
             "that matches it; check they are not swapped",
             code="invalid_option",
         ) from None
+
+
+def library_arguments(models: Any, options: ServeOptions | None) -> tuple[list[str], ServeOptions]:
+    """``create_app``/``serve`` arguments checked: ``"iris"`` is one model (not "i", "r",
+    ...), every model a str or path, ``options`` a ServeOptions (validated)."""
+    from modelforge.errors import check_field_types, check_type
+
+    items = [models] if isinstance(models, (str, os.PathLike)) else list(models or [])
+    for m in items:
+        check_type(m, (str, os.PathLike), "models", "store references or .onnx paths (a list)")
+    if options is not None:
+        check_type(options, ServeOptions, "options", "a ServeOptions (or None)")
+        check_field_types(options)
+    return [os.fspath(m) for m in items], (options or ServeOptions()).validate()

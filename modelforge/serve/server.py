@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelforge.serve.options import ServeOptions
+from modelforge.serve.options import ServeOptions, library_arguments
 
 log = logging.getLogger("modelforge.serve")
 
@@ -279,8 +279,7 @@ def serve(
 ) -> int:
     """Serve ``models`` (store references or .onnx paths; none = the whole store) until
     SIGTERM/SIGINT. ``supervise``: run in a worker process that is restarted if it dies."""
-    opts = (options or ServeOptions()).validate()
-    refs = list(models or [])
+    refs, opts = library_arguments(models, options)
     if not supervise:
         return run_in_process(refs, opts, on_ready=on_ready)
     from modelforge.serve.supervisor import supervise as run_supervised

@@ -30,6 +30,7 @@ from modelforge.errors import (
     StoreError,
     UnsafeModelError,
     UsageError,
+    check_type,
 )
 from modelforge.model.files import check_output_file, check_regular_file
 from modelforge.store.catalog import find
@@ -60,6 +61,8 @@ class ExportResult:
 def export_version(
     ref: str, output: str | os.PathLike[str], *, store: Store | None = None
 ) -> ExportResult:
+    check_type(ref, str, "model", "a store reference such as 'NAME:VERSION'")
+    check_type(output, (str, os.PathLike), "output", "an archive path ending in .tar.gz")
     if os.fspath(output) == "-":
         raise UsageError(
             "models export cannot write the archive to stdout ('-o -')",
@@ -381,6 +384,7 @@ def import_archive(
     memory_mb: int | None = None,
 ) -> Any:
     """Import an export archive as a new version (validated again: archives are untrusted)."""
+    check_type(path, (str, os.PathLike), "path", "the path of a .tar.gz export archive")
     from modelforge.model.open import open_model
     from modelforge.store.add import (
         AddResult,

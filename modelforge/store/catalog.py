@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from modelforge.errors import ModelNotFoundError, StoreCorruptError
+from modelforge.errors import ModelNotFoundError, StoreCorruptError, check_type
 from modelforge.store.layout import Store
 from modelforge.store.metadata import ModelVersion, load_meta
 from modelforge.store.names import Ref, parse_ref, validate_name
@@ -37,6 +37,8 @@ def _close(word: str, options: list[str]) -> str:
 
 def find(store: Store, ref: Ref | str) -> ModelVersion:
     """The version a reference names; errors list what exists and close matches."""
+    if not isinstance(ref, (str, Ref)):
+        check_type(ref, str, "model", "a store reference such as 'NAME' or 'NAME:VERSION'")
     r = parse_ref(ref) if isinstance(ref, str) else ref
     store.check_marker()
     versions = store.versions(r.name)
@@ -108,6 +110,10 @@ def _entered(m: ModelVersion) -> tuple[str, str, int]:
 def list_models(store: Store | None = None, name: str | None = None) -> ModelList:
     """Every complete version, newest in this store first (an imported version by when it
     was imported). Unreadable versions are listed as problems."""
+    if store is not None and not isinstance(store, Store):
+        check_type(store, Store, "store", "a Store (to list one model, pass name='NAME')")
+    if name is not None:
+        check_type(name, str, "name", "a model name")
     st = store or Store()
     out: list[ModelVersion] = []
     problems: list[str] = []

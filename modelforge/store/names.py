@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from modelforge.errors import InvalidNameError, UsageError
+from modelforge.errors import InvalidNameError, UsageError, check_type
 from modelforge.text import escape, truncate
 
 NAME_RULE = "^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -107,6 +107,7 @@ class Ref:
 
 def parse_ref(ref: str) -> Ref:
     """Parse ``NAME``, ``NAME:VERSION``, ``NAME:ALIAS`` or ``NAME:latest``."""
+    check_type(ref, str, "model", "a store reference such as 'NAME' or 'NAME:VERSION'")
     name, sep, sel = ref.partition(":")
     name = validate_name(name)
     if not sep or sel == "latest":

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelforge.errors import ModelNotFoundError, StoreCorruptError, UsageError
+from modelforge.errors import ModelNotFoundError, StoreCorruptError, UsageError, check_type
 from modelforge.store.catalog import find, open_version
 from modelforge.store.layout import Store, hash_file, write_json_atomic
 from modelforge.store.names import is_version_text, parse_ref, validate_alias, validate_name
@@ -43,6 +43,7 @@ def _drop_empty_name(st: Store, name: str) -> None:
 
 def _all_versions_name(ref: str) -> str:
     """``--all`` takes a bare NAME: 'NAME:2 --all' removed every version, not version 2."""
+    check_type(ref, str, "model", "a model name")
     name, sep, selector = ref.partition(":")
     if sep:
         raise UsageError(

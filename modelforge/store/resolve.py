@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from modelforge.errors import InvalidNameError, NotFoundError
+from modelforge.errors import ArgumentError, InvalidNameError, NotFoundError, check_type
 from modelforge.store.catalog import find
 from modelforge.store.layout import Store
 from modelforge.text import escape
@@ -63,7 +63,12 @@ def resolve_model(ref: str | os.PathLike[str], store: Store | None = None) -> Mo
     A string that looks like a path (has a separator or an .onnx suffix) but does not
     exist is reported as a missing file, not looked up in the store.
     """
+    check_type(
+        ref, (str, os.PathLike), "model", "a path or a store reference such as 'NAME:VERSION'"
+    )
     text = os.fspath(ref)
+    if not isinstance(text, str):
+        raise ArgumentError("model must be a text path, got bytes", hint="pass a str path")
     if not text:
         raise InvalidNameError("empty model reference", hint="pass a path or NAME[:VERSION]")
     if os.path.lexists(text):
