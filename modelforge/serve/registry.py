@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -321,12 +320,46 @@ class Registry:
 
     # -- live store polling ------------------------------------------------------------
     async def poll_forever(self) -> None:
+        """Re-read the store every poll interval. A store that cannot be read (its folder
+        deleted, unmounted or unreadable, damaged metadata) leaves what is served as it
+        was, said once on stderr (and once more when it can be read again): it used to be
+        silent, and a deleted store folder unserved every model with readiness still true."""
+        failing = ""
         while True:
             await asyncio.sleep(self.options.poll_interval_s)
-            with contextlib.suppress(Exception):
+            try:
                 await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                why = exc.message if isinstance(exc, ModelForgeError) else f"{exc}"
+                if why != failing:
+                    log.warning(
+                        "warning: cannot re-read the store at '%s': %s; still serving what "
+                        "was loaded, store changes are not seen until it can be read again",
+                        clip(str(self.store.root), 200),
+                        clip(why, 300),
+                    )
+                failing = why
+            else:
+                if failing:
+                    log.warning("the store at '%s' can be read again", clip(str(self.store.root)))
+                failing = ""
+
+    def _check_store(self) -> None:
+        """Raise when the store folder is gone while store models are served: an empty
+        listing then means "unreadable", not "every version removed"."""
+        if not any(m.origin == "store" for m in self.models.values()):
+            return
+        self.store.check_marker()
+        if not self.store.models_dir.is_dir():
+            raise ModelForgeError(
+                f"its folder '{clip(str(self.store.models_dir), 200)}' is gone",
+                code="store_missing",
+            )
 
     async def poll_once(self) -> None:
+        await asyncio.to_thread(self._check_store)
         if self.whole_store:
             names = await asyncio.to_thread(core.store_names, self.store)
             for name in names:

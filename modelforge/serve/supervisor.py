@@ -9,11 +9,14 @@ status, and starts a new worker on the same sockets (connections queue in the li
 backlog meanwhile; requests that were in flight in the dead worker fail with a dropped
 connection). After ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` it gives up and
 exits with status 8 (resource limit). SIGTERM/SIGINT are forwarded once; the worker drains
-and exits 0, and so does the supervisor. Nothing heavy is imported here.
+and exits 0, and so does the supervisor. SIGHUP changes nothing (there is nothing to reload:
+the store is re-read every poll interval, options need a restart) and says so on stderr; it
+used to kill the supervisor without a word. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -129,6 +132,16 @@ class _Supervisor:
         if w is not None and w.proc.poll() is None:
             w.proc.send_signal(signal.SIGTERM)
 
+    def hangup(self, signum: int, frame: Any) -> None:
+        """SIGHUP: keep serving, and say why nothing was reloaded (a closed terminal may
+        have sent it: a failed write is not an error)."""
+        with contextlib.suppress(OSError):
+            os.write(
+                2,
+                b"SIGHUP received: nothing to reload (the store is re-read every "
+                b"--poll-interval seconds; changed options need a restart); still serving\n",
+            )
+
     def run(self) -> int:
         while True:
             worker = self._start()
@@ -197,6 +210,7 @@ def supervise(
     """Serve in a supervised worker until SIGTERM/SIGINT; returns the exit status."""
     sup = _Supervisor(refs, opts, on_ready)
     old = {s: signal.signal(s, sup.forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, sup.hangup)
     try:
         return sup.run()
     finally:
