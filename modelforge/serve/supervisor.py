@@ -5,9 +5,11 @@ OOM killer takes the whole process with it, and no in-process handler can answer
 So the ``modelforge serve`` process binds the listening sockets, starts a worker
 (``python -m modelforge.serve.worker``) that inherits them, and waits. If the worker dies
 without being asked to, the supervisor writes one line on stderr naming the signal or exit
-status, and starts a new worker on the same sockets (connections queue in the listen
-backlog meanwhile; requests that were in flight in the dead worker fail with a dropped
-connection). After ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` it gives up and
+status, and starts a new worker on the same sockets. While no worker is ready (at start, and
+while a restarted one loads), a stand-in (:mod:`.standin`) answers HTTP: live 200, anything
+else 503 with Retry-After, so clients and readiness probes get an answer instead of waiting
+in the listen backlog; requests that were in flight in the dead worker fail with a dropped
+connection. After ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` it gives up and
 exits with status 8 (resource limit). SIGTERM/SIGINT are forwarded once; the worker drains
 and exits 0, and so does the supervisor. SIGHUP changes nothing (there is nothing to reload:
 the store is re-read every poll interval, options need a restart) and says so on stderr; it
@@ -32,6 +34,7 @@ from typing import Any
 from modelforge.errors import ModelForgeError, ResourceLimitError, rebuild_error
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.server import ReadyInfo, bind_socket, free_port
+from modelforge.serve.standin import StandIn
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -120,6 +123,7 @@ class _Supervisor:
         self.stopping = threading.Event()
         self.worker: _Worker | None = None
         self.announced = False
+        self.standin = StandIn(self.sock, tls=bool(opts.tls_cert))
 
     def forward(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT: once, to the worker; stop listening (the worker's copy of the
@@ -127,6 +131,7 @@ class _Supervisor:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.standin.close()
         self.sock.close()
         w = self.worker
         if w is not None and w.proc.poll() is None:
@@ -163,10 +168,18 @@ class _Supervisor:
 
     def _start(self) -> _Worker:
         """Start a worker and wait until it is ready (or gone); announce the first one."""
+        self.standin.start(
+            "the server worker is restarting after a crash (restart "
+            f"{self.restarts}): its models are loading"
+            if self.restarts
+            else "the server is loading its models"
+        )
         worker = _Worker(self.refs, self.opts, self.sock.fileno(), self.restarts)
         self.worker = worker
         while not worker.ready_event.wait(0.2) and worker.proc.poll() is None:
             pass
+        if worker.ready is not None:
+            self.standin.stop()  # the worker accepts from now on
         if worker.ready is not None and not self.announced:
             self.announced = True
             if self.on_ready is not None:
@@ -197,6 +210,7 @@ class _Supervisor:
         sys.stderr.flush()
 
     def close(self) -> None:
+        self.standin.close()
         w = self.worker
         if w is not None and w.proc.poll() is None:
             w.proc.kill()
