@@ -95,6 +95,12 @@ class _Worker:
         self.reader = threading.Thread(target=self._read, args=(read_end,), daemon=True)
         self.reader.start()
 
+    def stop(self) -> None:
+        """SIGTERM to a serving worker (it drains); a worker still loading has no requests
+        to finish and may take long to notice a signal: it is killed at once."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if self.ready is not None else signal.SIGKILL)
+
     def _read(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as fh:
             for raw in fh:
@@ -134,8 +140,8 @@ class _Supervisor:
         self.standin.close()
         self.sock.close()
         w = self.worker
-        if w is not None and w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGTERM)
+        if w is not None:
+            w.stop()
 
     def hangup(self, signum: int, frame: Any) -> None:
         """SIGHUP: keep serving, and say why nothing was reloaded (a closed terminal may
@@ -148,12 +154,13 @@ class _Supervisor:
             )
 
     def run(self) -> int:
-        while True:
+        while not self.stopping.is_set():
             worker = self._start()
             rc = worker.proc.wait()
             worker.reader.join(timeout=2)
             if self.stopping.is_set():
-                return 0 if rc in (0, -signal.SIGTERM) else rc
+                # a worker stopped before it was ready had nothing to drain: it was killed
+                return 0 if rc in (0, -signal.SIGTERM) or worker.ready is None else rc
             if worker.ready is None:
                 if worker.error is not None:
                     raise rebuild_error(worker.error)
@@ -165,6 +172,7 @@ class _Supervisor:
                         code="worker_failed",
                     )
             self._died(worker, rc)
+        return 0
 
     def _start(self) -> _Worker:
         """Start a worker and wait until it is ready (or gone); announce the first one."""
@@ -176,6 +184,8 @@ class _Supervisor:
         )
         worker = _Worker(self.refs, self.opts, self.sock.fileno(), self.restarts)
         self.worker = worker
+        if self.stopping.is_set():  # SIGTERM/SIGINT came while it was being spawned
+            worker.stop()
         while not worker.ready_event.wait(0.2) and worker.proc.poll() is None:
             pass
         if worker.ready is not None:
