@@ -1,0 +1,161 @@
+"""The server's life under change and failure: signals, a vanishing store, restarts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.builders import _model
+from tests.serve_support import save, start_server, wait_until
+
+pytest.importorskip("uvicorn")
+
+
+def scale_model(k: float):
+    """x float32 [N, 4] -> y = k * x."""
+    c = numpy_helper.from_array(np.array(k, dtype=np.float32), "k")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        initializer=[c],
+    )
+    return _model(graph)
+
+
+def mf(env: dict, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "modelforge", *args],
+        env=dict(os.environ, **env),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def call(port: int, path: str, body: dict | None = None, timeout: float = 10):
+    """(status, headers, decoded JSON) or ("error", repr) for a dropped connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request("POST" if body is not None else "GET", path, data)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), json.loads(resp.read() or b"null")
+    except (ConnectionError, http.client.HTTPException) as exc:
+        return "error", {}, repr(exc)
+    finally:
+        conn.close()
+
+
+ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    env = {"MODELFORGE_HOME": str(tmp_path / "store")}
+    for k in (1, 2):
+        save(scale_model(float(k)), tmp_path / f"s{k}.onnx")
+    mf(env, "models", "add", str(tmp_path / "s1.onnx"), "--name", "lin")
+    return tmp_path, env
+
+
+def test_sighup_is_answered_on_stderr_and_serving_goes_on(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "SIGHUP received: nothing to reload" in server.stderr())
+        status, _, answer = call(server.info["port"], "/v2/models/lin/infer", ROW)
+        assert status == 200 and answer["outputs"][0]["data"] == [1, 2, 3, 4]
+        assert server.proc.poll() is None and "Restarting it" not in server.stderr()
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_vanished_store_keeps_what_is_served_and_says_so(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    port = server.info["port"]
+    root = tmp_path / "store"
+    try:
+        shutil.move(root, tmp_path / "away")
+        wait_until(lambda: "cannot re-read the store" in server.stderr())
+        assert "is gone; still serving what was loaded" in server.stderr()
+        for _ in range(3):  # several polls later, still served, said once
+            status, _, answer = call(port, "/v2/models/lin/infer", ROW)
+            assert status == 200 and answer["model_version"] == "1"
+        assert call(port, "/v2/health/ready")[0] == 200
+        assert server.stderr().count("cannot re-read the store") == 1
+        shutil.move(tmp_path / "away", root)
+        wait_until(lambda: "can be read again" in server.stderr())
+        mf(env, "models", "add", str(tmp_path / "s2.onnx"), "--name", "lin")
+        wait_until(lambda: call(port, "/v2/models/lin/infer", ROW)[2]["model_version"] == "2")
+    finally:
+        assert server.stop() == 0
+
+
+def test_while_a_worker_restarts_http_gets_503_not_a_hang_then_sigterm_exits_0(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    try:
+        port = server.info["port"]
+        os.kill(server.info["worker_pid"], signal.SIGKILL)
+        seen = []
+
+        def answered_by_stand_in():
+            seen.append(call(port, "/v2/health/ready", timeout=5))
+            return seen[-1][0] == 503
+
+        wait_until(answered_by_stand_in, timeout=30, step=0.01)
+        status, headers, answer = seen[-1]
+        assert headers.get("retry-after") == "1" and "restarting after a crash" in answer["error"]
+        assert all(s[0] in (200, 503) for s in seen), seen  # never a dropped connection
+        wait_until(lambda: call(port, "/v2/health/ready")[0] == 200, timeout=60)
+        assert call(port, "/v2/models/lin/infer", ROW)[0] == 200
+        # killed again, then SIGTERM while the new worker loads: exit 0 at once, no traceback
+        os.kill(_worker_pid(server), signal.SIGKILL)
+        wait_until(lambda: call(port, "/v2/health/ready", timeout=5)[0] == 503, step=0.01)
+        assert call(port, "/v2/health/live")[:1] == (200,)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(15) == 0
+        assert "Traceback" not in server.stderr()
+    finally:
+        server.stop()
+
+
+def _worker_pid(server) -> int:
+    """The current worker: the supervisor's one child."""
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(server.proc.pid)], capture_output=True, text=True
+    )
+    return int(out.stdout.split()[0])
+
+
+def test_a_crash_loop_ends_with_exit_8_and_a_message(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    try:
+        port = server.info["port"]
+        gone = server.proc.poll
+        for _ in range(6):  # MAX_RESTARTS + 1 deaths within the window
+            wait_until(lambda: gone() is not None or call(port, "/v2/health/ready")[0] == 200, 60)
+            if gone() is not None:
+                break
+            os.kill(_worker_pid(server), signal.SIGSEGV)
+            wait_until(lambda: gone() is not None or call(port, "/v2/health/ready")[0] != 200)
+        assert server.proc.wait(60) == 8
+        err = server.stderr()
+        assert "was killed by SIGSEGV" in err and "giving up" in err
+
+    finally:
+        server.stop()
