@@ -159,3 +159,29 @@ def test_a_crash_loop_ends_with_exit_8_and_a_message(store):
 
     finally:
         server.stop()
+
+
+def test_a_model_file_corrupted_on_disk_while_served(store):
+    tmp_path, env = store
+    for k in (2, 3):
+        save(scale_model(float(k)), tmp_path / f"s{k}.onnx")
+        mf(env, "models", "add", str(tmp_path / f"s{k}.onnx"), "--name", "lin")
+    server = start_server([], env=env)
+    port = server.info["port"]
+    try:
+        for v in (1, 3):  # 3 is loaded (the latest), 1 loads on first use
+            (f,) = (tmp_path / "store" / "models" / "lin" / str(v) / "files").iterdir()
+            f.unlink()
+            f.write_bytes(b"not a model")
+        status, _, answer = call(port, "/v2/models/lin/infer", ROW)  # its session is in memory
+        assert status == 200 and answer["model_version"] == "3"
+        status, _, answer = call(port, "/v2/models/lin/versions/1/infer", ROW)
+        assert status == 503 and "lin:1" in answer["error"] and "corrupt" in answer["error"]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/v2/repository/index", b"{}")
+        index = {e["version"]: e for e in json.loads(conn.getresponse().read())}
+        conn.close()
+        assert index["3"]["state"] == "READY" and index["2"]["state"] == "UNLOADED"
+        assert "lin:1" in index["1"]["reason"] and index["2"]["reason"] == ""  # its own reason
+    finally:
+        assert server.stop() == 0

@@ -54,7 +54,7 @@ class ServedModel:
     loaded: dict[int, ServedVersion] = field(default_factory=dict)
     unloaded: bool = False  # evicted through the repository API
     broken: set[int] = field(default_factory=set)  # versions that failed to load while polled
-    reason: str = ""
+    reasons: dict[int, str] = field(default_factory=dict)  # why a version failed to load
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
 
     def pin(self, versions: list[int], aliases: dict[str, int]) -> tuple[list[int], dict[str, int]]:
@@ -212,14 +212,14 @@ class Registry:
                 try:
                     sv = await asyncio.to_thread(self._open, model, version)
                 except ModelForgeError as exc:
-                    model.reason = exc.message
+                    model.reasons[version] = exc.message
                     raise HttpError(
                         503,
                         f"model '{clip(model.name)}' version {version} cannot be loaded: "
                         f"{exc.message}",
                     ) from None
                 model.loaded[version] = sv
-                model.reason = ""
+                model.reasons.pop(version, None)
         return sv
 
     def load_all_blocking(self) -> None:
@@ -294,7 +294,7 @@ class Registry:
                         "name": name,
                         "version": str(v),
                         "state": state,
-                        "reason": m.reason if state != "READY" else "",
+                        "reason": m.reasons.get(v, "") if state != "READY" else "",
                     }
                 )
         return out
