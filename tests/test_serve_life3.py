@@ -9,13 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.builders import _model
-from tests.serve_support import save, start_server, wait_until
+from tests.serve_support import save, slow_model, start_server, wait_until
 
 pytest.importorskip("uvicorn")
 
@@ -185,3 +186,40 @@ def test_a_model_file_corrupted_on_disk_while_served(store):
         assert "lin:1" in index["1"]["reason"] and index["2"]["reason"] == ""  # its own reason
     finally:
         assert server.stop() == 0
+
+
+def test_models_rm_of_the_served_version_drains_its_requests_then_404(tmp_path):
+    env = {"MODELFORGE_HOME": str(tmp_path / "store")}
+    mf(env, "models", "add", str(save(slow_model(), tmp_path / "slow.onnx")), "--name", "slow")
+    server = start_server(["--instances", "1", "--threads", "1", "--poll-interval", "0.2"], env=env)
+    port = server.info["port"]
+    x = np.ones((4096, 512), dtype=np.float32)  # over --max-batch-size: they run one by one
+    body = {"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
+                        "data": x.ravel().tolist()}], "outputs": [{"name": "y"}]}  # fmt: skip
+    results: list = []
+    try:
+        threads = [
+            threading.Thread(target=lambda: results.append(call(port, "/v2/models/slow/infer",
+                                                                body, timeout=120)))
+            for _ in range(3)
+        ]  # fmt: skip
+        for t in threads:
+            t.start()
+        wait_until(lambda: _gauge(port, "modelforge_requests_in_flight") >= 3)
+        mf(env, "models", "rm", "slow:1", "--yes")
+        for t in threads:
+            t.join(120)
+        assert [r[0] for r in results] == [200, 200, 200]  # in flight and queued: drained
+        assert all(r[2]["model_version"] == "1" for r in results)
+        status, _, answer = call(port, "/v2/models/slow/versions/1/infer", ROW)
+        assert status == 404 and "(versions: none)" in answer["error"]
+    finally:
+        assert server.stop() == 0
+
+
+def _gauge(port: int, name: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))

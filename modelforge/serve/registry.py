@@ -253,7 +253,7 @@ class Registry:
             if v not in model.available:
                 raise not_found(
                     f"model '{clip(model.name)}' has no version {clip(digits)} (versions: "
-                    f"{', '.join(map(str, model.available))})"
+                    f"{', '.join(map(str, model.available)) or 'none'})"
                 )
             return v
         if version == "latest" and model.latest is not None:
@@ -262,7 +262,7 @@ class Registry:
             return model.aliases[version]
         raise not_found(
             f"model '{clip(model.name)}' has no version or alias '{clip(version)}' (versions: "
-            f"{', '.join(map(str, model.available))}; aliases: "
+            f"{', '.join(map(str, model.available)) or 'none'}; aliases: "
             f"{', '.join(sorted(model.aliases)) or 'none'})"
         )
 
