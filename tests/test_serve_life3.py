@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -223,3 +224,32 @@ def _gauge(port: int, name: str) -> float:
     text = conn.getresponse().read().decode()
     conn.close()
     return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name + "{"))
+
+
+def test_unload_while_a_version_loads_does_not_leave_it_loaded(tmp_path):
+    env = {"MODELFORGE_HOME": str(tmp_path / "store")}
+    for depth in (64, 65):  # two versions; 1 loads on first use (a run of 256 rows sizes it)
+        path = save(slow_model(depth=depth), tmp_path / f"slow{depth}.onnx")
+        mf(env, "models", "add", str(path), "--name", "slow")
+    server = start_server([], env=env)
+    port = server.info["port"]
+    row = {"inputs": [{"name": "x", "shape": [1, 512], "datatype": "FP32", "data": [1.0] * 512}]}
+    box: list = []
+    try:
+        t = threading.Thread(
+            target=lambda: box.append(call(port, "/v2/models/slow/versions/1/infer", row, 60))
+        )
+        t.start()
+        time.sleep(0.1)  # sets up the race (version 1 loading); nothing is timed
+        assert call(port, "/v2/repository/models/slow/unload", {})[0] == 200
+        t.join(60)
+        status, _, answer = box[0]
+        assert status == 503 and "unloaded" in answer["error"], box
+        assert call(port, "/v2/repository/models/slow/load", {})[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/v2/repository/index", b"{}")
+        states = {e["version"]: e["state"] for e in json.loads(conn.getresponse().read())}
+        conn.close()
+        assert states == {"1": "UNLOADED", "2": "READY"}  # load loads the latest only
+    finally:
+        assert server.stop() == 0

@@ -56,6 +56,7 @@ class ServedModel:
     broken: set[int] = field(default_factory=set)  # versions that failed to load while polled
     reasons: dict[int, str] = field(default_factory=dict)  # why a version failed to load
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    unloads: int = 0  # how many times it was unloaded: a load that straddles one is dropped
 
     def pin(self, versions: list[int], aliases: dict[str, int]) -> tuple[list[int], dict[str, int]]:
         """The store's versions and aliases as this name serves them: a pinned name has its
@@ -209,6 +210,7 @@ class Registry:
         async with lock:
             sv = model.loaded.get(version)
             if sv is None:
+                unloads = model.unloads
                 try:
                     sv = await asyncio.to_thread(self._open, model, version)
                 except ModelForgeError as exc:
@@ -218,6 +220,13 @@ class Registry:
                         f"model '{clip(model.name)}' version {version} cannot be loaded: "
                         f"{exc.message}",
                     ) from None
+                if model.unloads != unloads:  # unloaded meanwhile: its sessions stayed
+                    asyncio.get_running_loop().create_task(self._drain(sv))  # resident
+                    raise unavailable(
+                        f"model '{clip(model.name)}' was unloaded while version {version} "
+                        f"was loading; load it with POST v2/repository/models/"
+                        f"{clip(model.name)}/load"
+                    )
                 model.loaded[version] = sv
                 model.reasons.pop(version, None)
         return sv
@@ -310,6 +319,7 @@ class Registry:
     async def unload(self, name: str) -> None:
         model = self.model(name)
         model.unloaded = True
+        model.unloads += 1
         loaded, model.loaded = model.loaded, {}
         await asyncio.gather(*(self._drain(sv) for sv in loaded.values()))
 
