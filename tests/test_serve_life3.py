@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -253,3 +254,37 @@ def test_unload_while_a_version_loads_does_not_leave_it_loaded(tmp_path):
         assert states == {"1": "UNLOADED", "2": "READY"}  # load loads the latest only
     finally:
         assert server.stop() == 0
+
+
+IN_PROCESS = """
+import sys
+from modelforge.errors import UsageError
+from modelforge.serve import ServeOptions, serve
+try:
+    serve([sys.argv[1]], ServeOptions(port=0, grpc_port=int(sys.argv[2])), supervise=False)
+except UsageError as exc:
+    print("refused:", exc.message)
+"""
+
+
+def test_a_grpc_port_in_use_is_one_line_and_exit_2(tmp_path):
+    path = save(scale_model(1.0), tmp_path / "m.onnx")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    env = dict(os.environ, MODELFORGE_HOME=str(tmp_path / "store"))
+    try:
+        cli = [sys.executable, "-m", "modelforge", "serve", str(path), "--port", "0"]
+        r = subprocess.run([*cli, "--grpc-port", str(port)], capture_output=True, text=True,
+                           env=env, timeout=120)  # fmt: skip
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr.startswith(f"error: cannot listen for gRPC on 127.0.0.1:{port}")
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        # the library without the supervisor: the worker-side check, a UsageError
+        r = subprocess.run([sys.executable, "-c", IN_PROCESS, str(path), str(port)],
+                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        assert r.returncode == 0 and "refused: cannot listen for gRPC" in r.stdout, r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        holder.close()

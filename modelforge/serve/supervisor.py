@@ -122,6 +122,8 @@ class _Supervisor:
         self.sock = bind_socket(opts.host, opts.port)
         if opts.grpc_port == 0:
             opts = dataclasses.replace(opts, grpc_port=free_port(opts.host))
+        elif opts.grpc_port is not None:
+            _check_grpc_port(opts.host, opts.grpc_port, self.sock)
         self.opts = opts
         self.on_ready = on_ready
         self.deaths: deque[float] = deque()
@@ -226,6 +228,20 @@ class _Supervisor:
             w.proc.kill()
             w.proc.wait()
         self.sock.close()
+
+
+def _check_grpc_port(host: str, port: int, http_sock: Any) -> None:
+    """Refuse a --grpc-port that cannot be bound now, before the models load (the worker
+    would find out only after loading them)."""
+    try:
+        bind_socket(host, port).close()
+    except ModelForgeError as exc:
+        http_sock.close()
+        raise type(exc)(
+            f"cannot listen for gRPC on {host}:{port}: {exc.message.rpartition(': ')[2]}",
+            hint="pick another --grpc-port (0 = any free port) or stop what holds it",
+            code=exc.code,
+        ) from None
 
 
 def supervise(
