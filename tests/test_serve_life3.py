@@ -288,3 +288,19 @@ def test_a_grpc_port_in_use_is_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in r.stderr
     finally:
         holder.close()
+
+
+def test_sigterm_to_the_worker_alone_is_a_restart_that_says_so(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    try:
+        worker = server.info["worker_pid"]
+        os.kill(worker, signal.SIGTERM)
+        wait_until(lambda: "restarted server worker" in server.stderr(), timeout=60)
+        err = server.stderr()
+        assert f"worker (pid {worker}) was stopped on its own" in err
+        assert f"pid {server.proc.pid}: stop the server with that pid" in err
+        assert "requests in flight were lost" not in err
+        assert call(server.info["port"], "/v2/models/lin/infer", ROW)[0] == 200
+    finally:
+        assert server.stop() == 0

@@ -215,10 +215,18 @@ class _Supervisor:
                 code="worker_crashed",
             )
         self.restarts += 1
-        sys.stderr.write(
-            f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests in "
-            f"flight were lost. Restarting it on the same port (restart {self.restarts}).\n"
-        )
+        if rc == 0:  # it drained and exited: a SIGTERM/SIGINT sent to the worker itself
+            what = (
+                f"warning: the server worker (pid {worker.proc.pid}) was stopped on its own "
+                f"(a signal sent to it, not to the server, pid {os.getpid()}: stop the server "
+                "with that pid); its requests finished."
+            )
+        else:
+            what = (
+                f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests "
+                "in flight were lost."
+            )
+        sys.stderr.write(f"{what} Restarting it on the same port (restart {self.restarts}).\n")
         sys.stderr.flush()
 
     def close(self) -> None:
