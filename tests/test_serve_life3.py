@@ -304,3 +304,97 @@ def test_sigterm_to_the_worker_alone_is_a_restart_that_says_so(store):
         assert call(server.info["port"], "/v2/models/lin/infer", ROW)[0] == 200
     finally:
         assert server.stop() == 0
+
+
+def three_outputs(k: float, width: int):
+    """x float32 [N, width] -> y = k * x, z = x + k, s = -x."""
+    c = numpy_helper.from_array(np.array(k, dtype=np.float32), "k")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "k"], ["y"]),
+            helper.make_node("Add", ["x", "k"], ["z"]),
+            helper.make_node("Neg", ["x"], ["s"]),
+        ],
+        "three",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", width]) for n in "yzs"],
+        initializer=[c],
+    )
+    return _model(graph)
+
+
+def test_batching_under_stress_every_row_checked_and_counts_exact(tmp_path):
+    import random
+
+    import onnxruntime as ort
+
+    hc = pytest.importorskip("tritonclient.http")
+    gc = pytest.importorskip("tritonclient.grpc")
+    env = {"MODELFORGE_HOME": str(tmp_path / "store")}
+    sessions = {}
+    for name, width in (("a", 4), ("b", 7)):
+        for k in (1, 2):
+            path = save(three_outputs(float(k), width), tmp_path / f"{name}{k}.onnx")
+            mf(env, "models", "add", str(path), "--name", name)
+            sessions[(name, k)] = ort.InferenceSession(str(path))
+    server = start_server(["--grpc-port", "0", "--max-batch-size", "8", "--instances", "1",
+                           "--threads", "1", "--max-queue-delay", "2000"], env=env)  # fmt: skip
+    errors: list = []
+    sent: dict = {}
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        http_cli = hc.InferenceServerClient(server.hostport)
+        grpc_cli = gc.InferenceServerClient(server.grpc)
+        for i in range(15):
+            name, v = rng.choice("ab"), rng.choice((1, 2))
+            rows = rng.choice((1, 2, 3, 5, 8, 9, 13))  # 9 and 13: over --max-batch-size
+            width = 4 if name == "a" else 7
+            x = np.arange(rows * width, dtype=np.float32).reshape(rows, width) + seed * 100 + i
+            outs = rng.sample("yzs", rng.randint(1, 3))
+            kind = rng.choice(("binary", "json", "grpc"))
+            try:
+                if kind == "grpc":
+                    inp = gc.InferInput("x", list(x.shape), "FP32")
+                    inp.set_data_from_numpy(x)
+                    asked = [gc.InferRequestedOutput(o) for o in outs]
+                    r = grpc_cli.infer(name, [inp], model_version=str(v), outputs=asked)
+                    got = {o.name for o in r.get_response().outputs}
+                    version = r.get_response().model_version
+                else:
+                    inp = hc.InferInput("x", list(x.shape), "FP32")
+                    inp.set_data_from_numpy(x, binary_data=kind == "binary")
+                    asked = [hc.InferRequestedOutput(o, binary_data=kind == "binary") for o in outs]
+                    r = http_cli.infer(name, [inp], model_version=str(v), outputs=asked)
+                    got = {o["name"] for o in r.get_response()["outputs"]}
+                    version = r.get_response()["model_version"]
+                expected = dict(zip("yzs", sessions[(name, v)].run(None, {"x": x}), strict=True))
+                if got != set(outs) or version != str(v):
+                    errors.append((kind, name, v, outs, got, version))
+                errors.extend(
+                    (kind, name, v, rows, o)
+                    for o in outs
+                    if not np.array_equal(r.as_numpy(o), expected[o])
+                )
+            except Exception as exc:  # counted as an error, shown in the assertion
+                errors.append((kind, name, v, rows, repr(exc)[:200]))
+            with lock:
+                sent[(name, v)] = sent.get((name, v), 0) + 1
+
+    try:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors[:5]
+        http_cli = hc.InferenceServerClient(server.hostport)
+        for (name, v), n in sent.items():
+            st = http_cli.get_inference_statistics(name, str(v))["model_stats"][0]
+            assert st["inference_stats"]["success"]["count"] == n
+            assert st["inference_stats"]["fail"]["count"] == 0
+        metric = "modelforge_inference_request_success_total"
+        assert _gauge(server.info["port"], metric) == sum(sent.values()) == 12 * 15
+    finally:
+        assert server.stop() == 0
