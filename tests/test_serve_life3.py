@@ -398,3 +398,19 @@ def test_batching_under_stress_every_row_checked_and_counts_exact(tmp_path):
         assert _gauge(server.info["port"], metric) == sum(sent.values()) == 12 * 15
     finally:
         assert server.stop() == 0
+
+
+def test_a_store_emptied_and_filled_again_serves_the_new_models(store):
+    tmp_path, env = store
+    server = start_server([], env=env)
+    port = server.info["port"]
+    try:
+        assert call(port, "/v2/models/lin/infer", ROW)[2]["outputs"][0]["data"] == [1, 2, 3, 4]
+        shutil.rmtree(tmp_path / "store")  # the numbers are given out again: lin:1 is k=2
+        mf(env, "models", "add", str(tmp_path / "s2.onnx"), "--name", "lin")
+        wait_until(lambda: "was replaced in the store" in server.stderr())
+        status, _, answer = call(port, "/v2/models/lin/infer", ROW)
+        assert status == 200 and answer["model_version"] == "1"
+        assert answer["outputs"][0]["data"] == [2, 4, 6, 8]
+    finally:
+        assert server.stop() == 0

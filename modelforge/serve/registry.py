@@ -36,6 +36,7 @@ class ServedVersion:
     batcher: Batcher
     stats: VersionStats
     batching: bool
+    stamp: tuple[int, int] | None = None  # meta.json's (inode, mtime) when it was loaded
 
     @property
     def label(self) -> str:
@@ -134,9 +135,11 @@ class Registry:
 
         affinity.unpin_here()  # the sessions' onnxruntime threads may use every CPU
         opts = self.options
+        stamp = None
         if model.origin == "file":
             location = core.file_location(model.path)
         else:
+            stamp = self._stamp(model.name, version)
             location = core.store_location(self.store, model.name, version)
         opened = core.open_version(
             location,
@@ -175,7 +178,20 @@ class Registry:
                     except Exception as exc:  # onnxruntime raises pybind exception types
                         log.warning("%s: warm-up run failed: %s", label, exc)
                         break
-        return ServedVersion(model.name, version, opened, batcher, stats, batching)
+        return ServedVersion(model.name, version, opened, batcher, stats, batching, stamp)
+
+    def _stamp(self, name: str, version: int) -> tuple[int, int] | None:
+        """Which store entry a version number names now: a store deleted and filled again
+        (or a version folder replaced) reuses numbers for other models."""
+        try:
+            st = (self.store.version_dir(name, version) / "meta.json").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _replaced(self, name: str, stamps: list[tuple[int, tuple[int, int]]]) -> list[int]:
+        """Loaded versions whose store entry is no longer the one that was loaded."""
+        return [v for v, stamp in stamps if self._stamp(name, v) not in (None, stamp)]
 
     def _batching(self, opened: core.OpenedVersion, label: str) -> bool:
         """``auto``: symbolic dim 0 everywhere *and* the row-independence probe passes
@@ -382,6 +398,12 @@ class Registry:
     async def _poll_model(self, model: ServedModel) -> None:
         found = await asyncio.to_thread(core.store_versions, self.store, model.name)
         versions, aliases = model.pin(*found)
+        stamps = [(v, sv.stamp) for v, sv in model.loaded.items() if sv.stamp is not None]
+        for v in await asyncio.to_thread(self._replaced, model.name, stamps):
+            old = model.loaded.pop(v, None)  # requests load the new one; the old one drains
+            if old is not None:
+                log.warning("%s was replaced in the store; loading it again", old.label)
+                asyncio.get_running_loop().create_task(self._drain(old))
         aliases = {a: v for a, v in aliases.items() if v in versions}
         # load new targets before pointing anything at them; a version that cannot be
         # loaded is left out (said once), and aliases moved onto it keep their old target
