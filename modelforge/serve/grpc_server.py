@@ -324,18 +324,22 @@ def start_grpc(
         f"{options.host if ':' not in options.host else f'[{options.host}]'}:"
         f"{options.grpc_port or 0}"
     )
-    if options.tls_cert and options.tls_key:
-        with open(options.tls_key, "rb") as k, open(options.tls_cert, "rb") as c:
-            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
-        port = server.add_secure_port(address, creds)
-    else:
-        port = server.add_insecure_port(address)
+    try:  # grpcio returns 0 on a failed bind, or (newer) raises RuntimeError
+        if options.tls_cert and options.tls_key:
+            with open(options.tls_key, "rb") as k, open(options.tls_cert, "rb") as c:
+                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if not port:
         from modelforge.errors import UsageError
 
+        server.stop(None)
         raise UsageError(
-            f"cannot listen for gRPC on {address}",
-            hint="pick another --grpc-port",
+            f"cannot listen for gRPC on {address}: the port is in use or not permitted",
+            hint="pick another --grpc-port (0 = any free port) or stop what holds it",
             code="cannot_bind",
         )
     server.start()

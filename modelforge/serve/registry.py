@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ class ServedVersion:
     batcher: Batcher
     stats: VersionStats
     batching: bool
+    stamp: tuple[int, int] | None = None  # meta.json's (inode, mtime) when it was loaded
 
     @property
     def label(self) -> str:
@@ -55,8 +55,9 @@ class ServedModel:
     loaded: dict[int, ServedVersion] = field(default_factory=dict)
     unloaded: bool = False  # evicted through the repository API
     broken: set[int] = field(default_factory=set)  # versions that failed to load while polled
-    reason: str = ""
+    reasons: dict[int, str] = field(default_factory=dict)  # why a version failed to load
     locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    unloads: int = 0  # how many times it was unloaded: a load that straddles one is dropped
 
     def pin(self, versions: list[int], aliases: dict[str, int]) -> tuple[list[int], dict[str, int]]:
         """The store's versions and aliases as this name serves them: a pinned name has its
@@ -134,9 +135,11 @@ class Registry:
 
         affinity.unpin_here()  # the sessions' onnxruntime threads may use every CPU
         opts = self.options
+        stamp = None
         if model.origin == "file":
             location = core.file_location(model.path)
         else:
+            stamp = self._stamp(model.name, version)
             location = core.store_location(self.store, model.name, version)
         opened = core.open_version(
             location,
@@ -175,7 +178,20 @@ class Registry:
                     except Exception as exc:  # onnxruntime raises pybind exception types
                         log.warning("%s: warm-up run failed: %s", label, exc)
                         break
-        return ServedVersion(model.name, version, opened, batcher, stats, batching)
+        return ServedVersion(model.name, version, opened, batcher, stats, batching, stamp)
+
+    def _stamp(self, name: str, version: int) -> tuple[int, int] | None:
+        """Which store entry a version number names now: a store deleted and filled again
+        (or a version folder replaced) reuses numbers for other models."""
+        try:
+            st = (self.store.version_dir(name, version) / "meta.json").stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _replaced(self, name: str, stamps: list[tuple[int, tuple[int, int]]]) -> list[int]:
+        """Loaded versions whose store entry is no longer the one that was loaded."""
+        return [v for v, stamp in stamps if self._stamp(name, v) not in (None, stamp)]
 
     def _batching(self, opened: core.OpenedVersion, label: str) -> bool:
         """``auto``: symbolic dim 0 everywhere *and* the row-independence probe passes
@@ -210,17 +226,25 @@ class Registry:
         async with lock:
             sv = model.loaded.get(version)
             if sv is None:
+                unloads = model.unloads
                 try:
                     sv = await asyncio.to_thread(self._open, model, version)
                 except ModelForgeError as exc:
-                    model.reason = exc.message
+                    model.reasons[version] = exc.message
                     raise HttpError(
                         503,
                         f"model '{clip(model.name)}' version {version} cannot be loaded: "
                         f"{exc.message}",
                     ) from None
+                if model.unloads != unloads:  # unloaded meanwhile: its sessions stayed
+                    asyncio.get_running_loop().create_task(self._drain(sv))  # resident
+                    raise unavailable(
+                        f"model '{clip(model.name)}' was unloaded while version {version} "
+                        f"was loading; load it with POST v2/repository/models/"
+                        f"{clip(model.name)}/load"
+                    )
                 model.loaded[version] = sv
-                model.reason = ""
+                model.reasons.pop(version, None)
         return sv
 
     def load_all_blocking(self) -> None:
@@ -254,7 +278,7 @@ class Registry:
             if v not in model.available:
                 raise not_found(
                     f"model '{clip(model.name)}' has no version {clip(digits)} (versions: "
-                    f"{', '.join(map(str, model.available))})"
+                    f"{', '.join(map(str, model.available)) or 'none'})"
                 )
             return v
         if version == "latest" and model.latest is not None:
@@ -263,7 +287,7 @@ class Registry:
             return model.aliases[version]
         raise not_found(
             f"model '{clip(model.name)}' has no version or alias '{clip(version)}' (versions: "
-            f"{', '.join(map(str, model.available))}; aliases: "
+            f"{', '.join(map(str, model.available)) or 'none'}; aliases: "
             f"{', '.join(sorted(model.aliases)) or 'none'})"
         )
 
@@ -295,7 +319,7 @@ class Registry:
                         "name": name,
                         "version": str(v),
                         "state": state,
-                        "reason": m.reason if state != "READY" else "",
+                        "reason": m.reasons.get(v, "") if state != "READY" else "",
                     }
                 )
         return out
@@ -311,6 +335,7 @@ class Registry:
     async def unload(self, name: str) -> None:
         model = self.model(name)
         model.unloaded = True
+        model.unloads += 1
         loaded, model.loaded = model.loaded, {}
         await asyncio.gather(*(self._drain(sv) for sv in loaded.values()))
 
@@ -321,12 +346,46 @@ class Registry:
 
     # -- live store polling ------------------------------------------------------------
     async def poll_forever(self) -> None:
+        """Re-read the store every poll interval. A store that cannot be read (its folder
+        deleted, unmounted or unreadable, damaged metadata) leaves what is served as it
+        was, said once on stderr (and once more when it can be read again): it used to be
+        silent, and a deleted store folder unserved every model with readiness still true."""
+        failing = ""
         while True:
             await asyncio.sleep(self.options.poll_interval_s)
-            with contextlib.suppress(Exception):
+            try:
                 await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                why = exc.message if isinstance(exc, ModelForgeError) else f"{exc}"
+                if why != failing:
+                    log.warning(
+                        "warning: cannot re-read the store at '%s': %s; still serving what "
+                        "was loaded, store changes are not seen until it can be read again",
+                        clip(str(self.store.root), 200),
+                        clip(why, 300),
+                    )
+                failing = why
+            else:
+                if failing:
+                    log.warning("the store at '%s' can be read again", clip(str(self.store.root)))
+                failing = ""
+
+    def _check_store(self) -> None:
+        """Raise when the store folder is gone while store models are served: an empty
+        listing then means "unreadable", not "every version removed"."""
+        if not any(m.origin == "store" for m in self.models.values()):
+            return
+        self.store.check_marker()
+        if not self.store.models_dir.is_dir():
+            raise ModelForgeError(
+                f"its folder '{clip(str(self.store.models_dir), 200)}' is gone",
+                code="store_missing",
+            )
 
     async def poll_once(self) -> None:
+        await asyncio.to_thread(self._check_store)
         if self.whole_store:
             names = await asyncio.to_thread(core.store_names, self.store)
             for name in names:
@@ -339,6 +398,12 @@ class Registry:
     async def _poll_model(self, model: ServedModel) -> None:
         found = await asyncio.to_thread(core.store_versions, self.store, model.name)
         versions, aliases = model.pin(*found)
+        stamps = [(v, sv.stamp) for v, sv in model.loaded.items() if sv.stamp is not None]
+        for v in await asyncio.to_thread(self._replaced, model.name, stamps):
+            old = model.loaded.pop(v, None)  # requests load the new one; the old one drains
+            if old is not None:
+                log.warning("%s was replaced in the store; loading it again", old.label)
+                asyncio.get_running_loop().create_task(self._drain(old))
         aliases = {a: v for a, v in aliases.items() if v in versions}
         # load new targets before pointing anything at them; a version that cannot be
         # loaded is left out (said once), and aliases moved onto it keep their old target

@@ -136,6 +136,7 @@ def run_in_process(
     listener = sock or bind_socket(options.host, options.port)
     grpc_server = None
     grpc_stopped: Any = None  # the threading.Event of grpc_server.stop(), once stopping
+    startup_error: list[Exception] = []
     config = _uvicorn_config(app, options)
 
     class _Server(uvicorn.Server):
@@ -146,9 +147,15 @@ def run_in_process(
                 return
             gport = None
             if options.grpc_port is not None:
+                from modelforge.errors import ModelForgeError
                 from modelforge.serve.grpc_server import start_grpc
 
-                grpc_server, gport = start_grpc(app, options, asyncio.get_running_loop())
+                try:
+                    grpc_server, gport = start_grpc(app, options, asyncio.get_running_loop())
+                except ModelForgeError as exc:  # --grpc-port in use: shut down cleanly (the
+                    startup_error.append(exc)  # lifespan too), then raise it, no traceback
+                    self.should_exit = True
+                    return
             if options.loop_cpu is not None:  # after the sessions and gRPC's threads were
                 _pin(options.loop_cpu, asyncio.get_running_loop())  # made: they keep every CPU
             info = _ready_info(app, options, listener, gport, restarts)
@@ -176,6 +183,8 @@ def run_in_process(
 
     server = _Server(config)
     server.run(sockets=[listener])
+    if startup_error:
+        raise startup_error[0]
     if grpc_server is not None:
         grpc_server.stop(grace=1).wait(2)
     return 0 if server.started else 1

@@ -5,15 +5,20 @@ OOM killer takes the whole process with it, and no in-process handler can answer
 So the ``modelforge serve`` process binds the listening sockets, starts a worker
 (``python -m modelforge.serve.worker``) that inherits them, and waits. If the worker dies
 without being asked to, the supervisor writes one line on stderr naming the signal or exit
-status, and starts a new worker on the same sockets (connections queue in the listen
-backlog meanwhile; requests that were in flight in the dead worker fail with a dropped
-connection). After ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` it gives up and
+status, and starts a new worker on the same sockets. While no worker is ready (at start, and
+while a restarted one loads), a stand-in (:mod:`.standin`) answers HTTP: live 200, anything
+else 503 with Retry-After, so clients and readiness probes get an answer instead of waiting
+in the listen backlog; requests that were in flight in the dead worker fail with a dropped
+connection. After ``MAX_RESTARTS`` deaths within ``RESTART_WINDOW_S`` it gives up and
 exits with status 8 (resource limit). SIGTERM/SIGINT are forwarded once; the worker drains
-and exits 0, and so does the supervisor. Nothing heavy is imported here.
+and exits 0, and so does the supervisor. SIGHUP changes nothing (there is nothing to reload:
+the store is re-read every poll interval, options need a restart) and says so on stderr; it
+used to kill the supervisor without a word. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,6 +34,7 @@ from typing import Any
 from modelforge.errors import ModelForgeError, ResourceLimitError, rebuild_error
 from modelforge.serve.options import ServeOptions
 from modelforge.serve.server import ReadyInfo, bind_socket, free_port
+from modelforge.serve.standin import StandIn
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -89,6 +95,12 @@ class _Worker:
         self.reader = threading.Thread(target=self._read, args=(read_end,), daemon=True)
         self.reader.start()
 
+    def stop(self) -> None:
+        """SIGTERM to a serving worker (it drains); a worker still loading has no requests
+        to finish and may take long to notice a signal: it is killed at once."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if self.ready is not None else signal.SIGKILL)
+
     def _read(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as fh:
             for raw in fh:
@@ -110,6 +122,8 @@ class _Supervisor:
         self.sock = bind_socket(opts.host, opts.port)
         if opts.grpc_port == 0:
             opts = dataclasses.replace(opts, grpc_port=free_port(opts.host))
+        elif opts.grpc_port is not None:
+            _check_grpc_port(opts.host, opts.grpc_port, self.sock)
         self.opts = opts
         self.on_ready = on_ready
         self.deaths: deque[float] = deque()
@@ -117,6 +131,7 @@ class _Supervisor:
         self.stopping = threading.Event()
         self.worker: _Worker | None = None
         self.announced = False
+        self.standin = StandIn(self.sock, tls=bool(opts.tls_cert))
 
     def forward(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT: once, to the worker; stop listening (the worker's copy of the
@@ -124,18 +139,30 @@ class _Supervisor:
         if self.stopping.is_set():
             return
         self.stopping.set()
+        self.standin.close()
         self.sock.close()
         w = self.worker
-        if w is not None and w.proc.poll() is None:
-            w.proc.send_signal(signal.SIGTERM)
+        if w is not None:
+            w.stop()
+
+    def hangup(self, signum: int, frame: Any) -> None:
+        """SIGHUP: keep serving, and say why nothing was reloaded (a closed terminal may
+        have sent it: a failed write is not an error)."""
+        with contextlib.suppress(OSError):
+            os.write(
+                2,
+                b"SIGHUP received: nothing to reload (the store is re-read every "
+                b"--poll-interval seconds; changed options need a restart); still serving\n",
+            )
 
     def run(self) -> int:
-        while True:
+        while not self.stopping.is_set():
             worker = self._start()
             rc = worker.proc.wait()
             worker.reader.join(timeout=2)
             if self.stopping.is_set():
-                return 0 if rc in (0, -signal.SIGTERM) else rc
+                # a worker stopped before it was ready had nothing to drain: it was killed
+                return 0 if rc in (0, -signal.SIGTERM) or worker.ready is None else rc
             if worker.ready is None:
                 if worker.error is not None:
                     raise rebuild_error(worker.error)
@@ -147,13 +174,24 @@ class _Supervisor:
                         code="worker_failed",
                     )
             self._died(worker, rc)
+        return 0
 
     def _start(self) -> _Worker:
         """Start a worker and wait until it is ready (or gone); announce the first one."""
+        self.standin.start(
+            "the server worker is restarting after a crash (restart "
+            f"{self.restarts}): its models are loading"
+            if self.restarts
+            else "the server is loading its models"
+        )
         worker = _Worker(self.refs, self.opts, self.sock.fileno(), self.restarts)
         self.worker = worker
+        if self.stopping.is_set():  # SIGTERM/SIGINT came while it was being spawned
+            worker.stop()
         while not worker.ready_event.wait(0.2) and worker.proc.poll() is None:
             pass
+        if worker.ready is not None:
+            self.standin.stop()  # the worker accepts from now on
         if worker.ready is not None and not self.announced:
             self.announced = True
             if self.on_ready is not None:
@@ -177,18 +215,41 @@ class _Supervisor:
                 code="worker_crashed",
             )
         self.restarts += 1
-        sys.stderr.write(
-            f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests in "
-            f"flight were lost. Restarting it on the same port (restart {self.restarts}).\n"
-        )
+        if rc == 0:  # it drained and exited: a SIGTERM/SIGINT sent to the worker itself
+            what = (
+                f"warning: the server worker (pid {worker.proc.pid}) was stopped on its own "
+                f"(a signal sent to it, not to the server, pid {os.getpid()}: stop the server "
+                "with that pid); its requests finished."
+            )
+        else:
+            what = (
+                f"error: the server worker (pid {worker.proc.pid}) {_describe(rc)}; requests "
+                "in flight were lost."
+            )
+        sys.stderr.write(f"{what} Restarting it on the same port (restart {self.restarts}).\n")
         sys.stderr.flush()
 
     def close(self) -> None:
+        self.standin.close()
         w = self.worker
         if w is not None and w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
         self.sock.close()
+
+
+def _check_grpc_port(host: str, port: int, http_sock: Any) -> None:
+    """Refuse a --grpc-port that cannot be bound now, before the models load (the worker
+    would find out only after loading them)."""
+    try:
+        bind_socket(host, port).close()
+    except ModelForgeError as exc:
+        http_sock.close()
+        raise type(exc)(
+            f"cannot listen for gRPC on {host}:{port}: {exc.message.rpartition(': ')[2]}",
+            hint="pick another --grpc-port (0 = any free port) or stop what holds it",
+            code=exc.code,
+        ) from None
 
 
 def supervise(
@@ -197,6 +258,7 @@ def supervise(
     """Serve in a supervised worker until SIGTERM/SIGINT; returns the exit status."""
     sup = _Supervisor(refs, opts, on_ready)
     old = {s: signal.signal(s, sup.forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, sup.hangup)
     try:
         return sup.run()
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -27,6 +28,7 @@ def main() -> int:
     from modelforge.serve.server import ReadyInfo, run_in_process
     from modelforge.serve.supervisor import options_from_json
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor answers it; not a crash
     sock_fd, pipe_fd = (int(x) for x in os.environ.pop("MODELFORGE_SERVE_FDS").split(","))
     payload = json.loads(sys.stdin.buffer.read())
     opts = options_from_json(payload["options"])
